@@ -1,0 +1,1 @@
+"""The `membership` operator command."""

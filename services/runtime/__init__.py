@@ -1,0 +1,1 @@
+"""Shared plumbing of every service: config, database, server bootstrap, identity, errors, logs."""

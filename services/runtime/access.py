@@ -1,0 +1,84 @@
+"""Who may call what: roles and their scopes, and the scope each RPC needs.
+
+This is the one declarative table of access. A method missing here is closed to everyone
+(deny by default); `PUBLIC_METHOD_PREFIXES` are open without a token.
+"""
+
+from __future__ import annotations
+
+ACCOUNTS = "/membership.accounts.v1.AccountsService/"
+PRIVACY_CRYPTO = "/membership.privacy.v1.FieldCryptoService/"
+
+# Reading a member in the FULL view needs this scope in addition to the method's scope.
+SCOPE_READ_PII = "accounts.members.read_pii"
+
+METHOD_SCOPES: dict[str, str] = {
+    ACCOUNTS + "RegisterMember": "accounts.members.create",
+    ACCOUNTS + "GetMember": "accounts.members.read",
+    ACCOUNTS + "LookupMember": "accounts.members.read",
+    ACCOUNTS + "ListMembers": "accounts.members.read",
+    ACCOUNTS + "UpdateMember": "accounts.members.update",
+    ACCOUNTS + "FreezeMember": "accounts.members.freeze",
+    ACCOUNTS + "UnfreezeMember": "accounts.members.freeze",
+    ACCOUNTS + "CloseMember": "accounts.members.close",
+    ACCOUNTS + "ExportMemberData": "accounts.internal.privacy",
+    ACCOUNTS + "EraseMemberData": "accounts.internal.privacy",
+    PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
+    PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
+    PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",
+    PRIVACY_CRYPTO + "RotateKeyEncryptionKey": "privacy.keys.admin",
+    PRIVACY_CRYPTO + "GetKeyRingStatus": "privacy.keys.admin",
+    PRIVACY_CRYPTO + "DestroySubjectKey": "privacy.keys.destroy",
+}
+
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    # the wallet app's backend acts for the member: register, read masked, update, cancel
+    "wallet-backend": frozenset(
+        {
+            "accounts.members.create",
+            "accounts.members.read",
+            "accounts.members.update",
+            "accounts.members.close",
+        }
+    ),
+    # the payment system settles payments into points (points issue); nothing here yet
+    "settlement": frozenset(),
+    # compliance officers read members, in clear when they state a purpose
+    "officer": frozenset({"accounts.members.read", SCOPE_READ_PII}),
+    "admin": frozenset(
+        {
+            "accounts.members.read",
+            SCOPE_READ_PII,
+            "accounts.members.update",
+            "accounts.members.freeze",
+            "accounts.members.close",
+            "privacy.keys.admin",
+        }
+    ),
+    # internal: privacy reaches into accounts for data-subject requests and shreds keys
+    "service:privacy": frozenset(
+        {
+            "accounts.internal.privacy",
+            "accounts.members.read",
+            "privacy.crypto.encrypt",
+            "privacy.crypto.decrypt",
+            "privacy.keys.destroy",
+        }
+    ),
+    # internal: accounts encrypts, indexes and (for FULL reads and exports) decrypts fields
+    "service:accounts": frozenset({"privacy.crypto.encrypt", "privacy.crypto.decrypt"}),
+}
+
+PUBLIC_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+def is_public(method: str) -> bool:
+    return method.startswith(PUBLIC_METHOD_PREFIXES)
+
+
+def required_scope(method: str) -> str | None:
+    return METHOD_SCOPES.get(method)

@@ -1,0 +1,81 @@
+"""Settings from environment variables (`MEMBERSHIP_*`, `DATABASE_URL`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ADDRS = {
+    "accounts": "127.0.0.1:50051",
+    "points": "127.0.0.1:50052",
+    "privacy": "127.0.0.1:50053",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    keys_dir: Path
+    token_audience: str
+    service_addrs: Mapping[str, str]
+    db_pool_min: int
+    db_pool_max: int
+    shutdown_grace_s: float
+    outgoing_timeout_s: float
+    log_level: str
+    max_message_bytes: int
+
+    def addr_of(self, service: str) -> str:
+        return self.service_addrs[service]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    addrs = {
+        name: env.get(f"MEMBERSHIP_{name.upper()}_ADDR", default)
+        for name, default in DEFAULT_ADDRS.items()
+    }
+    return Settings(
+        database_url=env.get("DATABASE_URL", ""),
+        keys_dir=Path(env.get("MEMBERSHIP_KEYS_DIR", ".data/keys")),
+        token_audience=env.get("MEMBERSHIP_TOKEN_AUDIENCE", "wallet-membership"),
+        service_addrs=addrs,
+        db_pool_min=_int(env, "MEMBERSHIP_DB_POOL_MIN", 1, 0, 100),
+        db_pool_max=_int(env, "MEMBERSHIP_DB_POOL_MAX", 10, 1, 200),
+        shutdown_grace_s=_float(env, "MEMBERSHIP_SHUTDOWN_GRACE_S", 5.0, 0.0, 120.0),
+        outgoing_timeout_s=_float(env, "MEMBERSHIP_OUTGOING_TIMEOUT_S", 3.0, 0.05, 60.0),
+        log_level=env.get("MEMBERSHIP_LOG_LEVEL", "INFO").upper(),
+        max_message_bytes=_int(env, "MEMBERSHIP_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 << 20),
+    )

@@ -1,0 +1,108 @@
+"""Domain errors: raised by domain and store code, turned into google.rpc.Status at the edge.
+
+No gRPC here, so domain modules can raise them. Messages must never carry personal
+information: they name fields and rules, not values.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+class Code(enum.Enum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    UNAVAILABLE = "UNAVAILABLE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    ABORTED = "ABORTED"
+    INTERNAL = "INTERNAL"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+@dataclass
+class DomainError(Exception):
+    code: Code
+    reason: str
+    message: str
+    violations: Sequence[FieldViolation] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code.value} {self.reason}: {self.message}"
+
+
+def invalid_argument(violations: Sequence[FieldViolation]) -> DomainError:
+    fields = ", ".join(sorted({v.field for v in violations}))
+    return DomainError(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT", f"invalid: {fields}", violations)
+
+
+def bad_field(field_path: str, description: str) -> DomainError:
+    return invalid_argument([FieldViolation(field_path, description)])
+
+
+def not_found(resource: str) -> DomainError:
+    return DomainError(Code.NOT_FOUND, "NOT_FOUND", f"{resource} not found")
+
+
+def already_exists(reason: str, message: str) -> DomainError:
+    return DomainError(Code.ALREADY_EXISTS, reason, message)
+
+
+def idempotency_key_reused() -> DomainError:
+    return already_exists(
+        "IDEMPOTENCY_KEY_REUSED", "request_id was already used with a different request"
+    )
+
+
+def failed_precondition(reason: str, message: str) -> DomainError:
+    return DomainError(Code.FAILED_PRECONDITION, reason, message)
+
+
+def unavailable(reason: str, message: str) -> DomainError:
+    return DomainError(Code.UNAVAILABLE, reason, message)
+
+
+def permission_denied(reason: str, message: str) -> DomainError:
+    return DomainError(Code.PERMISSION_DENIED, reason, message)
+
+
+def unauthenticated(reason: str, message: str) -> DomainError:
+    return DomainError(Code.UNAUTHENTICATED, reason, message)
+
+
+class ViolationCollector:
+    """Gathers every field violation of a request before failing once."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def add(self, field_path: str, description: str) -> None:
+        self.violations.append(FieldViolation(field_path, description))
+
+    def require(self, value: str, field_path: str, max_len: int) -> None:
+        if not value:
+            self.add(field_path, "required")
+        elif len(value) > max_len:
+            self.add(field_path, f"at most {max_len} characters")
+
+    def bound(self, value: str, field_path: str, max_len: int) -> None:
+        if len(value) > max_len:
+            self.add(field_path, f"at most {max_len} characters")
+
+    def raise_if_any(self) -> None:
+        if self.violations:
+            raise invalid_argument(self.violations)

@@ -1,0 +1,118 @@
+"""One server interceptor: request id, caller token, scope check, error mapping, access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from services.runtime import access
+from services.runtime.context import (
+    MAX_REQUEST_ID_LEN,
+    new_request_id,
+    set_caller,
+    set_request_id,
+)
+from services.runtime.errors import Code, DomainError, permission_denied, unauthenticated
+from services.runtime.identity import Caller, InvalidToken, TokenVerifier
+from services.runtime.status import grpc_code, to_rpc_status
+
+log = logging.getLogger("membership.rpc")
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {
+        k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
+    }
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, verifier: TokenVerifier, error_domain: str) -> None:
+        self._verifier = verifier
+        self._domain = error_domain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or access.is_public(method):
+            return handler
+        if handler.unary_unary is None:
+            # every API method is unary; anything else is closed
+            return grpc.unary_unary_rpc_method_handler(self._closed)
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _closed(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "method not available")
+
+    def _authenticate(self, metadata: dict[str, str]) -> Caller:
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise unauthenticated("TOKEN_MISSING", "missing bearer token")
+        try:
+            return self._verifier.verify(token.strip())
+        except InvalidToken as exc:
+            raise unauthenticated("TOKEN_INVALID", str(exc)) from exc
+
+    @staticmethod
+    def _authorize(method: str, caller: Caller) -> None:
+        scope = access.required_scope(method)
+        if scope is None or not caller.has_scope(scope):
+            raise permission_denied("SCOPE_MISSING", f"role {caller.role} may not call {method}")
+
+    def _wrap(self, method: str, inner: Handler) -> Handler:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = _metadata(context)
+            rid = metadata.get("x-request-id", "")[:MAX_REQUEST_ID_LEN] or new_request_id()
+            set_request_id(rid)
+            set_caller(None)
+            started = time.perf_counter()
+            outcome, role = "OK", ""
+            try:
+                caller = self._authenticate(metadata)
+                role = caller.role
+                self._authorize(method, caller)
+                set_caller(caller)
+                return await inner(request, context)
+            except DomainError as err:
+                outcome = err.code.value
+                status = to_rpc_status(err, self._domain)
+                await context.abort(grpc_code(err), status.details, status.trailing_metadata)
+            except grpc.aio.AbortError:
+                outcome = "ABORTED_BY_HANDLER"
+                raise
+            except Exception:
+                outcome = "INTERNAL"
+                log.exception("unhandled error", extra={"fields": {"method": method}})
+                internal = DomainError(Code.INTERNAL, "INTERNAL", "internal error")
+                status = to_rpc_status(internal, self._domain)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, status.details, status.trailing_metadata
+                )
+            finally:
+                log.info(
+                    "rpc",
+                    extra={
+                        "fields": {
+                            "method": method,
+                            "code": outcome,
+                            "role": role,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        }
+                    },
+                )
+
+        return handle

@@ -1,0 +1,142 @@
+"""Server bootstrap shared by every service: pool, migrations, grpc.aio server, health,
+reflection, explicit limits and keepalive, graceful shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.config import ConfigError, Settings, load_settings
+from services.runtime.db import create_pool, load_migrations, migrate
+from services.runtime.identity import TokenVerifier, load_verify_keys
+from services.runtime.interceptor import ServiceInterceptor
+from services.runtime.logs import configure_logging
+
+log = logging.getLogger("membership.server")
+
+
+class Component(Protocol):
+    """What a service adds to the shared server."""
+
+    service_names: Sequence[str]
+
+    def add_to(self, server: grpc.aio.Server) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+ComponentFactory = Callable[[asyncpg.Pool, Settings], Awaitable[Component]]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    migrations_dir: Path
+    build: ComponentFactory
+
+
+@dataclass
+class RunningService:
+    spec: ServiceSpec
+    server: grpc.aio.Server
+    port: int
+    pool: asyncpg.Pool
+    component: Component
+    health: health.aio.HealthServicer
+    _stopped: bool = field(default=False)
+
+    async def stop(self, grace_s: float) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.component.close()
+        await self.pool.close()
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_idle_ms", 300_000),
+        ("grpc.max_concurrent_streams", 256),
+    ]
+
+
+async def start_service(
+    spec: ServiceSpec, settings: Settings, listen_addr: str | None = None
+) -> RunningService:
+    if not settings.database_url:
+        raise ConfigError("DATABASE_URL is not set")
+    pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, spec.name, load_migrations(spec.migrations_dir))
+        component = await spec.build(pool, settings)
+    except BaseException:
+        await pool.close()
+        raise
+    verifier = TokenVerifier(load_verify_keys(settings.keys_dir), settings.token_audience)
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(verifier, f"{spec.name}.membership")],
+        options=server_options(settings),
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    component.add_to(server)
+    names = [*component.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen_addr or settings.addr_of(spec.name))
+    if port == 0:
+        await component.close()
+        await pool.close()
+        raise OSError(f"could not bind {listen_addr or settings.addr_of(spec.name)}")
+    await server.start()
+    for name in ["", *component.service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningService(spec, server, port, pool, component, health_servicer)
+
+
+async def _serve(spec: ServiceSpec) -> None:
+    settings = load_settings()
+    configure_logging(spec.name, settings.log_level)
+    running = await start_service(spec, settings)
+    log.info("serving", extra={"fields": {"port": running.port}})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"fields": {"grace_s": settings.shutdown_grace_s}})
+    await running.stop(settings.shutdown_grace_s)
+    log.info("stopped")
+
+
+def run(spec: ServiceSpec) -> int:
+    """Entry point of `python -m services.<name>`; returns the process exit code."""
+    try:
+        asyncio.run(_serve(spec))
+    except ConfigError as exc:
+        configure_logging(spec.name)
+        log.error("bad configuration", extra={"fields": {"detail": str(exc)}})
+        return 2
+    except Exception:
+        configure_logging(spec.name)
+        log.exception("failed to start")
+        return 1
+    return 0
