@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 from importlib import resources
@@ -14,9 +15,11 @@ from grpc_tools import protoc
 def _include_dirs() -> list[str]:
     well_known = resources.files("grpc_tools") / "_proto"
     # googleapis-common-protos installs google/api/*.proto beside its modules
-    import google.api.annotations_pb2 as annotations
-
-    googleapis_root = Path(annotations.__file__).resolve().parents[2]
+    # found, not imported: googleapis-common-protos ships no type information
+    spec = importlib.util.find_spec("google.api.annotations_pb2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("googleapis-common-protos is not installed")
+    googleapis_root = Path(spec.origin).resolve().parents[2]
     return [str(well_known), str(googleapis_root)]
 
 

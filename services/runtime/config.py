@@ -77,5 +77,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace_s=_float(env, "MEMBERSHIP_SHUTDOWN_GRACE_S", 5.0, 0.0, 120.0),
         outgoing_timeout_s=_float(env, "MEMBERSHIP_OUTGOING_TIMEOUT_S", 3.0, 0.05, 60.0),
         log_level=env.get("MEMBERSHIP_LOG_LEVEL", "INFO").upper(),
-        max_message_bytes=_int(env, "MEMBERSHIP_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 << 20),
+        max_message_bytes=_int(
+            env, "MEMBERSHIP_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 << 20
+        ),
     )

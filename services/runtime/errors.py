@@ -44,6 +44,10 @@ class DomainError(Exception):
     def __str__(self) -> str:
         return f"{self.code.value} {self.reason}: {self.message}"
 
+    @classmethod
+    def internal(cls, message: str) -> DomainError:
+        return cls(Code.INTERNAL, "INTERNAL", message)
+
 
 def invalid_argument(violations: Sequence[FieldViolation]) -> DomainError:
     fields = ", ".join(sorted({v.field for v in violations}))

@@ -26,9 +26,7 @@ Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    return {
-        k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
-    }
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -1,0 +1,1 @@
+"""accounts: who a member is: registration, encrypted profile, lifecycle, referral codes."""

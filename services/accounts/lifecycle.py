@@ -1,0 +1,55 @@
+"""The member status state machine."""
+
+from __future__ import annotations
+
+import enum
+
+from services.runtime.errors import DomainError, failed_precondition
+
+
+class Status(enum.Enum):
+    ACTIVE = "ACTIVE"
+    FROZEN = "FROZEN"
+    CLOSED = "CLOSED"
+    ERASED = "ERASED"
+
+
+class Action(enum.Enum):
+    FREEZE = "FREEZE"
+    UNFREEZE = "UNFREEZE"
+    CLOSE = "CLOSE"
+    ERASE = "ERASE"
+
+
+TRANSITIONS: dict[tuple[Status, Action], Status] = {
+    (Status.ACTIVE, Action.FREEZE): Status.FROZEN,
+    (Status.FROZEN, Action.UNFREEZE): Status.ACTIVE,
+    (Status.ACTIVE, Action.CLOSE): Status.CLOSED,
+    (Status.FROZEN, Action.CLOSE): Status.CLOSED,
+    (Status.ACTIVE, Action.ERASE): Status.ERASED,
+    (Status.FROZEN, Action.ERASE): Status.ERASED,
+    (Status.CLOSED, Action.ERASE): Status.ERASED,
+}
+
+PROFILE_EDITABLE = frozenset({Status.ACTIVE, Status.FROZEN})
+
+
+def transition(current: Status, action: Action) -> Status:
+    target = TRANSITIONS.get((current, action))
+    if target is None:
+        raise illegal_transition(current, action)
+    return target
+
+
+def illegal_transition(current: Status, action: Action) -> DomainError:
+    return failed_precondition(
+        f"MEMBER_{current.value}",
+        f"cannot {action.value.lower()} a member whose status is {current.value}",
+    )
+
+
+def require_editable(current: Status) -> None:
+    if current not in PROFILE_EDITABLE:
+        raise failed_precondition(
+            f"MEMBER_{current.value}", f"the profile of a {current.value} member cannot change"
+        )

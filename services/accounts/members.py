@@ -1,0 +1,205 @@
+"""Member registration, profile reads and updates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.accounts import normalise, store
+from services.accounts.lifecycle import Status, require_editable
+from services.accounts.model import PERSONAL_FIELDS, Member, StoredMember, new_member_id
+from services.accounts.ports import (
+    INDEX_EMAIL,
+    INDEX_PHONE,
+    INDEX_REGISTER_REQUEST,
+    INDEX_UPDATE_REQUEST,
+    PrivacyPort,
+)
+from services.accounts.requests import replay
+from services.runtime.errors import already_exists, bad_field, failed_precondition, not_found
+from services.runtime.identity import Caller
+
+REFERRAL_CODE_ATTEMPTS = 8
+MASKS = {
+    "phone": normalise.mask_phone,
+    "email": normalise.mask_email,
+    "display_name": normalise.mask_display_name,
+}
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Validated, normalised registration input."""
+
+    request_id: str
+    phone: str
+    email: str
+    display_name: str
+    referral_code: str
+
+    def canonical(self) -> bytes:
+        return json.dumps(
+            [self.phone, self.email, self.display_name, self.referral_code], ensure_ascii=False
+        ).encode()
+
+    def personal(self) -> dict[str, str]:
+        values = {"phone": self.phone, "email": self.email, "display_name": self.display_name}
+        return {k: v for k, v in values.items() if v}
+
+
+def _taken(kind: str) -> Exception:
+    return already_exists(f"{kind.upper()}_TAKEN", f"another member already uses this {kind}")
+
+
+class Members:
+    def __init__(self, pool: asyncpg.Pool, privacy: PrivacyPort) -> None:
+        self._pool = pool
+        self._privacy = privacy
+
+    async def _load(self, conn: asyncpg.Connection, member_id: str, lock: bool = False) -> StoredMember:
+        stored = await store.get_member(conn, member_id, for_update=lock)
+        if stored is None:
+            raise not_found("member")
+        return stored
+
+    async def _encrypt(self, member_id: str, values: dict[str, str]) -> tuple[dict[str, bytes | None], dict[str, str]]:
+        present = [(column, value) for column, value in values.items() if value]
+        cts = await self._privacy.encrypt(member_id, [(c, v.encode()) for c, v in present])
+        ciphertexts: dict[str, bytes | None] = {c: None for c in values}
+        ciphertexts.update({c: ct for (c, _), ct in zip(present, cts, strict=True)})
+        masks = {c: MASKS[c](v) if v else "" for c, v in values.items()}
+        return ciphertexts, masks
+
+    async def register(self, reg: Registration) -> Member:
+        inputs = [(INDEX_PHONE, reg.phone.encode()), (INDEX_REGISTER_REQUEST, reg.canonical())]
+        if reg.email:
+            inputs.append((INDEX_EMAIL, reg.email.encode()))
+        digests = await self._privacy.blind_indexes(inputs)
+        phone_digest, request_hash = digests[0], digests[1]
+        email_digest = digests[2] if reg.email else None
+        async with self._pool.acquire() as conn:
+            done = await replay(await store.get_registration(conn, reg.request_id), request_hash)
+            if done is not None:
+                return done
+            referrer = await self._referrer(conn, reg.referral_code)
+            if await store.find_by_digest(conn, "phone", phone_digest):
+                raise _taken("phone")
+            if email_digest and await store.find_by_digest(conn, "email", email_digest):
+                raise _taken("email")
+        member_id = new_member_id()
+        ciphertexts, masks = await self._encrypt(member_id, reg.personal())
+        new = store.NewMember(member_id, ciphertexts, masks, referrer)
+        try:
+            return await self._insert(reg, request_hash, new, phone_digest, email_digest)
+        except store.UniqueViolation as exc:
+            if exc.constraint != "request_id":
+                raise _taken(exc.constraint) from exc
+        async with self._pool.acquire() as conn:  # a concurrent repeat won: answer like it
+            done = await replay(await store.get_registration(conn, reg.request_id), request_hash)
+        assert done is not None
+        return done
+
+    async def _referrer(self, conn: asyncpg.Connection, code: str) -> str | None:
+        if not code:
+            return None
+        referrer = await store.find_by_referral_code(conn, code)
+        stored = referrer and await store.get_member(conn, referrer)
+        if not stored or stored.member.status is not Status.ACTIVE:
+            raise bad_field("referral_code", "is not the code of an active member")
+        return referrer
+
+    async def _insert(
+        self, reg: Registration, request_hash: bytes, new: store.NewMember,
+        phone_digest: bytes, email_digest: bytes | None,
+    ) -> Member:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await store.insert_member(conn, new)
+            await self._give_referral_code(conn, new.member_id)
+            await store.put_lookup(conn, "phone", phone_digest, new.member_id)
+            if email_digest is not None:
+                await store.put_lookup(conn, "email", email_digest, new.member_id)
+            member = (await self._load(conn, new.member_id)).member
+            await store.insert_registration(conn, reg.request_id, request_hash, member)
+            await store.add_outbox_event(conn, new.member_id, "member.registered", {
+                "member_id": new.member_id, "referred_by": new.referred_by or "",
+                "status": Status.ACTIVE.value,
+            })
+        return member
+
+    @staticmethod
+    async def _give_referral_code(conn: asyncpg.Connection, member_id: str) -> None:
+        from services.accounts.model import new_referral_code
+
+        for _ in range(REFERRAL_CODE_ATTEMPTS):
+            if await store.claim_referral_code(conn, member_id, new_referral_code()):
+                return
+        raise failed_precondition("REFERRAL_CODES_EXHAUSTED", "no free referral code found")
+
+    async def get(self, member_id: str) -> Member:
+        async with self._pool.acquire() as conn:
+            return (await self._load(conn, member_id)).member
+
+    async def get_full(self, caller: Caller, member_id: str, purpose: str) -> Member:
+        async with self._pool.acquire() as conn:
+            stored = await self._load(conn, member_id)
+        return await self._reveal(caller, stored, purpose)
+
+    async def _reveal(self, caller: Caller, stored: StoredMember, purpose: str) -> Member:
+        if stored.member.status is Status.ERASED:
+            raise failed_precondition("MEMBER_ERASED", "the member's personal information was erased")
+        present = [(c, ct) for c, ct in stored.ciphertexts.items() if ct is not None]
+        clear = await self._privacy.decrypt(stored.member.member_id, present, purpose, caller.subject)
+        values = {c: "" for c in PERSONAL_FIELDS}
+        values.update({c: pt.decode() for (c, _), pt in zip(present, clear, strict=True)})
+        return stored.member.with_clear(values["phone"], values["email"], values["display_name"])
+
+    async def lookup(self, kind: str, normalised_value: str) -> Member:
+        context = INDEX_PHONE if kind == "phone" else INDEX_EMAIL
+        (digest,) = await self._privacy.blind_indexes([(context, normalised_value.encode())])
+        async with self._pool.acquire() as conn:
+            member_id = await store.find_by_digest(conn, kind, digest)
+            if member_id is None:
+                raise not_found("member")
+            return (await self._load(conn, member_id)).member
+
+    async def list(
+        self, status: Status | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Member]:
+        async with self._pool.acquire() as conn:
+            return await store.list_members(conn, status, after, limit)
+
+    async def update(
+        self, member_id: str, request_id: str, changes: dict[str, str]
+    ) -> Member:
+        """`changes`: normalised new values of the masked fields named by the update mask."""
+        canonical = json.dumps([member_id, sorted(changes.items())], ensure_ascii=False).encode()
+        inputs = [(INDEX_UPDATE_REQUEST, canonical)]
+        inputs += [(INDEX_PHONE if k == "phone" else INDEX_EMAIL, v.encode())
+                   for k, v in sorted(changes.items()) if k in ("phone", "email") and v]
+        digests = await self._privacy.blind_indexes(inputs)
+        request_hash, lookups = digests[0], dict(zip(
+            [k for k, v in sorted(changes.items()) if k in ("phone", "email") and v], digests[1:], strict=True))
+        async with self._pool.acquire() as conn:
+            stored = await self._load(conn, member_id)
+            done = await replay(await store.get_member_request(conn, member_id, request_id),
+                                request_hash, "UpdateMember")
+            if done is not None:
+                return done
+            require_editable(stored.member.status)
+        ciphertexts, masks = await self._encrypt(member_id, changes)
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await self._load(conn, member_id, lock=True)
+            require_editable(stored.member.status)
+            try:
+                for kind, digest in lookups.items():
+                    await store.put_lookup(conn, kind, digest, member_id)
+            except store.UniqueViolation as exc:
+                raise _taken(exc.constraint) from exc
+            if "email" in changes and not changes["email"]:
+                await store.drop_lookup(conn, member_id, "email")
+            member = (await store.update_personal(conn, member_id, ciphertexts, masks)).member
+            await store.insert_member_request(conn, request_id, "UpdateMember", request_hash, member)
+        return member

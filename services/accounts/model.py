@@ -1,0 +1,97 @@
+"""Accounts domain records."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from services.accounts.lifecycle import Status
+
+# Crockford's base32 without I, L, O, U: unambiguous when read aloud or typed
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+MEMBER_ID_CHARS = 19
+REFERRAL_CODE_CHARS = 8
+RESOURCE_PREFIX = "members/"
+
+# personal fields: column name -> encrypted, masked for display
+PERSONAL_FIELDS = ("phone", "email", "display_name")
+
+
+def new_member_id() -> str:
+    """`m` + 19 base32 characters (95 random bits); a valid AIP-122 resource id."""
+    return "m" + "".join(secrets.choice(_ALPHABET) for _ in range(MEMBER_ID_CHARS)).lower()
+
+
+def new_referral_code() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(REFERRAL_CODE_CHARS))
+
+
+def member_name(member_id: str) -> str:
+    return RESOURCE_PREFIX + member_id
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member as shown: personal fields masked unless `full` (decrypted for this read)."""
+
+    member_id: str
+    status: Status
+    phone: str
+    email: str
+    display_name: str
+    referral_code: str
+    referred_by: str
+    created_at: datetime
+    updated_at: datetime
+    full: bool = False
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """The masked view as stored with an idempotency key, to answer repeats."""
+        assert not self.full, "only the masked view is stored"
+        return {
+            "member_id": self.member_id,
+            "status": self.status.value,
+            "phone": self.phone,
+            "email": self.email,
+            "display_name": self.display_name,
+            "referral_code": self.referral_code,
+            "referred_by": self.referred_by,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+    @classmethod
+    def from_snapshot(cls, doc: dict[str, Any]) -> Member:
+        return cls(
+            member_id=doc["member_id"],
+            status=Status(doc["status"]),
+            phone=doc["phone"],
+            email=doc["email"],
+            display_name=doc["display_name"],
+            referral_code=doc["referral_code"],
+            referred_by=doc["referred_by"],
+            created_at=datetime.fromisoformat(doc["created_at"]),
+            updated_at=datetime.fromisoformat(doc["updated_at"]),
+        )
+
+    def with_clear(self, phone: str, email: str, display_name: str) -> Member:
+        return replace(self, phone=phone, email=email, display_name=display_name, full=True)
+
+
+@dataclass(frozen=True)
+class StoredMember:
+    """A member row: ciphertexts plus their masked forms."""
+
+    member: Member
+    ciphertexts: dict[str, bytes | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    from_status: Status
+    to_status: Status
+    reason: str
+    actor: str
+    changed_at: datetime

@@ -1,0 +1,1 @@
+"""points: the double-entry points ledger (settlement, tiers, rewards). Health only for now."""

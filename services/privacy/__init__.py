@@ -1,0 +1,1 @@
+"""privacy: field encryption and keys, consent, data-subject requests, audit log."""

@@ -1,0 +1,181 @@
+"""Key-encryption keys and the blind-index key, kept outside PostgreSQL.
+
+Providers: a local key-ring file under the keys folder (created on first run, mode 0600), or
+read-only environment variables for deployments that inject secrets. A KMS or Vault provider
+would implement the same `KeyRing` interface.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+KEK_BYTES = 32
+INDEX_KEY_BYTES = 32
+KEYRING_FILE = "kek-keyring.json"
+INDEX_KEY_FILE = "blind-index.key"
+ENV_KEYRING = "MEMBERSHIP_KEK_KEYRING"
+ENV_INDEX_KEY = "MEMBERSHIP_BLIND_INDEX_KEY"
+
+
+class KeyRingError(RuntimeError):
+    """The key ring is unreadable, lacks a key, or cannot be changed."""
+
+
+@dataclass(frozen=True)
+class Kek:
+    kek_id: str
+    key: bytes
+    created_at: float
+
+
+def _new_kek_id() -> str:
+    return "kek-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _decode_keyring(raw: str) -> tuple[str, dict[str, Kek]]:
+    try:
+        doc = json.loads(raw)
+        keys = {
+            k["id"]: Kek(k["id"], base64.b64decode(k["key"]), float(k.get("created_at", 0)))
+            for k in doc["keys"]
+        }
+        primary = str(doc["primary"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyRingError("key ring is malformed") from exc
+    if primary not in keys or any(len(k.key) != KEK_BYTES for k in keys.values()):
+        raise KeyRingError("key ring lacks its primary key or has a key of the wrong size")
+    return primary, keys
+
+
+def _encode_keyring(primary: str, keys: Mapping[str, Kek]) -> str:
+    return json.dumps(
+        {
+            "primary": primary,
+            "keys": [
+                {
+                    "id": k.kek_id,
+                    "key": base64.b64encode(k.key).decode(),
+                    "created_at": k.created_at,
+                }
+                for k in keys.values()
+            ],
+        },
+        indent=2,
+    )
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Atomically replaces `path` with `data`, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class KeyRing:
+    """The key-encryption keys: one primary for wrapping, all of them for unwrapping."""
+
+    def __init__(self, provider: str, path: Path | None, primary: str, keys: dict[str, Kek]):
+        self.provider = provider
+        self._path = path
+        self._primary = primary
+        self._keys = keys
+        self._lock = threading.Lock()
+
+    @property
+    def primary(self) -> Kek:
+        return self._keys[self._primary]
+
+    def all_keys(self) -> list[Kek]:
+        return sorted(self._keys.values(), key=lambda k: k.created_at, reverse=True)
+
+    def get(self, kek_id: str) -> Kek:
+        kek = self._keys.get(kek_id)
+        if kek is None and self._path is not None:
+            # another replica may have rotated: the file is the source of truth
+            self.reload()
+            kek = self._keys.get(kek_id)
+        if kek is None:
+            raise KeyRingError(f"key-encryption key {kek_id} is not in the key ring")
+        return kek
+
+    def reload(self) -> None:
+        if self._path is not None:
+            with self._lock:
+                self._primary, self._keys = _decode_keyring(self._path.read_text())
+
+    def rotate(self) -> tuple[Kek, Kek]:
+        """Adds a new primary key; returns (previous, new). Old keys stay for unwrapping."""
+        if self._path is None:
+            raise KeyRingError(
+                f"the {self.provider} key ring is read-only: add a key to {ENV_KEYRING}, "
+                "make it primary and restart"
+            )
+        with self._lock:
+            previous = self._keys[self._primary]
+            new = Kek(_new_kek_id(), secrets.token_bytes(KEK_BYTES), time.time())
+            keys = {**self._keys, new.kek_id: new}
+            write_secret_file(self._path, _encode_keyring(new.kek_id, keys).encode())
+            self._primary, self._keys = new.kek_id, keys
+        return previous, new
+
+
+def load_keyring(keys_dir: Path, env: Mapping[str, str] | None = None) -> KeyRing:
+    env = os.environ if env is None else env
+    if env.get(ENV_KEYRING):
+        primary, keys = _decode_keyring(env[ENV_KEYRING])
+        return KeyRing("env", None, primary, keys)
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = keys_dir / KEYRING_FILE
+    if not path.exists():
+        first = Kek(_new_kek_id(), secrets.token_bytes(KEK_BYTES), time.time())
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # created concurrently; read theirs
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(_encode_keyring(first.kek_id, {first.kek_id: first}))
+    primary, keys = _decode_keyring(path.read_text())
+    return KeyRing("file", path, primary, keys)
+
+
+@dataclass(frozen=True)
+class IndexKey:
+    key_id: str
+    key: bytes
+
+
+def load_index_key(keys_dir: Path, env: Mapping[str, str] | None = None) -> IndexKey:
+    """The blind-index HMAC key: separate from every encryption key."""
+    env = os.environ if env is None else env
+    if env.get(ENV_INDEX_KEY):
+        raw = base64.b64decode(env[ENV_INDEX_KEY])
+    else:
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = keys_dir / INDEX_KEY_FILE
+        if not path.exists():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(base64.b64encode(secrets.token_bytes(INDEX_KEY_BYTES)))
+        raw = base64.b64decode(path.read_bytes())
+    if len(raw) != INDEX_KEY_BYTES:
+        raise KeyRingError("blind-index key must be 32 bytes")
+    return IndexKey("bik-" + hashlib.sha256(raw).hexdigest()[:12], raw)

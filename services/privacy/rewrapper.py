@@ -1,0 +1,55 @@
+"""Background re-wrapping of data keys after a key-encryption-key rotation.
+
+Runs in every privacy replica; `FOR UPDATE SKIP LOCKED` lets replicas share the work. Only
+wrapped data keys move: no field plaintext is ever read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from services.privacy.field_crypto import FieldCrypto
+
+log = logging.getLogger("membership.privacy.rewrap")
+
+IDLE_POLL_S = 30.0
+ERROR_BACKOFF_S = 5.0
+
+
+class Rewrapper:
+    def __init__(self, crypto: FieldCrypto) -> None:
+        self._crypto = crypto
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._crypto.rewrap_wanted.set()  # finish any rotation a previous process left
+        self._task = asyncio.create_task(self._run(), name="rewrapper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def drain(self) -> int:
+        total = 0
+        while (moved := await self._crypto.rewrap_batch()) > 0:
+            total += moved
+        return total
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._crypto.rewrap_wanted.wait(), IDLE_POLL_S)
+            self._crypto.rewrap_wanted.clear()
+            try:
+                moved = await self.drain()
+            except Exception:
+                log.exception("re-wrapping failed; will retry")
+                await asyncio.sleep(ERROR_BACKOFF_S)
+                self._crypto.rewrap_wanted.set()
+                continue
+            if moved:
+                log.info("data keys re-wrapped", extra={"fields": {"count": moved}})

@@ -1,0 +1,179 @@
+"""gRPC <-> domain for membership.privacy.v1.FieldCryptoService."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+import grpc
+from google.protobuf import timestamp_pb2
+from membership.privacy.v1 import field_crypto_pb2 as pb
+from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
+
+from services.privacy.envelope import FieldContext
+from services.privacy.field_crypto import FieldCrypto
+from services.privacy.keyring import load_index_key, load_keyring
+from services.privacy.rewrapper import Rewrapper
+from services.runtime.config import Settings
+from services.runtime.context import current_caller, request_id
+from services.runtime.errors import ViolationCollector
+from services.runtime.server import ServiceSpec
+
+MAX_FIELDS = 64
+MAX_PLAINTEXT_BYTES = 4096
+MAX_CIPHERTEXT_BYTES = 8192
+MAX_TEXT = 200
+SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+INDEX_CONTEXT = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
+
+
+def _check_subject(v: ViolationCollector, subject_id: str, path: str = "subject_id") -> None:
+    if not SUBJECT_ID.match(subject_id):
+        v.add(path, "required: 1-64 characters of A-Z a-z 0-9 _ . : -")
+
+
+def _contexts(
+    v: ViolationCollector, fields: Sequence[pb.PlainField | pb.CipherField]
+) -> list[FieldContext]:
+    if not 1 <= len(fields) <= MAX_FIELDS:
+        v.add("fields", f"between 1 and {MAX_FIELDS} fields")
+    contexts = []
+    for i, f in enumerate(fields):
+        for part in ("service", "table", "column"):
+            if not IDENTIFIER.match(getattr(f.context, part)):
+                v.add(f"fields[{i}].context.{part}", "required: a lower-case identifier")
+        contexts.append(FieldContext(f.context.service, f.context.table, f.context.column))
+    return contexts
+
+
+class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
+    def __init__(self, crypto: FieldCrypto) -> None:
+        self._crypto = crypto
+
+    async def EncryptFields(
+        self, request: pb.EncryptFieldsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EncryptFieldsResponse:
+        v = ViolationCollector()
+        _check_subject(v, request.subject_id)
+        contexts = _contexts(v, request.fields)
+        for i, f in enumerate(request.fields):
+            if len(f.plaintext) > MAX_PLAINTEXT_BYTES:
+                v.add(f"fields[{i}].plaintext", f"at most {MAX_PLAINTEXT_BYTES} bytes")
+        v.raise_if_any()
+        ciphertexts, key_id = await self._crypto.encrypt(
+            request.subject_id,
+            list(zip(contexts, [f.plaintext for f in request.fields], strict=True)),
+        )
+        return pb.EncryptFieldsResponse(ciphertexts=ciphertexts, data_key_id=key_id)
+
+    async def DecryptFields(
+        self, request: pb.DecryptFieldsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DecryptFieldsResponse:
+        v = ViolationCollector()
+        _check_subject(v, request.subject_id)
+        contexts = _contexts(v, request.fields)
+        for i, f in enumerate(request.fields):
+            if not 0 < len(f.ciphertext) <= MAX_CIPHERTEXT_BYTES:
+                v.add(f"fields[{i}].ciphertext", f"required, at most {MAX_CIPHERTEXT_BYTES} bytes")
+        v.require(request.purpose, "purpose", MAX_TEXT)
+        v.bound(request.on_behalf_of, "on_behalf_of", MAX_TEXT)
+        v.raise_if_any()
+        plaintexts = await self._crypto.decrypt(
+            current_caller(),
+            request.subject_id,
+            list(zip(contexts, [f.ciphertext for f in request.fields], strict=True)),
+            request.purpose,
+            request.on_behalf_of,
+            request_id(),
+        )
+        return pb.DecryptFieldsResponse(plaintexts=plaintexts)
+
+    async def ComputeBlindIndex(
+        self, request: pb.ComputeBlindIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ComputeBlindIndexResponse:
+        v = ViolationCollector()
+        if not 1 <= len(request.inputs) <= MAX_FIELDS:
+            v.add("inputs", f"between 1 and {MAX_FIELDS} inputs")
+        for i, item in enumerate(request.inputs):
+            if not INDEX_CONTEXT.match(item.context):
+                v.add(f"inputs[{i}].context", "required: lower-case dotted identifier")
+            if not 0 < len(item.value) <= MAX_PLAINTEXT_BYTES:
+                v.add(f"inputs[{i}].value", f"required, at most {MAX_PLAINTEXT_BYTES} bytes")
+        v.raise_if_any()
+        digests, key_id = self._crypto.blind_indexes([(i.context, i.value) for i in request.inputs])
+        return pb.ComputeBlindIndexResponse(digests=digests, index_key_id=key_id)
+
+    async def RotateKeyEncryptionKey(
+        self, request: pb.RotateKeyEncryptionKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RotateKeyEncryptionKeyResponse:
+        v = ViolationCollector()
+        v.require(request.request_id, "request_id", 128)
+        v.raise_if_any()
+        result = await self._crypto.rotate(current_caller(), request.request_id)
+        return pb.RotateKeyEncryptionKeyResponse(
+            primary_kek_id=result.primary_kek_id,
+            previous_kek_id=result.previous_kek_id,
+            data_keys_to_rewrap=result.data_keys_to_rewrap,
+        )
+
+    async def GetKeyRingStatus(
+        self, request: pb.GetKeyRingStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.KeyRingStatus:
+        report = await self._crypto.status()
+        keys = []
+        for kek_id, primary, created_at, wrapped in report.keys:
+            created = timestamp_pb2.Timestamp()
+            created.FromNanoseconds(int(created_at * 1e9))
+            keys.append(
+                pb.KeyEncryptionKeyInfo(
+                    kek_id=kek_id, primary=primary, create_time=created, wrapped_data_keys=wrapped
+                )
+            )
+        return pb.KeyRingStatus(
+            keys=keys,
+            data_keys_to_rewrap=report.data_keys_to_rewrap,
+            destroyed_data_keys=report.destroyed_data_keys,
+            provider=report.provider,
+        )
+
+    async def DestroySubjectKey(
+        self, request: pb.DestroySubjectKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DestroySubjectKeyResponse:
+        v = ViolationCollector()
+        _check_subject(v, request.subject_id)
+        v.require(request.request_id, "request_id", 128)
+        v.require(request.reason, "reason", MAX_TEXT)
+        v.raise_if_any()
+        destroyed_at = await self._crypto.destroy_subject_key(
+            current_caller(), request.subject_id, request.request_id, request.reason
+        )
+        response = pb.DestroySubjectKeyResponse(destroyed=destroyed_at is not None)
+        if destroyed_at is not None:
+            response.destroy_time.FromDatetime(destroyed_at)
+        return response
+
+
+class PrivacyComponent:
+    service_names = (pb.DESCRIPTOR.services_by_name["FieldCryptoService"].full_name,)
+
+    def __init__(self, crypto: FieldCrypto) -> None:
+        self.crypto = crypto
+        self.rewrapper = Rewrapper(crypto)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_FieldCryptoServiceServicer_to_server(FieldCryptoServicer(self.crypto), server)
+        self.rewrapper.start()
+
+    async def close(self) -> None:
+        await self.rewrapper.stop()
+
+
+async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:
+    crypto = FieldCrypto(pool, load_keyring(settings.keys_dir), load_index_key(settings.keys_dir))
+    return PrivacyComponent(crypto)
+
+
+SPEC = ServiceSpec(name="privacy", migrations_dir=Path(__file__).parent / "migrations", build=build)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresForTests
+from tests.support.suite import Suite, running_suite
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresForTests]:
+    pg = PostgresForTests()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture
+async def database(postgres: PostgresForTests) -> AsyncIterator[str]:
+    dsn = await postgres.new_database()
+    yield dsn
+    await postgres.drop_database(dsn)
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "keys"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.fixture
+async def suite(database: str, keys_dir: Path) -> AsyncIterator[Suite]:
+    async with running_suite(database, keys_dir) as running:
+        yield running

@@ -1,0 +1,1 @@
+"""Test support: embedded PostgreSQL, per-test databases, in-process services."""

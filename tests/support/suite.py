@@ -1,0 +1,78 @@
+"""The services running in process on 127.0.0.1:0 against a test database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from membership.accounts.v1 import accounts_pb2_grpc
+from membership.privacy.v1 import field_crypto_pb2_grpc
+
+from services.accounts.server import SPEC as ACCOUNTS
+from services.privacy.server import SPEC as PRIVACY
+from services.runtime.config import Settings, load_settings
+from services.runtime.identity import TokenSigner, load_or_create_signing_key
+from services.runtime.server import RunningService, start_service
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Suite:
+    dsn: str
+    keys_dir: Path
+    settings: Settings
+    privacy_service: RunningService
+    accounts_service: RunningService
+    accounts_channel: grpc.aio.Channel
+    privacy_channel: grpc.aio.Channel
+    signer: TokenSigner
+
+    @property
+    def accounts(self) -> accounts_pb2_grpc.AccountsServiceStub:
+        return accounts_pb2_grpc.AccountsServiceStub(self.accounts_channel)
+
+    @property
+    def privacy(self) -> field_crypto_pb2_grpc.FieldCryptoServiceStub:
+        return field_crypto_pb2_grpc.FieldCryptoServiceStub(self.privacy_channel)
+
+    def auth(self, role: str, subject: str = "", ttl_s: int = 300) -> Metadata:
+        token = self.signer.mint(subject or f"test:{role}", role, ttl_s)
+        return (("authorization", f"Bearer {token}"),)
+
+
+def settings_for(dsn: str, keys_dir: Path, privacy_addr: str = "127.0.0.1:1") -> Settings:
+    return load_settings(
+        {
+            "DATABASE_URL": dsn,
+            "MEMBERSHIP_KEYS_DIR": str(keys_dir),
+            "MEMBERSHIP_PRIVACY_ADDR": privacy_addr,
+            "MEMBERSHIP_DB_POOL_MIN": "1",
+            "MEMBERSHIP_DB_POOL_MAX": "4",
+            "MEMBERSHIP_SHUTDOWN_GRACE_S": "0.5",
+            "MEMBERSHIP_OUTGOING_TIMEOUT_S": "2",
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_suite(dsn: str, keys_dir: Path) -> AsyncIterator[Suite]:
+    base = settings_for(dsn, keys_dir)
+    privacy = await start_service(PRIVACY, base, "127.0.0.1:0")
+    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}")
+    accounts = await start_service(ACCOUNTS, settings, "127.0.0.1:0")
+    accounts_channel = grpc.aio.insecure_channel(f"127.0.0.1:{accounts.port}")
+    privacy_channel = grpc.aio.insecure_channel(f"127.0.0.1:{privacy.port}")
+    signer = TokenSigner(load_or_create_signing_key(keys_dir), settings.token_audience, "tests")
+    try:
+        yield Suite(
+            dsn, keys_dir, settings, privacy, accounts, accounts_channel, privacy_channel, signer
+        )
+    finally:
+        await accounts_channel.close()
+        await privacy_channel.close()
+        await accounts.stop(0.2)
+        await privacy.stop(0.2)
