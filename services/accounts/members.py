@@ -19,6 +19,7 @@ from services.accounts.ports import (
     PrivacyPort,
 )
 from services.accounts.requests import replay
+from services.runtime.db import Conn
 from services.runtime.errors import already_exists, bad_field, failed_precondition, not_found
 from services.runtime.identity import Caller
 
@@ -59,13 +60,15 @@ class Members:
         self._pool = pool
         self._privacy = privacy
 
-    async def _load(self, conn: asyncpg.Connection, member_id: str, lock: bool = False) -> StoredMember:
+    async def _load(self, conn: Conn, member_id: str, lock: bool = False) -> StoredMember:
         stored = await store.get_member(conn, member_id, for_update=lock)
         if stored is None:
             raise not_found("member")
         return stored
 
-    async def _encrypt(self, member_id: str, values: dict[str, str]) -> tuple[dict[str, bytes | None], dict[str, str]]:
+    async def _encrypt(
+        self, member_id: str, values: dict[str, str]
+    ) -> tuple[dict[str, bytes | None], dict[str, str]]:
         present = [(column, value) for column, value in values.items() if value]
         cts = await self._privacy.encrypt(member_id, [(c, v.encode()) for c, v in present])
         ciphertexts: dict[str, bytes | None] = {c: None for c in values}
@@ -102,7 +105,7 @@ class Members:
         assert done is not None
         return done
 
-    async def _referrer(self, conn: asyncpg.Connection, code: str) -> str | None:
+    async def _referrer(self, conn: Conn, code: str) -> str | None:
         if not code:
             return None
         referrer = await store.find_by_referral_code(conn, code)
@@ -112,8 +115,12 @@ class Members:
         return referrer
 
     async def _insert(
-        self, reg: Registration, request_hash: bytes, new: store.NewMember,
-        phone_digest: bytes, email_digest: bytes | None,
+        self,
+        reg: Registration,
+        request_hash: bytes,
+        new: store.NewMember,
+        phone_digest: bytes,
+        email_digest: bytes | None,
     ) -> Member:
         async with self._pool.acquire() as conn, conn.transaction():
             await store.insert_member(conn, new)
@@ -123,14 +130,20 @@ class Members:
                 await store.put_lookup(conn, "email", email_digest, new.member_id)
             member = (await self._load(conn, new.member_id)).member
             await store.insert_registration(conn, reg.request_id, request_hash, member)
-            await store.add_outbox_event(conn, new.member_id, "member.registered", {
-                "member_id": new.member_id, "referred_by": new.referred_by or "",
-                "status": Status.ACTIVE.value,
-            })
+            await store.add_outbox_event(
+                conn,
+                new.member_id,
+                "member.registered",
+                {
+                    "member_id": new.member_id,
+                    "referred_by": new.referred_by or "",
+                    "status": Status.ACTIVE.value,
+                },
+            )
         return member
 
     @staticmethod
-    async def _give_referral_code(conn: asyncpg.Connection, member_id: str) -> None:
+    async def _give_referral_code(conn: Conn, member_id: str) -> None:
         from services.accounts.model import new_referral_code
 
         for _ in range(REFERRAL_CODE_ATTEMPTS):
@@ -149,9 +162,13 @@ class Members:
 
     async def _reveal(self, caller: Caller, stored: StoredMember, purpose: str) -> Member:
         if stored.member.status is Status.ERASED:
-            raise failed_precondition("MEMBER_ERASED", "the member's personal information was erased")
+            raise failed_precondition(
+                "MEMBER_ERASED", "the member's personal information was erased"
+            )
         present = [(c, ct) for c, ct in stored.ciphertexts.items() if ct is not None]
-        clear = await self._privacy.decrypt(stored.member.member_id, present, purpose, caller.subject)
+        clear = await self._privacy.decrypt(
+            stored.member.member_id, present, purpose, caller.subject
+        )
         values = {c: "" for c in PERSONAL_FIELDS}
         values.update({c: pt.decode() for (c, _), pt in zip(present, clear, strict=True)})
         return stored.member.with_clear(values["phone"], values["email"], values["display_name"])
@@ -171,21 +188,33 @@ class Members:
         async with self._pool.acquire() as conn:
             return await store.list_members(conn, status, after, limit)
 
-    async def update(
-        self, member_id: str, request_id: str, changes: dict[str, str]
-    ) -> Member:
+    async def update(self, member_id: str, request_id: str, changes: dict[str, str]) -> Member:
         """`changes`: normalised new values of the masked fields named by the update mask."""
         canonical = json.dumps([member_id, sorted(changes.items())], ensure_ascii=False).encode()
         inputs = [(INDEX_UPDATE_REQUEST, canonical)]
-        inputs += [(INDEX_PHONE if k == "phone" else INDEX_EMAIL, v.encode())
-                   for k, v in sorted(changes.items()) if k in ("phone", "email") and v]
+        inputs += [
+            (INDEX_PHONE if k == "phone" else INDEX_EMAIL, v.encode())
+            for k, v in sorted(changes.items())
+            if k in ("phone", "email") and v
+        ]
         digests = await self._privacy.blind_indexes(inputs)
-        request_hash, lookups = digests[0], dict(zip(
-            [k for k, v in sorted(changes.items()) if k in ("phone", "email") and v], digests[1:], strict=True))
+        request_hash, lookups = (
+            digests[0],
+            dict(
+                zip(
+                    [k for k, v in sorted(changes.items()) if k in ("phone", "email") and v],
+                    digests[1:],
+                    strict=True,
+                )
+            ),
+        )
         async with self._pool.acquire() as conn:
             stored = await self._load(conn, member_id)
-            done = await replay(await store.get_member_request(conn, member_id, request_id),
-                                request_hash, "UpdateMember")
+            done = await replay(
+                await store.get_member_request(conn, member_id, request_id),
+                request_hash,
+                "UpdateMember",
+            )
             if done is not None:
                 return done
             require_editable(stored.member.status)
@@ -201,5 +230,7 @@ class Members:
             if "email" in changes and not changes["email"]:
                 await store.drop_lookup(conn, member_id, "email")
             member = (await store.update_personal(conn, member_id, ciphertexts, masks)).member
-            await store.insert_member_request(conn, request_id, "UpdateMember", request_hash, member)
+            await store.insert_member_request(
+                conn, request_id, "UpdateMember", request_hash, member
+            )
         return member

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +21,7 @@ from services.runtime import access, paging
 from services.runtime.clients import ServiceCredentials, open_channel
 from services.runtime.config import Settings
 from services.runtime.context import current_caller
-from services.runtime.errors import ViolationCollector, permission_denied
+from services.runtime.errors import ViolationCollector, bad_field, permission_denied
 from services.runtime.identity import TokenSigner, load_or_create_signing_key
 from services.runtime.server import ServiceSpec
 
@@ -94,7 +95,9 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             return to_pb(await self._members.get(member_id))
         caller = current_caller()
         if not caller.has_scope(access.SCOPE_READ_PII):
-            raise permission_denied("SCOPE_MISSING", "the FULL view needs accounts.members.read_pii")
+            raise permission_denied(
+                "SCOPE_MISSING", "the FULL view needs accounts.members.read_pii"
+            )
         return to_pb(await self._members.get_full(caller, member_id, request.purpose.strip()))
 
     async def LookupMember(
@@ -123,15 +126,15 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             "display_name": normalise.normalise_display_name,
         }
         changes = {
-            p: validation.normalised(v, f"member.{p}", getattr(request.member, p), fns[p], p == "phone")
+            p: validation.normalised(
+                v, f"member.{p}", getattr(request.member, p), fns[p], p == "phone"
+            )
             for p in paths
         }
         v.raise_if_any()
         return to_pb(await self._members.update(member_id, request.request_id, changes))
 
-    async def _change(
-        self, name: str, request_id: str, reason: str, action: Action
-    ) -> pb.Member:
+    async def _change(self, name: str, request_id: str, reason: str, action: Action) -> pb.Member:
         v = ViolationCollector()
         member_id = validation.member_id_of(v, name)
         validation.request_id(v, request_id)
@@ -176,7 +179,9 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             token = paging.encode_token(
                 {"t": last.created_at.isoformat(), "m": last.member_id}, query
             )
-        return pb.ListMembersResponse(members=[to_pb(m) for m in members[:size]], next_page_token=token)
+        return pb.ListMembersResponse(
+            members=[to_pb(m) for m in members[:size]], next_page_token=token
+        )
 
     async def ExportMemberData(
         self, request: pb.ExportMemberDataRequest, context: grpc.aio.ServicerContext
@@ -215,13 +220,9 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         )
 
 
-def _position(position: dict[str, object] | None) -> tuple[object, str] | None:
+def _position(position: dict[str, object] | None) -> tuple[datetime, str] | None:
     if position is None:
         return None
-    from datetime import datetime
-
-    from services.runtime.errors import bad_field
-
     try:
         return datetime.fromisoformat(str(position["t"])), str(position["m"])
     except (KeyError, ValueError) as exc:
@@ -255,4 +256,6 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> AccountsComponent:
     return AccountsComponent(pool, settings)
 
 
-SPEC = ServiceSpec(name="accounts", migrations_dir=Path(__file__).parent / "migrations", build=build)
+SPEC = ServiceSpec(
+    name="accounts", migrations_dir=Path(__file__).parent / "migrations", build=build
+)

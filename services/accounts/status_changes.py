@@ -11,12 +11,17 @@ from services.accounts.lifecycle import Action, Status, transition
 from services.accounts.members import Members
 from services.accounts.model import Member, StatusChange
 from services.accounts.requests import plain_request_hash, replay
+from services.runtime.db import Conn
 from services.runtime.errors import not_found
 from services.runtime.identity import Caller
 
 MAX_EXPORTED_REFERRALS = 10_000
-METHODS = {Action.FREEZE: "FreezeMember", Action.UNFREEZE: "UnfreezeMember",
-           Action.CLOSE: "CloseMember", Action.ERASE: "EraseMemberData"}
+METHODS = {
+    Action.FREEZE: "FreezeMember",
+    Action.UNFREEZE: "UnfreezeMember",
+    Action.CLOSE: "CloseMember",
+    Action.ERASE: "EraseMemberData",
+}
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,23 @@ class StatusChanges:
 
     @staticmethod
     async def _apply(
-        conn: asyncpg.Connection, caller: Caller, member: Member, action: Action, reason: str
+        conn: Conn, caller: Caller, member: Member, action: Action, reason: str
     ) -> Member:
         target = transition(member.status, action)
         updated = (await store.set_status(conn, member.member_id, target)).member
         await store.add_status_change(
             conn, member.member_id, (member.status, target, reason, caller.subject)
         )
-        await store.add_outbox_event(conn, member.member_id, "member.status_changed", {
-            "member_id": member.member_id, "from_status": member.status.value,
-            "to_status": target.value,
-        })
+        await store.add_outbox_event(
+            conn,
+            member.member_id,
+            "member.status_changed",
+            {
+                "member_id": member.member_id,
+                "from_status": member.status.value,
+                "to_status": target.value,
+            },
+        )
         return updated
 
     async def export(self, caller: Caller, member_id: str, purpose: str) -> Export:

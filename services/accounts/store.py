@@ -12,6 +12,7 @@ import asyncpg
 
 from services.accounts.lifecycle import Status
 from services.accounts.model import Member, StatusChange, StoredMember
+from services.runtime.db import Conn
 
 _MEMBER_COLUMNS = (
     "member_id, status, phone_ct, email_ct, display_name_ct, phone_masked, email_masked,"
@@ -28,7 +29,9 @@ class UniqueViolation(Exception):
         self.constraint = constraint
 
 
-def _stored(row: asyncpg.Record) -> StoredMember:
+def _stored(row: asyncpg.Record | None) -> StoredMember:
+    if row is None:
+        raise LookupError("member row vanished inside its own transaction")
     member = Member(
         member_id=row["member_id"],
         status=Status(row["status"]),
@@ -40,13 +43,15 @@ def _stored(row: asyncpg.Record) -> StoredMember:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
-    cts = {"phone": row["phone_ct"], "email": row["email_ct"], "display_name": row["display_name_ct"]}
+    cts = {
+        "phone": row["phone_ct"],
+        "email": row["email_ct"],
+        "display_name": row["display_name_ct"],
+    }
     return StoredMember(member, cts)
 
 
-async def get_member(
-    conn: asyncpg.Connection, member_id: str, for_update: bool = False
-) -> StoredMember | None:
+async def get_member(conn: Conn, member_id: str, for_update: bool = False) -> StoredMember | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
         f"SELECT {_MEMBER_COLUMNS} FROM accounts.members WHERE member_id = $1{lock}", member_id
@@ -54,14 +59,14 @@ async def get_member(
     return None if row is None else _stored(row)
 
 
-async def find_by_digest(conn: asyncpg.Connection, kind: str, digest: bytes) -> str | None:
+async def find_by_digest(conn: Conn, kind: str, digest: bytes) -> str | None:
     value = await conn.fetchval(
         "SELECT member_id FROM accounts.member_lookup WHERE kind = $1 AND digest = $2", kind, digest
     )
     return None if value is None else str(value)
 
 
-async def find_by_referral_code(conn: asyncpg.Connection, code: str) -> str | None:
+async def find_by_referral_code(conn: Conn, code: str) -> str | None:
     value = await conn.fetchval(
         "SELECT member_id FROM accounts.referral_codes WHERE code = $1", code
     )
@@ -76,7 +81,7 @@ class NewMember:
     referred_by: str | None
 
 
-async def insert_member(conn: asyncpg.Connection, new: NewMember) -> StoredMember:
+async def insert_member(conn: Conn, new: NewMember) -> StoredMember:
     row = await conn.fetchrow(
         "INSERT INTO accounts.members (member_id, status, phone_ct, email_ct, display_name_ct,"
         " phone_masked, email_masked, display_name_masked, referred_by)"
@@ -94,7 +99,7 @@ async def insert_member(conn: asyncpg.Connection, new: NewMember) -> StoredMembe
     return _stored(row)
 
 
-async def claim_referral_code(conn: asyncpg.Connection, member_id: str, code: str) -> bool:
+async def claim_referral_code(conn: Conn, member_id: str, code: str) -> bool:
     """Gives `code` to the member if free; False if another member holds it."""
     inserted = await conn.fetchval(
         "INSERT INTO accounts.referral_codes (code, member_id) VALUES ($1, $2)"
@@ -110,7 +115,7 @@ async def claim_referral_code(conn: asyncpg.Connection, member_id: str, code: st
     return True
 
 
-async def put_lookup(conn: asyncpg.Connection, kind: str, digest: bytes, member_id: str) -> None:
+async def put_lookup(conn: Conn, kind: str, digest: bytes, member_id: str) -> None:
     """Points the blind index at the member, replacing the member's previous entry of `kind`."""
     await conn.execute(
         "DELETE FROM accounts.member_lookup WHERE member_id = $1 AND kind = $2", member_id, kind
@@ -126,9 +131,10 @@ async def put_lookup(conn: asyncpg.Connection, kind: str, digest: bytes, member_
         raise UniqueViolation(kind) from exc
 
 
-async def drop_lookup(conn: asyncpg.Connection, member_id: str, kind: str | None = None) -> int:
+async def drop_lookup(conn: Conn, member_id: str, kind: str | None = None) -> int:
     result = await conn.execute(
-        "DELETE FROM accounts.member_lookup WHERE member_id = $1 AND ($2::text IS NULL OR kind = $2)",
+        "DELETE FROM accounts.member_lookup"
+        " WHERE member_id = $1 AND ($2::text IS NULL OR kind = $2)",
         member_id,
         kind,
     )
@@ -136,12 +142,13 @@ async def drop_lookup(conn: asyncpg.Connection, member_id: str, kind: str | None
 
 
 async def update_personal(
-    conn: asyncpg.Connection,
+    conn: Conn,
     member_id: str,
     ciphertexts: Mapping[str, bytes | None],
     masks: Mapping[str, str],
 ) -> StoredMember:
-    sets, args = ["updated_at = now()"], [member_id]
+    sets: list[str] = ["updated_at = now()"]
+    args: list[object] = [member_id]
     for column in ciphertexts:
         args += [ciphertexts[column], masks[column]]
         sets.append(f"{column}_ct = ${len(args) - 1}, {column}_masked = ${len(args)}")
@@ -153,7 +160,7 @@ async def update_personal(
     return _stored(row)
 
 
-async def set_status(conn: asyncpg.Connection, member_id: str, status: Status) -> StoredMember:
+async def set_status(conn: Conn, member_id: str, status: Status) -> StoredMember:
     erase = status is Status.ERASED
     row = await conn.fetchrow(
         "UPDATE accounts.members SET status = $2, updated_at = now()"
@@ -171,7 +178,7 @@ async def set_status(conn: asyncpg.Connection, member_id: str, status: Status) -
 
 
 async def add_status_change(
-    conn: asyncpg.Connection, member_id: str, change: tuple[Status, Status, str, str]
+    conn: Conn, member_id: str, change: tuple[Status, Status, str, str]
 ) -> None:
     from_status, to_status, reason, actor = change
     await conn.execute(
@@ -185,7 +192,7 @@ async def add_status_change(
     )
 
 
-async def status_history(conn: asyncpg.Connection, member_id: str) -> list[StatusChange]:
+async def status_history(conn: Conn, member_id: str) -> list[StatusChange]:
     rows = await conn.fetch(
         "SELECT from_status, to_status, reason, actor, changed_at"
         " FROM accounts.member_status_changes WHERE member_id = $1 ORDER BY seq",
@@ -193,13 +200,17 @@ async def status_history(conn: asyncpg.Connection, member_id: str) -> list[Statu
     )
     return [
         StatusChange(
-            Status(r["from_status"]), Status(r["to_status"]), r["reason"], r["actor"], r["changed_at"]
+            Status(r["from_status"]),
+            Status(r["to_status"]),
+            r["reason"],
+            r["actor"],
+            r["changed_at"],
         )
         for r in rows
     ]
 
 
-async def referred_members(conn: asyncpg.Connection, member_id: str, limit: int) -> list[str]:
+async def referred_members(conn: Conn, member_id: str, limit: int) -> list[str]:
     rows = await conn.fetch(
         "SELECT member_id FROM accounts.members WHERE referred_by = $1"
         " ORDER BY created_at, member_id LIMIT $2",
@@ -209,9 +220,7 @@ async def referred_members(conn: asyncpg.Connection, member_id: str, limit: int)
     return [r["member_id"] for r in rows]
 
 
-async def get_registration(
-    conn: asyncpg.Connection, request_id: str
-) -> tuple[bytes, dict[str, Any]] | None:
+async def get_registration(conn: Conn, request_id: str) -> tuple[bytes, dict[str, Any]] | None:
     row = await conn.fetchrow(
         "SELECT request_hash, snapshot FROM accounts.registration_requests WHERE request_id = $1",
         request_id,
@@ -220,7 +229,7 @@ async def get_registration(
 
 
 async def insert_registration(
-    conn: asyncpg.Connection, request_id: str, request_hash: bytes, member: Member
+    conn: Conn, request_id: str, request_hash: bytes, member: Member
 ) -> None:
     try:
         await conn.execute(
@@ -236,7 +245,7 @@ async def insert_registration(
 
 
 async def get_member_request(
-    conn: asyncpg.Connection, member_id: str, request_id: str
+    conn: Conn, member_id: str, request_id: str
 ) -> tuple[str, bytes, dict[str, Any]] | None:
     row = await conn.fetchrow(
         "SELECT method, request_hash, snapshot FROM accounts.member_requests"
@@ -250,7 +259,7 @@ async def get_member_request(
 
 
 async def insert_member_request(
-    conn: asyncpg.Connection, request_id: str, method: str, request_hash: bytes, member: Member
+    conn: Conn, request_id: str, method: str, request_hash: bytes, member: Member
 ) -> None:
     await conn.execute(
         "INSERT INTO accounts.member_requests (member_id, request_id, method, request_hash,"
@@ -263,17 +272,15 @@ async def insert_member_request(
     )
 
 
-async def forget_requests(conn: asyncpg.Connection, member_id: str) -> None:
+async def forget_requests(conn: Conn, member_id: str) -> None:
     """Idempotency records hold masks and keyed hashes of personal data: erasure drops them."""
     await conn.execute("DELETE FROM accounts.member_requests WHERE member_id = $1", member_id)
-    await conn.execute(
-        "DELETE FROM accounts.registration_requests WHERE member_id = $1", member_id
-    )
+    await conn.execute("DELETE FROM accounts.registration_requests WHERE member_id = $1", member_id)
     await conn.execute("DELETE FROM accounts.referral_codes WHERE member_id = $1", member_id)
 
 
 async def add_outbox_event(
-    conn: asyncpg.Connection, member_id: str, event_type: str, payload: Mapping[str, Any]
+    conn: Conn, member_id: str, event_type: str, payload: Mapping[str, Any]
 ) -> None:
     await conn.execute(
         "INSERT INTO accounts.outbox (member_id, event_type, payload) VALUES ($1, $2, $3)",
@@ -284,7 +291,7 @@ async def add_outbox_event(
 
 
 async def list_members(
-    conn: asyncpg.Connection,
+    conn: Conn,
     status: Status | None,
     after: tuple[datetime, str] | None,
     limit: int,

@@ -13,6 +13,7 @@ import asyncpg
 from services.privacy import envelope, store
 from services.privacy.audit import AuditEvent
 from services.privacy.keyring import IndexKey, KeyRing, KeyRingError
+from services.runtime.db import Conn
 from services.runtime.errors import (
     FieldViolation,
     failed_precondition,
@@ -62,9 +63,7 @@ class FieldCrypto:
             kek.key, kek.kek_id, row.subject_id, row.key_version, row.wrapped_key
         )
 
-    async def _data_key(
-        self, conn: asyncpg.Connection, subject_id: str, create: bool
-    ) -> tuple[bytes, int]:
+    async def _data_key(self, conn: Conn, subject_id: str, create: bool) -> tuple[bytes, int]:
         row = await store.get_subject_key(conn, subject_id)
         if row is None and create:
             kek = self._keyring.primary

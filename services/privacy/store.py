@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from services.privacy.audit import GENESIS_HASH, AuditEvent, StoredEntry, entry_hash
+from services.runtime.db import Conn
 
 # serialises appends to the audit chain (namespace "memb", key "audit")
 AUDIT_LOCK = (0x6D656D62, 0x61756474)
@@ -35,7 +36,7 @@ def _key_row(row: asyncpg.Record | None) -> SubjectKeyRow | None:
     )
 
 
-async def get_subject_key(conn: asyncpg.Connection, subject_id: str) -> SubjectKeyRow | None:
+async def get_subject_key(conn: Conn, subject_id: str) -> SubjectKeyRow | None:
     row = await conn.fetchrow(
         "SELECT subject_id, key_version, kek_id, wrapped_key, destroyed_at"
         " FROM privacy.subject_keys WHERE subject_id = $1",
@@ -45,7 +46,7 @@ async def get_subject_key(conn: asyncpg.Connection, subject_id: str) -> SubjectK
 
 
 async def insert_subject_key(
-    conn: asyncpg.Connection, subject_id: str, kek_id: str, wrapped_key: bytes
+    conn: Conn, subject_id: str, kek_id: str, wrapped_key: bytes
 ) -> SubjectKeyRow | None:
     """Inserts version 1 of a subject's data key; None if one already exists."""
     row = await conn.fetchrow(
@@ -60,7 +61,7 @@ async def insert_subject_key(
 
 
 async def destroy_subject_key(
-    conn: asyncpg.Connection, subject_id: str, request_id: str, reason: str
+    conn: Conn, subject_id: str, request_id: str, reason: str
 ) -> datetime | None:
     """Forgets the wrapped data key; returns the destruction time (first one if repeated)."""
     row = await conn.fetchrow(
@@ -76,9 +77,7 @@ async def destroy_subject_key(
     return None if row is None else row["destroyed_at"]
 
 
-async def lock_keys_to_rewrap(
-    conn: asyncpg.Connection, primary_kek_id: str, limit: int
-) -> list[SubjectKeyRow]:
+async def lock_keys_to_rewrap(conn: Conn, primary_kek_id: str, limit: int) -> list[SubjectKeyRow]:
     rows = await conn.fetch(
         "SELECT subject_id, key_version, kek_id, wrapped_key, destroyed_at"
         " FROM privacy.subject_keys WHERE kek_id IS NOT NULL AND kek_id <> $1"
@@ -90,7 +89,7 @@ async def lock_keys_to_rewrap(
 
 
 async def update_wrapped_keys(
-    conn: asyncpg.Connection, kek_id: str, rewrapped: Sequence[tuple[str, bytes]]
+    conn: Conn, kek_id: str, rewrapped: Sequence[tuple[str, bytes]]
 ) -> None:
     await conn.executemany(
         "UPDATE privacy.subject_keys SET kek_id = $1, wrapped_key = $3, rewrapped_at = now()"
@@ -99,7 +98,7 @@ async def update_wrapped_keys(
     )
 
 
-async def count_keys_by_kek(conn: asyncpg.Connection) -> tuple[dict[str, int], int]:
+async def count_keys_by_kek(conn: Conn) -> tuple[dict[str, int], int]:
     rows = await conn.fetch(
         "SELECT kek_id, count(*) AS n FROM privacy.subject_keys GROUP BY kek_id"
     )
@@ -108,7 +107,7 @@ async def count_keys_by_kek(conn: asyncpg.Connection) -> tuple[dict[str, int], i
     return by_kek, destroyed
 
 
-async def get_rotation(conn: asyncpg.Connection, request_id: str) -> tuple[str, str] | None:
+async def get_rotation(conn: Conn, request_id: str) -> tuple[str, str] | None:
     row = await conn.fetchrow(
         "SELECT previous_kek_id, primary_kek_id FROM privacy.key_rotations WHERE request_id = $1",
         request_id,
@@ -117,7 +116,7 @@ async def get_rotation(conn: asyncpg.Connection, request_id: str) -> tuple[str, 
 
 
 async def insert_rotation(
-    conn: asyncpg.Connection, request_id: str, previous_kek_id: str, primary_kek_id: str
+    conn: Conn, request_id: str, previous_kek_id: str, primary_kek_id: str
 ) -> None:
     await conn.execute(
         "INSERT INTO privacy.key_rotations (request_id, previous_kek_id, primary_kek_id)"
@@ -128,7 +127,7 @@ async def insert_rotation(
     )
 
 
-async def append_audit(conn: asyncpg.Connection, event: AuditEvent) -> int:
+async def append_audit(conn: Conn, event: AuditEvent) -> int:
     """Appends to the hash chain; call inside the transaction of the change it records."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *AUDIT_LOCK)
     prev = await conn.fetchval("SELECT entry_hash FROM privacy.audit_log ORDER BY seq DESC LIMIT 1")
@@ -154,7 +153,7 @@ async def append_audit(conn: asyncpg.Connection, event: AuditEvent) -> int:
 
 
 async def read_audit(
-    conn: asyncpg.Connection, after_seq: int, limit: int, subject_id: str = ""
+    conn: Conn, after_seq: int, limit: int, subject_id: str = ""
 ) -> list[StoredEntry]:
     rows = await conn.fetch(
         "SELECT * FROM privacy.audit_log WHERE seq > $1 AND ($3 = '' OR subject_id = $3)"

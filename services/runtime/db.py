@@ -1,4 +1,4 @@
-"""asyncpg pool and the migrations runner (ordered SQL per service, advisory lock, version table)."""
+"""asyncpg pool and migrations runner: ordered SQL per service, advisory lock, version table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger("membership.db")
+
+# what store functions take: a connection, or one borrowed from a pool
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 # keeps two processes of the same service from migrating at once
@@ -54,7 +58,7 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, migrations: list[Migration]) -> int:
+async def migrate(conn: Conn, schema: str, migrations: list[Migration]) -> int:
     """Applies what is missing; returns the schema version. Raises on a newer or altered schema."""
     await conn.execute(
         "SELECT pg_advisory_lock($1, $2)", MIGRATION_LOCK_NAMESPACE, _lock_key(schema)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import time
@@ -120,10 +121,9 @@ def load_or_create_signing_key(keys_dir: Path) -> Ed25519PrivateKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        try:
+        # another process may have created it first: then use theirs
+        with contextlib.suppress(FileExistsError):
             _write_private(path, pem)
-        except FileExistsError:
-            pass  # another process created it first; use theirs
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidToken(f"{path} is not an Ed25519 private key")
@@ -131,7 +131,7 @@ def load_or_create_signing_key(keys_dir: Path) -> Ed25519PrivateKey:
 
 
 def load_verify_keys(keys_dir: Path) -> list[Ed25519PublicKey]:
-    """Public keys trusted for caller tokens: `MEMBERSHIP_TOKEN_PUBLIC_KEYS` (PEMs) or the local key."""
+    """Trusted token keys: `MEMBERSHIP_TOKEN_PUBLIC_KEYS` (PEM blocks) or the local key."""
     pems = os.environ.get("MEMBERSHIP_TOKEN_PUBLIC_KEYS", "")
     if pems:
         keys = []

@@ -28,7 +28,8 @@ log = logging.getLogger("membership.server")
 class Component(Protocol):
     """What a service adds to the shared server."""
 
-    service_names: Sequence[str]
+    @property
+    def service_names(self) -> Sequence[str]: ...
 
     def add_to(self, server: grpc.aio.Server) -> None: ...
 

@@ -41,7 +41,10 @@ HEALTH_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 20.0
 RPC_TIMEOUT_S = 10.0
 
-Status = accounts_pb2.MemberStatus
+ACTIVE = accounts_pb2.MEMBER_STATUS_ACTIVE
+FROZEN = accounts_pb2.MEMBER_STATUS_FROZEN
+CLOSED = accounts_pb2.MEMBER_STATUS_CLOSED
+HEALTH_SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 @dataclass
@@ -179,7 +182,7 @@ def _wait_all_serving(suite: Suite) -> None:
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     pending = set(SERVICES)
     while pending and time.monotonic() < deadline:
-        pending = {s for s in pending if _health(suite.addr(s)) != health_pb2.HealthCheckResponse.SERVING}
+        pending = {s for s in pending if _health(suite.addr(s)) != HEALTH_SERVING}
         if pending:
             time.sleep(0.2)
     assert not pending, f"not SERVING within {HEALTH_TIMEOUT_S} s: {sorted(pending)}"
@@ -212,7 +215,7 @@ def _register(suite: Suite) -> accounts_pb2.Member:
             request, metadata=_token(suite, "wallet-backend"), timeout=RPC_TIMEOUT_S
         )
     assert member.name == f"members/{member.member_id}"
-    assert member.status == Status.MEMBER_STATUS_ACTIVE
+    assert member.status == ACTIVE
     assert PHONE not in member.phone, "the default view is masked"
     return member
 
@@ -277,10 +280,9 @@ def test_member_lifecycle_across_real_processes(launcher: Launcher, tmp_path: Pa
     assert found.name == member.name
     _update_name(suite, member)
 
-    assert _change_status(suite, "FreezeMember", "admin", member.name) == Status.MEMBER_STATUS_FROZEN
-    assert _change_status(suite, "UnfreezeMember", "admin", member.name) == Status.MEMBER_STATUS_ACTIVE
-    closed = _change_status(suite, "CloseMember", "wallet-backend", member.name)
-    assert closed == Status.MEMBER_STATUS_CLOSED
+    assert _change_status(suite, "FreezeMember", "admin", member.name) == FROZEN
+    assert _change_status(suite, "UnfreezeMember", "admin", member.name) == ACTIVE
+    assert _change_status(suite, "CloseMember", "wallet-backend", member.name) == CLOSED
 
     _assert_stopped_cleanly(suite)
     _assert_no_personal_information(suite)
@@ -306,7 +308,7 @@ def test_second_run_reuses_the_data_dir(launcher: Launcher, tmp_path: Path) -> N
             timeout=RPC_TIMEOUT_S,
         )
     assert again.member_id == member.member_id
-    assert again.status == Status.MEMBER_STATUS_ACTIVE
+    assert again.status == ACTIVE
     assert found.name == member.name
     _assert_stopped_cleanly(second)
     _assert_no_personal_information(first)

@@ -47,10 +47,10 @@ class PostgresForTests:
                 # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and
                 # falls back to /tmp/runtime-<uid>, which suits pgserver's lock file
                 warnings.simplefilter("ignore")
-                import pgserver
+                from pgserver.postgres_server import get_server
 
             data_dir = Path(tempfile.mkdtemp(prefix="wm-test-pg-"))
-            server = pgserver.get_server(data_dir, cleanup_mode="delete")
+            server = get_server(data_dir, cleanup_mode="delete")
             self._server = server
             self.admin_dsn = server.get_uri()
         asyncio.run(self._make_template())
