@@ -10,7 +10,13 @@ import asyncpg
 
 from services.accounts import normalise, store
 from services.accounts.lifecycle import Status, require_editable
-from services.accounts.model import PERSONAL_FIELDS, Member, StoredMember, new_member_id
+from services.accounts.model import (
+    PERSONAL_FIELDS,
+    Member,
+    StoredMember,
+    new_member_id,
+    new_referral_code,
+)
 from services.accounts.ports import (
     INDEX_EMAIL,
     INDEX_PHONE,
@@ -24,6 +30,8 @@ from services.runtime.errors import already_exists, bad_field, failed_preconditi
 from services.runtime.identity import Caller
 
 REFERRAL_CODE_ATTEMPTS = 8
+UPDATE = "UpdateMember"
+LOOKUP_CONTEXTS = {"phone": INDEX_PHONE, "email": INDEX_EMAIL}
 MASKS = {
     "phone": normalise.mask_phone,
     "email": normalise.mask_email,
@@ -144,8 +152,6 @@ class Members:
 
     @staticmethod
     async def _give_referral_code(conn: Conn, member_id: str) -> None:
-        from services.accounts.model import new_referral_code
-
         for _ in range(REFERRAL_CODE_ATTEMPTS):
             if await store.claim_referral_code(conn, member_id, new_referral_code()):
                 return
@@ -174,8 +180,9 @@ class Members:
         return stored.member.with_clear(values["phone"], values["email"], values["display_name"])
 
     async def lookup(self, kind: str, normalised_value: str) -> Member:
-        context = INDEX_PHONE if kind == "phone" else INDEX_EMAIL
-        (digest,) = await self._privacy.blind_indexes([(context, normalised_value.encode())])
+        (digest,) = await self._privacy.blind_indexes(
+            [(LOOKUP_CONTEXTS[kind], normalised_value.encode())]
+        )
         async with self._pool.acquire() as conn:
             member_id = await store.find_by_digest(conn, kind, digest)
             if member_id is None:
@@ -191,37 +198,22 @@ class Members:
     async def update(self, member_id: str, request_id: str, changes: dict[str, str]) -> Member:
         """`changes`: normalised new values of the masked fields named by the update mask."""
         canonical = json.dumps([member_id, sorted(changes.items())], ensure_ascii=False).encode()
-        inputs = [(INDEX_UPDATE_REQUEST, canonical)]
-        inputs += [
-            (INDEX_PHONE if k == "phone" else INDEX_EMAIL, v.encode())
-            for k, v in sorted(changes.items())
-            if k in ("phone", "email") and v
-        ]
-        digests = await self._privacy.blind_indexes(inputs)
-        request_hash, lookups = (
-            digests[0],
-            dict(
-                zip(
-                    [k for k, v in sorted(changes.items()) if k in ("phone", "email") and v],
-                    digests[1:],
-                    strict=True,
-                )
-            ),
+        indexed = {k: v for k, v in changes.items() if k in LOOKUP_CONTEXTS and v}
+        digests = await self._privacy.blind_indexes(
+            [(INDEX_UPDATE_REQUEST, canonical)]
+            + [(LOOKUP_CONTEXTS[k], v.encode()) for k, v in indexed.items()]
         )
+        request_hash, lookups = digests[0], dict(zip(indexed, digests[1:], strict=True))
         async with self._pool.acquire() as conn:
-            stored = await self._load(conn, member_id)
-            done = await replay(
-                await store.get_member_request(conn, member_id, request_id),
-                request_hash,
-                "UpdateMember",
-            )
+            done = await self._replay_update(conn, member_id, request_id, request_hash)
             if done is not None:
                 return done
-            require_editable(stored.member.status)
         ciphertexts, masks = await self._encrypt(member_id, changes)
         async with self._pool.acquire() as conn, conn.transaction():
-            stored = await self._load(conn, member_id, lock=True)
-            require_editable(stored.member.status)
+            # re-checked under the row lock: a concurrent repeat may have finished meanwhile
+            done = await self._replay_update(conn, member_id, request_id, request_hash, lock=True)
+            if done is not None:
+                return done
             try:
                 for kind, digest in lookups.items():
                     await store.put_lookup(conn, kind, digest, member_id)
@@ -230,7 +222,16 @@ class Members:
             if "email" in changes and not changes["email"]:
                 await store.drop_lookup(conn, member_id, "email")
             member = (await store.update_personal(conn, member_id, ciphertexts, masks)).member
-            await store.insert_member_request(
-                conn, request_id, "UpdateMember", request_hash, member
-            )
+            await store.insert_member_request(conn, request_id, UPDATE, request_hash, member)
         return member
+
+    async def _replay_update(
+        self, conn: Conn, member_id: str, request_id: str, request_hash: bytes, lock: bool = False
+    ) -> Member | None:
+        stored = await self._load(conn, member_id, lock=lock)
+        done = await replay(
+            await store.get_member_request(conn, member_id, request_id), request_hash, UPDATE
+        )
+        if done is None:
+            require_editable(stored.member.status)
+        return done
