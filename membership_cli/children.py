@@ -37,9 +37,12 @@ class Child:
 
 
 def describe_exit(code: int) -> str:
-    if code < 0:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
         return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with code {code}"
+    except ValueError:
+        return f"was killed by signal {-code}"
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -81,18 +84,25 @@ def child_env(
     return env
 
 
-def spawn(name: str, addr: str, env: Mapping[str, str]) -> Child:
-    # stdout and stderr are inherited: the services write JSON log lines the operator sees
+def spawn(name: str, addr: str, env: Mapping[str, str], quiet_stdout: bool) -> Child:
+    """Starts `python -m services.<name>`; its JSON log lines go to the inherited stderr.
+
+    With `quiet_stdout`, a stray write to the child's stdout lands on stderr too, so the
+    launcher's own stdout stays one parseable JSON object.
+    """
     argv = [sys.executable, "-m", f"services.{name}"]  # our own interpreter and module
-    process = subprocess.Popen(argv, env=dict(env))  # noqa: S603
+    stdout = sys.stderr.fileno() if quiet_stdout else None
+    process = subprocess.Popen(argv, env=dict(env), stdout=stdout)  # noqa: S603
     return Child(name, addr, process)
 
 
-def spawn_all(addrs: Mapping[str, str], env: Mapping[str, str]) -> list[Child]:
+def spawn_all(
+    addrs: Mapping[str, str], env: Mapping[str, str], quiet_stdout: bool = False
+) -> list[Child]:
     children: list[Child] = []
     try:
         for name in START_ORDER:
-            children.append(spawn(name, addrs[name], env))
+            children.append(spawn(name, addrs[name], env, quiet_stdout))
     except BaseException:
         stop_all(children)
         raise

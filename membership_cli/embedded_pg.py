@@ -30,7 +30,7 @@ def _import_pgserver() -> ModuleType:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver
         # falls back to /tmp/runtime-<uid>, which is fine for its lock file
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import pgserver  # noqa: PLC0415 (only `run` without DATABASE_URL needs it)
+        import pgserver
 
     return pgserver
 

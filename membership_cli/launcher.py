@@ -189,7 +189,7 @@ def run_services(
 ) -> int:
     addrs = service_addrs()
     env = procs.child_env(os.environ, db.url, keys_dir, addrs)
-    children = procs.spawn_all(addrs, env)
+    children = procs.spawn_all(addrs, env, quiet_stdout=options.json_output)
     try:
         if not wait_until_serving(children, options.startup_timeout_s, stop):
             note("stop requested during startup")

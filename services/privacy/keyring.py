@@ -162,8 +162,9 @@ class IndexKey:
 def load_index_key(keys_dir: Path, env: Mapping[str, str] | None = None) -> IndexKey:
     """The blind-index HMAC key: separate from every encryption key."""
     env = os.environ if env is None else env
+    encoded: bytes | str
     if env.get(ENV_INDEX_KEY):
-        raw = base64.b64decode(env[ENV_INDEX_KEY])
+        encoded = env[ENV_INDEX_KEY]
     else:
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = keys_dir / INDEX_KEY_FILE
@@ -175,7 +176,11 @@ def load_index_key(keys_dir: Path, env: Mapping[str, str] | None = None) -> Inde
             else:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(base64.b64encode(secrets.token_bytes(INDEX_KEY_BYTES)))
-        raw = base64.b64decode(path.read_bytes())
+        encoded = path.read_bytes()
+    try:
+        raw = base64.b64decode(encoded)
+    except ValueError as exc:  # binascii.Error: not base64
+        raise KeyRingError("blind-index key is not base64") from exc
     if len(raw) != INDEX_KEY_BYTES:
         raise KeyRingError("blind-index key must be 32 bytes")
     return IndexKey("bik-" + hashlib.sha256(raw).hexdigest()[:12], raw)

@@ -10,9 +10,12 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any
 
 from services.runtime.context import request_id
+
+MAX_FRAMES = 30
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,8 +39,10 @@ class JsonFormatter(logging.Formatter):
         if isinstance(fields, dict):
             entry.update(fields)
         if record.exc_info and record.exc_info[0] is not None:
-            # the type only: messages of driver errors can quote column values
+            # type and frames only: messages of driver errors can quote column values
             entry["error_type"] = record.exc_info[0].__name__
+            frames = traceback.extract_tb(record.exc_info[2], limit=MAX_FRAMES)
+            entry["stack"] = [f"{f.filename}:{f.lineno} {f.name}" for f in frames]
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

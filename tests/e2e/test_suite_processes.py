@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class Suite:
     summary: dict[str, Any]
     stderr_path: Path
     env: dict[str, str]
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def addr(self, service: str) -> str:
         return str(self.summary["services"][service]["addr"])
@@ -189,11 +190,13 @@ def _wait_all_serving(suite: Suite) -> None:
 
 
 def _token(suite: Suite, role: str) -> tuple[tuple[str, str], ...]:
-    env = {**suite.env, "MEMBERSHIP_KEYS_DIR": str(suite.summary["keys_dir"])}
-    result = subprocess.run(
-        _cli("token", "--role", role), env=env, capture_output=True, check=True, timeout=30
-    )
-    return (("authorization", f"Bearer {result.stdout.decode().strip()}"),)
+    if role not in suite.tokens:
+        env = {**suite.env, "MEMBERSHIP_KEYS_DIR": str(suite.summary["keys_dir"])}
+        result = subprocess.run(
+            _cli("token", "--role", role), env=env, capture_output=True, check=True, timeout=30
+        )
+        suite.tokens[role] = result.stdout.decode().strip()
+    return (("authorization", f"Bearer {suite.tokens[role]}"),)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,14 +70,22 @@ def test_bad_phone_numbers_are_rejected(raw: str, message: str) -> None:
     assert str(caught.value) == message
 
 
-def test_invalid_value_messages_never_echo_the_value() -> None:
-    for raw in ("13800138000x", "+86 10 6552 9988", "not@an@email"):
-        for fn in (normalise.normalise_phone, normalise.normalise_email):
-            try:
-                fn(raw)
-            except InvalidValue as exc:
-                assert raw not in str(exc)
-                assert "6552" not in str(exc)
+@pytest.mark.parametrize(
+    ("fn", "raw"),
+    [
+        (normalise.normalise_phone, "+86 10 6552 9988"),
+        (normalise.normalise_phone, "139123"),
+        (normalise.normalise_email, "someone.private@@mail.example"),
+        (normalise.normalise_display_name, "Private\x00Name"),
+        (normalise.normalise_referral_code, "SECRET-CODE"),
+    ],
+)
+def test_invalid_value_messages_never_echo_the_value(fn: Callable[[str], str], raw: str) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        fn(raw)
+    message = str(caught.value)
+    assert raw not in message
+    assert not any(part in message for part in ("6552", "139123", "private", "Private", "SECRET"))
 
 
 @pytest.mark.parametrize(
@@ -178,8 +189,8 @@ def test_phone_normalisation_is_total_and_idempotent(raw: str) -> None:
     assert e164.startswith("+")
     assert e164[1:].isdigit()
     assert normalise.normalise_phone(e164) == e164
-    masked = normalise.mask_phone(e164)
-    assert e164[-5:] not in masked or len(e164) < 10
+    # the mask never shows five digits in a row
+    assert re.search(r"[0-9]{5}", normalise.mask_phone(e164)) is None
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,0 +1,183 @@
+"""Key-encryption keys and the blind-index key: file and environment providers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from services.privacy import keyring
+from services.privacy.keyring import KeyRingError, load_index_key, load_keyring
+
+NO_ENV: dict[str, str] = {}
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def env_keyring(*ids: str, primary: str | None = None) -> str:
+    keys = [
+        {"id": kek_id, "key": base64.b64encode(os.urandom(32)).decode(), "created_at": n}
+        for n, kek_id in enumerate(ids)
+    ]
+    return json.dumps({"primary": primary or ids[-1], "keys": keys})
+
+
+def test_file_key_ring_is_created_owner_only(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "data" / "keys"
+    ring = load_keyring(keys_dir, NO_ENV)
+    path = keys_dir / keyring.KEYRING_FILE
+    assert ring.provider == "file"
+    assert path.is_file()
+    assert mode_of(path) == 0o600
+    assert mode_of(keys_dir) == 0o700
+    assert len(ring.primary.key) == keyring.KEK_BYTES
+    assert ring.primary.kek_id.startswith("kek-")
+    assert [k.kek_id for k in ring.all_keys()] == [ring.primary.kek_id]
+
+
+def test_file_key_ring_is_reused_on_reload(tmp_path: Path) -> None:
+    first = load_keyring(tmp_path, NO_ENV)
+    second = load_keyring(tmp_path, NO_ENV)
+    assert second.primary == first.primary
+    first.reload()
+    assert first.primary == second.primary
+
+
+def test_rotate_keeps_old_keys_and_changes_primary(tmp_path: Path) -> None:
+    ring = load_keyring(tmp_path, NO_ENV)
+    original = ring.primary
+    previous, new = ring.rotate()
+    assert previous == original
+    assert new.kek_id != original.kek_id
+    assert new.key != original.key
+    assert ring.primary == new
+    assert ring.get(original.kek_id) == original
+    assert {k.kek_id for k in ring.all_keys()} == {original.kek_id, new.kek_id}
+    assert ring.all_keys()[0] == new  # newest first
+
+    path = tmp_path / keyring.KEYRING_FILE
+    assert mode_of(path) == 0o600  # replaced atomically, still owner only
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    reloaded = load_keyring(tmp_path, NO_ENV)
+    assert reloaded.primary == new
+    assert reloaded.get(original.kek_id) == original
+
+    _, third = ring.rotate()
+    assert {k.kek_id for k in load_keyring(tmp_path, NO_ENV).all_keys()} == {
+        original.kek_id,
+        new.kek_id,
+        third.kek_id,
+    }
+
+
+def test_get_reloads_keys_rotated_by_another_replica(tmp_path: Path) -> None:
+    ours = load_keyring(tmp_path, NO_ENV)
+    theirs = load_keyring(tmp_path, NO_ENV)
+    _, new = theirs.rotate()
+    assert ours.get(new.kek_id) == new
+
+
+def test_unknown_kek_is_an_error(tmp_path: Path) -> None:
+    ring = load_keyring(tmp_path, NO_ENV)
+    with pytest.raises(KeyRingError):
+        ring.get("kek-unknown")
+
+
+def test_env_key_ring_is_read_only(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    env = {keyring.ENV_KEYRING: env_keyring("kek-old", "kek-new")}
+    ring = load_keyring(keys_dir, env)
+    assert ring.provider == "env"
+    assert ring.primary.kek_id == "kek-new"
+    assert ring.get("kek-old").kek_id == "kek-old"
+    assert [k.kek_id for k in ring.all_keys()] == ["kek-new", "kek-old"]
+    with pytest.raises(KeyRingError, match="read-only"):
+        ring.rotate()
+    assert ring.primary.kek_id == "kek-new"
+    assert not keys_dir.exists()  # nothing written when the environment provides the keys
+    with pytest.raises(KeyRingError):
+        ring.get("kek-unknown")
+
+
+def test_env_key_ring_takes_precedence_over_a_key_file(tmp_path: Path) -> None:
+    load_keyring(tmp_path, NO_ENV)
+    ring = load_keyring(tmp_path, {keyring.ENV_KEYRING: env_keyring("kek-env")})
+    assert ring.provider == "env"
+    assert ring.primary.kek_id == "kek-env"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "not json",
+        "[]",
+        "{}",
+        json.dumps({"primary": "a"}),
+        json.dumps({"keys": []}),
+        json.dumps({"primary": "a", "keys": []}),  # primary missing from the keys
+        json.dumps({"primary": "a", "keys": [{"id": "a"}]}),  # no key material
+        json.dumps({"primary": "a", "keys": [{"id": "a", "key": "c2hvcnQ="}]}),  # 5 bytes
+        json.dumps({"primary": "a", "keys": [{"id": "a", "key": "%%%"}]}),
+        json.dumps({"primary": "a", "keys": [{"id": "a", "key": "abc"}]}),  # bad padding
+        json.dumps({"primary": "a", "keys": "a"}),
+    ],
+)
+def test_malformed_key_ring_is_rejected(tmp_path: Path, raw: str) -> None:
+    (tmp_path / keyring.KEYRING_FILE).write_text(raw)
+    with pytest.raises(KeyRingError):
+        load_keyring(tmp_path, NO_ENV)
+    if raw:  # an empty variable means "not set": the file provider is used instead
+        with pytest.raises(KeyRingError):
+            load_keyring(tmp_path / "other", {keyring.ENV_KEYRING: raw})
+
+
+def test_key_of_wrong_size_is_rejected(tmp_path: Path) -> None:
+    raw = json.dumps(
+        {"primary": "a", "keys": [{"id": "a", "key": base64.b64encode(os.urandom(16)).decode()}]}
+    )
+    with pytest.raises(KeyRingError):
+        load_keyring(tmp_path, {keyring.ENV_KEYRING: raw})
+
+
+def test_blind_index_key_file_is_owner_only_and_stable(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    key = load_index_key(keys_dir, NO_ENV)
+    path = keys_dir / keyring.INDEX_KEY_FILE
+    assert mode_of(path) == 0o600
+    assert mode_of(keys_dir) == 0o700
+    assert len(key.key) == keyring.INDEX_KEY_BYTES
+    assert key.key_id.startswith("bik-")
+    assert load_index_key(keys_dir, NO_ENV) == key
+
+
+def test_blind_index_key_is_separate_from_the_encryption_keys(tmp_path: Path) -> None:
+    ring = load_keyring(tmp_path, NO_ENV)
+    index_key = load_index_key(tmp_path, NO_ENV)
+    assert index_key.key not in {k.key for k in ring.all_keys()}
+    assert (tmp_path / keyring.INDEX_KEY_FILE) != (tmp_path / keyring.KEYRING_FILE)
+
+
+def test_blind_index_key_from_the_environment(tmp_path: Path) -> None:
+    raw = os.urandom(32)
+    env = {keyring.ENV_INDEX_KEY: base64.b64encode(raw).decode()}
+    load_index_key(tmp_path, NO_ENV)  # a key file exists, the environment still wins
+    key = load_index_key(tmp_path, env)
+    assert key.key == raw
+    assert load_index_key(tmp_path / "elsewhere", env) == key
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("value", ["c2hvcnQ=", "abc", "!!!!", base64.b64encode(b"x" * 33).decode()])
+def test_malformed_blind_index_key_is_rejected(tmp_path: Path, value: str) -> None:
+    with pytest.raises(KeyRingError):
+        load_index_key(tmp_path, {keyring.ENV_INDEX_KEY: value})
+    (tmp_path / keyring.INDEX_KEY_FILE).write_text(value)
+    with pytest.raises(KeyRingError):
+        load_index_key(tmp_path, NO_ENV)
