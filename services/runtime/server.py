@@ -76,6 +76,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_connection_idle_ms", 300_000),
         ("grpc.max_concurrent_streams", 256),
+        # a second server on a busy port must fail, not silently share the traffic
+        ("grpc.so_reuseport", 0),
     ]
 
 
