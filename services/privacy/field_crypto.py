@@ -195,6 +195,9 @@ class FieldCrypto:
 
     async def rewrap_batch(self) -> int:
         """Re-wraps up to REWRAP_BATCH data keys under the primary key; returns how many."""
+        # another replica may have rotated: re-wrapping under a stale primary would move
+        # data keys back to the old key
+        self._keyring.reload()
         primary = self._keyring.primary
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await store.lock_keys_to_rewrap(conn, primary.kek_id, REWRAP_BATCH)

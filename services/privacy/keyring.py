@@ -125,6 +125,8 @@ class KeyRing:
                 "make it primary and restart"
             )
         with self._lock:
+            # another replica may have rotated since we loaded: never drop its keys
+            self._primary, self._keys = _decode_keyring(self._path.read_text())
             previous = self._keys[self._primary]
             new = Kek(_new_kek_id(), secrets.token_bytes(KEK_BYTES), time.time())
             keys = {**self._keys, new.kek_id: new}

@@ -31,7 +31,7 @@ INDEX_CONTEXT = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
 
 
 def _check_subject(v: ViolationCollector, subject_id: str, path: str = "subject_id") -> None:
-    if not SUBJECT_ID.match(subject_id):
+    if not SUBJECT_ID.fullmatch(subject_id):
         v.add(path, "required: 1-64 characters of A-Z a-z 0-9 _ . : -")
 
 
@@ -43,7 +43,7 @@ def _contexts(
     contexts = []
     for i, f in enumerate(fields):
         for part in ("service", "table", "column"):
-            if not IDENTIFIER.match(getattr(f.context, part)):
+            if not IDENTIFIER.fullmatch(getattr(f.context, part)):
                 v.add(f"fields[{i}].context.{part}", "required: a lower-case identifier")
         contexts.append(FieldContext(f.context.service, f.context.table, f.context.column))
     return contexts
@@ -78,14 +78,15 @@ class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
         for i, f in enumerate(request.fields):
             if not 0 < len(f.ciphertext) <= MAX_CIPHERTEXT_BYTES:
                 v.add(f"fields[{i}].ciphertext", f"required, at most {MAX_CIPHERTEXT_BYTES} bytes")
-        v.require(request.purpose, "purpose", MAX_TEXT)
+        purpose = request.purpose.strip()
+        v.require(purpose, "purpose", MAX_TEXT)
         v.bound(request.on_behalf_of, "on_behalf_of", MAX_TEXT)
         v.raise_if_any()
         plaintexts = await self._crypto.decrypt(
             current_caller(),
             request.subject_id,
             list(zip(contexts, [f.ciphertext for f in request.fields], strict=True)),
-            request.purpose,
+            purpose,
             request.on_behalf_of,
             request_id(),
         )
@@ -98,7 +99,7 @@ class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
         if not 1 <= len(request.inputs) <= MAX_FIELDS:
             v.add("inputs", f"between 1 and {MAX_FIELDS} inputs")
         for i, item in enumerate(request.inputs):
-            if not INDEX_CONTEXT.match(item.context):
+            if not INDEX_CONTEXT.fullmatch(item.context):
                 v.add(f"inputs[{i}].context", "required: lower-case dotted identifier")
             if not 0 < len(item.value) <= MAX_PLAINTEXT_BYTES:
                 v.add(f"inputs[{i}].value", f"required, at most {MAX_PLAINTEXT_BYTES} bytes")

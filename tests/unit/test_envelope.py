@@ -17,7 +17,7 @@ PHONE = FieldContext("accounts", "members", "phone")
 EMAIL = FieldContext("accounts", "members", "email")
 SUBJECT = "m-0001"
 KEY_ID = envelope.data_key_id(1)
-PLAINTEXT = "+8613800138000".encode()
+PLAINTEXT = b"+8613800138000"
 
 
 def open_field(
@@ -97,7 +97,9 @@ def test_truncated_or_extended_ciphertext_is_detected(data_key: bytes) -> None:
         open_field(data_key, ct + b"\x00")
 
 
-@pytest.mark.parametrize("garbage", [b"", b"W", b"WMC", b"WMC\x01", b"XYZ\x01\x06dek-v1" + b"\0" * 40])
+@pytest.mark.parametrize(
+    "garbage", [b"", b"W", b"WMC", b"WMC\x01", b"XYZ\x01\x06dek-v1" + b"\0" * 40]
+)
 def test_garbage_is_not_a_ciphertext(data_key: bytes, garbage: bytes) -> None:
     with pytest.raises(CiphertextError):
         open_field(data_key, garbage)

@@ -181,3 +181,26 @@ def test_malformed_blind_index_key_is_rejected(tmp_path: Path, value: str) -> No
     (tmp_path / keyring.INDEX_KEY_FILE).write_text(value)
     with pytest.raises(KeyRingError):
         load_index_key(tmp_path, NO_ENV)
+
+
+def test_rotation_by_a_replica_with_a_stale_view_keeps_every_key(tmp_path: Path) -> None:
+    ours = load_keyring(tmp_path, NO_ENV)
+    theirs = load_keyring(tmp_path, NO_ENV)
+    original = ours.primary
+    _, their_new = theirs.rotate()
+    previous, our_new = ours.rotate()  # ours never saw their rotation
+    assert previous == their_new
+    ring = load_keyring(tmp_path, NO_ENV)
+    assert {k.kek_id for k in ring.all_keys()} == {
+        original.kek_id,
+        their_new.kek_id,
+        our_new.kek_id,
+    }
+    assert ring.primary == our_new
+
+
+def test_reload_picks_up_a_rotation_elsewhere(tmp_path: Path) -> None:
+    ours = load_keyring(tmp_path, NO_ENV)
+    _, new = load_keyring(tmp_path, NO_ENV).rotate()
+    ours.reload()
+    assert ours.primary == new

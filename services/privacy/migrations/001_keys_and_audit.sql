@@ -55,3 +55,6 @@ $$;
 
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON privacy.audit_log
     FOR EACH ROW EXECUTE FUNCTION privacy.audit_log_append_only();
+
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON privacy.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION privacy.audit_log_append_only();

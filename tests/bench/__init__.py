@@ -1,0 +1,1 @@
+"""Benchmarks: run as modules (`make bench`), never collected by pytest."""
