@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -15,6 +15,7 @@ from services.privacy.audit import AuditEvent
 from services.privacy.keyring import IndexKey, KeyRing, KeyRingError
 from services.runtime.db import Conn
 from services.runtime.errors import (
+    DomainError,
     FieldViolation,
     failed_precondition,
     invalid_argument,
@@ -97,19 +98,25 @@ class FieldCrypto:
         on_behalf_of: str,
         request_id: str,
     ) -> list[bytes]:
+        event = AuditEvent(
+            actor=caller.subject,
+            actor_role=caller.role,
+            action="fields.decrypt",
+            subject_id=subject_id,
+            fields=[f"{c.service}.{c.table}.{c.column}" for c, _ in fields],
+            purpose=purpose,
+            on_behalf_of=on_behalf_of,
+            request_id=request_id,
+        )
         async with self._pool.acquire() as conn:
-            data_key, version = await self._data_key(conn, subject_id, create=False)
-            plaintexts = self._decrypt_all(data_key, version, subject_id, fields)
-            event = AuditEvent(
-                actor=caller.subject,
-                actor_role=caller.role,
-                action="fields.decrypt",
-                subject_id=subject_id,
-                fields=[f"{c.service}.{c.table}.{c.column}" for c, _ in fields],
-                purpose=purpose,
-                on_behalf_of=on_behalf_of,
-                request_id=request_id,
-            )
+            try:
+                data_key, version = await self._data_key(conn, subject_id, create=False)
+                plaintexts = self._decrypt_all(data_key, version, subject_id, fields)
+            except DomainError:
+                # a refused attempt is evidence too (moved ciphertext, shredded key)
+                async with conn.transaction():
+                    await store.append_audit(conn, replace(event, action="fields.decrypt_refused"))
+                raise
             async with conn.transaction():
                 await store.append_audit(conn, event)
         return plaintexts

@@ -237,7 +237,9 @@ async def test_failed_decryption_is_not_logged_as_a_read(
         ),
         INVALID,
     )
-    assert not [e for e in await audit_entries(db) if e.event.action == "fields.decrypt"]
+    entries = await audit_entries(db)
+    assert not [e for e in entries if e.event.action == "fields.decrypt"]
+    assert [e.event.subject_id for e in entries if e.event.action == "fields.decrypt_refused"]
 
 
 async def test_audit_log_is_append_only(suite: Suite, db: asyncpg.Connection) -> None:
