@@ -78,7 +78,12 @@ class Members:
         self, member_id: str, values: dict[str, str]
     ) -> tuple[dict[str, bytes | None], dict[str, str]]:
         present = [(column, value) for column, value in values.items() if value]
-        cts = await self._privacy.encrypt(member_id, [(c, v.encode()) for c, v in present])
+        # clearing fields only (an update to empty values) has nothing to encrypt
+        cts = (
+            await self._privacy.encrypt(member_id, [(c, v.encode()) for c, v in present])
+            if present
+            else []
+        )
         ciphertexts: dict[str, bytes | None] = {c: None for c in values}
         ciphertexts.update({c: ct for (c, _), ct in zip(present, cts, strict=True)})
         masks = {c: MASKS[c](v) if v else "" for c, v in values.items()}
@@ -106,12 +111,15 @@ class Members:
         try:
             return await self._insert(reg, request_hash, new, phone_digest, email_digest)
         except store.UniqueViolation as exc:
-            if exc.constraint != "request_id":
-                raise _taken(exc.constraint) from exc
-        async with self._pool.acquire() as conn:  # a concurrent repeat won: answer like it
+            taken = exc
+        # a concurrent repeat of this request may have won (its phone then clashes with
+        # ours before its request_id does): answer like it; otherwise the key is taken
+        async with self._pool.acquire() as conn:
             done = await replay(await store.get_registration(conn, reg.request_id), request_hash)
-        assert done is not None
-        return done
+        if done is not None:
+            return done
+        assert taken.constraint != "request_id"
+        raise _taken(taken.constraint) from taken
 
     async def _referrer(self, conn: Conn, code: str) -> str | None:
         if not code:

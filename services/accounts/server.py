@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -89,7 +89,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             v.add("view", "unknown view")
         full = request.view == pb.MEMBER_VIEW_FULL
         if full:
-            v.require(request.purpose.strip(), "purpose", validation.MAX_PURPOSE)
+            validation.purpose(v, request.purpose)
         v.raise_if_any()
         if not full:
             return to_pb(await self._members.get(member_id))
@@ -188,7 +188,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     ) -> pb.ExportMemberDataResponse:
         v = ViolationCollector()
         member_id = validation.member_id_of(v, request.name)
-        v.require(request.purpose.strip(), "purpose", validation.MAX_PURPOSE)
+        validation.purpose(v, request.purpose)
         v.raise_if_any()
         export = await self._changes.export(current_caller(), member_id, request.purpose.strip())
         return pb.ExportMemberDataResponse(
@@ -223,10 +223,19 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
 def _position(position: dict[str, object] | None) -> tuple[datetime, str] | None:
     if position is None:
         return None
+    t, m = position.get("t"), position.get("m")
     try:
-        return datetime.fromisoformat(str(position["t"])), str(position["m"])
-    except (KeyError, ValueError) as exc:
+        if not isinstance(t, str) or not isinstance(m, str):
+            raise ValueError("position fields must be text")
+        when = datetime.fromisoformat(t)
+        if when.tzinfo is None:
+            raise ValueError("position time needs a time zone")
+        when = when.astimezone(UTC)  # OverflowError beyond the ends of the calendar
+    except (ValueError, OverflowError) as exc:
         raise bad_field("page_token", "not a page token of this list") from exc
+    if not (0 < len(m) <= validation.MEMBER_ID_MAX and m.isascii() and m.isalnum()):
+        raise bad_field("page_token", "not a page token of this list")
+    return when, m
 
 
 class AccountsComponent:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 
 from services.accounts import normalise
@@ -48,8 +49,24 @@ def request_id(v: ViolationCollector, value: str) -> None:
         v.add("request_id", "must be printable")
 
 
+def _has_control_characters(value: str) -> bool:
+    # stored as PostgreSQL text (which cannot hold NUL) and shown in logs and audit entries
+    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+
+
+def free_text(v: ViolationCollector, value: str, field: str, max_len: int) -> None:
+    """A required short text such as a reason or purpose: no control characters."""
+    v.require(value.strip(), field, max_len)
+    if _has_control_characters(value):
+        v.add(field, "must not contain control characters")
+
+
 def reason(v: ViolationCollector, value: str) -> None:
-    v.require(value.strip(), "reason", MAX_REASON)
+    free_text(v, value, "reason", MAX_REASON)
+
+
+def purpose(v: ViolationCollector, value: str) -> None:
+    free_text(v, value, "purpose", MAX_PURPOSE)
 
 
 def update_paths(v: ViolationCollector, paths: list[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,12 @@ MAX_TEXT = 200
 SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 INDEX_CONTEXT = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
+
+
+def _check_text(v: ViolationCollector, value: str, path: str) -> None:
+    """Free text lands in PostgreSQL text columns (no NUL there) and the audit log."""
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        v.add(path, "must not contain control characters")
 
 
 def _check_subject(v: ViolationCollector, subject_id: str, path: str = "subject_id") -> None:
@@ -81,6 +88,8 @@ class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
         purpose = request.purpose.strip()
         v.require(purpose, "purpose", MAX_TEXT)
         v.bound(request.on_behalf_of, "on_behalf_of", MAX_TEXT)
+        _check_text(v, request.purpose, "purpose")
+        _check_text(v, request.on_behalf_of, "on_behalf_of")
         v.raise_if_any()
         plaintexts = await self._crypto.decrypt(
             current_caller(),
@@ -112,6 +121,7 @@ class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
     ) -> pb.RotateKeyEncryptionKeyResponse:
         v = ViolationCollector()
         v.require(request.request_id, "request_id", 128)
+        _check_text(v, request.request_id, "request_id")
         v.raise_if_any()
         result = await self._crypto.rotate(current_caller(), request.request_id)
         return pb.RotateKeyEncryptionKeyResponse(
@@ -147,6 +157,8 @@ class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
         _check_subject(v, request.subject_id)
         v.require(request.request_id, "request_id", 128)
         v.require(request.reason, "reason", MAX_TEXT)
+        _check_text(v, request.request_id, "request_id")
+        _check_text(v, request.reason, "reason")
         v.raise_if_any()
         destroyed_at = await self._crypto.destroy_subject_key(
             current_caller(), request.subject_id, request.request_id, request.reason

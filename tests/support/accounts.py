@@ -48,7 +48,7 @@ async def register(
     request_id: str | None = None,
     role: str = "wallet-backend",
 ) -> pb.Member:
-    return await suite.accounts.RegisterMember(
+    member: pb.Member = await suite.accounts.RegisterMember(
         pb.RegisterMemberRequest(
             request_id=request_id or next_request_id("reg"),
             phone=phone or next_phone(),
@@ -58,6 +58,7 @@ async def register(
         ),
         metadata=suite.auth(role),
     )
+    return member
 
 
 async def table_counts(dsn: str, tables: tuple[str, ...] = ACCOUNTS_TABLES) -> dict[str, int]:
