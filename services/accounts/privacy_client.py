@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
+from google.protobuf import message
 from membership.privacy.v1 import field_crypto_pb2 as pb
 from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
 
 from services.accounts.ports import SERVICE, TABLE
 from services.runtime.clients import ServiceCredentials
 from services.runtime.errors import DomainError, failed_precondition, unavailable
+
+Response = TypeVar("Response", bound=message.Message)
 
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
@@ -36,6 +40,17 @@ class GrpcPrivacy:
         self._credentials = credentials
         self._timeout_s = timeout_s
 
+    async def _call(
+        self, method: Callable[..., Awaitable[Response]], request: message.Message
+    ) -> Response:
+        """One call with a deadline and this service's token; failures as domain errors."""
+        try:
+            return await method(
+                request, timeout=self._timeout_s, metadata=self._credentials.metadata()
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _translate(err) from None
+
     @staticmethod
     def _context(column: str) -> pb.FieldContext:
         return pb.FieldContext(service=SERVICE, table=TABLE, column=column)
@@ -44,12 +59,7 @@ class GrpcPrivacy:
         request = pb.ComputeBlindIndexRequest(
             inputs=[pb.BlindIndexInput(context=c, value=v) for c, v in inputs]
         )
-        try:
-            response = await self._stub.ComputeBlindIndex(
-                request, timeout=self._timeout_s, metadata=self._credentials.metadata()
-            )
-        except grpc.aio.AioRpcError as err:
-            raise _translate(err) from None
+        response = await self._call(self._stub.ComputeBlindIndex, request)
         return list(response.digests)
 
     async def encrypt(self, member_id: str, fields: Sequence[tuple[str, bytes]]) -> list[bytes]:
@@ -57,12 +67,7 @@ class GrpcPrivacy:
             subject_id=member_id,
             fields=[pb.PlainField(context=self._context(c), plaintext=p) for c, p in fields],
         )
-        try:
-            response = await self._stub.EncryptFields(
-                request, timeout=self._timeout_s, metadata=self._credentials.metadata()
-            )
-        except grpc.aio.AioRpcError as err:
-            raise _translate(err) from None
+        response = await self._call(self._stub.EncryptFields, request)
         return list(response.ciphertexts)
 
     async def decrypt(
@@ -78,10 +83,5 @@ class GrpcPrivacy:
             purpose=purpose,
             on_behalf_of=on_behalf_of,
         )
-        try:
-            response = await self._stub.DecryptFields(
-                request, timeout=self._timeout_s, metadata=self._credentials.metadata()
-            )
-        except grpc.aio.AioRpcError as err:
-            raise _translate(err) from None
+        response = await self._call(self._stub.DecryptFields, request)
         return list(response.plaintexts)

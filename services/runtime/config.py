@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_ADDRS = {
     "accounts": "127.0.0.1:50051",
@@ -35,27 +36,18 @@ class Settings:
         return self.service_addrs[service]
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    kind = type(default)
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer") from exc
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number") from exc
+        raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}") from exc
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}")
     return value
@@ -72,12 +64,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         keys_dir=Path(env.get("MEMBERSHIP_KEYS_DIR", ".data/keys")),
         token_audience=env.get("MEMBERSHIP_TOKEN_AUDIENCE", "wallet-membership"),
         service_addrs=addrs,
-        db_pool_min=_int(env, "MEMBERSHIP_DB_POOL_MIN", 1, 0, 100),
-        db_pool_max=_int(env, "MEMBERSHIP_DB_POOL_MAX", 10, 1, 200),
-        shutdown_grace_s=_float(env, "MEMBERSHIP_SHUTDOWN_GRACE_S", 5.0, 0.0, 120.0),
-        outgoing_timeout_s=_float(env, "MEMBERSHIP_OUTGOING_TIMEOUT_S", 3.0, 0.05, 60.0),
+        db_pool_min=_number(env, "MEMBERSHIP_DB_POOL_MIN", 1, 0, 100),
+        db_pool_max=_number(env, "MEMBERSHIP_DB_POOL_MAX", 10, 1, 200),
+        shutdown_grace_s=_number(env, "MEMBERSHIP_SHUTDOWN_GRACE_S", 5.0, 0.0, 120.0),
+        outgoing_timeout_s=_number(env, "MEMBERSHIP_OUTGOING_TIMEOUT_S", 3.0, 0.05, 60.0),
         log_level=env.get("MEMBERSHIP_LOG_LEVEL", "INFO").upper(),
-        max_message_bytes=_int(
+        max_message_bytes=_number(
             env, "MEMBERSHIP_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 << 20
         ),
     )
