@@ -7,8 +7,11 @@ information: they name fields and rules, not values.
 from __future__ import annotations
 
 import enum
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+MAX_REQUEST_ID = 128
 
 
 class Code(enum.Enum):
@@ -21,6 +24,7 @@ class Code(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     ABORTED = "ABORTED"
+    DATA_LOSS = "DATA_LOSS"
     INTERNAL = "INTERNAL"
 
 
@@ -106,6 +110,22 @@ class ViolationCollector:
     def bound(self, value: str, field_path: str, max_len: int) -> None:
         if len(value) > max_len:
             self.add(field_path, f"at most {max_len} characters")
+
+    def text(self, value: str, field_path: str, max_len: int, required: bool = True) -> None:
+        """Short free text (reason, purpose): bounded, and no control characters, which
+        PostgreSQL text cannot hold (NUL) or which would corrupt log and audit lines."""
+        if required:
+            self.require(value.strip(), field_path, max_len)
+        else:
+            self.bound(value, field_path, max_len)
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+            self.add(field_path, "must not contain control characters")
+
+    def request_id(self, value: str, field_path: str = "request_id") -> None:
+        """An idempotency key: 1-128 printable characters."""
+        self.require(value, field_path, MAX_REQUEST_ID)
+        if value and not value.isprintable():
+            self.add(field_path, "must be printable")
 
     def raise_if_any(self) -> None:
         if self.violations:
