@@ -52,6 +52,10 @@ def split_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 (":port" means every interface)
 
 
+METRICS_PORT_OFFSET = 1000
+MAX_PORT = 65535
+
+
 def ensure_addr_free(name: str, addr: str) -> None:
     """Fails if something listens on `addr` already.
 
@@ -81,7 +85,15 @@ def child_env(
     env["MEMBERSHIP_KEYS_DIR"] = str(keys_dir)
     for name, addr in addrs.items():
         env[f"MEMBERSHIP_{name.upper()}_ADDR"] = addr
+        env.setdefault(f"MEMBERSHIP_{name.upper()}_METRICS_ADDR", metrics_addr_for(addr))
     return env
+
+
+def metrics_addr_for(addr: str) -> str:
+    """Prometheus endpoint of a local service: its gRPC port + METRICS_PORT_OFFSET."""
+    host, port = split_addr(addr)
+    metrics_port = port + METRICS_PORT_OFFSET
+    return f"{host}:{metrics_port}" if metrics_port <= MAX_PORT else ""
 
 
 def spawn(name: str, addr: str, env: Mapping[str, str], quiet_stdout: bool) -> Child:

@@ -15,6 +15,9 @@ DEFAULT_ADDRS = {
 }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed."""
 
@@ -31,9 +34,15 @@ class Settings:
     outgoing_timeout_s: float
     log_level: str
     max_message_bytes: int
+    max_concurrent_rpcs: int
+    # empty: no metrics endpoint
+    metrics_addrs: Mapping[str, str]
 
     def addr_of(self, service: str) -> str:
         return self.service_addrs[service]
+
+    def metrics_addr_of(self, service: str) -> str:
+        return self.metrics_addrs.get(service, "")
 
 
 N = TypeVar("N", int, float)
@@ -55,15 +64,14 @@ def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    addrs = {
-        name: env.get(f"MEMBERSHIP_{name.upper()}_ADDR", default)
-        for name, default in DEFAULT_ADDRS.items()
-    }
-    return Settings(
+    settings = Settings(
         database_url=env.get("DATABASE_URL", ""),
         keys_dir=Path(env.get("MEMBERSHIP_KEYS_DIR", ".data/keys")),
         token_audience=env.get("MEMBERSHIP_TOKEN_AUDIENCE", "wallet-membership"),
-        service_addrs=addrs,
+        service_addrs={
+            name: env.get(f"MEMBERSHIP_{name.upper()}_ADDR", default)
+            for name, default in DEFAULT_ADDRS.items()
+        },
         db_pool_min=_number(env, "MEMBERSHIP_DB_POOL_MIN", 1, 0, 100),
         db_pool_max=_number(env, "MEMBERSHIP_DB_POOL_MAX", 10, 1, 200),
         shutdown_grace_s=_number(env, "MEMBERSHIP_SHUTDOWN_GRACE_S", 5.0, 0.0, 120.0),
@@ -72,4 +80,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_number(
             env, "MEMBERSHIP_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 << 20
         ),
+        max_concurrent_rpcs=_number(env, "MEMBERSHIP_MAX_CONCURRENT_RPCS", 256, 1, 10_000),
+        metrics_addrs={
+            name: env.get(f"MEMBERSHIP_{name.upper()}_METRICS_ADDR", "") for name in DEFAULT_ADDRS
+        },
     )
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"MEMBERSHIP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    if settings.db_pool_min > settings.db_pool_max:
+        raise ConfigError("MEMBERSHIP_DB_POOL_MIN must not exceed MEMBERSHIP_DB_POOL_MAX")
+    return settings

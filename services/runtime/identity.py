@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +23,7 @@ from services.runtime.access import ROLE_SCOPES
 
 MAX_TOKEN_TTL_S = 24 * 3600
 TOKEN_LEEWAY_S = 5
+MAX_CLAIM_LEN = 128
 SIGNING_KEY_FILE = "caller-token-ed25519.pem"
 ALGORITHM = "EdDSA"
 
@@ -56,6 +58,8 @@ class TokenSigner:
     def mint(self, subject: str, role: str, ttl_s: int) -> str:
         if role not in ROLE_SCOPES:
             raise ValueError(f"unknown role {role!r}; known: {', '.join(sorted(ROLE_SCOPES))}")
+        if not _is_short_text(subject):
+            raise ValueError(f"subject must be 1-{MAX_CLAIM_LEN} printable characters")
         if not 1 <= ttl_s <= MAX_TOKEN_TTL_S:
             raise ValueError(f"ttl must be between 1 and {MAX_TOKEN_TTL_S} seconds")
         now = int(time.time())
@@ -97,12 +101,26 @@ class TokenVerifier:
             raise InvalidToken("token is for another audience") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token invalid") from exc
-        role = str(claims["role"])
-        if role not in ROLE_SCOPES:
-            raise InvalidToken("unknown role")
-        # a token may narrow its role's scopes, never widen them
-        scopes = frozenset(str(claims.get("scope", "")).split()) & ROLE_SCOPES[role]
-        return Caller(str(claims["sub"]), role, scopes, str(claims.get("jti", "")))
+        return _caller_from(claims)
+
+
+def _is_short_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_CLAIM_LEN and value.isprintable()
+
+
+def _caller_from(claims: dict[str, Any]) -> Caller:
+    role, subject, token_id = claims["role"], claims["sub"], claims.get("jti", "-")
+    if not isinstance(role, str) or role not in ROLE_SCOPES:
+        raise InvalidToken("unknown role")
+    # subjects reach audit entries and logs: bounded, printable text only
+    if not _is_short_text(subject) or not _is_short_text(token_id):
+        raise InvalidToken("malformed subject or token id")
+    lifetime_s = claims["exp"] - claims["iat"]
+    if not isinstance(lifetime_s, int | float) or lifetime_s > MAX_TOKEN_TTL_S:
+        raise InvalidToken("token lifetime exceeds the maximum")
+    # a token may narrow its role's scopes, never widen them
+    scopes = frozenset(str(claims.get("scope", "")).split()) & ROLE_SCOPES[role]
+    return Caller(subject, role, scopes, token_id)
 
 
 def _write_private(path: Path, data: bytes) -> None:

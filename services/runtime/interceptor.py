@@ -16,8 +16,15 @@ from services.runtime.context import (
     set_caller,
     set_request_id,
 )
-from services.runtime.errors import Code, DomainError, permission_denied, unauthenticated
+from services.runtime.errors import (
+    Code,
+    DomainError,
+    bad_field,
+    permission_denied,
+    unauthenticated,
+)
 from services.runtime.identity import Caller, InvalidToken, TokenVerifier
+from services.runtime.metrics import observe_rpc
 from services.runtime.status import grpc_code, to_rpc_status
 
 log = logging.getLogger("membership.rpc")
@@ -25,14 +32,34 @@ log = logging.getLogger("membership.rpc")
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
+# stands in for a request whose bytes did not parse, so that the caller is authenticated
+# first and then told INVALID_ARGUMENT (gRPC itself would answer UNKNOWN)
+UNPARSEABLE = object()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except Exception:  # DecodeError, or invalid UTF-8 in a string field
+            return UNPARSEABLE
+
+    return deserialize
+
+
 def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, verifier: TokenVerifier, error_domain: str) -> None:
+    def __init__(self, verifier: TokenVerifier, service: str) -> None:
         self._verifier = verifier
-        self._domain = error_domain
+        self._service = service
+        self._domain = f"{service}.membership"
 
     async def intercept_service(
         self,
@@ -48,7 +75,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.unary_unary_rpc_method_handler(self._closed)
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -84,6 +111,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 role = caller.role
                 self._authorize(method, caller)
                 set_caller(caller)
+                if request is UNPARSEABLE:
+                    raise bad_field("request", "is not a valid message of this method")
                 return await inner(request, context)
             except DomainError as err:
                 outcome = err.code.value
@@ -101,6 +130,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     grpc.StatusCode.INTERNAL, status.details, status.trailing_metadata
                 )
             finally:
+                elapsed_s = time.perf_counter() - started
+                observe_rpc(self._service, method, outcome, elapsed_s)
                 log.info(
                     "rpc",
                     extra={
@@ -108,7 +139,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             "method": method,
                             "code": outcome,
                             "role": role,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                            "duration_ms": round(elapsed_s * 1000, 2),
                         }
                     },
                 )

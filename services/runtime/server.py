@@ -21,6 +21,7 @@ from services.runtime.db import create_pool, load_migrations, migrate
 from services.runtime.identity import TokenVerifier, load_verify_keys
 from services.runtime.interceptor import ServiceInterceptor
 from services.runtime.logs import configure_logging
+from services.runtime.metrics import MetricsEndpoint
 
 log = logging.getLogger("membership.server")
 
@@ -54,6 +55,7 @@ class RunningService:
     pool: asyncpg.Pool
     component: Component
     health: health.aio.HealthServicer
+    metrics: MetricsEndpoint | None = None
     _stopped: bool = field(default=False)
 
     async def stop(self, grace_s: float) -> None:
@@ -64,6 +66,8 @@ class RunningService:
         await self.server.stop(grace_s)
         await self.component.close()
         await self.pool.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -84,42 +88,62 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 async def start_service(
     spec: ServiceSpec, settings: Settings, listen_addr: str | None = None
 ) -> RunningService:
+    """Pool, migrations, the service's component, then the gRPC server; on any failure
+    everything already started is closed again."""
     if not settings.database_url:
         raise ConfigError("DATABASE_URL is not set")
     pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    component: Component | None = None
     try:
         async with pool.acquire() as conn:
             await migrate(conn, spec.name, load_migrations(spec.migrations_dir))
         component = await spec.build(pool, settings)
+        return await _start_grpc(spec, settings, listen_addr, pool, component)
     except BaseException:
+        if component is not None:
+            await component.close()
         await pool.close()
         raise
+
+
+async def _start_grpc(
+    spec: ServiceSpec,
+    settings: Settings,
+    listen_addr: str | None,
+    pool: asyncpg.Pool,
+    component: Component,
+) -> RunningService:
     verifier = TokenVerifier(load_verify_keys(settings.keys_dir), settings.token_audience)
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(verifier, f"{spec.name}.membership")],
+        interceptors=[ServiceInterceptor(verifier, spec.name)],
         options=server_options(settings),
+        # beyond this many in-flight calls, callers get RESOURCE_EXHAUSTED instead of a queue
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     component.add_to(server)
     names = [*component.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen_addr or settings.addr_of(spec.name))
-    if port == 0:
-        await component.close()
-        await pool.close()
-        raise OSError(f"could not bind {listen_addr or settings.addr_of(spec.name)}")
+    addr = listen_addr or settings.addr_of(spec.name)
+    try:
+        port = server.add_insecure_port(addr)
+    except RuntimeError as exc:
+        raise OSError(f"could not listen on {addr}") from exc
     await server.start()
+    metrics_addr = settings.metrics_addr_of(spec.name)
+    metrics = MetricsEndpoint(metrics_addr) if metrics_addr else None
     for name in ["", *component.service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(spec, server, port, pool, component, health_servicer)
+    return RunningService(spec, server, port, pool, component, health_servicer, metrics)
 
 
 async def _serve(spec: ServiceSpec) -> None:
     settings = load_settings()
     configure_logging(spec.name, settings.log_level)
     running = await start_service(spec, settings)
-    log.info("serving", extra={"fields": {"port": running.port}})
+    metrics_port = running.metrics.port if running.metrics else None
+    log.info("serving", extra={"fields": {"port": running.port, "metrics_port": metrics_port}})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from pathlib import Path
 
 import asyncpg
 import grpc
+import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from membership.accounts.v1 import accounts_pb2 as pb
+from prometheus_client import REGISTRY
 
+from services.privacy.server import SPEC as PRIVACY
 from services.runtime.config import ConfigError, load_settings
 from services.runtime.db import (
     MigrationChecksumError,
@@ -16,6 +22,10 @@ from services.runtime.db import (
     load_migrations,
     migrate,
 )
+from services.runtime.identity import key_id, load_or_create_signing_key
+from services.runtime.metrics import MetricsEndpoint
+from services.runtime.server import start_service
+from tests.support.rpc_errors import expect_error, rpc_error
 from tests.support.suite import Suite
 
 
@@ -119,3 +129,99 @@ def test_config_rejects_malformed_numbers() -> None:
     settings = load_settings({"MEMBERSHIP_ACCOUNTS_ADDR": "127.0.0.1:6000"})
     assert settings.addr_of("accounts") == "127.0.0.1:6000"
     assert settings.addr_of("privacy") == "127.0.0.1:50053"
+
+
+REGISTER = "/membership.accounts.v1.AccountsService/RegisterMember"
+
+
+async def test_unparseable_request_is_invalid_argument_after_authentication(
+    suite: Suite,
+) -> None:
+    call = suite.accounts_channel.unary_unary(REGISTER)
+    garbage = b"\x12\x03\xff\xfe\xfd"  # field 2 (phone) holding invalid UTF-8
+    err = await rpc_error(call(garbage, metadata=suite.auth("wallet-backend"), timeout=2))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.fields == {"request"}
+    err = await rpc_error(call(garbage, timeout=2))
+    assert err.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _forged_claims_token(suite: Suite, **overrides: object) -> tuple[tuple[str, str], ...]:
+    """A token signed with the suite's real key but with claims the signer would refuse."""
+    key = load_or_create_signing_key(suite.keys_dir)
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": "forged",
+        "aud": suite.settings.token_audience,
+        "iat": now,
+        "exp": now + 60,
+        "role": "admin",
+        "scope": "accounts.members.read",
+        "jti": "j1",
+    }
+    claims.update(overrides)
+    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": key_id(key.public_key())})
+    return (("authorization", f"Bearer {token}"),)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"sub": "x" * 129},
+        {"sub": "bell\a"},
+        {"jti": ""},
+        {"exp": int(time.time()) + 10 * 365 * 86400},
+        {"role": "root"},
+    ],
+    ids=["long-subject", "control-subject", "empty-jti", "ten-year-lifetime", "unknown-role"],
+)
+async def test_tokens_with_unacceptable_claims_are_unauthenticated(
+    suite: Suite, overrides: dict[str, object]
+) -> None:
+    request = pb.ListMembersRequest()
+    await expect_error(
+        suite.accounts.ListMembers(request, metadata=_forged_claims_token(suite, **overrides)),
+        grpc.StatusCode.UNAUTHENTICATED,
+        reason="TOKEN_INVALID",
+    )
+
+
+async def test_rpcs_are_counted_in_prometheus_metrics(suite: Suite) -> None:
+    def count(code: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "membership_rpc_total",
+            {"service": "accounts", "method": REGISTER, "code": code},
+        )
+        return value or 0.0
+
+    ok, bad = count("OK"), count("INVALID_ARGUMENT")
+    wallet = suite.auth("wallet-backend")
+    await suite.accounts.RegisterMember(
+        pb.RegisterMemberRequest(request_id="m-1", phone="13800000001"), metadata=wallet
+    )
+    await rpc_error(suite.accounts.RegisterMember(pb.RegisterMemberRequest(), metadata=wallet))
+    assert (count("OK"), count("INVALID_ARGUMENT")) == (ok + 1, bad + 1)
+
+
+def test_metrics_endpoint_serves_the_exposition_format() -> None:
+    endpoint = MetricsEndpoint("127.0.0.1:0")
+    try:
+        assert endpoint.port
+        with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+        assert "membership_rpc_duration_seconds" in body
+    finally:
+        endpoint.close()
+
+
+def test_config_rejects_unknown_log_level_and_inverted_pool() -> None:
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        load_settings({"MEMBERSHIP_LOG_LEVEL": "chatty"})
+    with pytest.raises(ConfigError, match="POOL_MIN"):
+        load_settings({"MEMBERSHIP_DB_POOL_MIN": "9", "MEMBERSHIP_DB_POOL_MAX": "2"})
+
+
+async def test_start_fails_cleanly_on_a_busy_port(suite: Suite) -> None:
+    busy = f"127.0.0.1:{suite.accounts_service.port}"
+    with pytest.raises(OSError, match="could not listen"):
+        await start_service(PRIVACY, suite.settings, busy)
