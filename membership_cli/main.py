@@ -87,9 +87,9 @@ def _keys_dir(override: str | None) -> tuple[Path, str]:
 
 def cmd_token(args: argparse.Namespace) -> int:
     subject = args.subject or tokens.default_subject(args.role)
-    tokens.check_request(args.role, args.ttl_s)
+    tokens.check_request(args.role, args.ttl_s, subject, args.internal)
     keys_dir, audience = _keys_dir(args.keys_dir)
-    issued = tokens.mint(args.role, args.ttl_s, subject, keys_dir, audience)
+    issued = tokens.mint(args.role, args.ttl_s, subject, keys_dir, audience, args.internal)
     if args.json:
         print(json.dumps(issued.__dict__))
     else:
@@ -143,6 +143,9 @@ def _add_token(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--subject", help="token subject (default cli:<role>)")
     parser.add_argument("--keys-dir", help="signing key directory (default MEMBERSHIP_KEYS_DIR)")
     parser.add_argument("--json", action="store_true", help="print token, expiry and scopes")
+    parser.add_argument(
+        "--internal", action="store_true", help="allow a service:* role (for debugging services)"
+    )
 
 
 def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

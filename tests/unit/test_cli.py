@@ -85,6 +85,8 @@ def test_token_plain_output_is_only_the_token(
         (["--role", "root"], "roles: admin, officer"),
         (["--role", "admin", "--ttl-s", "0"], "--ttl-s must be between"),
         (["--role", "admin", "--ttl-s", "86401"], "--ttl-s must be between"),
+        (["--role", "service:privacy"], "pass --internal"),
+        (["--role", "admin", "--subject", "x" * 129], "--subject must be"),
     ],
 )
 def test_token_usage_errors_exit_2(
@@ -95,6 +97,14 @@ def test_token_usage_errors_exit_2(
     assert message in captured.err
     assert captured.out == ""
     assert not any(tmp_path.iterdir()), "no key is created for a refused request"
+
+
+def test_internal_roles_need_the_internal_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["token", "--role", "service:privacy", "--internal", "--keys-dir", str(tmp_path)]
+    assert main(args) == EXIT_OK
+    assert capsys.readouterr().out.count(".") == 2
 
 
 @pytest.mark.parametrize(
