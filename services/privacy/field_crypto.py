@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -12,7 +13,8 @@ import asyncpg
 
 from services.privacy import envelope, store
 from services.privacy.audit import AuditEvent
-from services.privacy.keyring import IndexKey, KeyRing, KeyRingError
+from services.privacy.keyring import IndexKey, Kek, KeyRing, KeyRingError
+from services.privacy.policy import context_not_owned
 from services.runtime.db import Conn
 from services.runtime.errors import (
     DomainError,
@@ -41,6 +43,23 @@ class KeyRingReport:
     keys: list[tuple[str, bool, float, int]]  # kek id, primary, created, wrapped data keys
     data_keys_to_rewrap: int
     destroyed_data_keys: int
+
+
+@dataclass(frozen=True)
+class RewrapBatch:
+    moved: int
+    failures: Counter[str]  # error type -> data keys that could not be unwrapped
+    last_subject_id: str | None  # the cursor for the next batch; None: nothing was left
+
+
+@dataclass(frozen=True)
+class RewrapPass:
+    moved: int
+    failures: Counter[str]
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
 
 
 def _key_destroyed() -> Exception:
@@ -78,9 +97,19 @@ class FieldCrypto:
             raise not_found("data key of the subject")
         return self._unwrap(row), row.key_version
 
+    @staticmethod
+    def _require_owned(caller: Caller, contexts: Sequence[envelope.FieldContext]) -> None:
+        error = context_not_owned(caller.role, (c.service for c in contexts))
+        if error is not None:
+            raise error
+
     async def encrypt(
-        self, subject_id: str, fields: Sequence[tuple[envelope.FieldContext, bytes]]
+        self,
+        caller: Caller,
+        subject_id: str,
+        fields: Sequence[tuple[envelope.FieldContext, bytes]],
     ) -> tuple[list[bytes], str]:
+        self._require_owned(caller, [c for c, _ in fields])
         async with self._pool.acquire() as conn:
             data_key, version = await self._data_key(conn, subject_id, create=True)
         key_id = envelope.data_key_id(version)
@@ -110,10 +139,12 @@ class FieldCrypto:
         )
         async with self._pool.acquire() as conn:
             try:
+                self._require_owned(caller, [c for c, _ in fields])
                 data_key, version = await self._data_key(conn, subject_id, create=False)
                 plaintexts = self._decrypt_all(data_key, version, subject_id, fields)
             except DomainError:
-                # a refused attempt is evidence too (moved ciphertext, shredded key)
+                # a refused attempt is evidence too (another service's fields, moved
+                # ciphertext, shredded key)
                 async with conn.transaction():
                     await store.append_audit(conn, replace(event, action="fields.decrypt_refused"))
                 raise
@@ -141,15 +172,25 @@ class FieldCrypto:
             raise invalid_argument(violations)
         return plaintexts
 
-    def blind_indexes(self, inputs: Sequence[tuple[str, bytes]]) -> tuple[list[bytes], str]:
+    def blind_indexes(
+        self, caller: Caller, inputs: Sequence[tuple[str, bytes]]
+    ) -> tuple[list[bytes], str]:
+        """Index contexts are `<service>.<table>.<column>`-like: a service indexes its own."""
+        error = context_not_owned(caller.role, (ctx.partition(".")[0] for ctx, _ in inputs))
+        if error is not None:
+            raise error
         key = self._index_key
         return [envelope.blind_index(key.key, ctx, value) for ctx, value in inputs], key.key_id
 
     async def destroy_subject_key(
         self, caller: Caller, subject_id: str, request_id: str, reason: str
     ) -> datetime | None:
+        """Returns when the subject's data key was destroyed; None if they never had one
+        (a tombstone then keeps one from being created later)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            destroyed_at = await store.destroy_subject_key(conn, subject_id, request_id, reason)
+            destroyed_at, had_key = await store.destroy_subject_key(
+                conn, subject_id, request_id, reason
+            )
             await store.append_audit(
                 conn,
                 AuditEvent(
@@ -161,33 +202,52 @@ class FieldCrypto:
                     request_id=request_id,
                 ),
             )
-        return destroyed_at
+        return destroyed_at if had_key else None
 
     async def rotate(self, caller: Caller, request_id: str) -> RotationResult:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *store.AUDIT_LOCK)
+        """Adds a key to the ring, records the rotation, then makes the key primary; a repeat
+        of the request completes a rotation that stopped after its record was written."""
+        async with self._pool.acquire() as conn, store.key_ring_lock(conn):
             done = await store.get_rotation(conn, request_id)
             if done is None:
-                try:
-                    previous, new = self._keyring.rotate()
-                except KeyRingError as exc:
-                    raise failed_precondition("KEYRING_READ_ONLY", str(exc)) from exc
-                done = (previous.kek_id, new.kek_id)
-                await store.insert_rotation(conn, request_id, *done)
-                await store.append_audit(
-                    conn,
-                    AuditEvent(
-                        caller.subject,
-                        caller.role,
-                        "kek.rotate",
-                        purpose=new.kek_id,
-                        request_id=request_id,
-                    ),
-                )
+                done = await self._record_rotation(conn, caller, request_id)
+            self._make_primary(*done)
             by_kek, _ = await store.count_keys_by_kek(conn)
         self.rewrap_wanted.set()
         pending = sum(n for kek_id, n in by_kek.items() if kek_id != self._keyring.primary.kek_id)
         return RotationResult(done[0], done[1], pending)
+
+    async def _record_rotation(
+        self, conn: Conn, caller: Caller, request_id: str
+    ) -> tuple[str, str]:
+        # the new key reaches the file first, as a non-primary key: if the database part
+        # fails, nothing wraps with it and no rotation happened
+        try:
+            new = self._keyring.add_key()
+        except KeyRingError as exc:
+            raise failed_precondition("KEYRING_READ_ONLY", str(exc)) from exc
+        previous = self._keyring.primary.kek_id  # add_key re-read the file
+        async with conn.transaction():
+            await store.insert_rotation(conn, request_id, previous, new.kek_id)
+            await store.append_audit(
+                conn,
+                AuditEvent(
+                    caller.subject,
+                    caller.role,
+                    "kek.rotate",
+                    purpose=new.kek_id,
+                    request_id=request_id,
+                ),
+            )
+        return previous, new.kek_id
+
+    def _make_primary(self, previous_kek_id: str, new_kek_id: str) -> None:
+        """Only if the ring's primary is still the recorded previous key: a later rotation
+        (or an operator) may have moved it on, and that must not be undone."""
+        try:
+            self._keyring.make_primary(new_kek_id, only_if_primary=previous_kek_id)
+        except KeyRingError as exc:
+            raise failed_precondition("KEYRING_INCONSISTENT", str(exc)) from exc
 
     async def status(self) -> KeyRingReport:
         async with self._pool.acquire() as conn:
@@ -200,26 +260,47 @@ class FieldCrypto:
         pending = sum(n for kek_id, n in by_kek.items() if kek_id != primary)
         return KeyRingReport(self._keyring.provider, keys, pending, destroyed)
 
-    async def rewrap_batch(self) -> int:
-        """Re-wraps up to REWRAP_BATCH data keys under the primary key; returns how many."""
+    async def rewrap_pass(self) -> RewrapPass:
+        """Re-wraps every data key not under the primary key, walking in subject order with
+        a cursor, so keys that cannot be unwrapped are skipped and the pass always ends."""
+        moved, failures, after = 0, Counter[str](), ""
+        while True:
+            batch = await self.rewrap_batch(after)
+            if batch.last_subject_id is None:
+                return RewrapPass(moved, failures)
+            moved += batch.moved
+            failures.update(batch.failures)
+            after = batch.last_subject_id
+
+    async def rewrap_batch(self, after_subject_id: str = "") -> RewrapBatch:
+        """Re-wraps up to REWRAP_BATCH data keys after the cursor under the primary key."""
         # another replica may have rotated: re-wrapping under a stale primary would move
         # data keys back to the old key
         self._keyring.reload()
         primary = self._keyring.primary
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await store.lock_keys_to_rewrap(conn, primary.kek_id, REWRAP_BATCH)
-            rewrapped = [
-                (
-                    row.subject_id,
-                    envelope.wrap_data_key(
-                        primary.key,
-                        primary.kek_id,
-                        row.subject_id,
-                        row.key_version,
-                        self._unwrap(row),
-                    ),
-                )
-                for row in rows
-            ]
+            rows = await store.lock_keys_to_rewrap(
+                conn, primary.kek_id, after_subject_id, REWRAP_BATCH
+            )
+            rewrapped, failures = self._rewrap_rows(primary, rows)
             await store.update_wrapped_keys(conn, primary.kek_id, rewrapped)
-        return len(rewrapped)
+        return RewrapBatch(len(rewrapped), failures, rows[-1].subject_id if rows else None)
+
+    def _rewrap_rows(
+        self, primary: Kek, rows: Sequence[store.SubjectKeyRow]
+    ) -> tuple[list[tuple[str, bytes]], Counter[str]]:
+        rewrapped: list[tuple[str, bytes]] = []
+        failures = Counter[str]()
+        for row in rows:
+            try:
+                data_key = self._unwrap(row)
+            except (KeyRingError, envelope.CiphertextError) as exc:
+                # one bad data key (unknown or lost KEK, corrupt wrap) must not hold back
+                # the others; it stays under its old key and counted as still to re-wrap
+                failures[type(exc).__name__] += 1
+                continue
+            wrapped = envelope.wrap_data_key(
+                primary.key, primary.kek_id, row.subject_id, row.key_version, data_key
+            )
+            rewrapped.append((row.subject_id, wrapped))
+        return rewrapped, failures

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.runtime import secret_files
+
 KEK_BYTES = 32
 INDEX_KEY_BYTES = 32
 KEYRING_FILE = "kek-keyring.json"
@@ -73,20 +75,12 @@ def _encode_keyring(primary: str, keys: Mapping[str, Kek]) -> str:
     )
 
 
-def write_secret_file(path: Path, data: bytes) -> None:
-    """Atomically replaces `path` with `data`, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class KeyRing:
-    """The key-encryption keys: one primary for wrapping, all of them for unwrapping."""
+    """The key-encryption keys: one primary for wrapping, all of them for unwrapping.
+
+    File changes re-read the file first; replicas sharing it serialise their rotations with a
+    database lock (see FieldCrypto.rotate), and the thread lock covers this process.
+    """
 
     def __init__(self, provider: str, path: Path | None, primary: str, keys: dict[str, Kek]):
         self.provider = provider
@@ -117,22 +111,44 @@ class KeyRing:
             with self._lock:
                 self._primary, self._keys = _decode_keyring(self._path.read_text())
 
-    def rotate(self) -> tuple[Kek, Kek]:
-        """Adds a new primary key; returns (previous, new). Old keys stay for unwrapping."""
+    def _writable_path(self) -> Path:
         if self._path is None:
             raise KeyRingError(
                 f"the {self.provider} key ring is read-only: add a key to {ENV_KEYRING}, "
                 "make it primary and restart"
             )
+        return self._path
+
+    def add_key(self) -> Kek:
+        """Adds a new key that is NOT primary yet: harmless until `make_primary`, so a
+        rotation can record it in the database before anything wraps with it."""
+        path = self._writable_path()
+        new = Kek(_new_kek_id(), secrets.token_bytes(KEK_BYTES), time.time())
         with self._lock:
-            # another replica may have rotated since we loaded: never drop its keys
-            self._primary, self._keys = _decode_keyring(self._path.read_text())
-            previous = self._keys[self._primary]
-            new = Kek(_new_kek_id(), secrets.token_bytes(KEK_BYTES), time.time())
-            keys = {**self._keys, new.kek_id: new}
-            write_secret_file(self._path, _encode_keyring(new.kek_id, keys).encode())
-            self._primary, self._keys = new.kek_id, keys
-        return previous, new
+            # another replica may have changed the file since we loaded: never drop its keys
+            primary, keys = _decode_keyring(path.read_text())
+            keys = {**keys, new.kek_id: new}
+            secret_files.replace(path, _encode_keyring(primary, keys).encode())
+            self._primary, self._keys = primary, keys
+        return new
+
+    def make_primary(self, kek_id: str, only_if_primary: str | None = None) -> bool:
+        """Makes a key of the ring primary. With `only_if_primary`, only while that key is
+        still the primary (compare-and-set on the file); returns whether `kek_id` is primary."""
+        with self._lock:
+            if self._path is not None:
+                # another replica may have changed the file: decide on what it holds now
+                self._primary, self._keys = _decode_keyring(self._path.read_text())
+            if self._primary == kek_id:
+                return True
+            if only_if_primary is not None and self._primary != only_if_primary:
+                return False
+            if kek_id not in self._keys:
+                raise KeyRingError(f"key-encryption key {kek_id} is not in the key ring")
+            path = self._writable_path()
+            secret_files.replace(path, _encode_keyring(kek_id, self._keys).encode())
+            self._primary = kek_id
+        return True
 
 
 def load_keyring(keys_dir: Path, env: Mapping[str, str] | None = None) -> KeyRing:
@@ -144,13 +160,10 @@ def load_keyring(keys_dir: Path, env: Mapping[str, str] | None = None) -> KeyRin
     path = keys_dir / KEYRING_FILE
     if not path.exists():
         first = Kek(_new_kek_id(), secrets.token_bytes(KEK_BYTES), time.time())
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # created concurrently; read theirs
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(_encode_keyring(first.kek_id, {first.kek_id: first}))
+        # another replica may create it concurrently: then theirs is kept and read below
+        secret_files.create_if_absent(
+            path, _encode_keyring(first.kek_id, {first.kek_id: first}).encode()
+        )
     primary, keys = _decode_keyring(path.read_text())
     return KeyRing("file", path, primary, keys)
 
@@ -171,13 +184,9 @@ def load_index_key(keys_dir: Path, env: Mapping[str, str] | None = None) -> Inde
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = keys_dir / INDEX_KEY_FILE
         if not path.exists():
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(base64.b64encode(secrets.token_bytes(INDEX_KEY_BYTES)))
+            secret_files.create_if_absent(
+                path, base64.b64encode(secrets.token_bytes(INDEX_KEY_BYTES))
+            )
         encoded = path.read_bytes()
     try:
         raw = base64.b64decode(encoded)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 
-from services.privacy.field_crypto import FieldCrypto
+from services.privacy.field_crypto import FieldCrypto, RewrapPass
 
 log = logging.getLogger("membership.privacy.rewrap")
 
@@ -22,6 +22,9 @@ class Rewrapper:
     def __init__(self, crypto: FieldCrypto) -> None:
         self._crypto = crypto
         self._task: asyncio.Task[None] | None = None
+        # data keys the last pass could not unwrap; they stay counted in GetKeyRingStatus's
+        # data_keys_to_rewrap until an operator restores their key-encryption key
+        self.last_pass_failed = 0
 
     def start(self) -> None:
         self._crypto.rewrap_wanted.set()  # finish any rotation a previous process left
@@ -33,11 +36,18 @@ class Rewrapper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def drain(self) -> int:
-        total = 0
-        while (moved := await self._crypto.rewrap_batch()) > 0:
-            total += moved
-        return total
+    async def drain(self) -> RewrapPass:
+        result = await self._crypto.rewrap_pass()
+        self.last_pass_failed = result.failed
+        if result.moved:
+            log.info("data keys re-wrapped", extra={"fields": {"count": result.moved}})
+        if result.failed:
+            # counts and error types only: no subject ids in the logs
+            log.warning(
+                "data keys could not be re-wrapped; they stay under their old key",
+                extra={"fields": {"failed": result.failed, "error_types": dict(result.failures)}},
+            )
+        return result
 
     async def _run(self) -> None:
         while True:
@@ -45,11 +55,8 @@ class Rewrapper:
                 await asyncio.wait_for(self._crypto.rewrap_wanted.wait(), IDLE_POLL_S)
             self._crypto.rewrap_wanted.clear()
             try:
-                moved = await self.drain()
+                await self.drain()
             except Exception:
                 log.exception("re-wrapping failed; will retry")
                 await asyncio.sleep(ERROR_BACKOFF_S)
                 self._crypto.rewrap_wanted.set()
-                continue
-            if moved:
-                log.info("data keys re-wrapped", extra={"fields": {"count": moved}})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,6 +14,8 @@ from services.runtime.db import Conn
 
 # serialises appends to the audit chain (namespace "memb", key "audit")
 AUDIT_LOCK = (0x6D656D62, 0x61756474)
+# serialises key-encryption-key rotations (namespace "memb", key "krin")
+KEY_RING_LOCK = (0x6D656D62, 0x6B72696E)
 
 
 @dataclass(frozen=True)
@@ -62,27 +65,38 @@ async def insert_subject_key(
 
 async def destroy_subject_key(
     conn: Conn, subject_id: str, request_id: str, reason: str
-) -> datetime | None:
-    """Forgets the wrapped data key; returns the destruction time (first one if repeated)."""
+) -> tuple[datetime, bool]:
+    """Forgets the wrapped data key; for a subject without one, records a tombstone (version
+    0) so that no key can be created for an erased subject later. Returns the first
+    destruction's time and whether a data key existed."""
     row = await conn.fetchrow(
-        "UPDATE privacy.subject_keys SET kek_id = NULL, wrapped_key = NULL,"
-        " destroyed_at = COALESCE(destroyed_at, now()),"
-        " destroy_request_id = COALESCE(destroy_request_id, $2),"
-        " destroy_reason = COALESCE(destroy_reason, $3)"
-        " WHERE subject_id = $1 RETURNING destroyed_at",
+        "INSERT INTO privacy.subject_keys AS k (subject_id, key_version, destroyed_at,"
+        " destroy_request_id, destroy_reason) VALUES ($1, 0, now(), $2, $3)"
+        " ON CONFLICT (subject_id) DO UPDATE SET kek_id = NULL, wrapped_key = NULL,"
+        " destroyed_at = COALESCE(k.destroyed_at, EXCLUDED.destroyed_at),"
+        " destroy_request_id = COALESCE(k.destroy_request_id, EXCLUDED.destroy_request_id),"
+        " destroy_reason = COALESCE(k.destroy_reason, EXCLUDED.destroy_reason)"
+        " RETURNING destroyed_at, key_version",
         subject_id,
         request_id,
         reason,
     )
-    return None if row is None else row["destroyed_at"]
+    if row is None:  # an upsert always returns its row
+        raise RuntimeError("destroying a subject key returned no row")
+    return row["destroyed_at"], row["key_version"] > 0
 
 
-async def lock_keys_to_rewrap(conn: Conn, primary_kek_id: str, limit: int) -> list[SubjectKeyRow]:
+async def lock_keys_to_rewrap(
+    conn: Conn, primary_kek_id: str, after_subject_id: str, limit: int
+) -> list[SubjectKeyRow]:
+    """The next data keys (in subject order, after the cursor) not wrapped by the primary;
+    rows another replica is re-wrapping are skipped."""
     rows = await conn.fetch(
         "SELECT subject_id, key_version, kek_id, wrapped_key, destroyed_at"
         " FROM privacy.subject_keys WHERE kek_id IS NOT NULL AND kek_id <> $1"
-        " ORDER BY subject_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        " AND subject_id > $2 ORDER BY subject_id LIMIT $3 FOR UPDATE SKIP LOCKED",
         primary_kek_id,
+        after_subject_id,
         limit,
     )
     return [r for r in (_key_row(row) for row in rows) if r is not None]
@@ -99,12 +113,26 @@ async def update_wrapped_keys(
 
 
 async def count_keys_by_kek(conn: Conn) -> tuple[dict[str, int], int]:
+    # tombstones (version 0) of subjects erased before they had a key are no data keys
     rows = await conn.fetch(
-        "SELECT kek_id, count(*) AS n FROM privacy.subject_keys GROUP BY kek_id"
+        "SELECT kek_id, count(*) AS n FROM privacy.subject_keys WHERE key_version > 0"
+        " GROUP BY kek_id"
     )
     by_kek = {r["kek_id"]: int(r["n"]) for r in rows if r["kek_id"] is not None}
     destroyed = sum(int(r["n"]) for r in rows if r["kek_id"] is None)
     return by_kek, destroyed
+
+
+@asynccontextmanager
+async def key_ring_lock(conn: Conn) -> AsyncIterator[None]:
+    """Serialises key-ring changes across replicas. A session lock, not a transaction lock:
+    it must also cover the key-file write that follows the rotation record's commit."""
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", *KEY_RING_LOCK)
+    try:
+        yield
+    finally:
+        # if this fails the connection is broken, and its session's locks die with it
+        await conn.execute("SELECT pg_advisory_unlock($1, $2)", *KEY_RING_LOCK)
 
 
 async def get_rotation(conn: Conn, request_id: str) -> tuple[str, str] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import os
 import time
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from services.runtime import secret_files
 from services.runtime.access import ROLE_SCOPES
 
 MAX_TOKEN_TTL_S = 24 * 3600
@@ -123,13 +123,6 @@ def _caller_from(claims: dict[str, Any]) -> Caller:
     return Caller(subject, role, scopes, token_id)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 def load_or_create_signing_key(keys_dir: Path) -> Ed25519PrivateKey:
     """The local suite's token signing key; created with 0600 permissions on first use."""
     path = keys_dir / SIGNING_KEY_FILE
@@ -139,9 +132,8 @@ def load_or_create_signing_key(keys_dir: Path) -> Ed25519PrivateKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        # another process may have created it first: then use theirs
-        with contextlib.suppress(FileExistsError):
-            _write_private(path, pem)
+        # another process may have created it first: then theirs is kept and used
+        secret_files.create_if_absent(path, pem)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidToken(f"{path} is not an Ed25519 private key")

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
@@ -15,75 +14,31 @@ import pytest
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.privacy.v1 import field_crypto_pb2 as pb
 
-from services.privacy import keyring, store
-from services.privacy.audit import GENESIS_HASH, StoredEntry, first_broken_link
+from services.privacy import keyring
+from services.privacy.audit import GENESIS_HASH, first_broken_link
 from services.privacy.field_crypto import FieldCrypto
 from tests.support.accounts import register
+from tests.support.privacy import (
+    ACCOUNTS_SUBJECT,
+    ADMIN_SUBJECT,
+    EMAIL,
+    FAILED_PRECONDITION,
+    INVALID,
+    NAME,
+    PHONE,
+    accounts_role,
+    admin_role,
+    audit_entries,
+    context,
+    decrypt,
+    decrypt_request,
+    encrypt,
+    kek_of,
+    privacy_role,
+    wait_for_rewrap,
+)
 from tests.support.rpc_errors import expect_error, rpc_error
-from tests.support.suite import Metadata, Suite
-
-ACCOUNTS_SUBJECT = "svc-accounts"
-ADMIN_SUBJECT = "admin:root"
-REWRAP_WAIT_S = 10.0
-
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def context(column: str, table: str = "members", service: str = "accounts") -> pb.FieldContext:
-    return pb.FieldContext(service=service, table=table, column=column)
-
-
-def accounts_role(suite: Suite) -> Metadata:
-    return suite.auth("service:accounts", ACCOUNTS_SUBJECT)
-
-
-def admin_role(suite: Suite) -> Metadata:
-    return suite.auth("admin", ADMIN_SUBJECT)
-
-
-def privacy_role(suite: Suite) -> Metadata:
-    return suite.auth("service:privacy", "svc-privacy")
-
-
-async def encrypt(
-    suite: Suite, subject_id: str, fields: Sequence[tuple[str, bytes]]
-) -> list[bytes]:
-    response = await suite.privacy.EncryptFields(
-        pb.EncryptFieldsRequest(
-            subject_id=subject_id,
-            fields=[pb.PlainField(context=context(c), plaintext=p) for c, p in fields],
-        ),
-        metadata=accounts_role(suite),
-    )
-    assert len(response.ciphertexts) == len(fields)
-    return list(response.ciphertexts)
-
-
-def decrypt_request(
-    subject_id: str,
-    fields: Sequence[tuple[str, bytes]],
-    purpose: str = "customer support",
-    on_behalf_of: str = "",
-) -> pb.DecryptFieldsRequest:
-    return pb.DecryptFieldsRequest(
-        subject_id=subject_id,
-        fields=[pb.CipherField(context=context(c), ciphertext=ct) for c, ct in fields],
-        purpose=purpose,
-        on_behalf_of=on_behalf_of,
-    )
-
-
-async def decrypt(
-    suite: Suite, subject_id: str, fields: Sequence[tuple[str, bytes]], **kwargs: str
-) -> list[bytes]:
-    response = await suite.privacy.DecryptFields(
-        decrypt_request(subject_id, fields, **kwargs), metadata=accounts_role(suite)
-    )
-    return list(response.plaintexts)
+from tests.support.suite import Suite
 
 
 @pytest.fixture
@@ -93,36 +48,6 @@ async def db(suite: Suite) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-async def audit_entries(conn: asyncpg.Connection) -> list[StoredEntry]:
-    return await store.read_audit(conn, 0, 100_000)
-
-
-async def kek_of(conn: asyncpg.Connection, subject_id: str) -> str | None:
-    value = await conn.fetchval(
-        "SELECT kek_id FROM privacy.subject_keys WHERE subject_id = $1", subject_id
-    )
-    return None if value is None else str(value)
-
-
-async def wait_for_rewrap(suite: Suite) -> pb.KeyRingStatus:
-    """Polls GetKeyRingStatus until no data key waits for re-wrapping (bounded)."""
-    deadline = time.monotonic() + REWRAP_WAIT_S
-    while True:
-        status: pb.KeyRingStatus = await suite.privacy.GetKeyRingStatus(
-            pb.GetKeyRingStatusRequest(), metadata=admin_role(suite)
-        )
-        if status.data_keys_to_rewrap == 0:
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{status.data_keys_to_rewrap} data keys not re-wrapped in time")
-        await asyncio.sleep(0.05)
-
-
-PHONE = b"+8613800138000"
-EMAIL = b"zhang.san@example.com"
-NAME = "张三".encode()
 
 
 # --- encrypt / decrypt -----------------------------------------------------------------------
@@ -292,15 +217,18 @@ async def test_ciphertext_moved_to_another_subject_or_column_fails(suite: Suite)
         INVALID,
         fields={"fields[0].ciphertext"},
     )
-    # another table or another service
-    for ctx in [context("phone", table="archive"), context("phone", service="points")]:
+    # another table or (for privacy, which may handle every service's fields) another service
+    for ctx, role in [
+        (context("phone", table="archive"), accounts_role(suite)),
+        (context("phone", service="points"), privacy_role(suite)),
+    ]:
         request = pb.DecryptFieldsRequest(
             subject_id="m-a",
             fields=[pb.CipherField(context=ctx, ciphertext=a_phone)],
             purpose="check",
         )
         await expect_error(
-            suite.privacy.DecryptFields(request, metadata=accounts_role(suite)),
+            suite.privacy.DecryptFields(request, metadata=role),
             INVALID,
             fields={"fields[0].ciphertext"},
         )
@@ -644,7 +572,7 @@ async def test_a_stale_replica_does_not_rewrap_back_to_the_old_key(
         pb.RotateKeyEncryptionKeyRequest(request_id="rotate-1"), metadata=admin_role(suite)
     )
     await wait_for_rewrap(suite)
-    assert await stale.rewrap_batch() == 0
+    assert (await stale.rewrap_pass()).moved == 0
     assert await kek_of(db, "m-1") == rotated.primary_kek_id
 
     # the stale replica rotates next: the key ring keeps all three keys

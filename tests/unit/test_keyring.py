@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import stat
@@ -26,6 +27,14 @@ def env_keyring(*ids: str, primary: str | None = None) -> str:
         for n, kek_id in enumerate(ids)
     ]
     return json.dumps({"primary": primary or ids[-1], "keys": keys})
+
+
+def rotate(ring: keyring.KeyRing) -> tuple[keyring.Kek, keyring.Kek]:
+    """What a rotation does to the ring: add a key, then make it primary."""
+    new = ring.add_key()
+    previous = ring.primary  # add_key re-read the file
+    assert ring.make_primary(new.kek_id, only_if_primary=previous.kek_id)
+    return previous, new
 
 
 def test_file_key_ring_is_created_owner_only(tmp_path: Path) -> None:
@@ -52,7 +61,7 @@ def test_file_key_ring_is_reused_on_reload(tmp_path: Path) -> None:
 def test_rotate_keeps_old_keys_and_changes_primary(tmp_path: Path) -> None:
     ring = load_keyring(tmp_path, NO_ENV)
     original = ring.primary
-    previous, new = ring.rotate()
+    previous, new = rotate(ring)
     assert previous == original
     assert new.kek_id != original.kek_id
     assert new.key != original.key
@@ -68,7 +77,7 @@ def test_rotate_keeps_old_keys_and_changes_primary(tmp_path: Path) -> None:
     assert reloaded.primary == new
     assert reloaded.get(original.kek_id) == original
 
-    _, third = ring.rotate()
+    _, third = rotate(ring)
     assert {k.kek_id for k in load_keyring(tmp_path, NO_ENV).all_keys()} == {
         original.kek_id,
         new.kek_id,
@@ -79,7 +88,7 @@ def test_rotate_keeps_old_keys_and_changes_primary(tmp_path: Path) -> None:
 def test_get_reloads_keys_rotated_by_another_replica(tmp_path: Path) -> None:
     ours = load_keyring(tmp_path, NO_ENV)
     theirs = load_keyring(tmp_path, NO_ENV)
-    _, new = theirs.rotate()
+    _, new = rotate(theirs)
     assert ours.get(new.kek_id) == new
 
 
@@ -98,7 +107,9 @@ def test_env_key_ring_is_read_only(tmp_path: Path) -> None:
     assert ring.get("kek-old").kek_id == "kek-old"
     assert [k.kek_id for k in ring.all_keys()] == ["kek-new", "kek-old"]
     with pytest.raises(KeyRingError, match="read-only"):
-        ring.rotate()
+        ring.add_key()
+    with pytest.raises(KeyRingError, match="read-only"):
+        ring.make_primary("kek-old")
     assert ring.primary.kek_id == "kek-new"
     assert not keys_dir.exists()  # nothing written when the environment provides the keys
     with pytest.raises(KeyRingError):
@@ -187,8 +198,8 @@ def test_rotation_by_a_replica_with_a_stale_view_keeps_every_key(tmp_path: Path)
     ours = load_keyring(tmp_path, NO_ENV)
     theirs = load_keyring(tmp_path, NO_ENV)
     original = ours.primary
-    _, their_new = theirs.rotate()
-    previous, our_new = ours.rotate()  # ours never saw their rotation
+    _, their_new = rotate(theirs)
+    previous, our_new = rotate(ours)  # ours never saw their rotation
     assert previous == their_new
     ring = load_keyring(tmp_path, NO_ENV)
     assert {k.kek_id for k in ring.all_keys()} == {
@@ -201,6 +212,97 @@ def test_rotation_by_a_replica_with_a_stale_view_keeps_every_key(tmp_path: Path)
 
 def test_reload_picks_up_a_rotation_elsewhere(tmp_path: Path) -> None:
     ours = load_keyring(tmp_path, NO_ENV)
-    _, new = load_keyring(tmp_path, NO_ENV).rotate()
+    _, new = rotate(load_keyring(tmp_path, NO_ENV))
     ours.reload()
     assert ours.primary == new
+
+
+def test_an_added_key_is_not_primary_until_made_primary(tmp_path: Path) -> None:
+    ring = load_keyring(tmp_path, NO_ENV)
+    original = ring.primary
+    new = ring.add_key()
+    assert ring.primary == original
+    on_disk = load_keyring(tmp_path, NO_ENV)
+    assert on_disk.primary == original
+    assert on_disk.get(new.kek_id) == new  # there to unwrap, unused for wrapping
+    assert ring.make_primary(new.kek_id, only_if_primary=original.kek_id)
+    assert ring.primary == new
+    assert load_keyring(tmp_path, NO_ENV).primary == new
+    assert ring.make_primary(new.kek_id, only_if_primary=original.kek_id)  # repeat: no-op
+    assert mode_of(tmp_path / keyring.KEYRING_FILE) == 0o600
+
+
+def test_make_primary_refuses_when_the_primary_moved_on(tmp_path: Path) -> None:
+    ours = load_keyring(tmp_path, NO_ENV)
+    original = ours.primary
+    our_new = ours.add_key()
+    _, their_new = rotate(load_keyring(tmp_path, NO_ENV))
+    assert not ours.make_primary(our_new.kek_id, only_if_primary=original.kek_id)
+    assert ours.primary == their_new  # and the in-memory view follows the file
+    ring = load_keyring(tmp_path, NO_ENV)
+    assert ring.primary == their_new
+    assert {k.kek_id for k in ring.all_keys()} == {
+        original.kek_id,
+        our_new.kek_id,
+        their_new.kek_id,
+    }
+
+
+def test_make_primary_of_an_unknown_key_is_an_error(tmp_path: Path) -> None:
+    ring = load_keyring(tmp_path, NO_ENV)
+    original = ring.primary
+    with pytest.raises(KeyRingError):
+        ring.make_primary("kek-unknown")
+    assert load_keyring(tmp_path, NO_ENV).primary == original
+
+
+def test_add_key_keeps_keys_another_replica_added(tmp_path: Path) -> None:
+    ours = load_keyring(tmp_path, NO_ENV)
+    theirs = load_keyring(tmp_path, NO_ENV).add_key()
+    mine = ours.add_key()  # ours never saw their key
+    ring = load_keyring(tmp_path, NO_ENV)
+    assert {theirs.kek_id, mine.kek_id} <= {k.kek_id for k in ring.all_keys()}
+
+
+def break_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "no space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+
+def test_a_failed_first_run_leaves_no_partial_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty or half-written key file would make every later start fail."""
+    with monkeypatch.context() as patch:
+        break_fsync(patch)
+        with pytest.raises(OSError):
+            load_keyring(tmp_path, NO_ENV)
+        with pytest.raises(OSError):
+            load_index_key(tmp_path, NO_ENV)
+    assert list(tmp_path.iterdir()) == []
+    ring = load_keyring(tmp_path, NO_ENV)
+    index_key = load_index_key(tmp_path, NO_ENV)
+    assert load_keyring(tmp_path, NO_ENV).primary == ring.primary
+    assert load_index_key(tmp_path, NO_ENV) == index_key
+
+
+def test_a_failed_key_ring_change_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ring = load_keyring(tmp_path, NO_ENV)
+    before = (tmp_path / keyring.KEYRING_FILE).read_bytes()
+    with monkeypatch.context() as patch:
+        break_fsync(patch)
+        with pytest.raises(OSError):
+            ring.add_key()
+    assert (tmp_path / keyring.KEYRING_FILE).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [keyring.KEYRING_FILE]
+
+
+def test_env_key_ring_answers_make_primary_when_nothing_would_change() -> None:
+    ring = load_keyring(Path("/nonexistent"), {keyring.ENV_KEYRING: env_keyring("kek-a", "kek-b")})
+    assert ring.make_primary("kek-b")  # already primary
+    assert not ring.make_primary("kek-a", only_if_primary="kek-other")
+    assert ring.primary.kek_id == "kek-b"

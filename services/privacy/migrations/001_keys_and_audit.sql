@@ -2,7 +2,9 @@
 
 CREATE TABLE privacy.subject_keys (
     subject_id          text        NOT NULL,
-    key_version         integer     NOT NULL DEFAULT 1,
+    -- 0: a tombstone for a subject erased before any data key was created, so that none
+    -- can be created afterwards
+    key_version         integer     NOT NULL DEFAULT 1 CHECK (key_version >= 0),
     -- key-encryption key that wraps the data key; NULL once destroyed
     kek_id              text,
     wrapped_key         bytea,
@@ -15,7 +17,8 @@ CREATE TABLE privacy.subject_keys (
     CONSTRAINT destroyed_means_no_key CHECK (
         (destroyed_at IS NULL AND wrapped_key IS NOT NULL AND kek_id IS NOT NULL)
         OR (destroyed_at IS NOT NULL AND wrapped_key IS NULL AND kek_id IS NULL)
-    )
+    ),
+    CONSTRAINT tombstone_is_destroyed CHECK (key_version > 0 OR destroyed_at IS NOT NULL)
 );
 
 -- the rewrapper finds data keys still wrapped by an older key-encryption key
