@@ -53,3 +53,8 @@ def require_editable(current: Status) -> None:
         raise failed_precondition(
             f"MEMBER_{current.value}", f"the profile of a {current.value} member cannot change"
         )
+
+
+def member_erased() -> DomainError:
+    """The member's personal information was erased: nothing of it can be read or restored."""
+    return failed_precondition("MEMBER_ERASED", "the member's personal information was erased")

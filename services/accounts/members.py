@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from services.accounts import normalise, store
-from services.accounts.lifecycle import Status, require_editable
+from services.accounts.lifecycle import Status, member_erased, require_editable
 from services.accounts.model import (
     PERSONAL_FIELDS,
     Member,
@@ -24,9 +24,15 @@ from services.accounts.ports import (
     INDEX_UPDATE_REQUEST,
     PrivacyPort,
 )
-from services.accounts.requests import replay
-from services.runtime.db import Conn
-from services.runtime.errors import already_exists, bad_field, failed_precondition, not_found
+from services.accounts.requests import replay, replay_registration
+from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import (
+    DomainError,
+    already_exists,
+    bad_field,
+    failed_precondition,
+    not_found,
+)
 from services.runtime.identity import Caller
 
 REFERRAL_CODE_ATTEMPTS = 8
@@ -59,6 +65,15 @@ class Registration:
         return {k: v for k, v in values.items() if v}
 
 
+@dataclass(frozen=True)
+class _Digests:
+    """Keyed hashes of a request: its idempotency fingerprint and its blind-index entries
+    by kind (None: the entry of that kind is removed)."""
+
+    request: bytes
+    lookups: dict[str, bytes | None]
+
+
 def _taken(kind: str) -> Exception:
     return already_exists(f"{kind.upper()}_TAKEN", f"another member already uses this {kind}")
 
@@ -89,37 +104,54 @@ class Members:
         masks = {c: MASKS[c](v) if v else "" for c, v in values.items()}
         return ciphertexts, masks
 
+    async def _registration_digests(self, reg: Registration) -> _Digests:
+        lookups = {"phone": reg.phone, "email": reg.email}
+        kinds = sorted(kind for kind, value in lookups.items() if value)
+        digests = await self._privacy.blind_indexes(
+            [(INDEX_REGISTER_REQUEST, reg.canonical())]
+            + [(LOOKUP_CONTEXTS[kind], lookups[kind].encode()) for kind in kinds]
+        )
+        return _Digests(digests[0], dict(zip(kinds, digests[1:], strict=True)))
+
     async def register(self, reg: Registration) -> Member:
-        inputs = [(INDEX_PHONE, reg.phone.encode()), (INDEX_REGISTER_REQUEST, reg.canonical())]
-        if reg.email:
-            inputs.append((INDEX_EMAIL, reg.email.encode()))
-        digests = await self._privacy.blind_indexes(inputs)
-        phone_digest, request_hash = digests[0], digests[1]
-        email_digest = digests[2] if reg.email else None
+        digests = await self._registration_digests(reg)
+        try:
+            return await self._register(reg, digests)
+        except store.UniqueViolation as exc:
+            return await self._after_clash(reg.request_id, digests.request, exc)
+
+    async def _register(self, reg: Registration, digests: _Digests) -> Member:
+        """Raises store.UniqueViolation when a phone, email or the request_id is taken."""
         async with self._pool.acquire() as conn:
-            done = await replay(await store.get_registration(conn, reg.request_id), request_hash)
+            stored = await store.get_registration(conn, reg.request_id)
+            done = replay_registration(stored, digests.request)
             if done is not None:
                 return done
             referrer = await self._referrer(conn, reg.referral_code)
-            if await store.find_by_digest(conn, "phone", phone_digest):
-                raise _taken("phone")
-            if email_digest and await store.find_by_digest(conn, "email", email_digest):
-                raise _taken("email")
+            for kind, digest in digests.lookups.items():
+                if digest is not None and await store.find_by_digest(conn, kind, digest):
+                    raise store.UniqueViolation(kind)
         member_id = new_member_id()
         ciphertexts, masks = await self._encrypt(member_id, reg.personal())
         new = store.NewMember(member_id, ciphertexts, masks, referrer)
-        try:
-            return await self._insert(reg, request_hash, new, phone_digest, email_digest)
-        except store.UniqueViolation as exc:
-            taken = exc
-        # a concurrent repeat of this request may have won (its phone then clashes with
-        # ours before its request_id does): answer like it; otherwise the key is taken
+        return await in_transaction(
+            self._pool, lambda conn: self._insert(conn, reg.request_id, digests, new)
+        )
+
+    async def _after_clash(
+        self, request_id: str, request_hash: bytes, clash: store.UniqueViolation
+    ) -> Member:
+        """A concurrent repeat of this request may have won (its phone then clashes with
+        ours before its request_id does): answer like it; otherwise the key is taken."""
         async with self._pool.acquire() as conn:
-            done = await replay(await store.get_registration(conn, reg.request_id), request_hash)
+            stored = await store.get_registration(conn, request_id)
+        done = replay_registration(stored, request_hash)
         if done is not None:
             return done
-        assert taken.constraint != "request_id"
-        raise _taken(taken.constraint) from taken
+        if clash.constraint == "request_id":
+            # registrations are never deleted, so whoever took the key must be there
+            raise DomainError.internal("request_id taken, but no registration holds it")
+        raise _taken(clash.constraint) from clash
 
     async def _referrer(self, conn: Conn, code: str) -> str | None:
         if not code:
@@ -131,31 +163,23 @@ class Members:
         return referrer
 
     async def _insert(
-        self,
-        reg: Registration,
-        request_hash: bytes,
-        new: store.NewMember,
-        phone_digest: bytes,
-        email_digest: bytes | None,
+        self, conn: Conn, request_id: str, digests: _Digests, new: store.NewMember
     ) -> Member:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await store.insert_member(conn, new)
-            await self._give_referral_code(conn, new.member_id)
-            await store.put_lookup(conn, "phone", phone_digest, new.member_id)
-            if email_digest is not None:
-                await store.put_lookup(conn, "email", email_digest, new.member_id)
-            member = (await self._load(conn, new.member_id)).member
-            await store.insert_registration(conn, reg.request_id, request_hash, member)
-            await store.add_outbox_event(
-                conn,
-                new.member_id,
-                "member.registered",
-                {
-                    "member_id": new.member_id,
-                    "referred_by": new.referred_by or "",
-                    "status": Status.ACTIVE.value,
-                },
-            )
+        await store.insert_member(conn, new)
+        await self._give_referral_code(conn, new.member_id)
+        await store.write_lookups(conn, new.member_id, digests.lookups)
+        member = (await self._load(conn, new.member_id)).member
+        await store.insert_registration(conn, request_id, digests.request, member)
+        await store.add_outbox_event(
+            conn,
+            new.member_id,
+            "member.registered",
+            {
+                "member_id": new.member_id,
+                "referred_by": new.referred_by or "",
+                "status": Status.ACTIVE.value,
+            },
+        )
         return member
 
     @staticmethod
@@ -176,9 +200,7 @@ class Members:
 
     async def _reveal(self, caller: Caller, stored: StoredMember, purpose: str) -> Member:
         if stored.member.status is Status.ERASED:
-            raise failed_precondition(
-                "MEMBER_ERASED", "the member's personal information was erased"
-            )
+            raise member_erased()
         present = [(c, ct) for c, ct in stored.ciphertexts.items() if ct is not None]
         clear = await self._privacy.decrypt(
             stored.member.member_id, present, purpose, caller.subject
@@ -203,42 +225,50 @@ class Members:
         async with self._pool.acquire() as conn:
             return await store.list_members(conn, status, after, limit)
 
-    async def update(self, member_id: str, request_id: str, changes: dict[str, str]) -> Member:
-        """`changes`: normalised new values of the masked fields named by the update mask."""
+    async def _update_digests(self, member_id: str, changes: dict[str, str]) -> _Digests:
         canonical = json.dumps([member_id, sorted(changes.items())], ensure_ascii=False).encode()
-        indexed = {k: v for k, v in changes.items() if k in LOOKUP_CONTEXTS and v}
+        kinds = sorted(k for k, v in changes.items() if k in LOOKUP_CONTEXTS and v)
         digests = await self._privacy.blind_indexes(
             [(INDEX_UPDATE_REQUEST, canonical)]
-            + [(LOOKUP_CONTEXTS[k], v.encode()) for k, v in indexed.items()]
+            + [(LOOKUP_CONTEXTS[k], changes[k].encode()) for k in kinds]
         )
-        request_hash, lookups = digests[0], dict(zip(indexed, digests[1:], strict=True))
+        lookups: dict[str, bytes | None] = dict(zip(kinds, digests[1:], strict=True))
+        if "email" in changes and not changes["email"]:
+            lookups["email"] = None  # cleared: its index entry goes
+        return _Digests(digests[0], lookups)
+
+    async def update(self, member_id: str, request_id: str, changes: dict[str, str]) -> Member:
+        """`changes`: normalised new values of the masked fields named by the update mask."""
+        digests = await self._update_digests(member_id, changes)
         async with self._pool.acquire() as conn:
-            done = await self._replay_update(conn, member_id, request_id, request_hash)
+            done = await self._replay_update(conn, member_id, request_id, digests.request)
             if done is not None:
                 return done
         ciphertexts, masks = await self._encrypt(member_id, changes)
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def work(conn: Conn) -> Member:
             # re-checked under the row lock: a concurrent repeat may have finished meanwhile
-            done = await self._replay_update(conn, member_id, request_id, request_hash, lock=True)
+            done = await self._replay_update(
+                conn, member_id, request_id, digests.request, lock=True
+            )
             if done is not None:
                 return done
             try:
-                for kind, digest in lookups.items():
-                    await store.put_lookup(conn, kind, digest, member_id)
+                await store.write_lookups(conn, member_id, digests.lookups)
             except store.UniqueViolation as exc:
                 raise _taken(exc.constraint) from exc
-            if "email" in changes and not changes["email"]:
-                await store.drop_lookup(conn, member_id, "email")
             member = (await store.update_personal(conn, member_id, ciphertexts, masks)).member
-            await store.insert_member_request(conn, request_id, UPDATE, request_hash, member)
-        return member
+            await store.insert_member_request(conn, request_id, UPDATE, digests.request, member)
+            return member
+
+        return await in_transaction(self._pool, work)
 
     async def _replay_update(
         self, conn: Conn, member_id: str, request_id: str, request_hash: bytes, lock: bool = False
     ) -> Member | None:
         stored = await self._load(conn, member_id, lock=lock)
-        done = await replay(
-            await store.get_member_request(conn, member_id, request_id), request_hash, UPDATE
+        done = replay(
+            await store.get_member_request(conn, member_id, request_id), UPDATE, request_hash
         )
         if done is None:
             require_editable(stored.member.status)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from services.accounts.lifecycle import Status
+from services.runtime.errors import DomainError
 
 # Crockford's base32 without I, L, O, U: unambiguous when read aloud or typed
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -49,7 +50,8 @@ class Member:
 
     def to_snapshot(self) -> dict[str, Any]:
         """The masked view as stored with an idempotency key, to answer repeats."""
-        assert not self.full, "only the masked view is stored"
+        if self.full:  # clear personal values must never reach an idempotency record
+            raise DomainError.internal("only the masked view of a member is stored")
         return {
             "member_id": self.member_id,
             "status": self.status.value,
@@ -64,6 +66,7 @@ class Member:
 
     @classmethod
     def from_snapshot(cls, doc: dict[str, Any]) -> Member:
+        """The member of a snapshot; keys it does not know (extra reply fields) are ignored."""
         return cls(
             member_id=doc["member_id"],
             status=Status(doc["status"]),

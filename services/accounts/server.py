@@ -65,7 +65,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         self, request: pb.RegisterMemberRequest, context: grpc.aio.ServicerContext
     ) -> pb.Member:
         v = ViolationCollector()
-        validation.request_id(v, request.request_id)
+        v.request_id(request.request_id)
         reg = Registration(
             request_id=request.request_id,
             phone=validation.normalised(v, "phone", request.phone, normalise.normalise_phone, True),
@@ -83,21 +83,22 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     async def GetMember(
         self, request: pb.GetMemberRequest, context: grpc.aio.ServicerContext
     ) -> pb.Member:
+        full = request.view == pb.MEMBER_VIEW_FULL
+        caller = current_caller()
+        # permission first: a caller that may not read in clear learns nothing more
+        if full and not caller.has_scope(access.SCOPE_READ_PII):
+            raise permission_denied(
+                "SCOPE_MISSING", "the FULL view needs accounts.members.read_pii"
+            )
         v = ViolationCollector()
         member_id = validation.member_id_of(v, request.name)
         if request.view not in pb.MemberView.values():
             v.add("view", "unknown view")
-        full = request.view == pb.MEMBER_VIEW_FULL
         if full:
             validation.purpose(v, request.purpose)
         v.raise_if_any()
         if not full:
             return to_pb(await self._members.get(member_id))
-        caller = current_caller()
-        if not caller.has_scope(access.SCOPE_READ_PII):
-            raise permission_denied(
-                "SCOPE_MISSING", "the FULL view needs accounts.members.read_pii"
-            )
         return to_pb(await self._members.get_full(caller, member_id, request.purpose.strip()))
 
     async def LookupMember(
@@ -117,7 +118,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         self, request: pb.UpdateMemberRequest, context: grpc.aio.ServicerContext
     ) -> pb.Member:
         v = ViolationCollector()
-        validation.request_id(v, request.request_id)
+        v.request_id(request.request_id)
         member_id = validation.member_id_of(v, request.member.name, "member.name")
         paths = validation.update_paths(v, list(request.update_mask.paths))
         fns = {
@@ -137,7 +138,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     async def _change(self, name: str, request_id: str, reason: str, action: Action) -> pb.Member:
         v = ViolationCollector()
         member_id = validation.member_id_of(v, name)
-        validation.request_id(v, request_id)
+        v.request_id(request_id)
         validation.reason(v, reason)
         v.raise_if_any()
         member = await self._changes.change(
@@ -211,10 +212,12 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     ) -> pb.EraseMemberDataResponse:
         v = ViolationCollector()
         member_id = validation.member_id_of(v, request.name)
-        validation.request_id(v, request.request_id)
+        v.request_id(request.request_id)
         validation.reason(v, request.reason)
         v.raise_if_any()
-        erasure = await self._changes.erase(current_caller(), member_id, request.reason.strip())
+        erasure = await self._changes.erase(
+            current_caller(), member_id, request.request_id, request.reason.strip()
+        )
         return pb.EraseMemberDataResponse(
             member=to_pb(erasure.member), removed_index_entries=erasure.removed_index_entries
         )

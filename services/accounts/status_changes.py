@@ -9,9 +9,9 @@ import asyncpg
 from services.accounts import store
 from services.accounts.lifecycle import Action, Status, transition
 from services.accounts.members import Members
-from services.accounts.model import Member, StatusChange
-from services.accounts.requests import plain_request_hash, replay
-from services.runtime.db import Conn
+from services.accounts.model import Member, StatusChange, StoredMember
+from services.accounts.requests import first_result, plain_request_hash, replay
+from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import not_found
 from services.runtime.identity import Caller
 
@@ -22,6 +22,9 @@ METHODS = {
     Action.CLOSE: "CloseMember",
     Action.ERASE: "EraseMemberData",
 }
+ERASE = METHODS[Action.ERASE]
+# extra key of an erasure's idempotency record: its reply's count of removed index entries
+REMOVED = "removed_index_entries"
 
 
 @dataclass(frozen=True)
@@ -47,18 +50,18 @@ class StatusChanges:
     ) -> Member:
         method = METHODS[action]
         request_hash = plain_request_hash(method, member_id, reason)
-        async with self._pool.acquire() as conn, conn.transaction():
-            stored = await store.get_member(conn, member_id, for_update=True)
-            if stored is None:
-                raise not_found("member")
-            done = await replay(
-                await store.get_member_request(conn, member_id, request_id), request_hash, method
-            )
+
+        async def work(conn: Conn) -> Member:
+            stored = await _locked(conn, member_id)
+            stored_request = await store.get_member_request(conn, member_id, request_id)
+            done = replay(stored_request, method, request_hash)
             if done is not None:
                 return done
             member = await self._apply(conn, caller, stored.member, action, reason)
             await store.insert_member_request(conn, request_id, method, request_hash, member)
-        return member
+            return member
+
+        return await in_transaction(self._pool, work)
 
     @staticmethod
     async def _apply(
@@ -93,15 +96,37 @@ class StatusChanges:
             member = await self._members.get_full(caller, member_id, purpose)
         return Export(member, history, referred)
 
-    async def erase(self, caller: Caller, member_id: str, reason: str) -> Erasure:
-        """Idempotent by nature: erasing an erased member changes nothing."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            stored = await store.get_member(conn, member_id, for_update=True)
-            if stored is None:
-                raise not_found("member")
-            if stored.member.status is Status.ERASED:
-                return Erasure(stored.member, 0)
-            removed = await store.drop_lookup(conn, member_id)
-            await store.forget_requests(conn, member_id)
-            member = await self._apply(conn, caller, stored.member, Action.ERASE, reason)
-        return Erasure(member, removed)
+    async def erase(self, caller: Caller, member_id: str, request_id: str, reason: str) -> Erasure:
+        """Idempotent by nature (erasing an erased member changes nothing) and by key: a
+        repeat of a request answers with its first result, including what it removed."""
+        request_hash = plain_request_hash(ERASE, member_id, reason)
+
+        async def work(conn: Conn) -> Erasure:
+            stored = await _locked(conn, member_id)
+            stored_request = await store.get_member_request(conn, member_id, request_id)
+            first = first_result(stored_request, ERASE, request_hash)
+            if first is not None:
+                return Erasure(Member.from_snapshot(first), int(first.get(REMOVED, 0)))
+            erasure = await self._erase(conn, caller, stored.member, reason)
+            extra = {REMOVED: erasure.removed_index_entries}
+            await store.insert_member_request(
+                conn, request_id, ERASE, request_hash, erasure.member, extra
+            )
+            return erasure
+
+        return await in_transaction(self._pool, work)
+
+    async def _erase(self, conn: Conn, caller: Caller, member: Member, reason: str) -> Erasure:
+        if member.status is Status.ERASED:
+            return Erasure(member, 0)
+        removed = await store.drop_lookup(conn, member.member_id)
+        await store.forget_requests(conn, member.member_id, kept_method=ERASE)
+        erased = await self._apply(conn, caller, member, Action.ERASE, reason)
+        return Erasure(erased, removed)
+
+
+async def _locked(conn: Conn, member_id: str) -> StoredMember:
+    stored = await store.get_member(conn, member_id, for_update=True)
+    if stored is None:
+        raise not_found("member")
+    return stored

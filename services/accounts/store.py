@@ -115,11 +115,20 @@ async def claim_referral_code(conn: Conn, member_id: str, code: str) -> bool:
     return True
 
 
-async def put_lookup(conn: Conn, kind: str, digest: bytes, member_id: str) -> None:
-    """Points the blind index at the member, replacing the member's previous entry of `kind`."""
-    await conn.execute(
-        "DELETE FROM accounts.member_lookup WHERE member_id = $1 AND kind = $2", member_id, kind
-    )
+async def write_lookups(conn: Conn, member_id: str, digests: Mapping[str, bytes | None]) -> None:
+    """Points the blind index of each kind at the member (None: removes the member's entry of
+    that kind), replacing the member's previous entries. Kinds are written in sorted order,
+    so that every transaction takes these index locks in one order."""
+    for kind in sorted(digests):
+        await conn.execute(
+            "DELETE FROM accounts.member_lookup WHERE member_id = $1 AND kind = $2", member_id, kind
+        )
+        digest = digests[kind]
+        if digest is not None:
+            await _insert_lookup(conn, kind, digest, member_id)
+
+
+async def _insert_lookup(conn: Conn, kind: str, digest: bytes, member_id: str) -> None:
     try:
         await conn.execute(
             "INSERT INTO accounts.member_lookup (kind, digest, member_id) VALUES ($1, $2, $3)",
@@ -220,12 +229,19 @@ async def referred_members(conn: Conn, member_id: str, limit: int) -> list[str]:
     return [r["member_id"] for r in rows]
 
 
-async def get_registration(conn: Conn, request_id: str) -> tuple[bytes, dict[str, Any]] | None:
+async def get_registration(
+    conn: Conn, request_id: str
+) -> tuple[bytes | None, dict[str, Any] | None] | None:
+    """(request hash, snapshot) of a registration; both None for an erased member's tombstone."""
     row = await conn.fetchrow(
         "SELECT request_hash, snapshot FROM accounts.registration_requests WHERE request_id = $1",
         request_id,
     )
-    return None if row is None else (bytes(row["request_hash"]), json.loads(row["snapshot"]))
+    if row is None:
+        return None
+    if row["request_hash"] is None or row["snapshot"] is None:
+        return None, None
+    return bytes(row["request_hash"]), json.loads(row["snapshot"])
 
 
 async def insert_registration(
@@ -259,8 +275,14 @@ async def get_member_request(
 
 
 async def insert_member_request(
-    conn: Conn, request_id: str, method: str, request_hash: bytes, member: Member
+    conn: Conn,
+    request_id: str,
+    method: str,
+    request_hash: bytes,
+    member: Member,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
+    """Records the first result: the member's masked view, plus `extra` keys of the reply."""
     await conn.execute(
         "INSERT INTO accounts.member_requests (member_id, request_id, method, request_hash,"
         " snapshot) VALUES ($1, $2, $3, $4, $5)",
@@ -268,14 +290,24 @@ async def insert_member_request(
         request_id,
         method,
         request_hash,
-        json.dumps(member.to_snapshot()),
+        json.dumps(member.to_snapshot() | dict(extra or {})),
     )
 
 
-async def forget_requests(conn: Conn, member_id: str) -> None:
-    """Idempotency records hold masks and keyed hashes of personal data: erasure drops them."""
-    await conn.execute("DELETE FROM accounts.member_requests WHERE member_id = $1", member_id)
-    await conn.execute("DELETE FROM accounts.registration_requests WHERE member_id = $1", member_id)
+async def forget_requests(conn: Conn, member_id: str, kept_method: str) -> None:
+    """Idempotency records hold masks and keyed hashes of personal data: erasure drops them,
+    except those of `kept_method` (erasure's own, which hold nothing personal), and keeps
+    the registration as a tombstone (its request_id still names the erased member)."""
+    await conn.execute(
+        "DELETE FROM accounts.member_requests WHERE member_id = $1 AND method <> $2",
+        member_id,
+        kept_method,
+    )
+    await conn.execute(
+        "UPDATE accounts.registration_requests SET request_hash = NULL, snapshot = NULL"
+        " WHERE member_id = $1",
+        member_id,
+    )
     await conn.execute("DELETE FROM accounts.referral_codes WHERE member_id = $1", member_id)
 
 

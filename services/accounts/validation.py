@@ -1,15 +1,17 @@
-"""Request validation for accounts: every violation at once, values never echoed."""
+"""Request validation for accounts: every violation at once, values never echoed.
+
+Free text (reason, purpose) and request ids follow the rules shared by every service:
+`ViolationCollector.text` and `ViolationCollector.request_id` (services.runtime.errors).
+"""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 
 from services.accounts import normalise
 from services.accounts.model import RESOURCE_PREFIX
 from services.runtime.errors import ViolationCollector
 
-MAX_REQUEST_ID = 128
 MAX_REASON = 200
 MAX_PURPOSE = 200
 MEMBER_ID_MAX = 32
@@ -43,30 +45,12 @@ def member_id_of(v: ViolationCollector, name: str, field: str = "name") -> str:
     return member_id
 
 
-def request_id(v: ViolationCollector, value: str) -> None:
-    v.require(value, "request_id", MAX_REQUEST_ID)
-    if value and not value.isprintable():
-        v.add("request_id", "must be printable")
-
-
-def _has_control_characters(value: str) -> bool:
-    # stored as PostgreSQL text (which cannot hold NUL) and shown in logs and audit entries
-    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
-
-
-def free_text(v: ViolationCollector, value: str, field: str, max_len: int) -> None:
-    """A required short text such as a reason or purpose: no control characters."""
-    v.require(value.strip(), field, max_len)
-    if _has_control_characters(value):
-        v.add(field, "must not contain control characters")
-
-
 def reason(v: ViolationCollector, value: str) -> None:
-    free_text(v, value, "reason", MAX_REASON)
+    v.text(value, "reason", MAX_REASON)
 
 
 def purpose(v: ViolationCollector, value: str) -> None:
-    free_text(v, value, "purpose", MAX_PURPOSE)
+    v.text(value, "purpose", MAX_PURPOSE)
 
 
 def update_paths(v: ViolationCollector, paths: list[str]) -> list[str]:

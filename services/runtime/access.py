@@ -16,7 +16,8 @@ METHOD_SCOPES: dict[str, str] = {
     ACCOUNTS + "RegisterMember": "accounts.members.create",
     ACCOUNTS + "GetMember": "accounts.members.read",
     ACCOUNTS + "LookupMember": "accounts.members.read",
-    ACCOUNTS + "ListMembers": "accounts.members.read",
+    # listing every member is back-office work, not for an app acting for one member
+    ACCOUNTS + "ListMembers": "accounts.members.list",
     ACCOUNTS + "UpdateMember": "accounts.members.update",
     ACCOUNTS + "FreezeMember": "accounts.members.freeze",
     ACCOUNTS + "UnfreezeMember": "accounts.members.freeze",
@@ -43,11 +44,12 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     ),
     # the payment system settles payments into points (points issue); nothing here yet
     "settlement": frozenset(),
-    # compliance officers read members, in clear when they state a purpose
-    "officer": frozenset({"accounts.members.read", SCOPE_READ_PII}),
+    # compliance officers read and list members, in clear when they state a purpose
+    "officer": frozenset({"accounts.members.read", "accounts.members.list", SCOPE_READ_PII}),
     "admin": frozenset(
         {
             "accounts.members.read",
+            "accounts.members.list",
             SCOPE_READ_PII,
             "accounts.members.update",
             "accounts.members.freeze",

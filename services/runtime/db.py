@@ -1,17 +1,26 @@
-"""asyncpg pool and migrations runner: ordered SQL per service, advisory lock, version table."""
+"""asyncpg pool, migrations runner (ordered SQL per service, advisory lock, version table) and
+transactions retried on deadlocks and serialization failures."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import random
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from services.runtime.errors import Code, DomainError
+
 log = logging.getLogger("membership.db")
+T = TypeVar("T")
+Isolation = Literal["read_committed", "read_uncommitted", "repeatable_read", "serializable"]
 
 # what store functions take: a connection, or one borrowed from a pool
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -20,6 +29,15 @@ MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 # keeps two processes of the same service from migrating at once
 MIGRATION_LOCK_NAMESPACE = 0x6D656D62  # "memb"
 STATEMENT_TIMEOUT_MS = 10_000
+
+# PostgreSQL gave up one side of a conflict (40P01, 40001): running the transaction again
+# may succeed once the other side has committed
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+RETRY_BASE_DELAY_S = 0.01
+RETRY_MAX_DELAY_S = 0.2
 
 
 class SchemaTooNewError(RuntimeError):
@@ -113,5 +131,65 @@ async def create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
         command_timeout=30,
         server_settings={"statement_timeout": str(STATEMENT_TIMEOUT_MS)},
     )
-    assert pool is not None
+    if pool is None:  # asyncpg types it optional; it is only None when not awaited
+        raise RuntimeError("asyncpg returned no pool")
     return pool
+
+
+async def in_transaction(
+    pool: asyncpg.Pool,
+    work: Callable[[Conn], Awaitable[T]],
+    attempts: int = 3,
+    *,
+    isolation: Isolation | None = None,
+) -> T:
+    """Runs `work(conn)` in one transaction on a pooled connection and returns its result.
+
+    A deadlock (40P01) or serialization failure (40001) rolls the attempt back and runs
+    `work` again on a fresh transaction, up to `attempts` runs in all, after a short jittered
+    backoff; when every attempt conflicted it raises DomainError ABORTED with reason
+    TRANSACTION_CONFLICT (the client may retry the whole call). Any other exception rolls
+    back and propagates at once, unchanged.
+
+    `work` may therefore run more than once: it must do nothing but SQL on `conn` (no calls
+    to other services, no side effects outside the transaction) and take its locks in a
+    fixed order. `isolation` is the transaction's isolation level (default: the server's,
+    read committed); serializable transactions are where 40001 comes from.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    for attempt in range(1, attempts):
+        try:
+            return await _run_once(pool, work, isolation)
+        except RETRYABLE_ERRORS as exc:
+            log.info(
+                "transaction conflict; retrying",
+                extra={"fields": {"attempt": attempt, "error": type(exc).__name__}},
+            )
+            await asyncio.sleep(_backoff_s(attempt))
+    try:
+        return await _run_once(pool, work, isolation)
+    except RETRYABLE_ERRORS as exc:
+        raise _conflict(attempts) from exc
+
+
+async def _run_once(
+    pool: asyncpg.Pool, work: Callable[[Conn], Awaitable[T]], isolation: Isolation | None
+) -> T:
+    async with pool.acquire() as conn, conn.transaction(isolation=isolation):
+        return await work(conn)
+
+
+def _backoff_s(attempt: int) -> float:
+    """Full jitter: uniform in [0, base * 2^(attempt-1)], capped; spreads the retries of
+    the two sides of a conflict apart so that they do not collide again."""
+    ceiling = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)  # noqa: S311 - timing jitter, not a secret
+
+
+def _conflict(attempts: int) -> DomainError:
+    return DomainError(
+        Code.ABORTED,
+        "TRANSACTION_CONFLICT",
+        f"the change conflicted with concurrent changes {attempts} times; retry",
+    )

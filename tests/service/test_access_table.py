@@ -68,6 +68,9 @@ def test_key_rules_of_the_policy() -> None:
     assert allowed("EraseMemberData") == {"service:privacy"}
     assert "wallet-backend" in allowed("RegisterMember")
     assert "wallet-backend" not in allowed("FreezeMember")
+    # listing every member is for the back office, not for an app acting for one member
+    assert allowed("ListMembers") == {"officer", "admin"}
+    assert "wallet-backend" in allowed("GetMember")
     assert "settlement" not in set().union(
         *(allowed(m) for m in ("GetMember", "RegisterMember", "UpdateMember"))
     )

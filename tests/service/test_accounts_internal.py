@@ -6,7 +6,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 from membership.accounts.v1 import accounts_pb2 as pb
 
-from tests.support.accounts import ACCOUNTS_TABLES, fetch, fetchval, register
+from tests.support.accounts import ACCOUNTS_TABLES, fetch, fetchval, register, table_counts
 from tests.support.rpc_errors import expect_error
 from tests.support.suite import Suite
 
@@ -160,13 +160,26 @@ async def test_erase_removes_personal_information_and_indexes(suite: Suite) -> N
     assert [row[0][c] for c in ("phone_ct", "email_ct", "display_name_ct")] == [None] * 3
     assert [row[0][c] for c in ("phone_masked", "email_masked", "display_name_masked")] == [""] * 3
     assert row[0]["referral_code"] == ""
-    for table in ("member_lookup", "referral_codes", "registration_requests", "member_requests"):
+    for table in ("member_lookup", "referral_codes"):
         left = await fetchval(
             suite.dsn,
             f"SELECT count(*) FROM accounts.{table} WHERE member_id = $1",
             alice.member_id,
         )
         assert left == 0, table
+    # idempotency records: only the registration's tombstone and the erasure itself remain
+    registrations = await fetch(
+        suite.dsn,
+        "SELECT request_hash, snapshot FROM accounts.registration_requests WHERE member_id = $1",
+        alice.member_id,
+    )
+    assert [tuple(r) for r in registrations] == [(None, None)]
+    requests = await fetch(
+        suite.dsn,
+        "SELECT request_id, method FROM accounts.member_requests WHERE member_id = $1",
+        alice.member_id,
+    )
+    assert [tuple(r) for r in requests] == [("e1", "EraseMemberData")]
     # nothing in the accounts schema shows any of it, masked or not
     for table in ACCOUNTS_TABLES:
         text = await fetchval(
@@ -263,10 +276,13 @@ async def test_repeated_erasure_is_harmless(suite: Suite) -> None:
     alice = await _alice(suite)
     bob = await register(suite, "13900139000")
     first = await _erase(suite, alice.name, "e1")
-    for request_id in ("e1", "e2"):
+    assert first.removed_index_entries == 2
+    # a repeat of the same request answers like the first time; another request finds
+    # nothing left to remove
+    for request_id, removed in (("e1", 2), ("e2", 0), ("e1", 2), ("e2", 0)):
         again = await _erase(suite, alice.name, request_id)
         assert again.member.status == pb.MEMBER_STATUS_ERASED
-        assert again.removed_index_entries == 0
+        assert again.removed_index_entries == removed
         assert again.member.member_id == first.member.member_id
     history = await fetchval(
         suite.dsn,
@@ -318,3 +334,57 @@ async def test_erase_is_only_for_the_privacy_service_and_validates(suite: Suite)
         await expect_error(_erase(suite, name, request_id, reason), INVALID, fields=fields)
     await expect_error(_erase(suite, "members/mnosuchmember"), NOT_FOUND)
     assert await _lookup_code(suite, phone=PHONE) == grpc.StatusCode.OK, "still there"
+
+
+async def test_erasure_repeat_with_another_reason_is_key_reuse(suite: Suite) -> None:
+    alice = await _alice(suite)
+    first = await _erase(suite, alice.name, "e1", "deletion request 7")
+    await expect_error(
+        _erase(suite, alice.name, "e1", "deletion request 8"),
+        grpc.StatusCode.ALREADY_EXISTS,
+        reason="IDEMPOTENCY_KEY_REUSED",
+    )
+    again = await _erase(suite, alice.name, "e1", "deletion request 7")
+    assert again == first
+    assert again.removed_index_entries == 2
+    # the record of the erasure holds nothing personal: its snapshot is the empty member
+    [(method, snapshot)] = await fetch(
+        suite.dsn,
+        "SELECT method, snapshot::text FROM accounts.member_requests"
+        " WHERE member_id = $1 AND request_id = 'e1'",
+        alice.member_id,
+    )
+    assert method == "EraseMemberData"
+    for value in ("13800138000", "138****8000", "alice", "a***", "Alice", "A****"):
+        assert value not in snapshot
+
+
+async def test_erasure_request_id_is_checked_against_earlier_requests(suite: Suite) -> None:
+    """A request_id already used by another mutation of the member is not an erasure."""
+    alice = await _alice(suite)
+    await suite.accounts.FreezeMember(
+        pb.FreezeMemberRequest(name=alice.name, request_id="k1", reason="risk"),
+        metadata=suite.auth("admin"),
+    )
+    await expect_error(
+        _erase(suite, alice.name, "k1"),
+        grpc.StatusCode.ALREADY_EXISTS,
+        reason="IDEMPOTENCY_KEY_REUSED",
+    )
+    assert (await _erase(suite, alice.name, "e1")).member.status == pb.MEMBER_STATUS_ERASED
+
+
+async def test_retried_registration_of_an_erased_member_is_refused(suite: Suite) -> None:
+    """The registration's idempotency record survives erasure as a tombstone: a retry of
+    it must not bring the erased person's phone back as a new account."""
+    alice = await _alice(suite)
+    await _erase(suite, alice.name)
+    before = await table_counts(suite.dsn)
+    for phone, email, name in ((PHONE, EMAIL, NAME), (PHONE, "", ""), ("13900139000", "", "")):
+        await expect_error(
+            register(suite, phone, email=email, display_name=name, request_id="alice"),
+            PRECONDITION,
+            reason="MEMBER_ERASED",
+        )
+    assert await table_counts(suite.dsn) == before
+    assert await _lookup_code(suite, phone=PHONE) == NOT_FOUND

@@ -84,6 +84,23 @@ async def test_full_view_needs_the_read_pii_scope(suite: Suite) -> None:
     assert await _audit_rows(suite) == []
 
 
+async def test_full_view_without_the_scope_is_denied_before_the_purpose_is_checked(
+    suite: Suite,
+) -> None:
+    """A caller that may never read in clear learns nothing about what it would need."""
+    member = await _alice(suite)
+    for purpose in ("", "   ", "p" * 201, "bad\x00purpose"):
+        await expect_error(
+            suite.accounts.GetMember(
+                _get(member.name, pb.MEMBER_VIEW_FULL, purpose),
+                metadata=suite.auth("wallet-backend"),
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+            reason="SCOPE_MISSING",
+        )
+    assert await _audit_rows(suite) == []
+
+
 async def test_full_view_for_officer_and_admin_is_audited(suite: Suite) -> None:
     member = await _alice(suite)
     for role, subject in (("officer", "officer:li.na"), ("admin", "admin:ops")):
@@ -267,6 +284,21 @@ async def test_list_members_pages_through_all_in_registration_order(suite: Suite
     whole = await _list(suite)
     assert [m.member_id for m in whole.members] == listed
     assert whole.next_page_token == ""
+
+
+async def test_list_members_is_for_officers_and_admins_only(suite: Suite) -> None:
+    await register(suite, PHONE)
+    for role in ("wallet-backend", "settlement", "service:privacy", "service:accounts"):
+        await expect_error(
+            suite.accounts.ListMembers(pb.ListMembersRequest(), metadata=suite.auth(role)),
+            grpc.StatusCode.PERMISSION_DENIED,
+            reason="SCOPE_MISSING",
+        )
+    for role in ("officer", "admin"):
+        listed = await suite.accounts.ListMembers(
+            pb.ListMembersRequest(), metadata=suite.auth(role)
+        )
+        assert len(listed.members) == 1
 
 
 async def test_list_members_filters_by_status(suite: Suite) -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
+from collections.abc import Sequence
 
 import grpc
+import pytest
 from membership.accounts.v1 import accounts_pb2 as pb
 
+from services.accounts import store
+from services.accounts.members import Members, Registration
+from services.runtime.db import create_pool
+from services.runtime.errors import Code, DomainError
 from tests.support.accounts import fetch, register, table_counts
 from tests.support.rpc_errors import expect_error, rpc_error
 from tests.support.suite import Suite
@@ -230,3 +237,39 @@ async def test_limits_are_inclusive(suite: Suite) -> None:
     member = await register(suite, display_name="名" * 64, request_id="r" * 128)
     assert member.display_name == "名****"
     assert (await _full(suite, member.name)).display_name == "名" * 64
+
+
+class _FakePrivacy:
+    """Deterministic digests and ciphertexts: enough to drive Members without privacy."""
+
+    async def blind_indexes(self, inputs: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        return [hashlib.sha256(c.encode() + b"\0" + v).digest() for c, v in inputs]
+
+    async def encrypt(self, member_id: str, fields: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        return [b"ct:" + c.encode() for c, _ in fields]
+
+    async def decrypt(
+        self, member_id: str, fields: Sequence[tuple[str, bytes]], purpose: str, on_behalf_of: str
+    ) -> list[bytes]:
+        raise AssertionError("not used")
+
+
+async def test_request_id_clash_without_a_record_is_a_domain_error(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request_id was taken, yet no registration answers for it: an explicit error,
+    not an assert (which `python -O` would strip, answering REQUEST_ID_TAKEN instead)."""
+
+    async def clash(*args: object) -> None:
+        raise store.UniqueViolation("request_id")
+
+    monkeypatch.setattr(store, "insert_registration", clash)
+    pool = await create_pool(database, 1, 2)
+    try:
+        members = Members(pool, _FakePrivacy())
+        with pytest.raises(DomainError) as caught:
+            await members.register(Registration("r1", "+8613800138000", "", "", ""))
+        assert caught.value.code is Code.INTERNAL
+        assert await pool.fetchval("SELECT count(*) FROM accounts.members") == 0
+    finally:
+        await pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -250,3 +251,34 @@ async def test_closed_member_cannot_be_updated(suite: Suite) -> None:
         )
     assert await table_counts(suite.dsn) == before
     assert await _full(suite, alice.name) == (E164, EMAIL, "Alice")
+
+
+async def _code_of(call: object) -> grpc.StatusCode:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+async def test_concurrent_swaps_of_phones_never_fail_internally(suite: Suite) -> None:
+    """Two members trading phones (and emails) at the same moment wait on each other's
+    index entries: a deadlock is retried, and what is left is a clash or ABORTED."""
+    alice = await register(suite, PHONE, email=EMAIL)
+    bob = await register(suite, OTHER_PHONE, email="bob@example.com")
+    contacts = {alice.name: (PHONE, EMAIL), bob.name: (OTHER_PHONE, "bob@example.com")}
+    codes: Counter[grpc.StatusCode] = Counter()
+    for i in range(20):
+        paths = ["phone"] if i % 2 == 0 else ["email", "phone"]
+        calls = [
+            _call(suite, _update(me.name, f"swap-{i}", paths, phone=phone, email=email))
+            for me, (phone, email) in ((alice, contacts[bob.name]), (bob, contacts[alice.name]))
+        ]
+        codes.update(await asyncio.gather(*(_code_of(c) for c in calls)))
+    allowed = {grpc.StatusCode.OK, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED}
+    assert set(codes) <= allowed, codes
+    # whatever happened, the index still finds each member by the phone they hold
+    for member in (alice, bob):
+        phone, email, _ = await _full(suite, member.name)
+        assert await _lookup(suite, phone=phone) == member.member_id
+        assert await _lookup(suite, email=email) == member.member_id

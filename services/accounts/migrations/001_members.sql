@@ -58,16 +58,22 @@ CREATE TABLE accounts.member_status_changes (
 );
 
 -- RegisterMember's idempotency keys: the member id is not known before the first call.
+-- Erasure keeps the row as a tombstone (request_hash, a keyed hash of the personal data,
+-- and snapshot, the masked member, both NULL) so that a retry of the registration is
+-- refused instead of registering the erased person again.
 CREATE TABLE accounts.registration_requests (
     request_id    text        NOT NULL PRIMARY KEY,
-    request_hash  bytea       NOT NULL,
+    request_hash  bytea,
     member_id     text        NOT NULL,
-    snapshot      jsonb       NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    snapshot      jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT tombstone_keeps_nothing CHECK ((request_hash IS NULL) = (snapshot IS NULL))
 );
 CREATE INDEX registration_requests_by_member ON accounts.registration_requests (member_id);
 
--- Idempotency keys of mutations of an existing member, with the first result.
+-- Idempotency keys of mutations of an existing member, with the first result. Erasure
+-- deletes them (masks, keyed hashes of personal data) except those of EraseMemberData,
+-- whose snapshot is the erased, empty member.
 CREATE TABLE accounts.member_requests (
     member_id     text        NOT NULL,
     request_id    text        NOT NULL,
