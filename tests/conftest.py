@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.support.postgres import PostgresForTests
@@ -28,6 +29,16 @@ def keys_dir(tmp_path: Path) -> Path:
     path = tmp_path / "keys"
     path.mkdir(mode=0o700)
     return path
+
+
+@pytest.fixture
+async def db(suite: Suite) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the suite's database, for checking what was written."""
+    conn = await asyncpg.connect(suite.dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ DATA_LOSS, and anything else privacy refuses is accounts' own INTERNAL error."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import grpc
 import pytest
@@ -23,15 +21,6 @@ from tests.support.suite import Suite
 PHONE = "13800138000"
 NAME = "张三"
 DATA_LOSS = grpc.StatusCode.DATA_LOSS
-
-
-@pytest.fixture
-async def db(suite: Suite) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(suite.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def _get_full(suite: Suite, name: str) -> apb.Member:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import stat
-from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
@@ -39,16 +38,6 @@ from tests.support.privacy import (
 )
 from tests.support.rpc_errors import expect_error, rpc_error
 from tests.support.suite import Suite
-
-
-@pytest.fixture
-async def db(suite: Suite) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(suite.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
 
 # --- encrypt / decrypt -----------------------------------------------------------------------
 

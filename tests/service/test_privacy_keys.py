@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import asyncpg
 import grpc
@@ -32,15 +32,6 @@ from tests.support.suite import Metadata, Suite
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 ADMIN = Caller("admin:root", "admin", frozenset(), "t-1")
 REWRAP_WAIT_S = 10.0
-
-
-@pytest.fixture
-async def db(suite: Suite) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(suite.dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def component(suite: Suite) -> PrivacyComponent:
