@@ -8,13 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from services.accounts.lifecycle import Status
+from services.runtime import names
 from services.runtime.errors import DomainError
 
 # Crockford's base32 without I, L, O, U: unambiguous when read aloud or typed
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MEMBER_ID_CHARS = 19
 REFERRAL_CODE_CHARS = 8
-RESOURCE_PREFIX = "members/"
+RESOURCE_PREFIX = names.MEMBER_PREFIX
 
 # personal fields: column name -> encrypted, masked for display
 PERSONAL_FIELDS = ("phone", "email", "display_name")
@@ -29,8 +30,7 @@ def new_referral_code() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(REFERRAL_CODE_CHARS))
 
 
-def member_name(member_id: str) -> str:
-    return RESOURCE_PREFIX + member_id
+member_name = names.member_name
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from services.accounts import normalise, validation
 from services.accounts.lifecycle import Action, Status
 from services.accounts.members import Members, Registration
 from services.accounts.model import Member, member_name
+from services.accounts.outbox_relay import OutboxRelay, PointsPublisher
 from services.accounts.privacy_client import GrpcPrivacy
 from services.accounts.status_changes import StatusChanges
 from services.runtime import access, paging
@@ -248,19 +249,27 @@ class AccountsComponent:
         signer = TokenSigner(
             load_or_create_signing_key(settings.keys_dir), settings.token_audience, "accounts"
         )
+        credentials = ServiceCredentials(signer, "service:accounts")
         self._channel = open_channel(settings.addr_of("privacy"), settings.max_message_bytes)
-        privacy = GrpcPrivacy(
-            self._channel,
-            ServiceCredentials(signer, "service:accounts"),
-            settings.outgoing_timeout_s,
-        )
+        privacy = GrpcPrivacy(self._channel, credentials, settings.outgoing_timeout_s)
         members = Members(pool, privacy)
         self._servicer = AccountsServicer(members, StatusChanges(pool, members))
+        self._points = PointsPublisher(
+            lambda: open_channel(settings.addr_of("points"), settings.max_message_bytes),
+            credentials,
+            settings.outgoing_timeout_s,
+        )
+        self._relay = OutboxRelay(pool, self._points)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_AccountsServiceServicer_to_server(self._servicer, server)
+        # member events reach points from here on, also while points is down (retried)
+        self._relay.start()
 
     async def close(self) -> None:
+        # the relay first: it uses the pool and the points channel
+        await self._relay.close()
+        await self._points.close()
         await self._channel.close()
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.accounts import normalise
-from services.accounts.model import RESOURCE_PREFIX
+from services.runtime import names
 from services.runtime.errors import ViolationCollector
 
 MAX_REASON = 200
 MAX_PURPOSE = 200
-MEMBER_ID_MAX = 32
+MEMBER_ID_MAX = names.MAX_MEMBER_ID
 UPDATABLE_FIELDS = frozenset({"phone", "email", "display_name"})
 
 
@@ -33,16 +33,7 @@ def normalised(
 
 
 def member_id_of(v: ViolationCollector, name: str, field: str = "name") -> str:
-    member_id = name.removeprefix(RESOURCE_PREFIX)
-    if (
-        not name.startswith(RESOURCE_PREFIX)
-        or not 0 < len(member_id) <= MEMBER_ID_MAX
-        or not member_id.isalnum()
-        or not member_id.isascii()
-    ):
-        v.add(field, "must be members/{member_id}")
-        return ""
-    return member_id
+    return names.member_id_of(v, name, field)
 
 
 def reason(v: ViolationCollector, value: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 ACCOUNTS = "/membership.accounts.v1.AccountsService/"
 PRIVACY_CRYPTO = "/membership.privacy.v1.FieldCryptoService/"
+POINTS = "/membership.points.v1.PointsService/"
 
 # Reading a member in the FULL view needs this scope in addition to the method's scope.
 SCOPE_READ_PII = "accounts.members.read_pii"
@@ -24,6 +25,10 @@ METHOD_SCOPES: dict[str, str] = {
     ACCOUNTS + "CloseMember": "accounts.members.close",
     ACCOUNTS + "ExportMemberData": "accounts.internal.privacy",
     ACCOUNTS + "EraseMemberData": "accounts.internal.privacy",
+    POINTS + "SettlePayment": "points.payments.settle",
+    POINTS + "SettlePayments": "points.payments.settle",
+    POINTS + "GetBalance": "points.balance.read",
+    POINTS + "ApplyMemberEvents": "points.internal.members",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",
@@ -40,12 +45,15 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.read",
             "accounts.members.update",
             "accounts.members.close",
+            "points.balance.read",
         }
     ),
-    # the payment system settles payments into points (points issue); nothing here yet
-    "settlement": frozenset(),
+    # the payment system settles payments into points
+    "settlement": frozenset({"points.payments.settle"}),
     # compliance officers read and list members, in clear when they state a purpose
-    "officer": frozenset({"accounts.members.read", "accounts.members.list", SCOPE_READ_PII}),
+    "officer": frozenset(
+        {"accounts.members.read", "accounts.members.list", SCOPE_READ_PII, "points.balance.read"}
+    ),
     "admin": frozenset(
         {
             "accounts.members.read",
@@ -55,6 +63,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.freeze",
             "accounts.members.close",
             "privacy.keys.admin",
+            "points.balance.read",
         }
     ),
     # internal: privacy reaches into accounts for data-subject requests and shreds keys
@@ -67,8 +76,11 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "privacy.keys.destroy",
         }
     ),
-    # internal: accounts encrypts, indexes and (for FULL reads and exports) decrypts fields
-    "service:accounts": frozenset({"privacy.crypto.encrypt", "privacy.crypto.decrypt"}),
+    # internal: accounts encrypts, indexes and (for FULL reads and exports) decrypts fields,
+    # and its outbox relay tells points about members
+    "service:accounts": frozenset(
+        {"privacy.crypto.encrypt", "privacy.crypto.decrypt", "points.internal.members"}
+    ),
 }
 
 PUBLIC_METHOD_PREFIXES = (

@@ -24,6 +24,11 @@ _CODES: dict[str, tuple[grpc.StatusCode, int]] = {
 }
 
 
+def rpc_code_number(error: DomainError) -> int:
+    """The google.rpc.Code number, for errors reported inside a response (batch items)."""
+    return _CODES[error.code.value][1]
+
+
 def grpc_code(error: DomainError) -> grpc.StatusCode:
     return _CODES[error.code.value][0]
 

@@ -1,5 +1,5 @@
 """The access table (services/runtime/access.py) enforced by the interceptor: every method of
-accounts and privacy × every role, and every way a caller token can be bad."""
+accounts, points and privacy × every role, and every way a caller token can be bad."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from membership.accounts.v1 import accounts_pb2 as apb
+from membership.points.v1 import points_pb2 as ptpb
 from membership.privacy.v1 import field_crypto_pb2 as ppb
 
 from services.runtime.access import METHOD_SCOPES, ROLE_SCOPES, SCOPE_READ_PII
@@ -31,6 +32,7 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 SERVICES = {
     "membership.accounts.v1.AccountsService": apb,
     "membership.privacy.v1.FieldCryptoService": ppb,
+    "membership.points.v1.PointsService": ptpb,
 }
 
 _counter = itertools.count()
@@ -45,7 +47,7 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-def test_the_table_names_every_rpc_of_accounts_and_privacy() -> None:
+def test_the_table_names_every_rpc_of_every_service() -> None:
     """A method missing from the table would be closed to everyone (deny by default)."""
     declared = {
         f"/{full}/{m.name}"
@@ -133,14 +135,42 @@ class Requests:
             "DestroySubjectKey": lambda: ppb.DestroySubjectKeyRequest(
                 subject_id="acl-other-subject", request_id=_unique("acl"), reason="acl"
             ),
+            "SettlePayment": self.payment,
+            "SettlePayments": lambda: ptpb.SettlePaymentsRequest(requests=[self.payment()]),
+            "GetBalance": lambda: ptpb.GetBalanceRequest(name=f"{name}/balance"),
+            "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
+                events=[
+                    ptpb.MemberEvent(
+                        event_id=1,
+                        member="members/macl",
+                        type=ptpb.MEMBER_EVENT_TYPE_REGISTERED,
+                        state=ptpb.MEMBER_STATE_ACTIVE,
+                    )
+                ]
+            ),
         }
         return builders[_split(method)[1]]()
+
+    def payment(self) -> ptpb.SettlePaymentRequest:
+        request = ptpb.SettlePaymentRequest(
+            member="members/macl",
+            payment_id=_unique("acl"),
+            amount=ptpb.Money(currency_code="CNY", amount_minor=100),
+            merchant_id="acl",
+            merchant_category="dining",
+        )
+        request.occur_time.GetCurrentTime()
+        return request
 
 
 def _stub_method(suite: Suite, method: str) -> Callable[..., Any]:
     service, name = _split(method)
-    stub: Any = suite.accounts if service.endswith("AccountsService") else suite.privacy
-    return getattr(stub, name)  # type: ignore[no-any-return]
+    stubs: dict[str, Any] = {
+        "AccountsService": suite.accounts,
+        "FieldCryptoService": suite.privacy,
+        "PointsService": suite.points,
+    }
+    return getattr(stubs[service.rsplit(".", 1)[1]], name)  # type: ignore[no-any-return]
 
 
 async def _code(suite: Suite, method: str, request: Message, metadata: Metadata) -> grpc.StatusCode:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import grpc
 from membership.accounts.v1 import accounts_pb2_grpc
+from membership.points.v1 import points_pb2_grpc
 from membership.privacy.v1 import field_crypto_pb2_grpc
 
 from services.accounts.server import SPEC as ACCOUNTS
+from services.points.server import SPEC as POINTS
 from services.privacy.server import SPEC as PRIVACY
 from services.runtime.config import Settings, load_settings
 from services.runtime.identity import TokenSigner, load_or_create_signing_key
@@ -30,6 +32,9 @@ class Suite:
     accounts_channel: grpc.aio.Channel
     privacy_channel: grpc.aio.Channel
     signer: TokenSigner
+    # a test may stop it and start another on the same port (accounts' relay reconnects)
+    points_service: RunningService
+    points_channel: grpc.aio.Channel
 
     @property
     def accounts(self) -> accounts_pb2_grpc.AccountsServiceStub:
@@ -39,17 +44,27 @@ class Suite:
     def privacy(self) -> field_crypto_pb2_grpc.FieldCryptoServiceStub:
         return field_crypto_pb2_grpc.FieldCryptoServiceStub(self.privacy_channel)
 
+    @property
+    def points(self) -> points_pb2_grpc.PointsServiceStub:
+        return points_pb2_grpc.PointsServiceStub(self.points_channel)
+
     def auth(self, role: str, subject: str = "", ttl_s: int = 300) -> Metadata:
         token = self.signer.mint(subject or f"test:{role}", role, ttl_s)
         return (("authorization", f"Bearer {token}"),)
 
 
-def settings_for(dsn: str, keys_dir: Path, privacy_addr: str = "127.0.0.1:1") -> Settings:
+def settings_for(
+    dsn: str,
+    keys_dir: Path,
+    privacy_addr: str = "127.0.0.1:1",
+    points_addr: str = "127.0.0.1:1",
+) -> Settings:
     return load_settings(
         {
             "DATABASE_URL": dsn,
             "MEMBERSHIP_KEYS_DIR": str(keys_dir),
             "MEMBERSHIP_PRIVACY_ADDR": privacy_addr,
+            "MEMBERSHIP_POINTS_ADDR": points_addr,
             "MEMBERSHIP_DB_POOL_MIN": "1",
             "MEMBERSHIP_DB_POOL_MAX": "4",
             "MEMBERSHIP_SHUTDOWN_GRACE_S": "0.5",
@@ -62,17 +77,34 @@ def settings_for(dsn: str, keys_dir: Path, privacy_addr: str = "127.0.0.1:1") ->
 async def running_suite(dsn: str, keys_dir: Path) -> AsyncIterator[Suite]:
     base = settings_for(dsn, keys_dir)
     privacy = await start_service(PRIVACY, base, "127.0.0.1:0")
-    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}")
+    # points before accounts: accounts' outbox relay delivers member events to it
+    points = await start_service(POINTS, base, "127.0.0.1:0")
+    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}", f"127.0.0.1:{points.port}")
     accounts = await start_service(ACCOUNTS, settings, "127.0.0.1:0")
     accounts_channel = grpc.aio.insecure_channel(f"127.0.0.1:{accounts.port}")
     privacy_channel = grpc.aio.insecure_channel(f"127.0.0.1:{privacy.port}")
+    points_channel = grpc.aio.insecure_channel(f"127.0.0.1:{points.port}")
     signer = TokenSigner(load_or_create_signing_key(keys_dir), settings.token_audience, "tests")
+    suite = Suite(
+        dsn,
+        keys_dir,
+        settings,
+        privacy,
+        accounts,
+        accounts_channel,
+        privacy_channel,
+        signer,
+        points_service=points,
+        points_channel=points_channel,
+    )
     try:
-        yield Suite(
-            dsn, keys_dir, settings, privacy, accounts, accounts_channel, privacy_channel, signer
-        )
+        yield suite
     finally:
         await accounts_channel.close()
         await privacy_channel.close()
+        await points_channel.close()
         await accounts.stop(0.2)
+        # the one the test left running, which may have replaced the first
+        await suite.points_service.stop(0.2)
+        await points.stop(0.2)
         await privacy.stop(0.2)

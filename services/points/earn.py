@@ -1,0 +1,268 @@
+"""Earning points on a payment, clawing them back on refunds, and the dates of a lot.
+
+Pure functions over `Rules`: no SQL, no gRPC, no clock. Arithmetic is on integers and
+Fractions only, and rounding is explicit and happens once: earning rounds down at the very
+end, so chained multipliers never compound a rounding loss; clawback rounds up, so a refund
+never leaves points behind for money that was given back (DESIGN.md §3).
+
+Dates: every datetime taken or returned is timezone-aware; results are in UTC. A lot's expiry
+is an exclusive bound, the first instant of the month after the expiry month in the rules'
+time zone: a lot is usable while `now < expires_at`. An exclusive bound needs no "last
+microsecond" and compares correctly at any timestamp precision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
+
+from services.points.rules import (
+    BPS,
+    INT64_MAX,
+    MAX_MULTIPLIER_BPS,
+    Rules,
+    UnknownCurrency,
+    fraction_text,
+)
+
+__all__ = [
+    "BELOW_ONE_POINT",
+    "DAILY_CAP_REACHED",
+    "NON_EARNING_CATEGORY",
+    "ZERO_MULTIPLIER",
+    "Earning",
+    "Step",
+    "UnknownCurrency",  # defined with the rules, raised here too
+    "available_at",
+    "clawback_increment",
+    "clawback_points",
+    "compute_earning",
+    "expires_at",
+    "explain",
+    "local_day",
+    "local_day_bounds",
+    "show",
+]
+
+# Why a payment earned nothing (Earning.none_reason); "" when it earned points.
+NON_EARNING_CATEGORY = "NON_EARNING_CATEGORY"
+ZERO_MULTIPLIER = "ZERO_MULTIPLIER"
+BELOW_ONE_POINT = "BELOW_ONE_POINT"
+DAILY_CAP_REACHED = "DAILY_CAP_REACHED"
+
+_SHOWN_DECIMALS = 4  # for amounts that are not exact decimals (a rate such as "1/3")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # base, category, tier, round_down, cap_per_payment, cap_per_member_day
+    value: str  # the running result after this step: "a/b" before rounding, an integer after
+    note: str  # the step in words, for `explain`
+
+
+@dataclass(frozen=True)
+class Earning:
+    points: int
+    steps: tuple[Step, ...]
+    none_reason: str  # "" when points > 0
+
+    def document(self) -> list[dict[str, str]]:
+        """JSON-able steps, e.g. for a transaction's stored explanation."""
+        return [{"name": s.name, "value": s.value, "note": s.note} for s in self.steps]
+
+
+def compute_earning(
+    rules: Rules,
+    currency_code: str,
+    amount_minor: int,
+    category: str,
+    tier_multiplier_bps: int,
+    earned_today: int,
+) -> Earning:
+    """Points for one payment; `earned_today` is what the daily cap has already counted today."""
+    currency = rules.currency(currency_code)
+    _check_inputs(amount_minor, tier_multiplier_bps, earned_today)
+    amount = Fraction(amount_minor, 10**currency.minor_units)
+    exact = amount * currency.points_per_unit
+    money = f"{_decimal(amount, currency.minor_units)} {currency_code}"
+    rate = f"{_points(currency.points_per_unit)} per 1 {currency_code}"
+    steps = [Step("base", fraction_text(exact), f"{money} at {rate} is {show(exact)}")]
+    if category in rules.non_earning_categories:
+        steps.append(Step("category", "0", f"{category} payments never earn points"))
+        return Earning(0, tuple(steps), NON_EARNING_CATEGORY)
+    exact = _multiply(rules, exact, category, tier_multiplier_bps, steps)
+    points = math.floor(exact)  # the one rounding of the computation
+    steps.append(Step("round_down", str(points), f"rounded down to {points}"))
+    points = _cap_per_payment(rules, points, steps)
+    points = _cap_per_day(rules, points, earned_today, steps)
+    if points > INT64_MAX:
+        raise ValueError("amount_minor: earns more points than an int64 holds")
+    return Earning(points, tuple(steps), _none_reason(exact, points))
+
+
+def _check_inputs(amount_minor: int, tier_multiplier_bps: int, earned_today: int) -> None:
+    if not 0 < amount_minor <= INT64_MAX:
+        raise ValueError("amount_minor: must be > 0 and fit in an int64")
+    if not 0 <= tier_multiplier_bps <= MAX_MULTIPLIER_BPS:
+        raise ValueError(f"tier_multiplier_bps: must be within 0..{MAX_MULTIPLIER_BPS}")
+    if earned_today < 0:
+        raise ValueError("earned_today: must not be negative")
+
+
+def _multiply(
+    rules: Rules, exact: Fraction, category: str, tier_bps: int, steps: list[Step]
+) -> Fraction:
+    category_bps = rules.category_multipliers_bps.get(category, BPS)
+    listed = category in rules.category_multipliers_bps
+    exact *= Fraction(category_bps, BPS)
+    what = f"for {category}" if listed else f"for {category} (not a bonus category)"
+    steps.append(
+        Step("category", fraction_text(exact), f"{_times(category_bps)} {what} is {show(exact)}")
+    )
+    exact *= Fraction(tier_bps, BPS)
+    steps.append(
+        Step("tier", fraction_text(exact), f"{_times(tier_bps)} for the tier is {show(exact)}")
+    )
+    return exact
+
+
+def _times(bps: int) -> str:
+    return f"×{show(Fraction(bps, BPS))}"
+
+
+def _cap_per_payment(rules: Rules, points: int, steps: list[Step]) -> int:
+    cap = rules.cap_per_payment
+    if cap is None:
+        note = "no cap per payment"
+    elif points > cap:
+        points, note = cap, f"capped at {cap} per payment"
+    else:
+        note = f"within the cap of {cap} per payment"
+    steps.append(Step("cap_per_payment", str(points), note))
+    return points
+
+
+def _cap_per_day(rules: Rules, points: int, earned_today: int, steps: list[Step]) -> int:
+    cap = rules.cap_per_member_day
+    if cap is None:
+        note = "no daily cap"
+    else:
+        # earned_today may exceed a cap that was lowered during the day: nothing is left then
+        left = max(0, cap - earned_today)
+        if points > left:
+            points, note = left, f"limited to the {left} left of the daily cap of {cap}"
+        else:
+            note = f"within the daily cap of {cap} ({left} left today)"
+    steps.append(Step("cap_per_member_day", str(points), note))
+    return points
+
+
+def _none_reason(exact: Fraction, points: int) -> str:
+    if points > 0:
+        return ""
+    if exact == 0:
+        return ZERO_MULTIPLIER
+    return BELOW_ONE_POINT if exact < 1 else DAILY_CAP_REACHED  # caps per payment are >= 1
+
+
+def _points(value: Fraction) -> str:
+    return f"{show(value)} point{'' if value == 1 else 's'}"
+
+
+def explain(earning: Earning) -> str:
+    """One English sentence: the result, then every step in order."""
+    points = earning.points
+    if points > 0:
+        head = f"Earned {points} point{'' if points == 1 else 's'}"
+    else:
+        head = f"Earned no points ({earning.none_reason.lower().replace('_', ' ')})"
+    return f"{head}: {', '.join(step.note for step in earning.steps)}."
+
+
+def show(value: Fraction) -> str:
+    """An exact decimal ("12.34") when there is one, else "37/3 (about 12.3333)"."""
+    rest, twos, fives = value.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:  # a repeating decimal: show it exactly as a fraction, and roughly
+        return f"{fraction_text(value)} (about {_decimal(value, _SHOWN_DECIMALS)})"
+    return _decimal(value, max(twos, fives))
+
+
+def _decimal(value: Fraction, places: int) -> str:
+    scaled = math.floor(abs(value) * 10**places)
+    digits = str(scaled).rjust(places + 1, "0")
+    sign = "-" if value < 0 else ""
+    return (
+        f"{sign}{digits[: len(digits) - places]}.{digits[-places:]}"
+        if places
+        else f"{sign}{digits}"
+    )
+
+
+# ---- clawback -----------------------------------------------------------------------------
+
+
+def clawback_points(points: int, payment_minor: int, refund_minor: int) -> int:
+    """The refunded share of a payment's points, rounded up; never more than `points`."""
+    if points < 0 or payment_minor <= 0:
+        raise ValueError("points must not be negative and payment_minor must be > 0")
+    if not 0 <= refund_minor <= payment_minor:
+        raise ValueError("refund_minor: must be within 0..payment_minor")
+    return min(points, -(-points * refund_minor // payment_minor))
+
+
+def clawback_increment(
+    points: int, payment_minor: int, refunded_before_minor: int, refund_minor: int
+) -> int:
+    """What one more partial refund claws back, given what was refunded before.
+
+    The difference of the rounded-up shares of the running totals: repeated partial refunds
+    then take exactly `clawback_points` of their sum, so rounding up each refund separately
+    can never take more than the payment earned (1 point, 3 refunds of a third: 1, 0, 0).
+    """
+    before = clawback_points(points, payment_minor, refunded_before_minor)
+    return clawback_points(points, payment_minor, refunded_before_minor + refund_minor) - before
+
+
+# ---- dates --------------------------------------------------------------------------------
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def available_at(rules: Rules, occurred: datetime) -> datetime:
+    """When pending points become available: `pending_days` x 24 h after the payment."""
+    return _aware(occurred) + timedelta(days=rules.pending_days)
+
+
+def expires_at(rules: Rules, earned: datetime) -> datetime:
+    """Exclusive end of a lot: the first instant after the month `expiry_months` after earning.
+
+    Months are calendar months in the rules' time zone, so a payment at 20:00 UTC on 31 January
+    is a February earning in Shanghai.
+    """
+    local = _aware(earned).astimezone(rules.zone)
+    # months since year 0 of the month *after* the expiry month
+    index = local.year * 12 + local.month - 1 + rules.expiry_months + 1
+    year, month0 = divmod(index, 12)
+    return datetime(year, month0 + 1, 1, tzinfo=rules.zone).astimezone(UTC)
+
+
+def local_day(rules: Rules, moment: datetime) -> date:
+    """The calendar day in the rules' time zone, which the daily cap counts by."""
+    return _aware(moment).astimezone(rules.zone).date()
+
+
+def local_day_bounds(rules: Rules, day: date) -> tuple[datetime, datetime]:
+    """[start, end) of a local calendar day in UTC, e.g. to sum what a member earned that day."""
+    start = datetime.combine(day, time(), rules.zone)
+    end = datetime.combine(day + timedelta(days=1), time(), rules.zone)
+    return start.astimezone(UTC), end.astimezone(UTC)

@@ -1,0 +1,221 @@
+"""Settling payments into the double-entry ledger, exactly once per (member, payment)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.points import earn
+from services.points.member_events import MemberDirectory
+from services.points.rules import Rules, UnknownCurrency
+from services.points.settlement import Payment, PointsState, SettlementResult, explanation_of
+from services.points.store import ledger as store
+from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import (
+    DomainError,
+    bad_field,
+    failed_precondition,
+    idempotency_key_reused,
+    not_found,
+)
+
+# ledger accounts (DESIGN §6); member accounts belong to the transaction's member
+ISSUED = "program:issued"
+MEMBER_PENDING = "member:pending"
+MEMBER_AVAILABLE = "member:available"
+
+
+@dataclass(frozen=True)
+class RulesInForce:
+    version: int
+    rules: Rules
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """One item of a batch: a result, or the error that item alone met."""
+
+    result: SettlementResult | None
+    error: DomainError | None
+
+
+class Ledger:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        members: MemberDirectory,
+        rules: RulesInForce,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self._members = members
+        self._rules = rules
+        self._clock = clock
+
+    @property
+    def rules(self) -> RulesInForce:
+        return self._rules
+
+    async def settle(self, payment: Payment) -> SettlementResult:
+        return await in_transaction(self._pool, lambda conn: self._settle_in(conn, payment))
+
+    async def settle_many(self, payments: Sequence[Payment]) -> list[ItemOutcome]:
+        """One database transaction for the batch, a savepoint per item: a bad item fails
+        alone, and the batch pays for one commit instead of one per payment."""
+
+        async def work(conn: Conn) -> list[ItemOutcome]:
+            outcomes: dict[int, ItemOutcome] = {}
+            # members in sorted order, so concurrent batches lock balances in one order
+            order = sorted(range(len(payments)), key=lambda i: payments[i].member_id)
+            for i in order:
+                outcomes[i] = await self._settle_item(conn, payments[i])
+            return [outcomes[i] for i in range(len(payments))]
+
+        return await in_transaction(self._pool, work)
+
+    async def _settle_item(self, conn: Conn, payment: Payment) -> ItemOutcome:
+        try:
+            async with conn.transaction():  # a savepoint inside the batch transaction
+                return ItemOutcome(await self._settle_in(conn, payment), None)
+        except DomainError as err:
+            return ItemOutcome(None, err)
+
+    async def _replay(self, conn: Conn, payment: Payment) -> SettlementResult | None:
+        done = await store.find_transaction(conn, payment.member_id, payment.idempotency_key)
+        if done is None:
+            return None
+        if done.request_hash != payment.fingerprint():
+            raise idempotency_key_reused()
+        return SettlementResult.from_json(done.result)
+
+    async def _settle_in(self, conn: Conn, payment: Payment) -> SettlementResult:
+        done = await self._replay(conn, payment)
+        if done is not None:
+            return done
+        await self._require_active(conn, payment.member_id)
+        rules = self._rules.rules
+        floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
+        await store.lock_balance(conn, payment.member_id, floor)
+        # a concurrent duplicate may have committed while this one waited for the lock
+        done = await self._replay(conn, payment)
+        if done is not None:
+            return done
+        return await self._record(conn, payment)
+
+    async def _require_active(self, conn: Conn, member_id: str) -> None:
+        member = await self._members.state_of(conn, member_id)
+        if member is None:
+            raise failed_precondition(
+                "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
+            )
+        if member.state != "ACTIVE":
+            raise failed_precondition(
+                f"MEMBER_{member.state}", f"a {member.state} member does not earn points"
+            )
+
+    def _earning(self, conn_day_total: int, payment: Payment) -> earn.Earning:
+        rules = self._rules.rules
+        try:
+            return earn.compute_earning(
+                rules,
+                payment.currency,
+                payment.amount_minor,
+                payment.category,
+                rules.base_tier().earn_multiplier_bps,
+                conn_day_total,
+            )
+        except UnknownCurrency as exc:
+            raise bad_field("amount.currency_code", "not a currency of the program") from exc
+
+    async def _record(self, conn: Conn, payment: Payment) -> SettlementResult:
+        rules, version = self._rules.rules, self._rules.version
+        day = earn.local_day(rules, payment.occurred_at)
+        earning = self._earning(await store.earned_on(conn, payment.member_id, day), payment)
+        txn_id, lot_id = await store.next_ids(conn, 2)
+        result = SettlementResult(
+            member_id=payment.member_id,
+            payment_id=payment.payment_id,
+            points=earning.points,
+            state=PointsState.NONE,
+            available_at=None,
+            expires_at=None,
+            tier_multiplier_bps=rules.base_tier().earn_multiplier_bps,
+            rule_version=version,
+            txn_id=txn_id,
+        )
+        if earning.points > 0:
+            result = await self._credit(conn, payment, earning.points, result, lot_id)
+            await store.add_earned_on(conn, payment.member_id, day, earning.points)
+        await store.insert_transaction(
+            conn,
+            payment.member_id,
+            store.NewTransaction(
+                txn_id,
+                "settlement",
+                payment.idempotency_key,
+                payment.fingerprint(),
+                version,
+                earning.points,
+                result.to_json(),
+                explanation_of(payment, earning, earn.explain(earning)),
+            ),
+        )
+        return result
+
+    async def _credit(
+        self, conn: Conn, payment: Payment, points: int, result: SettlementResult, lot_id: int
+    ) -> SettlementResult:
+        """A new lot, pending for the return window unless that already passed."""
+        rules, version = self._rules.rules, self._rules.version
+        available_at = earn.available_at(rules, payment.occurred_at)
+        expires_at = earn.expires_at(rules, payment.occurred_at)
+        pending = available_at > self._clock()
+        state = PointsState.PENDING if pending else PointsState.AVAILABLE
+        await store.insert_lot(
+            conn,
+            payment.member_id,
+            store.NewLot(
+                lot_id,
+                result.txn_id or 0,
+                state.value,
+                points,
+                payment.occurred_at,
+                available_at,
+                expires_at,
+                version,
+            ),
+        )
+        to_account = MEMBER_PENDING if pending else MEMBER_AVAILABLE
+        await store.insert_transfers(
+            conn,
+            payment.member_id,
+            [store.NewTransfer(result.txn_id or 0, ISSUED, to_account, points, lot_id, version)],
+        )
+        await store.add_to_balance(
+            conn,
+            payment.member_id,
+            pending=points if pending else 0,
+            available=0 if pending else points,
+            earned=points,
+        )
+        return SettlementResult(
+            result.member_id,
+            result.payment_id,
+            points,
+            state,
+            available_at,
+            expires_at,
+            result.tier_multiplier_bps,
+            version,
+            result.txn_id,
+        )
+
+    async def balance(self, member_id: str) -> tuple[store.BalanceRow, list[tuple[int, datetime]]]:
+        async with self._pool.acquire() as conn:
+            if await self._members.state_of(conn, member_id) is None:
+                raise not_found("member")
+            row = await store.get_balance(conn, member_id) or store.BalanceRow(0, 0, 0, 0)
+            return row, await store.expiring_soonest(conn, member_id, 5)

@@ -1,0 +1,398 @@
+"""Program rules of the points ledger: a versioned document parsed into frozen dataclasses.
+
+Validation is strict because a typo must never silently change how points are earned: unknown
+keys, floats and out-of-range values are errors naming the offending path. Rates are exact
+Fractions written as strings ("1.5", "3/2") and multipliers are basis points, so no amount
+passes through a float (DESIGN.md §3). `Rules.document()` has the shape of the TOML file, so
+`parse_rules(r.document()) == r` and any stored rule version can be rebuilt from its JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_RULES_FILE = Path(__file__).with_name("program_rules") / "default.toml"
+
+BPS = 10_000  # basis points in ×1
+MAX_MULTIPLIER_BPS = 100_000
+INT64_MAX = 2**63 - 1
+MAX_DAYS = 3660  # bounds keep date arithmetic far from datetime's limits
+MAX_MONTHS = 1200
+REFUND_POLICIES = ("within_balance", "allow_negative")
+GRANT_REASONS = ("CHECK_IN", "TASK", "REFERRAL", "GOODWILL")
+
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+_CODE = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")  # categories, tier codes, perk names
+# optional sign only so that "-1" is reported as "must be greater than 0", not as garbage
+_RATE = re.compile(r"(-?)(\d{1,18})(?:\.(\d{1,18})|/(\d{1,18}))?")
+_RATE_FORM = 'an exact decimal or fraction written as a string, such as "1", "0.5" or "3/2"'
+
+
+class RulesError(ValueError):
+    """A rules document is invalid; `path` names the offending value, e.g. `tiers[2].threshold`."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class UnknownCurrency(ValueError):
+    """A currency the rules give no earn rate for: bad input (INVALID_ARGUMENT), not a fault."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"no earn rate for currency {code!r}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Currency:
+    code: str
+    minor_units: int
+    points_per_unit: Fraction  # points per one major unit (1 CNY)
+
+
+@dataclass(frozen=True)
+class Tier:
+    code: str
+    name: str
+    threshold: int  # qualifying points needed
+    earn_multiplier_bps: int
+    discount_bps: int
+    perks: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class GrantRule:
+    reason: str
+    max_points: int
+    admin_above: int | None  # grants above this many points need the admin role
+
+
+@dataclass(frozen=True)
+class Rules:
+    currencies: Mapping[str, Currency]
+    category_multipliers_bps: Mapping[str, int]  # categories not listed earn at BPS (×1)
+    non_earning_categories: frozenset[str]
+    cap_per_payment: int | None
+    cap_per_member_day: int | None  # per calendar day in `timezone`
+    pending_days: int
+    expiry_months: int
+    timezone: str
+    tiers: tuple[Tier, ...]  # ascending thresholds, the first is 0
+    qualifying_window_days: int
+    downgrade_grace_days: int
+    refund_policy: str
+    negative_floor: int  # how far `available` may go below 0 under allow_negative
+    grants: Mapping[str, GrantRule]
+    referral_bonus_referrer: int
+    referral_bonus_referee: int
+    hold_ttl_s: int
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)  # ZoneInfo caches instances by key
+
+    def currency(self, code: str) -> Currency:
+        found = self.currencies.get(code)
+        if found is None:
+            raise UnknownCurrency(code)
+        return found
+
+    def tier(self, code: str) -> Tier:
+        found = [tier for tier in self.tiers if tier.code == code]
+        if not found:
+            raise KeyError(code)
+        return found[0]
+
+    def base_tier(self) -> Tier:
+        return self.tiers[0]
+
+    def tier_for(self, qualifying_points: int) -> Tier:
+        """The highest tier whose threshold the points reach (the base tier below 0 too)."""
+        reached = [t for t in self.tiers if t.threshold <= qualifying_points]
+        return reached[-1] if reached else self.tiers[0]
+
+    def next_tier(self, code: str) -> Tier | None:
+        index = self.tiers.index(self.tier(code))
+        return self.tiers[index + 1] if index + 1 < len(self.tiers) else None
+
+    def document(self) -> dict[str, Any]:
+        """Canonical JSON-able form, in the shape `parse_rules` reads; None values are left out."""
+        return dict(_canonical(self))
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON: equal for equal rules however the file was written."""
+        text = json.dumps(
+            self.document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fraction_text(value: Fraction) -> str:
+    """Always "a/b" (also "1/1"), so the canonical form has one spelling per value."""
+    return f"{value.numerator}/{value.denominator}"
+
+
+def _canonical(value: object) -> Any:
+    """JSON form of a rules value; a dataclass stored under its own key leaves that field out."""
+    if isinstance(value, Fraction):
+        return fraction_text(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        skip = "code" if isinstance(value, Currency) else "reason"  # Tier keeps code: a list
+        items = {f.name: getattr(value, f.name) for f in fields(value) if f.name != skip}
+        return {k: _canonical(v) for k, v in items.items() if v is not None}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+_KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
+
+
+def _kind(value: object) -> str:
+    kind = "a table" if isinstance(value, Mapping) else f"a {type(value).__name__}"
+    return _KINDS.get(type(value), kind)
+
+
+def _mapping(path: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RulesError(path or "(document)", f"must be a table, not {_kind(value)}")
+    return value
+
+
+def _table(path: str, value: object, keys: tuple[str, ...]) -> Mapping[str, Any]:
+    """A table with a fixed set of keys: any other key is a typo, never ignored."""
+    table = _mapping(path, value)
+    for key in table:
+        if key not in keys:
+            raise RulesError(_join(path, str(key)), "unknown key")
+    return table
+
+
+def _required(table: Mapping[str, Any], path: str, key: str) -> object:
+    if table.get(key) is None:
+        raise RulesError(_join(path, key), "missing")
+    return table[key]
+
+
+def _int(path: str, value: object, minimum: int = 0, maximum: int = INT64_MAX) -> int:
+    # bool is an int in Python, but `true` where a number belongs is a mistake
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RulesError(path, f"must be an integer, not {_kind(value)}")
+    if value < minimum:
+        raise RulesError(path, "must not be negative" if minimum == 0 else f"must be >= {minimum}")
+    if value > maximum:
+        raise RulesError(path, f"must be <= {maximum}")
+    return value
+
+
+def _field_int(t: Mapping[str, Any], path: str, key: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    return _int(_join(path, key), _required(t, path, key), lo, hi)
+
+
+def _optional_int(table: Mapping[str, Any], path: str, key: str, lo: int = 0) -> int | None:
+    value = table.get(key)
+    return None if value is None else _int(_join(path, key), value, lo)
+
+
+def _str(path: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise RulesError(path, f"must be a string, not {_kind(value)}")
+    if not value.strip():
+        raise RulesError(path, "must not be empty")
+    return value
+
+
+def _code(path: str, value: object) -> str:
+    text = _str(path, value)
+    if not _CODE.fullmatch(text):
+        raise RulesError(path, "names must be lower-case letters, digits and _ (at most 64)")
+    return text
+
+
+def parse_rate(path: str, value: object) -> Fraction:
+    """A positive exact rate from "1", "0.5" or "3/2"; floats are inexact, so never accepted."""
+    if not isinstance(value, str):
+        raise RulesError(path, f"must be {_RATE_FORM}, not {_kind(value)}")
+    match = _RATE.fullmatch(value)
+    if match is None:
+        raise RulesError(path, f"must be {_RATE_FORM}")
+    sign, whole, decimals, denominator = match.groups()
+    if denominator is not None and int(denominator) == 0:
+        raise RulesError(path, "the denominator must not be 0")
+    decimals = decimals or ""  # "12.34" is 1234/100; "3/2" has no decimals
+    rate = Fraction(int(whole + decimals), int(denominator or 10 ** len(decimals)))
+    if sign or rate <= 0:
+        raise RulesError(path, "must be > 0")
+    return rate
+
+
+# the document's keys are the dataclasses' field names, so the two cannot drift apart
+_TOP_KEYS = tuple(f.name for f in fields(Rules))
+_CURRENCY_KEYS = tuple(f.name for f in fields(Currency) if f.name != "code")  # code is the key
+_TIER_KEYS = tuple(f.name for f in fields(Tier))
+_GRANT_KEYS = ("max_points", "admin_above")
+
+
+def _currencies(doc: Mapping[str, Any]) -> Mapping[str, Currency]:
+    table = _mapping("currencies", _required(doc, "", "currencies"))
+    if not table:
+        raise RulesError("currencies", "must list at least one currency")
+    currencies = {}
+    for code, value in table.items():
+        path = f"currencies.{code}"
+        if not _CURRENCY_CODE.fullmatch(str(code)):
+            raise RulesError(path, "currency codes must be 3 upper-case letters (ISO 4217)")
+        entry = _table(path, value, _CURRENCY_KEYS)
+        minor_units = _field_int(entry, path, "minor_units", 0, 4)
+        rate = parse_rate(f"{path}.points_per_unit", _required(entry, path, "points_per_unit"))
+        currencies[code] = Currency(code, minor_units, rate)
+    return MappingProxyType(currencies)
+
+
+def _category_multipliers(doc: Mapping[str, Any]) -> Mapping[str, int]:
+    path = "category_multipliers_bps"
+    table = _mapping(path, doc.get(path, {}))
+    multipliers = {}
+    for category, bps in table.items():
+        _code(f"{path}.{category}", category)
+        multipliers[category] = _int(f"{path}.{category}", bps, 0, MAX_MULTIPLIER_BPS)
+    return MappingProxyType(dict(sorted(multipliers.items())))
+
+
+def _non_earning(doc: Mapping[str, Any], multipliers: Mapping[str, int]) -> frozenset[str]:
+    path = "non_earning_categories"
+    values = doc.get(path, [])
+    if not isinstance(values, list | tuple):
+        raise RulesError(path, f"must be an array of categories, not {_kind(values)}")
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        category = _code(f"{path}[{index}]", value)
+        if category in seen:
+            raise RulesError(f"{path}[{index}]", f"{category!r} is listed twice")
+        if category in multipliers:
+            raise RulesError(f"{path}[{index}]", f"{category!r} also has a multiplier")
+        seen.add(category)
+    return frozenset(seen)
+
+
+def _tiers(doc: Mapping[str, Any]) -> tuple[Tier, ...]:
+    values = _required(doc, "", "tiers")
+    if not isinstance(values, list | tuple) or not values:
+        raise RulesError("tiers", "must be a non-empty array of tables")
+    tiers: list[Tier] = []
+    for index, value in enumerate(values):
+        tier = _tier(f"tiers[{index}]", value)
+        if index == 0 and tier.threshold != 0:
+            raise RulesError("tiers[0].threshold", "the first tier must start at 0")
+        if tiers and tier.threshold <= tiers[-1].threshold:
+            raise RulesError(f"tiers[{index}].threshold", "must increase")
+        if any(t.code == tier.code for t in tiers):
+            raise RulesError(f"tiers[{index}].code", f"{tier.code!r} is used twice")
+        tiers.append(tier)
+    return tuple(tiers)
+
+
+def _tier(path: str, value: object) -> Tier:
+    entry = _table(path, value, _TIER_KEYS)
+    return Tier(
+        code=_code(f"{path}.code", _required(entry, path, "code")),
+        name=_str(f"{path}.name", _required(entry, path, "name")),
+        threshold=_field_int(entry, path, "threshold"),
+        earn_multiplier_bps=_field_int(entry, path, "earn_multiplier_bps", 0, MAX_MULTIPLIER_BPS),
+        discount_bps=_field_int(entry, path, "discount_bps", 0, BPS),
+        perks=_perks(f"{path}.perks", entry.get("perks", {})),
+    )
+
+
+def _perks(path: str, value: object) -> Mapping[str, str]:
+    table = _mapping(path, value)
+    perks = {}
+    for name, text in table.items():
+        _code(f"{path}.{name}", name)
+        perks[name] = _str(f"{path}.{name}", text)
+    return MappingProxyType(dict(sorted(perks.items())))
+
+
+def _grants(doc: Mapping[str, Any]) -> Mapping[str, GrantRule]:
+    table = _table("grants", _required(doc, "", "grants"), GRANT_REASONS)
+    grants = {}
+    for reason in GRANT_REASONS:
+        path = f"grants.{reason}"
+        entry = _table(path, _required(table, "grants", reason), _GRANT_KEYS)
+        max_points = _field_int(entry, path, "max_points")
+        grants[reason] = GrantRule(reason, max_points, _optional_int(entry, path, "admin_above"))
+    return MappingProxyType(grants)
+
+
+def _timezone(doc: Mapping[str, Any]) -> str:
+    name = _str("timezone", _required(doc, "", "timezone"))
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise RulesError("timezone", f"unknown time zone {name!r}") from None
+    return name
+
+
+def _refund(doc: Mapping[str, Any]) -> tuple[str, int]:
+    policy = _str("refund_policy", _required(doc, "", "refund_policy"))
+    if policy not in REFUND_POLICIES:
+        raise RulesError("refund_policy", f"must be one of {', '.join(REFUND_POLICIES)}")
+    floor = _field_int(doc, "", "negative_floor")
+    if policy == "within_balance" and floor != 0:
+        raise RulesError("negative_floor", "must be 0 under refund_policy within_balance")
+    return policy, floor
+
+
+def parse_rules(doc: Mapping[str, Any]) -> Rules:
+    """Validate a rules document (from TOML or stored JSON); RulesError at the first fault."""
+    doc = _table("", doc, _TOP_KEYS)
+    multipliers = _category_multipliers(doc)
+    refund_policy, negative_floor = _refund(doc)
+    return Rules(
+        currencies=_currencies(doc),
+        category_multipliers_bps=multipliers,
+        non_earning_categories=_non_earning(doc, multipliers),
+        cap_per_payment=_optional_int(doc, "", "cap_per_payment", 1),
+        cap_per_member_day=_optional_int(doc, "", "cap_per_member_day", 1),
+        pending_days=_field_int(doc, "", "pending_days", 0, MAX_DAYS),
+        expiry_months=_field_int(doc, "", "expiry_months", 1, MAX_MONTHS),
+        timezone=_timezone(doc),
+        tiers=_tiers(doc),
+        qualifying_window_days=_field_int(doc, "", "qualifying_window_days", 1, MAX_DAYS),
+        downgrade_grace_days=_field_int(doc, "", "downgrade_grace_days", 0, MAX_DAYS),
+        refund_policy=refund_policy,
+        negative_floor=negative_floor,
+        grants=_grants(doc),
+        referral_bonus_referrer=_field_int(doc, "", "referral_bonus_referrer"),
+        referral_bonus_referee=_field_int(doc, "", "referral_bonus_referee"),
+        hold_ttl_s=_field_int(doc, "", "hold_ttl_s", 1, MAX_DAYS * 86_400),
+    )
+
+
+def load_rules_file(path: Path) -> Rules:
+    """Read and validate a TOML rules file (the only I/O in this module)."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise RulesError(str(path), f"not valid TOML: {error}") from None
+    return parse_rules(doc)

@@ -1,0 +1,1 @@
+"""SQL of the points service (schema `points`), by topic."""

@@ -1,0 +1,210 @@
+"""SQL of the points ledger: balances, transactions, transfers, lots, daily earnings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from services.runtime.db import Conn
+
+
+@dataclass(frozen=True)
+class StoredTransaction:
+    txn_id: int
+    kind: str
+    request_hash: bytes
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    available: int
+    pending: int
+    held: int
+    lifetime_earned: int
+
+
+@dataclass(frozen=True)
+class NewLot:
+    lot_id: int
+    txn_id: int
+    state: str
+    points: int
+    earned_at: datetime
+    available_at: datetime
+    expires_at: datetime
+    rule_version: int
+
+
+@dataclass(frozen=True)
+class NewTransfer:
+    txn_id: int
+    from_account: str
+    to_account: str
+    amount: int
+    lot_id: int | None
+    rule_version: int
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    txn_id: int
+    kind: str
+    idempotency_key: str
+    request_hash: bytes
+    rule_version: int
+    points: int
+    result: dict[str, Any]
+    explanation: dict[str, Any]
+
+
+async def next_ids(conn: Conn, count: int) -> list[int]:
+    """Ids for transactions, transfers and lots: one sequence, no hot row."""
+    rows = await conn.fetch(
+        "SELECT nextval('points.ledger_ids') AS id FROM generate_series(1, $1)", count
+    )
+    return [int(r["id"]) for r in rows]
+
+
+async def find_transaction(conn: Conn, member_id: str, key: str) -> StoredTransaction | None:
+    row = await conn.fetchrow(
+        "SELECT txn_id, kind, request_hash, result FROM points.transactions"
+        " WHERE member_id = $1 AND idempotency_key = $2",
+        member_id,
+        key,
+    )
+    if row is None:
+        return None
+    return StoredTransaction(
+        int(row["txn_id"]), row["kind"], bytes(row["request_hash"]), json.loads(row["result"])
+    )
+
+
+async def lock_balance(conn: Conn, member_id: str, available_floor: int) -> BalanceRow:
+    """Creates the member's balance on first use and locks it for this transaction: every
+    change of one member's points is serialised here, and only here."""
+    await conn.execute(
+        "INSERT INTO points.balances (member_id, available_floor) VALUES ($1, $2)"
+        " ON CONFLICT (member_id) DO NOTHING",
+        member_id,
+        available_floor,
+    )
+    row = await conn.fetchrow(
+        "SELECT available, pending, held, lifetime_earned FROM points.balances"
+        " WHERE member_id = $1 FOR UPDATE",
+        member_id,
+    )
+    assert row is not None, "inserted above"
+    return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
+
+
+async def get_balance(conn: Conn, member_id: str) -> BalanceRow | None:
+    row = await conn.fetchrow(
+        "SELECT available, pending, held, lifetime_earned FROM points.balances"
+        " WHERE member_id = $1",
+        member_id,
+    )
+    if row is None:
+        return None
+    return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
+
+
+async def add_to_balance(
+    conn: Conn, member_id: str, *, available: int = 0, pending: int = 0, earned: int = 0
+) -> None:
+    await conn.execute(
+        "UPDATE points.balances SET available = available + $2, pending = pending + $3,"
+        " lifetime_earned = lifetime_earned + $4, updated_at = now() WHERE member_id = $1",
+        member_id,
+        available,
+        pending,
+        earned,
+    )
+
+
+async def earned_on(conn: Conn, member_id: str, day: date) -> int:
+    value = await conn.fetchval(
+        "SELECT points FROM points.daily_earnings WHERE member_id = $1 AND day = $2",
+        member_id,
+        day,
+    )
+    return int(value or 0)
+
+
+async def add_earned_on(conn: Conn, member_id: str, day: date, points: int) -> None:
+    await conn.execute(
+        "INSERT INTO points.daily_earnings (member_id, day, points) VALUES ($1, $2, $3)"
+        " ON CONFLICT (member_id, day)"
+        " DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points",
+        member_id,
+        day,
+        points,
+    )
+
+
+async def insert_lot(conn: Conn, member_id: str, lot: NewLot) -> None:
+    await conn.execute(
+        "INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining,"
+        " earned_at, available_at, expires_at, rule_version)"
+        " VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+        member_id,
+        lot.lot_id,
+        lot.txn_id,
+        lot.state,
+        lot.points,
+        lot.earned_at,
+        lot.available_at,
+        lot.expires_at,
+        lot.rule_version,
+    )
+
+
+async def insert_transfers(conn: Conn, member_id: str, transfers: list[NewTransfer]) -> None:
+    ids = await next_ids(conn, len(transfers))
+    await conn.executemany(
+        "INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account,"
+        " to_account, amount, lot_id, rule_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [
+            (
+                member_id,
+                tid,
+                t.txn_id,
+                t.from_account,
+                t.to_account,
+                t.amount,
+                t.lot_id,
+                t.rule_version,
+            )
+            for tid, t in zip(ids, transfers, strict=True)
+        ],
+    )
+
+
+async def insert_transaction(conn: Conn, member_id: str, txn: NewTransaction) -> None:
+    await conn.execute(
+        "INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key,"
+        " request_hash, rule_version, points, result, explanation)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        member_id,
+        txn.txn_id,
+        txn.kind,
+        txn.idempotency_key,
+        txn.request_hash,
+        txn.rule_version,
+        txn.points,
+        json.dumps(txn.result),
+        json.dumps(txn.explanation, ensure_ascii=False),
+    )
+
+
+async def expiring_soonest(conn: Conn, member_id: str, limit: int) -> list[tuple[int, datetime]]:
+    rows = await conn.fetch(
+        "SELECT sum(remaining) AS points, expires_at FROM points.lots"
+        " WHERE member_id = $1 AND state = 'AVAILABLE' AND remaining > 0"
+        " GROUP BY expires_at ORDER BY expires_at LIMIT $2",
+        member_id,
+        limit,
+    )
+    return [(int(r["points"]), r["expires_at"]) for r in rows]
