@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from services.points import earn
+from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.member_events import MemberDirectory
 from services.points.rules import Rules, UnknownCurrency
 from services.points.settlement import Payment, PointsState, SettlementResult, explanation_of
@@ -21,11 +22,6 @@ from services.runtime.errors import (
     idempotency_key_reused,
     not_found,
 )
-
-# ledger accounts (DESIGN §6); member accounts belong to the transaction's member
-ISSUED = "program:issued"
-MEMBER_PENDING = "member:pending"
-MEMBER_AVAILABLE = "member:available"
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,8 @@ async def lock_balance(conn: Conn, member_id: str, available_floor: int) -> Bala
         " WHERE member_id = $1 FOR UPDATE",
         member_id,
     )
-    assert row is not None, "inserted above"
+    if row is None:
+        raise LookupError("balance row vanished after its insert")
     return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
 
 
