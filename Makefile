@@ -43,6 +43,7 @@ typecheck: $(GEN_STAMP)
 
 bench: $(GEN_STAMP)
 	$(BIN)/python -m tests.bench.bench_accounts
+	$(BIN)/python -m tests.bench.bench_settlement
 
 clean:
 	rm -rf gen $(VENV)

@@ -1,0 +1,398 @@
+"""Settlement throughput against pgbench on the same PostgreSQL (not a test:
+`make bench-points`).
+
+In one run, on one embedded PostgreSQL, interleaved for `--rounds` rounds:
+
+  (a) `pgbench -M prepared` tpcb-like, 8 clients: the reference (TPS)
+  (b) SettlePayment over gRPC, 32 concurrent callers
+  (c) SettlePayments in batches of 100
+
+The points service runs as its own process (as in `make run`); the callers are asyncio tasks
+in this process. Prints settlements/s as a ratio to pgbench TPS with p50/p99 latency, checks
+the ledger afterwards, and writes bench-results/settlement.json.
+
+    python -m tests.bench.bench_settlement [--rounds 3] [--seconds 10] [--members 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from membership.points.v1 import points_pb2 as pb
+from membership.points.v1 import points_pb2_grpc as pb_grpc
+
+from services.runtime.identity import TokenSigner, load_or_create_signing_key
+from tests.bench.common import Progress, Result, machine_info, summarise
+from tests.support.postgres import PostgresForTests, pg_bin_dir, with_database
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "settlement.json"
+PGBENCH_DB = "pgbench_reference"
+BATCH = 100
+SINGLE_CALLERS = 32
+BATCH_CALLERS = 4
+PGBENCH_CLIENTS = 8
+LEDGER_CHECK = """
+WITH moved AS (
+  SELECT member_id, account, sum(delta) AS total FROM (
+    SELECT member_id, to_account AS account, amount AS delta FROM points.transfers
+    UNION ALL SELECT member_id, from_account, -amount FROM points.transfers) t
+  WHERE account IN ('member:available', 'member:pending') GROUP BY member_id, account)
+SELECT count(*) FROM points.balances b WHERE
+  b.pending <> COALESCE((SELECT total FROM moved m WHERE m.member_id = b.member_id
+                         AND m.account = 'member:pending'), 0)
+  OR b.available <> COALESCE((SELECT total FROM moved m WHERE m.member_id = b.member_id
+                         AND m.account = 'member:available'), 0)
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    rounds: int
+    seconds: float
+    members: int
+    scale: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pg_tool(name: str) -> str:
+    bin_dir = pg_bin_dir()
+    return str(bin_dir / name) if bin_dir else name
+
+
+# --- pgbench ---------------------------------------------------------------------------------
+
+
+async def prepare_pgbench(admin_dsn: str, scale: int) -> str:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {PGBENCH_DB}")
+        await conn.execute(f"CREATE DATABASE {PGBENCH_DB}")
+    finally:
+        await conn.close()
+    dsn = with_database(admin_dsn, PGBENCH_DB)
+    await asyncio.to_thread(_pgbench_init, dsn, scale)
+    return dsn
+
+
+def _pgbench_init(dsn: str, scale: int) -> None:
+    subprocess.run(  # noqa: S603 (our own pgbench binary, fixed arguments)
+        [_pg_tool("pgbench"), "-i", "-q", "-s", str(scale), dsn],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+
+
+def run_pgbench(dsn: str, seconds: float) -> float:
+    """tpcb-like TPS with prepared statements and 8 clients."""
+    out = subprocess.run(
+        [
+            _pg_tool("pgbench"),
+            "-M",
+            "prepared",
+            "-c",
+            str(PGBENCH_CLIENTS),
+            "-j",
+            "2",
+            "-T",
+            str(max(1, round(seconds))),
+            "-n",
+            dsn,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    if match is None:
+        raise RuntimeError("pgbench printed no TPS")
+    return float(match[1])
+
+
+# --- the points service ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def points_process(dsn: str, keys_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "MEMBERSHIP_KEYS_DIR": str(keys_dir),
+        "MEMBERSHIP_POINTS_ADDR": f"127.0.0.1:{port}",
+        "MEMBERSHIP_DB_POOL_MAX": "20",
+        "MEMBERSHIP_LOG_LEVEL": "WARNING",
+        "MEMBERSHIP_POINTS_JOBS_INTERVAL_S": "0",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "services.points"], env=env)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def wait_serving(channel: grpc.aio.Channel, timeout_s: float = 30) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the points service did not start")
+
+
+def _auth(signer: TokenSigner, role: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {signer.mint('bench', role, 3600)}"),)
+
+
+async def load_members(stub: pb_grpc.PointsServiceStub, signer: TokenSigner, n: int) -> None:
+    now = pb.MemberEvent().event_time
+    now.GetCurrentTime()
+    for start in range(0, n, 500):
+        events = [
+            pb.MemberEvent(
+                event_id=1,
+                member=f"members/mbench{i:07d}",
+                type=pb.MEMBER_EVENT_TYPE_REGISTERED,
+                state=pb.MEMBER_STATE_ACTIVE,
+                event_time=now,
+            )
+            for i in range(start, min(n, start + 500))
+        ]
+        await stub.ApplyMemberEvents(
+            pb.ApplyMemberEventsRequest(events=events), metadata=_auth(signer, "service:accounts")
+        )
+
+
+# --- settlement load -------------------------------------------------------------------------
+
+
+class PaymentFactory:
+    """Distinct payments spread over the members; amounts vary, categories rotate."""
+
+    CATEGORIES = ("dining", "supermarket", "travel", "retail", "top_up")
+
+    def __init__(self, members: int) -> None:
+        self._members = members
+        self._ids = count()
+        self._when = datetime.now(UTC) - timedelta(minutes=1)
+
+    def next(self) -> pb.SettlePaymentRequest:
+        i = next(self._ids)
+        request = pb.SettlePaymentRequest(
+            member=f"members/mbench{i % self._members:07d}",
+            payment_id=f"bench-{os.getpid()}-{i}",
+            amount=pb.Money(currency_code="CNY", amount_minor=100 + (i * 7919) % 50_000),
+            merchant_id=f"merchant-{i % 97}",
+            merchant_category=self.CATEGORIES[i % len(self.CATEGORIES)],
+            channel="app",
+        )
+        request.occur_time.FromDatetime(self._when)
+        return request
+
+
+async def timed_load(
+    label: str, callers: int, seconds: float, call: Callable[[], Awaitable[int]]
+) -> tuple[list[float], int, float]:
+    """`callers` loops calling `call` until the time is up; returns latencies, items, elapsed."""
+    latencies: list[float] = []
+    items = 0
+    progress = Progress(label, int(seconds))
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def caller() -> None:
+        nonlocal items
+        while (now := time.perf_counter()) < deadline:
+            done = await call()  # not `items += await ...`: that reads items before awaiting
+            items += done
+            latencies.append(time.perf_counter() - now)
+            progress.update(int(min(seconds, time.perf_counter() - started)))
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return latencies, items, time.perf_counter() - started
+
+
+def settle_one(
+    stub: pb_grpc.PointsServiceStub, payments: PaymentFactory, auth: tuple[tuple[str, str], ...]
+) -> Callable[[], Awaitable[int]]:
+    async def call() -> int:
+        await stub.SettlePayment(payments.next(), metadata=auth, timeout=30)
+        return 1
+
+    return call
+
+
+def settle_batch(
+    stub: pb_grpc.PointsServiceStub, payments: PaymentFactory, auth: tuple[tuple[str, str], ...]
+) -> Callable[[], Awaitable[int]]:
+    async def call() -> int:
+        request = pb.SettlePaymentsRequest(requests=[payments.next() for _ in range(BATCH)])
+        response = await stub.SettlePayments(request, metadata=auth, timeout=60)
+        failed = [r for r in response.results if r.error_code]
+        if failed:
+            raise RuntimeError(f"{len(failed)} batch items failed: {failed[0].error_reason}")
+        return len(response.results)
+
+    return call
+
+
+# --- rounds and report -----------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    pgbench_tps: float
+    single: Result
+    batch: Result
+
+
+async def one_round(
+    n: int,
+    options: Options,
+    pgbench_dsn: str,
+    single: Callable[[], Awaitable[int]],
+    batch: Callable[[], Awaitable[int]],
+) -> Round:
+    tps = await asyncio.to_thread(run_pgbench, pgbench_dsn, options.seconds)
+    print(f"round {n}: pgbench {tps:,.0f} TPS", file=sys.stderr)
+    lat, items, elapsed = await timed_load(
+        f"round {n} SettlePayment", SINGLE_CALLERS, options.seconds, single
+    )
+    one = summarise("SettlePayment", lat, elapsed, SINGLE_CALLERS)
+    one.throughput = round(items / elapsed, 1)
+    lat, items, elapsed = await timed_load(
+        f"round {n} SettlePayments x{BATCH}", BATCH_CALLERS, options.seconds, batch
+    )
+    many = summarise(f"SettlePayments (batches of {BATCH})", lat, elapsed, BATCH_CALLERS)
+    many.throughput = round(items / elapsed, 1)  # settlements per second, not calls
+    return Round(tps, one, many)
+
+
+def report(rounds: list[Round], violations: int) -> dict[str, Any]:
+    tps = statistics.median(r.pgbench_tps for r in rounds)
+    single = statistics.median(r.single.throughput for r in rounds)
+    batch = statistics.median(r.batch.throughput for r in rounds)
+    lines = [
+        f"{'round':<6} {'pgbench TPS':>12} {'single/s':>10} {'ratio':>6} {'p50 ms':>8}"
+        f" {'p99 ms':>8} {'batch/s':>10} {'ratio':>6} {'batch p50':>10} {'batch p99':>10}"
+    ]
+    for i, r in enumerate(rounds, 1):
+        lines.append(
+            f"{i:<6} {r.pgbench_tps:>12,.0f} {r.single.throughput:>10,.0f}"
+            f" {r.single.throughput / r.pgbench_tps:>6.2f} {r.single.p50_ms:>8.1f}"
+            f" {r.single.p99_ms:>8.1f} {r.batch.throughput:>10,.0f}"
+            f" {r.batch.throughput / r.pgbench_tps:>6.2f} {r.batch.p50_ms:>10.1f}"
+            f" {r.batch.p99_ms:>10.1f}"
+        )
+    lines.append(
+        f"median: single {single / tps:.2f}x pgbench (target 0.5x), batches {batch / tps:.2f}x"
+        f" pgbench (target 5x); ledger check: {violations} balance(s) not equal to their transfers"
+    )
+    print("\n".join(lines))
+    return {
+        "rounds": [asdict(r) for r in rounds],
+        "median": {
+            "pgbench_tps": tps,
+            "single_per_s": single,
+            "batch_per_s": batch,
+            "single_ratio": round(single / tps, 3),
+            "batch_ratio": round(batch / tps, 3),
+        },
+        "targets": {"single_ratio": 0.5, "batch_ratio": 5.0},
+        "ledger_violations": violations,
+        "machine": machine_info(),
+        "settings": {
+            "single_callers": SINGLE_CALLERS,
+            "batch_callers": BATCH_CALLERS,
+            "batch_size": BATCH,
+            "pgbench_clients": PGBENCH_CLIENTS,
+        },
+    }
+
+
+async def run(options: Options, pg: PostgresForTests, keys_dir: Path) -> dict[str, Any]:
+    dsn = await pg.new_database()
+    pgbench_dsn = await prepare_pgbench(pg.admin_dsn, options.scale)
+    signer = TokenSigner(load_or_create_signing_key(keys_dir), "wallet-membership", "bench")
+    port = _free_port()
+    with points_process(dsn, keys_dir, port):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await wait_serving(channel)
+            stub = pb_grpc.PointsServiceStub(channel)
+            await load_members(stub, signer, options.members)
+            payments, auth = PaymentFactory(options.members), _auth(signer, "settlement")
+            single, batch = settle_one(stub, payments, auth), settle_batch(stub, payments, auth)
+            rounds = [
+                await one_round(n, options, pgbench_dsn, single, batch)
+                for n in range(1, options.rounds + 1)
+            ]
+    conn = await asyncpg.connect(dsn)
+    try:
+        violations = int(await conn.fetchval(LEDGER_CHECK))
+    finally:
+        await conn.close()
+    return report(rounds, violations)
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load, per round")
+    parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--scale", type=int, default=8, help="pgbench scale factor")
+    ns = parser.parse_args(argv)
+    if ns.rounds < 1 or ns.seconds <= 0 or ns.members < 1 or ns.scale < 1:
+        parser.error("--rounds, --seconds, --members and --scale must be positive")
+    return Options(ns.rounds, ns.seconds, ns.members, ns.scale)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    pg = PostgresForTests()
+    try:
+        with tempfile.TemporaryDirectory(prefix="wm-bench-keys-") as keys:
+            result = asyncio.run(run(options, pg, Path(keys)))
+    finally:
+        pg.close()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
