@@ -100,7 +100,7 @@ async def prepare_pgbench(admin_dsn: str, scale: int) -> str:
 
 
 def _pgbench_init(dsn: str, scale: int) -> None:
-    subprocess.run(  # noqa: S603 (our own pgbench binary, fixed arguments)
+    subprocess.run(
         [_pg_tool("pgbench"), "-i", "-q", "-s", str(scale), dsn],
         check=True,
         capture_output=True,
