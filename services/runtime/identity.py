@@ -7,6 +7,7 @@ import hashlib
 import os
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from services.runtime.access import ROLE_SCOPES
 MAX_TOKEN_TTL_S = 24 * 3600
 TOKEN_LEEWAY_S = 5
 MAX_CLAIM_LEN = 128
+VERIFIED_CACHE_SIZE = 10_000
 SIGNING_KEY_FILE = "caller-token-ed25519.pem"
 ALGORITHM = "EdDSA"
 
@@ -77,11 +79,27 @@ class TokenSigner:
 
 
 class TokenVerifier:
+    """Verifies caller tokens; remembers the ones it verified until they expire, since a
+    caller sends the same token on every call and a signature check costs more than the
+    rest of a small RPC's overhead."""
+
     def __init__(self, public_keys: list[Ed25519PublicKey], audience: str) -> None:
         self._keys = {key_id(k): k for k in public_keys}
         self._audience = audience
+        self._verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
 
     def verify(self, token: str) -> Caller:
+        cached = self._verified.get(token)
+        if cached is not None and time.time() < cached[1]:
+            self._verified.move_to_end(token)
+            return cached[0]
+        caller, expires_at = self._verify_signed(token)
+        self._verified[token] = (caller, expires_at)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return caller
+
+    def _verify_signed(self, token: str) -> tuple[Caller, float]:
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(str(header.get("kid", "")))
@@ -101,7 +119,7 @@ class TokenVerifier:
             raise InvalidToken("token is for another audience") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token invalid") from exc
-        return _caller_from(claims)
+        return _caller_from(claims), float(claims["exp"])
 
 
 def _is_short_text(value: object) -> bool:
