@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from membership_cli import launcher, tokens
+from membership_cli import launcher, points_jobs, tokens
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, usage_error
 from membership_cli.health import SERVING, probe_all
 from services.runtime.access import ROLE_SCOPES
@@ -26,6 +26,7 @@ examples:
   membership run                          start the whole suite locally (Ctrl-C stops it)
   membership health                       is every service SERVING?
   TOKEN=$(membership token --role admin)  a caller token for grpcurl and friends
+  membership points run-jobs --now 2030-01-01T00:00:00Z   run the points jobs once
 
 {EXIT_CODES}"""
 
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_health(subparsers)
     _add_token(subparsers)
+    points_jobs.add_points(subparsers)
     return parser
 
 

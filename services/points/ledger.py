@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.points import earn
+from services.points import debt, earn
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.member_events import MemberDirectory
 from services.points.rules import Rules, UnknownCurrency
@@ -142,8 +142,11 @@ class Ledger:
             rule_version=version,
             txn_id=txn_id,
         )
+        repaid = 0
         if earning.points > 0:
-            result = await self._credit(conn, payment, earning.points, result, lot_id)
+            result, repaid = await self._credit_and_repay(
+                conn, payment, earning.points, result, lot_id
+            )
             await store.add_earned_on(conn, payment.member_id, day, earning.points)
         await store.insert_transaction(
             conn,
@@ -156,10 +159,24 @@ class Ledger:
                 version,
                 earning.points,
                 result.to_json(),
-                explanation_of(payment, earning, earn.explain(earning)),
+                {**explanation_of(payment, earning, earn.explain(earning)), "debt_repaid": repaid},
             ),
         )
         return result
+
+    async def _credit_and_repay(
+        self, conn: Conn, payment: Payment, points: int, result: SettlementResult, lot_id: int
+    ) -> tuple[SettlementResult, int]:
+        """Credits a new lot whose first points repay the member's debt (allow_negative)."""
+        owed = await debt.owed(conn, payment.member_id)  # before the credit raises `available`
+        result = await self._credit(conn, payment, points, result, lot_id)
+        repaid = min(points, owed)
+        pending = result.state is PointsState.PENDING
+        lot = (result.txn_id or 0, lot_id)
+        await debt.repay_from_new_lot(
+            conn, payment.member_id, lot, repaid, pending, self._rules.version
+        )
+        return result, repaid
 
     async def _credit(
         self, conn: Conn, payment: Payment, points: int, result: SettlementResult, lot_id: int

@@ -14,10 +14,12 @@ from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.points import rules as program_rules
+from services.points.jobs import JobLoop, JobRunner
 from services.points.ledger import Ledger, RulesInForce
 from services.points.member_events import MemberDirectory
 from services.points.server_base import PointsDeps
 from services.points.server_members import MemberEventRpcs
+from services.points.server_refunds import RefundRpcs
 from services.points.server_settlement import SettlementRpcs
 from services.points.store.rules import register_rules
 from services.runtime.config import Settings
@@ -26,7 +28,7 @@ from services.runtime.server import ServiceSpec
 RULES_FILE_ENV = "MEMBERSHIP_POINTS_RULES_FILE"
 
 
-class PointsServicer(SettlementRpcs, MemberEventRpcs, pb_grpc.PointsServiceServicer):
+class PointsServicer(SettlementRpcs, RefundRpcs, MemberEventRpcs, pb_grpc.PointsServiceServicer):
     """Every RPC of PointsService; each mixin maps one topic."""
 
 
@@ -37,14 +39,17 @@ def system_clock() -> datetime:
 class PointsComponent:
     service_names: Sequence[str] = (pb.DESCRIPTOR.services_by_name["PointsService"].full_name,)
 
-    def __init__(self, deps: PointsDeps) -> None:
+    def __init__(self, deps: PointsDeps, jobs: JobLoop) -> None:
         self.deps = deps
+        self.jobs = jobs
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_PointsServiceServicer_to_server(PointsServicer(self.deps), server)
+        # background work starts with serving (add_to runs inside the server's event loop)
+        self.jobs.start()
 
     async def close(self) -> None:
-        pass
+        await self.jobs.stop()
 
 
 async def load_rules_in_force(pool: asyncpg.Pool, path: Path) -> RulesInForce:
@@ -60,7 +65,8 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> PointsComponent:
     rules = await load_rules_in_force(pool, path)
     members = MemberDirectory(pool)
     ledger = Ledger(pool, members, rules, system_clock)
-    return PointsComponent(PointsDeps(pool, ledger, members, system_clock))
+    jobs = JobLoop(JobRunner(pool), system_clock, settings.points_jobs_interval_s)
+    return PointsComponent(PointsDeps(pool, ledger, members, system_clock), jobs)
 
 
 SPEC = ServiceSpec(name="points", migrations_dir=Path(__file__).parent / "migrations", build=build)

@@ -27,6 +27,8 @@ METHOD_SCOPES: dict[str, str] = {
     ACCOUNTS + "EraseMemberData": "accounts.internal.privacy",
     POINTS + "SettlePayment": "points.payments.settle",
     POINTS + "SettlePayments": "points.payments.settle",
+    # refunds come from the same payment system that settles payments
+    POINTS + "RefundPayment": "points.payments.settle",
     POINTS + "GetBalance": "points.balance.read",
     POINTS + "ApplyMemberEvents": "points.internal.members",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",

@@ -37,6 +37,8 @@ class Settings:
     max_concurrent_rpcs: int
     # empty: no metrics endpoint
     metrics_addrs: Mapping[str, str]
+    # how often the points service runs its background jobs; 0: never (tests, run-jobs)
+    points_jobs_interval_s: float
 
     def addr_of(self, service: str) -> str:
         return self.service_addrs[service]
@@ -84,6 +86,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_addrs={
             name: env.get(f"MEMBERSHIP_{name.upper()}_METRICS_ADDR", "") for name in DEFAULT_ADDRS
         },
+        points_jobs_interval_s=_number(
+            env, "MEMBERSHIP_POINTS_JOBS_INTERVAL_S", 30.0, 0.0, 86_400.0
+        ),
     )
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(f"MEMBERSHIP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")

@@ -138,6 +138,12 @@ class Requests:
             "SettlePayment": self.payment,
             "SettlePayments": lambda: ptpb.SettlePaymentsRequest(requests=[self.payment()]),
             "GetBalance": lambda: ptpb.GetBalanceRequest(name=f"{name}/balance"),
+            "RefundPayment": lambda: ptpb.RefundPaymentRequest(
+                member="members/macl",
+                payment_id=_unique("acl"),
+                refund_id=_unique("acl"),
+                amount=ptpb.Money(currency_code="CNY", amount_minor=100),
+            ),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(

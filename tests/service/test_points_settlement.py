@@ -73,7 +73,11 @@ async def balance(suite: Suite, member_id: str) -> pb.Balance:
 
 
 async def ledger_holds(dsn: str) -> None:
-    """Every balance equals the sum of its transfers; lots sum to what they back."""
+    """Every balance equals the sum of its transfers; lots sum to what they back.
+
+    Debt (allow_negative refunds) is `max(0, -available)`; while a member owes points no
+    available lot holds any: available + debt == sum(remaining of AVAILABLE lots).
+    """
     conn = await asyncpg.connect(dsn)
     try:
         mismatched = await conn.fetch(
@@ -91,8 +95,10 @@ async def ledger_holds(dsn: str) -> None:
                     b.member_id AND m.account = 'member:pending'), 0)
                OR b.pending <> COALESCE((SELECT sum(remaining) FROM points.lots l WHERE
                     l.member_id = b.member_id AND l.state = 'PENDING'), 0)
-               OR b.available <> COALESCE((SELECT sum(remaining) FROM points.lots l WHERE
-                    l.member_id = b.member_id AND l.state = 'AVAILABLE'), 0)
+               OR b.available + GREATEST(0, -b.available) <> COALESCE((SELECT sum(remaining)
+                    FROM points.lots l WHERE l.member_id = b.member_id
+                    AND l.state = 'AVAILABLE'), 0)
+               OR b.available < b.available_floor
             """
         )
         assert [r["member_id"] for r in mismatched] == []

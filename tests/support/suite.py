@@ -69,6 +69,8 @@ def settings_for(
             "MEMBERSHIP_DB_POOL_MAX": "4",
             "MEMBERSHIP_SHUTDOWN_GRACE_S": "0.5",
             "MEMBERSHIP_OUTGOING_TIMEOUT_S": "2",
+            # tests run the points jobs themselves, at the times they choose
+            "MEMBERSHIP_POINTS_JOBS_INTERVAL_S": "0",
         }
     )
 

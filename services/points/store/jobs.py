@@ -1,0 +1,211 @@
+"""SQL of the background jobs: the job lock, due lots, and the bulk writes of a batch.
+
+A batch is written with one statement per table (arrays through `unnest`), so a batch of
+500 lots costs a handful of round trips rather than a few thousand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.runtime.db import Conn
+
+# the first key of the two-key advisory locks of jobs; the second is the job's own
+JOB_LOCK_NAMESPACE = 0x6A6F6273  # "jobs"
+
+
+@dataclass(frozen=True)
+class DueLot:
+    member_id: str
+    lot_id: int
+    txn_id: int  # the transaction that earned the lot
+    points: int
+    remaining: int
+    earned_at: datetime
+    available_at: datetime
+    expires_at: datetime
+    rule_version: int
+
+
+@dataclass(frozen=True)
+class LotMove:
+    """One lot's change of state, and the transfer and transaction that record it."""
+
+    lot: DueLot
+    txn_id: int
+    transfer_id: int
+    kind: str
+    idempotency_key: str
+    from_account: str
+    to_account: str
+    new_state: str
+    new_remaining: int  # below the lot's remaining when maturing points repay a debt
+    signed_points: int  # the transaction's points, as the member's available sees them
+    result: dict[str, Any]
+    explanation: dict[str, Any]
+
+
+# member_id -> (available delta, pending delta)
+BalanceDeltas = dict[str, tuple[int, int]]
+
+
+def job_lock_key(job: str) -> int:
+    return int.from_bytes(hashlib.sha256(job.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+async def try_job_lock(conn: Conn, job: str) -> bool:
+    """Held until the transaction ends: a replica that does not get it skips the job."""
+    got = await conn.fetchval(
+        "SELECT pg_try_advisory_xact_lock($1, $2)", JOB_LOCK_NAMESPACE, job_lock_key(job)
+    )
+    return bool(got)
+
+
+_LOT_COLUMNS = (
+    "member_id, lot_id, txn_id, points, remaining, earned_at, available_at, expires_at,"
+    " rule_version"
+)
+# which lots each job takes ($1 is the job's `now`); only these constants are put into SQL text
+_DUE = {
+    "maturation": "state = 'PENDING' AND available_at <= $1",
+    "expiry": "state = 'AVAILABLE' AND remaining > 0 AND expires_at <= $1",
+}
+_DUE_ORDER = {"maturation": "available_at", "expiry": "expires_at"}
+
+
+async def due_lot_keys(conn: Conn, due: str, now: datetime, limit: int) -> list[tuple[str, int]]:
+    """Candidates only: they are read again, locked, once their members' balances are."""
+    rows = await conn.fetch(
+        f"SELECT member_id, lot_id FROM points.lots WHERE {_DUE[due]}"
+        f" ORDER BY {_DUE_ORDER[due]}, member_id, lot_id LIMIT $2",
+        now,
+        limit,
+    )
+    return [(r["member_id"], int(r["lot_id"])) for r in rows]
+
+
+async def lock_balances(conn: Conn, member_ids: list[str]) -> dict[str, int]:
+    """Locks in sorted member_id order, the order settlements lock in, so a job and a
+    settlement batch never wait on each other in a cycle; returns each `available`."""
+    rows = await conn.fetch(
+        "SELECT member_id, available FROM points.balances WHERE member_id = ANY($1::text[])"
+        " ORDER BY member_id FOR UPDATE",
+        sorted(set(member_ids)),
+    )
+    return {r["member_id"]: int(r["available"]) for r in rows}
+
+
+async def lock_due_lots(
+    conn: Conn, due: str, now: datetime, keys: list[tuple[str, int]]
+) -> list[DueLot]:
+    """The candidates that are still due now that nothing else can change them."""
+    rows = await conn.fetch(
+        f"SELECT {_LOT_COLUMNS} FROM points.lots"
+        " WHERE (member_id, lot_id) IN"
+        " (SELECT * FROM unnest($2::text[], $3::bigint[]))"
+        f" AND {_DUE[due]} ORDER BY member_id, lot_id FOR UPDATE",
+        now,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return [
+        DueLot(
+            r["member_id"],
+            int(r["lot_id"]),
+            int(r["txn_id"]),
+            int(r["points"]),
+            int(r["remaining"]),
+            r["earned_at"],
+            r["available_at"],
+            r["expires_at"],
+            int(r["rule_version"]),
+        )
+        for r in rows
+    ]
+
+
+async def record_moves(conn: Conn, moves: list[LotMove], balance_deltas: BalanceDeltas) -> None:
+    if not moves:
+        return
+    await _insert_transactions(conn, moves)
+    await _insert_transfers(conn, moves)
+    await _update_lots(conn, moves)
+    await _update_balances(conn, balance_deltas)
+
+
+async def _insert_transactions(conn: Conn, moves: list[LotMove]) -> None:
+    await conn.execute(
+        "INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key,"
+        " request_hash, rule_version, points, result, explanation)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[],"
+        " $5::bytea[], $6::bigint[], $7::bigint[], $8::jsonb[], $9::jsonb[])",
+        [m.lot.member_id for m in moves],
+        [m.txn_id for m in moves],
+        [m.kind for m in moves],
+        [m.idempotency_key for m in moves],
+        [hashlib.sha256(m.idempotency_key.encode()).digest() for m in moves],
+        [m.lot.rule_version for m in moves],
+        [m.signed_points for m in moves],
+        [json.dumps(m.result) for m in moves],
+        [json.dumps(m.explanation, ensure_ascii=False) for m in moves],
+    )
+
+
+async def _insert_transfers(conn: Conn, moves: list[LotMove]) -> None:
+    await conn.execute(
+        "INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account,"
+        " to_account, amount, lot_id, rule_version)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[],"
+        " $5::text[], $6::bigint[], $7::bigint[], $8::bigint[])",
+        [m.lot.member_id for m in moves],
+        [m.transfer_id for m in moves],
+        [m.txn_id for m in moves],
+        [m.from_account for m in moves],
+        [m.to_account for m in moves],
+        [m.lot.remaining for m in moves],
+        [m.lot.lot_id for m in moves],
+        [m.lot.rule_version for m in moves],
+    )
+
+
+async def _update_lots(conn: Conn, moves: list[LotMove]) -> None:
+    await conn.execute(
+        "UPDATE points.lots l SET state = u.state, remaining = u.remaining"
+        " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])"
+        " AS u(member_id, lot_id, state, remaining)"
+        " WHERE l.member_id = u.member_id AND l.lot_id = u.lot_id",
+        [m.lot.member_id for m in moves],
+        [m.lot.lot_id for m in moves],
+        [m.new_state for m in moves],
+        [m.new_remaining for m in moves],
+    )
+
+
+async def _update_balances(conn: Conn, deltas: BalanceDeltas) -> None:
+    members = sorted(deltas)
+    await conn.execute(
+        "UPDATE points.balances b SET available = b.available + d.available,"
+        " pending = b.pending + d.pending, updated_at = now()"
+        " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(member_id, available, pending)"
+        " WHERE b.member_id = d.member_id",
+        members,
+        [deltas[m][0] for m in members],
+        [deltas[m][1] for m in members],
+    )
+
+
+async def mark_lots(conn: Conn, keys: list[tuple[str, int]], state: str) -> None:
+    """State only, for lots with nothing left to move (no transfer may be of 0 points)."""
+    if not keys:
+        return
+    await conn.execute(
+        "UPDATE points.lots l SET state = $3 FROM unnest($1::text[], $2::bigint[])"
+        " AS k(member_id, lot_id) WHERE l.member_id = k.member_id AND l.lot_id = k.lot_id",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        state,
+    )

@@ -1,0 +1,150 @@
+"""SQL of refunds: the settled payment, what was refunded of it, its lot and the lots to
+claw back from, and a member's debt under the allow_negative refund policy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.runtime.db import Conn
+
+
+@dataclass(frozen=True)
+class SettledPayment:
+    payment_id: str
+    currency: str
+    amount_minor: int
+    points: int  # what the settlement awarded
+    lot_id: int | None  # None when it awarded nothing
+
+
+@dataclass(frozen=True)
+class RefundedSoFar:
+    refunded_minor: int
+    points_clawed_back: int
+
+
+@dataclass(frozen=True)
+class LotRow:
+    lot_id: int
+    state: str
+    remaining: int
+    expires_at: datetime
+
+
+def settlement_key(payment_id: str) -> str:
+    """The idempotency key SettlePayment recorded (settlement.Payment.idempotency_key)."""
+    return f"payment:{payment_id}"
+
+
+async def find_settled_payment(
+    conn: Conn, member_id: str, payment_id: str
+) -> SettledPayment | None:
+    # the amount is read from the settlement's stored explanation, written in the same
+    # transaction as the payment's points (settlement.explanation_of)
+    row = await conn.fetchrow(
+        "SELECT t.points, t.explanation -> 'payment' AS payment,"
+        " (SELECT l.lot_id FROM points.lots l WHERE l.member_id = t.member_id"
+        "  AND l.txn_id = t.txn_id) AS lot_id"
+        " FROM points.transactions t"
+        " WHERE t.member_id = $1 AND t.idempotency_key = $2 AND t.kind = 'settlement'",
+        member_id,
+        settlement_key(payment_id),
+    )
+    if row is None:
+        return None
+    paid = json.loads(row["payment"])
+    lot_id = row["lot_id"]
+    return SettledPayment(
+        payment_id,
+        str(paid["currency"]),
+        int(paid["amount_minor"]),
+        int(row["points"]),
+        None if lot_id is None else int(lot_id),
+    )
+
+
+async def lock_refunded(conn: Conn, member_id: str, payment: SettledPayment) -> RefundedSoFar:
+    """What was refunded of the payment so far; the row is created on the first refund and
+    locked (after the member's balance row) until the transaction ends."""
+    await conn.execute(
+        "INSERT INTO points.payment_refunds (member_id, payment_id, currency, payment_minor)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (member_id, payment_id) DO NOTHING",
+        member_id,
+        payment.payment_id,
+        payment.currency,
+        payment.amount_minor,
+    )
+    row = await conn.fetchrow(
+        "SELECT refunded_minor, points_clawed_back FROM points.payment_refunds"
+        " WHERE member_id = $1 AND payment_id = $2 FOR UPDATE",
+        member_id,
+        payment.payment_id,
+    )
+    if row is None:
+        raise LookupError("payment_refunds row vanished after its insert")
+    return RefundedSoFar(int(row["refunded_minor"]), int(row["points_clawed_back"]))
+
+
+async def add_refunded(
+    conn: Conn, member_id: str, payment_id: str, amount_minor: int, points: int
+) -> None:
+    await conn.execute(
+        "UPDATE points.payment_refunds SET refunded_minor = refunded_minor + $3,"
+        " points_clawed_back = points_clawed_back + $4, updated_at = now()"
+        " WHERE member_id = $1 AND payment_id = $2",
+        member_id,
+        payment_id,
+        amount_minor,
+        points,
+    )
+
+
+async def lock_lots(conn: Conn, member_id: str, own_lot_id: int | None) -> list[LotRow]:
+    """The payment's own lot and every lot with available points, locked in spending order
+    (expires_at, lot_id): the one order every path locks lots in."""
+    rows = await conn.fetch(
+        "SELECT lot_id, state, remaining, expires_at FROM points.lots"
+        " WHERE member_id = $1 AND (lot_id = $2 OR (state = 'AVAILABLE' AND remaining > 0))"
+        " ORDER BY expires_at, lot_id FOR UPDATE",
+        member_id,
+        own_lot_id,
+    )
+    return [
+        LotRow(int(r["lot_id"]), r["state"], int(r["remaining"]), r["expires_at"]) for r in rows
+    ]
+
+
+async def take_from_lot(
+    conn: Conn, member_id: str, lot_id: int, points: int, *, cancel_when_empty: bool
+) -> None:
+    """Lowers a lot's remaining points; a pending lot left with none is CANCELLED."""
+    await conn.execute(
+        "UPDATE points.lots SET remaining = remaining - $3,"
+        " state = CASE WHEN $4 AND remaining - $3 = 0 THEN 'CANCELLED' ELSE state END"
+        " WHERE member_id = $1 AND lot_id = $2",
+        member_id,
+        lot_id,
+        points,
+        cancel_when_empty,
+    )
+
+
+async def debt_of(conn: Conn, member_id: str) -> int:
+    """Points the member owes (available below zero); 0 without a balance row."""
+    value = await conn.fetchval(
+        "SELECT GREATEST(0, -available) FROM points.balances WHERE member_id = $1", member_id
+    )
+    return int(value or 0)
+
+
+async def sync_floor(conn: Conn, member_id: str, floor: int) -> None:
+    """Moves the row's floor to the rules in force, never above the current balance (the
+    CHECK must keep holding for a member already below a floor that was since raised)."""
+    await conn.execute(
+        "UPDATE points.balances SET available_floor = LEAST($2::bigint, available, 0)"
+        " WHERE member_id = $1",
+        member_id,
+        floor,
+    )
