@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 
 import asyncpg
 
@@ -14,6 +14,7 @@ from services.points.member_events import MemberDirectory
 from services.points.rules import Rules, UnknownCurrency
 from services.points.settlement import Payment, PointsState, SettlementResult, explanation_of
 from services.points.store import ledger as store
+from services.points.store import settlement as fast
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
     DomainError,
@@ -79,40 +80,31 @@ class Ledger:
         except DomainError as err:
             return ItemOutcome(None, err)
 
-    async def _replay(self, conn: Conn, payment: Payment) -> SettlementResult | None:
-        done = await store.find_transaction(conn, payment.member_id, payment.idempotency_key)
-        if done is None:
-            return None
-        if done.request_hash != payment.fingerprint():
-            raise idempotency_key_reused()
-        return SettlementResult.from_json(done.result)
-
     async def _settle_in(self, conn: Conn, payment: Payment) -> SettlementResult:
-        done = await self._replay(conn, payment)
-        if done is not None:
-            return done
-        await self._require_active(conn, payment.member_id)
         rules = self._rules.rules
         floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
-        await store.lock_balance(conn, payment.member_id, floor)
-        # a concurrent duplicate may have committed while this one waited for the lock
-        done = await self._replay(conn, payment)
-        if done is not None:
-            return done
-        return await self._record(conn, payment)
-
-    async def _require_active(self, conn: Conn, member_id: str) -> None:
-        member = await self._members.state_of(conn, member_id)
-        if member is None:
+        locked = await fast.lock_known_member(conn, payment.member_id, floor)
+        if locked is None:
             raise failed_precondition(
                 "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
             )
-        if member.state != "ACTIVE":
+        day = earn.local_day(rules, payment.occurred_at)
+        seen = await fast.read_under_lock(conn, payment.member_id, payment.idempotency_key, day)
+        if seen.request_hash is not None and seen.result is not None:
+            # a repeat answers with the first result, whatever the member's state is now
+            if seen.request_hash != payment.fingerprint():
+                raise idempotency_key_reused()
+            return SettlementResult.from_json(seen.result)
+        if seen.state != "ACTIVE":
             raise failed_precondition(
-                f"MEMBER_{member.state}", f"a {member.state} member does not earn points"
+                f"MEMBER_{seen.state}", f"a {seen.state} member does not earn points"
             )
+        earning = self._earning(seen.earned_today, payment)
+        if earning.points > 0 and locked.available < 0:
+            return await self._record_repaying_debt(conn, payment, earning, locked.txn_id, day)
+        return await self._record(conn, payment, earning, locked, day)
 
-    def _earning(self, conn_day_total: int, payment: Payment) -> earn.Earning:
+    def _earning(self, earned_today: int, payment: Payment) -> earn.Earning:
         rules = self._rules.rules
         try:
             return earn.compute_earning(
@@ -121,47 +113,79 @@ class Ledger:
                 payment.amount_minor,
                 payment.category,
                 rules.base_tier().earn_multiplier_bps,
-                conn_day_total,
+                earned_today,
             )
         except UnknownCurrency as exc:
             raise bad_field("amount.currency_code", "not a currency of the program") from exc
 
-    async def _record(self, conn: Conn, payment: Payment) -> SettlementResult:
-        rules, version = self._rules.rules, self._rules.version
-        day = earn.local_day(rules, payment.occurred_at)
-        earning = self._earning(await store.earned_on(conn, payment.member_id, day), payment)
-        txn_id, lot_id = await store.next_ids(conn, 2)
-        result = SettlementResult(
+    def _nothing_yet(
+        self, payment: Payment, earning: earn.Earning, txn_id: int
+    ) -> SettlementResult:
+        return SettlementResult(
             member_id=payment.member_id,
             payment_id=payment.payment_id,
             points=earning.points,
             state=PointsState.NONE,
             available_at=None,
             expires_at=None,
-            tier_multiplier_bps=rules.base_tier().earn_multiplier_bps,
-            rule_version=version,
+            tier_multiplier_bps=self._rules.rules.base_tier().earn_multiplier_bps,
+            rule_version=self._rules.version,
             txn_id=txn_id,
         )
-        repaid = 0
-        if earning.points > 0:
-            result, repaid = await self._credit_and_repay(
-                conn, payment, earning.points, result, lot_id
-            )
-            await store.add_earned_on(conn, payment.member_id, day, earning.points)
-        await store.insert_transaction(
-            conn,
-            payment.member_id,
-            store.NewTransaction(
-                txn_id,
-                "settlement",
-                payment.idempotency_key,
-                payment.fingerprint(),
-                version,
-                earning.points,
-                result.to_json(),
-                {**explanation_of(payment, earning, earn.explain(earning)), "debt_repaid": repaid},
-            ),
+
+    def _row(
+        self, payment: Payment, earning: earn.Earning, result: SettlementResult, repaid: int
+    ) -> fast.SettlementRow:
+        explanation = explanation_of(payment, earning, earn.explain(earning))
+        return fast.SettlementRow(
+            txn_id=result.txn_id or 0,
+            key=payment.idempotency_key,
+            request_hash=payment.fingerprint(),
+            rule_version=self._rules.version,
+            points=earning.points,
+            result=result.to_json(),
+            explanation={**explanation, "debt_repaid": repaid},
         )
+
+    async def _record(
+        self, conn: Conn, payment: Payment, earning: earn.Earning, locked: fast.Locked, day: date
+    ) -> SettlementResult:
+        """The common case (no debt to repay): everything in one statement."""
+        result = self._nothing_yet(payment, earning, locked.txn_id)
+        credit = None
+        if earning.points > 0:
+            rules = self._rules.rules
+            available_at = earn.available_at(rules, payment.occurred_at)
+            pending = available_at > self._clock()
+            state = PointsState.PENDING if pending else PointsState.AVAILABLE
+            credit = fast.Credit(
+                lot_id=locked.lot_id,
+                transfer_id=locked.transfer_id,
+                state=state.value,
+                to_account=MEMBER_PENDING if pending else MEMBER_AVAILABLE,
+                earned_at=payment.occurred_at,
+                available_at=available_at,
+                expires_at=earn.expires_at(rules, payment.occurred_at),
+                day=day,
+            )
+            result = replace(
+                result, state=state, available_at=available_at, expires_at=credit.expires_at
+            )
+        await fast.write_settlement(
+            conn, payment.member_id, self._row(payment, earning, result, 0), credit
+        )
+        return result
+
+    async def _record_repaying_debt(
+        self, conn: Conn, payment: Payment, earning: earn.Earning, txn_id: int, day: date
+    ) -> SettlementResult:
+        """A member in debt (allow_negative): the new lot's first points repay it."""
+        (lot_id,) = await store.next_ids(conn, 1)
+        result = self._nothing_yet(payment, earning, txn_id)
+        result, repaid = await self._credit_and_repay(conn, payment, earning.points, result, lot_id)
+        await store.add_earned_on(conn, payment.member_id, day, earning.points)
+        row = self._row(payment, earning, result, repaid)
+        await fast.write_settlement(conn, payment.member_id, row, None)
         return result
 
     async def _credit_and_repay(

@@ -1,0 +1,155 @@
+"""SQL of settling one payment in three statements: lock, read under the lock, write.
+
+Settlement is the hot path; each round trip costs the service more CPU than the SQL costs
+PostgreSQL, so the steps that the general ledger functions do one by one are folded here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from services.runtime.db import Conn
+
+
+@dataclass(frozen=True)
+class Locked:
+    available: int
+    txn_id: int
+    lot_id: int
+    transfer_id: int
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the member's lock holder sees: state, an earlier settlement, today's earnings."""
+
+    state: str
+    request_hash: bytes | None
+    result: dict[str, Any] | None
+    earned_today: int
+
+
+@dataclass(frozen=True)
+class Credit:
+    lot_id: int
+    transfer_id: int
+    state: str  # PENDING or AVAILABLE
+    to_account: str
+    earned_at: datetime
+    available_at: datetime
+    expires_at: datetime
+    day: date
+
+
+@dataclass(frozen=True)
+class SettlementRow:
+    txn_id: int
+    key: str
+    request_hash: bytes
+    rule_version: int
+    points: int
+    result: dict[str, Any]
+    explanation: dict[str, Any]
+
+
+async def lock_known_member(conn: Conn, member_id: str, available_floor: int) -> Locked | None:
+    """Creates or locks the balance of a member points knows (None otherwise), and draws
+    the ids the settlement may need. The lock serialises every change of the member's
+    points; statements after it see what earlier holders committed."""
+    row = await conn.fetchrow(
+        "INSERT INTO points.balances (member_id, available_floor)"
+        " SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM points.members WHERE member_id = $1)"
+        " ON CONFLICT (member_id) DO UPDATE SET updated_at = points.balances.updated_at"
+        " RETURNING available, nextval('points.ledger_ids') AS txn_id,"
+        " nextval('points.ledger_ids') AS lot_id, nextval('points.ledger_ids') AS transfer_id",
+        member_id,
+        available_floor,
+    )
+    if row is None:
+        return None
+    return Locked(row["available"], row["txn_id"], row["lot_id"], row["transfer_id"])
+
+
+async def read_under_lock(conn: Conn, member_id: str, key: str, day: date) -> Seen:
+    row = await conn.fetchrow(
+        "SELECT m.state, t.request_hash, t.result, COALESCE(d.points, 0) AS earned_today"
+        " FROM points.members m"
+        " LEFT JOIN points.transactions t ON t.member_id = m.member_id"
+        "  AND t.idempotency_key = $2"
+        " LEFT JOIN points.daily_earnings d ON d.member_id = m.member_id AND d.day = $3"
+        " WHERE m.member_id = $1",
+        member_id,
+        key,
+        day,
+    )
+    if row is None:
+        raise LookupError("member vanished under its own balance lock")
+    done = row["request_hash"]
+    return Seen(
+        row["state"],
+        None if done is None else bytes(done),
+        None if row["result"] is None else json.loads(row["result"]),
+        int(row["earned_today"]),
+    )
+
+
+_TRANSACTION = (
+    "INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key, request_hash,"
+    " rule_version, points, result, explanation)"
+    " VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8)"
+)
+
+_CREDITED = (
+    "WITH txn AS (" + _TRANSACTION + "),"
+    " lot AS (INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining,"
+    "  earned_at, available_at, expires_at, rule_version)"
+    "  VALUES ($1, $9, $2, $10, $6, $6, $11, $12, $13, $5)),"
+    " moved AS (INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account,"
+    "  to_account, amount, lot_id, rule_version)"
+    "  VALUES ($1, $14, $2, 'program:issued', $15, $6, $9, $5)),"
+    " balance AS (UPDATE points.balances SET pending = pending + $16,"
+    "  available = available + $17, lifetime_earned = lifetime_earned + $6, updated_at = now()"
+    "  WHERE member_id = $1),"
+    " today AS (INSERT INTO points.daily_earnings (member_id, day, points) VALUES ($1, $18, $6)"
+    "  ON CONFLICT (member_id, day)"
+    "  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points)"
+    " SELECT 1"
+)
+
+
+async def write_settlement(
+    conn: Conn, member_id: str, row: SettlementRow, credit: Credit | None
+) -> None:
+    """The transaction row and, when points were earned, its lot, transfer, balance and
+    daily total: one statement."""
+    head = (
+        member_id,
+        row.txn_id,
+        row.key,
+        row.request_hash,
+        row.rule_version,
+        row.points,
+        json.dumps(row.result),
+        json.dumps(row.explanation, ensure_ascii=False),
+    )
+    if credit is None:
+        await conn.execute(_TRANSACTION, *head)
+        return
+    pending = credit.state == "PENDING"
+    await conn.execute(
+        _CREDITED,
+        *head,
+        credit.lot_id,
+        credit.state,
+        credit.earned_at,
+        credit.available_at,
+        credit.expires_at,
+        credit.transfer_id,
+        credit.to_account,
+        row.points if pending else 0,
+        0 if pending else row.points,
+        credit.day,
+    )
