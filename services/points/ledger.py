@@ -60,20 +60,14 @@ class Ledger:
         return await in_transaction(self._pool, lambda conn: self._settle_in(conn, payment))
 
     async def settle_many(self, payments: Sequence[Payment]) -> list[ItemOutcome]:
-        """One database transaction for the batch, a savepoint per item: a bad item fails
-        alone, and the batch pays for one commit instead of one per payment."""
+        """One database transaction for the whole batch, decided set-wise (see
+        batch_settlement): a bad item fails alone, and the batch pays for a handful of
+        statements and one commit instead of several statements per payment."""
+        from services.points.batch_settlement import settle_set_wise
 
-        async def work(conn: Conn) -> list[ItemOutcome]:
-            outcomes: dict[int, ItemOutcome] = {}
-            # members in sorted order, so concurrent batches lock balances in one order
-            order = sorted(range(len(payments)), key=lambda i: payments[i].member_id)
-            for i in order:
-                outcomes[i] = await self._settle_item(conn, payments[i])
-            return [outcomes[i] for i in range(len(payments))]
+        return await in_transaction(self._pool, lambda conn: settle_set_wise(self, conn, payments))
 
-        return await in_transaction(self._pool, work)
-
-    async def _settle_item(self, conn: Conn, payment: Payment) -> ItemOutcome:
+    async def settle_item(self, conn: Conn, payment: Payment) -> ItemOutcome:
         try:
             async with conn.transaction():  # a savepoint inside the batch transaction
                 return ItemOutcome(await self._settle_in(conn, payment), None)
@@ -99,12 +93,12 @@ class Ledger:
             raise failed_precondition(
                 f"MEMBER_{seen.state}", f"a {seen.state} member does not earn points"
             )
-        earning = self._earning(seen.earned_today, payment)
+        earning = self.earning(seen.earned_today, payment)
         if earning.points > 0 and locked.available < 0:
             return await self._record_repaying_debt(conn, payment, earning, locked.txn_id, day)
         return await self._record(conn, payment, earning, locked, day)
 
-    def _earning(self, earned_today: int, payment: Payment) -> earn.Earning:
+    def earning(self, earned_today: int, payment: Payment) -> earn.Earning:
         rules = self._rules.rules
         try:
             return earn.compute_earning(
@@ -147,11 +141,13 @@ class Ledger:
             explanation={**explanation, "debt_repaid": repaid},
         )
 
-    async def _record(
-        self, conn: Conn, payment: Payment, earning: earn.Earning, locked: fast.Locked, day: date
-    ) -> SettlementResult:
-        """The common case (no debt to repay): everything in one statement."""
-        result = self._nothing_yet(payment, earning, locked.txn_id)
+    def settlement_of(
+        self, payment: Payment, earning: earn.Earning, ids: tuple[int, int, int], day: date
+    ) -> tuple[SettlementResult, fast.Credit | None, fast.SettlementRow]:
+        """What settling the payment writes (no debt to repay): result, credit and row.
+        `ids` are the transaction's, the lot's and the transfer's."""
+        txn_id, lot_id, transfer_id = ids
+        result = self._nothing_yet(payment, earning, txn_id)
         credit = None
         if earning.points > 0:
             rules = self._rules.rules
@@ -159,8 +155,8 @@ class Ledger:
             pending = available_at > self._clock()
             state = PointsState.PENDING if pending else PointsState.AVAILABLE
             credit = fast.Credit(
-                lot_id=locked.lot_id,
-                transfer_id=locked.transfer_id,
+                lot_id=lot_id,
+                transfer_id=transfer_id,
                 state=state.value,
                 to_account=MEMBER_PENDING if pending else MEMBER_AVAILABLE,
                 earned_at=payment.occurred_at,
@@ -171,9 +167,15 @@ class Ledger:
             result = replace(
                 result, state=state, available_at=available_at, expires_at=credit.expires_at
             )
-        await fast.write_settlement(
-            conn, payment.member_id, self._row(payment, earning, result, 0), credit
-        )
+        return result, credit, self._row(payment, earning, result, 0)
+
+    async def _record(
+        self, conn: Conn, payment: Payment, earning: earn.Earning, locked: fast.Locked, day: date
+    ) -> SettlementResult:
+        """The common case (no debt to repay): everything in one statement."""
+        ids = (locked.txn_id, locked.lot_id, locked.transfer_id)
+        result, credit, row = self.settlement_of(payment, earning, ids, day)
+        await fast.write_settlement(conn, payment.member_id, row, credit)
         return result
 
     async def _record_repaying_debt(

@@ -1,0 +1,156 @@
+"""Settling a batch set-wise: lock every member of the batch at once, read what the lock
+holder must see in three queries, decide each item in Python, write everything in one
+statement. A bad item fails alone because every failure is decided before anything is
+written; members in debt (rare) take the one-by-one path, which knows how to repay it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from services.points import earn
+from services.points.ledger import ItemOutcome, Ledger
+from services.points.settlement import Payment, SettlementResult
+from services.points.store import batch_settlement as bstore
+from services.points.store import ledger as store
+from services.points.store.settlement import Credit, SettlementRow
+from services.runtime.db import Conn
+from services.runtime.errors import DomainError, failed_precondition, idempotency_key_reused
+
+Key = tuple[str, str]  # (member_id, idempotency key)
+
+
+@dataclass
+class BatchView:
+    """What the database holds for the batch, under the members' locks."""
+
+    available: dict[str, int]
+    states: dict[str, str]
+    done: dict[Key, tuple[bytes, dict[str, Any]]]
+    earned: dict[tuple[str, date], int]
+    in_batch: dict[Key, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
+
+
+async def settle_set_wise(
+    ledger: Ledger, conn: Conn, payments: Sequence[Payment]
+) -> list[ItemOutcome]:
+    view = await _read(ledger, conn, payments)
+    ids = iter(await store.next_ids(conn, 3 * len(payments)))
+    write = bstore.BatchWrite([], [], [], {}, {})
+    outcomes: dict[int, ItemOutcome] = {}
+    slow: list[int] = []
+    # member order, then request order: the daily cap counts a member's payments in order
+    for i in sorted(range(len(payments)), key=lambda i: (payments[i].member_id, i)):
+        payment = payments[i]
+        if view.available.get(payment.member_id, 0) < 0:
+            slow.append(i)
+            continue
+        outcomes[i] = _decide(ledger, view, payment, ids, write)
+    await bstore.write_batch(conn, write)
+    for i in slow:
+        outcomes[i] = await ledger.settle_item(conn, payments[i])
+    return [outcomes[i] for i in range(len(payments))]
+
+
+async def _read(ledger: Ledger, conn: Conn, payments: Sequence[Payment]) -> BatchView:
+    rules = ledger.rules.rules
+    floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
+    members = sorted({p.member_id for p in payments})
+    available = await bstore.lock_known_members(conn, members, floor)
+    known = [p for p in payments if p.member_id in available]
+    days = {(p.member_id, earn.local_day(rules, p.occurred_at)) for p in known}
+    return BatchView(
+        available=available,
+        states=await bstore.member_states(conn, list(available)),
+        done=await bstore.settled_before(conn, [(p.member_id, p.idempotency_key) for p in known]),
+        earned=await bstore.earned_on_days(conn, sorted(days)),
+    )
+
+
+def _decide(
+    ledger: Ledger, view: BatchView, payment: Payment, ids: Any, write: bstore.BatchWrite
+) -> ItemOutcome:
+    try:
+        return ItemOutcome(_settle(ledger, view, payment, ids, write), None)
+    except DomainError as err:
+        return ItemOutcome(None, err)
+
+
+def _settle(
+    ledger: Ledger, view: BatchView, payment: Payment, ids: Any, write: bstore.BatchWrite
+) -> SettlementResult:
+    key = (payment.member_id, payment.idempotency_key)
+    if payment.member_id not in view.available:
+        raise failed_precondition(
+            "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
+        )
+    prior = view.done.get(key) or view.in_batch.get(key)
+    if prior is not None:
+        if prior[0] != payment.fingerprint():
+            raise idempotency_key_reused()
+        return SettlementResult.from_json(prior[1])
+    state = view.states[payment.member_id]
+    if state != "ACTIVE":
+        raise failed_precondition(f"MEMBER_{state}", f"a {state} member does not earn points")
+    day = earn.local_day(ledger.rules.rules, payment.occurred_at)
+    earning = ledger.earning(view.earned.get((payment.member_id, day), 0), payment)
+    result, credit, row = ledger.settlement_of(
+        payment, earning, (next(ids), next(ids), next(ids)), day
+    )
+    _add(write, payment.member_id, row, credit)
+    view.earned[(payment.member_id, day)] = (
+        view.earned.get((payment.member_id, day), 0) + row.points
+    )
+    view.in_batch[key] = (row.request_hash, row.result)
+    return result
+
+
+def _add(
+    write: bstore.BatchWrite, member_id: str, row: SettlementRow, credit: Credit | None
+) -> None:
+    write.transactions.append(
+        (
+            member_id,
+            row.txn_id,
+            row.key,
+            row.request_hash,
+            row.rule_version,
+            row.points,
+            json.dumps(row.result),
+            json.dumps(row.explanation, ensure_ascii=False),
+        )
+    )
+    if credit is None:
+        return
+    write.lots.append(
+        (
+            member_id,
+            credit.lot_id,
+            row.txn_id,
+            credit.state,
+            row.points,
+            credit.earned_at,
+            credit.available_at,
+            credit.expires_at,
+            row.rule_version,
+        )
+    )
+    write.transfers.append(
+        (
+            member_id,
+            credit.transfer_id,
+            row.txn_id,
+            "program:issued",
+            credit.to_account,
+            row.points,
+            credit.lot_id,
+            row.rule_version,
+        )
+    )
+    deltas = write.balances.setdefault(member_id, [0, 0, 0])
+    deltas[0 if credit.state == "PENDING" else 1] += row.points
+    deltas[2] += row.points
+    write.days[(member_id, credit.day)] = write.days.get((member_id, credit.day), 0) + row.points

@@ -1,0 +1,137 @@
+"""SQL of settling a batch set-wise: a handful of statements for the whole batch instead of
+a few per payment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from services.runtime.db import Conn
+
+
+async def lock_known_members(
+    conn: Conn, member_ids: Sequence[str], available_floor: int
+) -> dict[str, int]:
+    """Creates or locks the balances of the members points knows, in member order (the
+    order every writer uses); returns their available points."""
+    rows = await conn.fetch(
+        "INSERT INTO points.balances (member_id, available_floor)"
+        " SELECT m.member_id, $2 FROM points.members m WHERE m.member_id = ANY($1::text[])"
+        " ORDER BY m.member_id"
+        " ON CONFLICT (member_id) DO UPDATE SET updated_at = points.balances.updated_at"
+        " RETURNING member_id, available",
+        sorted(member_ids),
+        available_floor,
+    )
+    return {r["member_id"]: int(r["available"]) for r in rows}
+
+
+async def member_states(conn: Conn, member_ids: Sequence[str]) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT member_id, state FROM points.members WHERE member_id = ANY($1::text[])",
+        list(member_ids),
+    )
+    return {r["member_id"]: r["state"] for r in rows}
+
+
+async def settled_before(
+    conn: Conn, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[bytes, dict[str, Any]]]:
+    rows = await conn.fetch(
+        "SELECT t.member_id, t.idempotency_key, t.request_hash, t.result"
+        " FROM points.transactions t"
+        " JOIN unnest($1::text[], $2::text[]) AS k(member_id, key)"
+        "  ON t.member_id = k.member_id AND t.idempotency_key = k.key",
+        [m for m, _ in keys],
+        [k for _, k in keys],
+    )
+    return {
+        (r["member_id"], r["idempotency_key"]): (bytes(r["request_hash"]), json.loads(r["result"]))
+        for r in rows
+    }
+
+
+async def earned_on_days(
+    conn: Conn, member_days: Sequence[tuple[str, date]]
+) -> dict[tuple[str, date], int]:
+    rows = await conn.fetch(
+        "SELECT d.member_id, d.day, d.points FROM points.daily_earnings d"
+        " JOIN unnest($1::text[], $2::date[]) AS k(member_id, day)"
+        "  ON d.member_id = k.member_id AND d.day = k.day",
+        [m for m, _ in member_days],
+        [d for _, d in member_days],
+    )
+    return {(r["member_id"], r["day"]): int(r["points"]) for r in rows}
+
+
+@dataclass
+class BatchWrite:
+    """Column arrays of everything a batch writes."""
+
+    transactions: list[tuple[str, int, str, bytes, int, int, str, str]]
+    lots: list[tuple[str, int, int, str, int, datetime, datetime, datetime, int]]
+    transfers: list[tuple[str, int, int, str, str, int, int, int]]
+    balances: dict[str, list[int]]  # member -> [pending, available, earned] deltas
+    days: dict[tuple[str, date], int]
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+_WRITE = """
+WITH txn AS (
+  INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key, request_hash,
+    rule_version, points, result, explanation)
+  SELECT t.m, t.id, 'settlement', t.k, t.h, t.v, t.p, t.r::jsonb, t.e::jsonb
+  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[], $6::bigint[],
+              $7::text[], $8::text[]) AS t(m, id, k, h, v, p, r, e)),
+lot AS (
+  INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining, earned_at,
+    available_at, expires_at, rule_version)
+  SELECT l.m, l.id, l.t, l.s, l.p, l.p, l.e, l.a, l.x, l.v
+  FROM unnest($9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[],
+              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::bigint[])
+       AS l(m, id, t, s, p, e, a, x, v)),
+moved AS (
+  INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account, to_account,
+    amount, lot_id, rule_version)
+  SELECT * FROM unnest($18::text[], $19::bigint[], $20::bigint[], $21::text[], $22::text[],
+                       $23::bigint[], $24::bigint[], $25::bigint[])),
+balance AS (
+  UPDATE points.balances b SET pending = b.pending + d.pending,
+    available = b.available + d.available, lifetime_earned = b.lifetime_earned + d.earned,
+    updated_at = now()
+  FROM unnest($26::text[], $27::bigint[], $28::bigint[], $29::bigint[])
+       AS d(member_id, pending, available, earned)
+  WHERE b.member_id = d.member_id),
+today AS (
+  INSERT INTO points.daily_earnings (member_id, day, points)
+  SELECT * FROM unnest($30::text[], $31::date[], $32::bigint[])
+  ON CONFLICT (member_id, day)
+  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points)
+SELECT 1
+"""
+
+
+async def write_batch(conn: Conn, write: BatchWrite) -> None:
+    if not write.transactions:
+        return
+    balances = sorted(write.balances.items())
+    days = sorted(write.days.items())
+    await conn.execute(
+        _WRITE,
+        *_columns(write.transactions, 8),
+        *_columns(write.lots, 9),
+        *_columns(write.transfers, 8),
+        [m for m, _ in balances],
+        [d[0] for _, d in balances],
+        [d[1] for _, d in balances],
+        [d[2] for _, d in balances],
+        [k[0] for k, _ in days],
+        [k[1] for k, _ in days],
+        [n for _, n in days],
+    )
