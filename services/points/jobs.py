@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from services.points.ledger_accounts import EXPIRED, MEMBER_AVAILABLE, MEMBER_PENDING
+from services.points.spending import expire_due_holds
 from services.points.store import jobs as store
 from services.points.store.ledger import next_ids
 from services.runtime.db import Conn, in_transaction
@@ -214,8 +215,19 @@ async def expire_lots(conn: Conn, now: datetime, limit: int) -> BatchResult:
     return await _lot_batch(EXPIRY, conn, now, limit)
 
 
-# in this order: a lot that matures and expires in the same run ends expired
-JOBS: tuple[Job, ...] = (Job("maturation", mature_lots), Job("expiry", expire_lots))
+async def expire_holds(conn: Conn, now: datetime, limit: int) -> BatchResult:
+    """Holds neither captured nor released by their expire_time give their points back."""
+    seen, expired = await expire_due_holds(conn, now, limit)
+    return BatchResult(seen, expired)
+
+
+# in this order: a lot that matures and expires in the same run ends expired, and points an
+# expired hold gives back to a lot expire with it
+JOBS: tuple[Job, ...] = (
+    Job("maturation", mature_lots),
+    Job("hold_expiry", expire_holds),
+    Job("expiry", expire_lots),
+)
 
 
 class JobRunner:

@@ -18,9 +18,13 @@ from services.points.jobs import JobLoop, JobRunner
 from services.points.ledger import Ledger, RulesInForce
 from services.points.member_events import MemberDirectory
 from services.points.server_base import PointsDeps
+from services.points.server_grants import GrantRpcs
 from services.points.server_members import MemberEventRpcs
+from services.points.server_reconcile import ReconcileRpcs
 from services.points.server_refunds import RefundRpcs
 from services.points.server_settlement import SettlementRpcs
+from services.points.server_spending import SpendingRpcs
+from services.points.server_transactions import TransactionRpcs
 from services.points.store.rules import register_rules
 from services.runtime.config import Settings
 from services.runtime.server import ServiceSpec
@@ -28,7 +32,16 @@ from services.runtime.server import ServiceSpec
 RULES_FILE_ENV = "MEMBERSHIP_POINTS_RULES_FILE"
 
 
-class PointsServicer(SettlementRpcs, RefundRpcs, MemberEventRpcs, pb_grpc.PointsServiceServicer):
+class PointsServicer(
+    SettlementRpcs,
+    GrantRpcs,
+    RefundRpcs,
+    SpendingRpcs,
+    TransactionRpcs,
+    ReconcileRpcs,
+    MemberEventRpcs,
+    pb_grpc.PointsServiceServicer,
+):
     """Every RPC of PointsService; each mixin maps one topic."""
 
 

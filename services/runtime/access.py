@@ -29,7 +29,17 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "SettlePayments": "points.payments.settle",
     # refunds come from the same payment system that settles payments
     POINTS + "RefundPayment": "points.payments.settle",
+    POINTS + "GrantPoints": "points.points.grant",
     POINTS + "GetBalance": "points.balance.read",
+    POINTS + "ListTransactions": "points.balance.read",
+    POINTS + "ExplainTransaction": "points.balance.read",
+    # proving the whole ledger is back-office work; it reads every member's points
+    POINTS + "Reconcile": "points.ledger.reconcile",
+    # spending acts for the member: the wallet backend (and the back office) redeems
+    POINTS + "HoldPoints": "points.points.spend",
+    POINTS + "CapturePoints": "points.points.spend",
+    POINTS + "ReleaseHold": "points.points.spend",
+    POINTS + "RedeemPoints": "points.points.spend",
     POINTS + "ApplyMemberEvents": "points.internal.members",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
@@ -48,6 +58,9 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.update",
             "accounts.members.close",
             "points.balance.read",
+            "points.points.spend",
+            # check-in and task rewards, small goodwill
+            "points.points.grant",
         }
     ),
     # the payment system settles payments into points
@@ -66,6 +79,9 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.close",
             "privacy.keys.admin",
             "points.balance.read",
+            "points.ledger.reconcile",
+            "points.points.spend",
+            "points.points.grant",
         }
     ),
     # internal: privacy reaches into accounts for data-subject requests and shreds keys

@@ -138,12 +138,37 @@ class Requests:
             "SettlePayment": self.payment,
             "SettlePayments": lambda: ptpb.SettlePaymentsRequest(requests=[self.payment()]),
             "GetBalance": lambda: ptpb.GetBalanceRequest(name=f"{name}/balance"),
+            "GrantPoints": lambda: ptpb.GrantPointsRequest(
+                member="members/macl",
+                request_id=_unique("acl"),
+                points=1,
+                reason=ptpb.GRANT_REASON_CHECK_IN,
+            ),
             "RefundPayment": lambda: ptpb.RefundPaymentRequest(
                 member="members/macl",
                 payment_id=_unique("acl"),
                 refund_id=_unique("acl"),
                 amount=ptpb.Money(currency_code="CNY", amount_minor=100),
             ),
+            "HoldPoints": lambda: ptpb.HoldPointsRequest(
+                member="members/macl", hold_id=_unique("acl"), points=1
+            ),
+            "CapturePoints": lambda: ptpb.CapturePointsRequest(
+                name=f"members/macl/holds/{_unique('acl')}", capture_id=_unique("acl"), points=1
+            ),
+            "ReleaseHold": lambda: ptpb.ReleaseHoldRequest(
+                name=f"members/macl/holds/{_unique('acl')}", request_id=_unique("acl")
+            ),
+            "RedeemPoints": lambda: ptpb.RedeemPointsRequest(
+                member="members/macl", request_id=_unique("acl"), points=1
+            ),
+            "ListTransactions": lambda: ptpb.ListTransactionsRequest(
+                parent="members/macl", page_size=1
+            ),
+            "ExplainTransaction": lambda: ptpb.ExplainTransactionRequest(
+                name="members/macl/transactions/1"
+            ),
+            "Reconcile": lambda: ptpb.ReconcileRequest(member="members/macl"),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(

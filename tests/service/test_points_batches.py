@@ -16,7 +16,6 @@ from services.points.server import SPEC as POINTS
 from services.runtime.server import start_service
 from tests.service.test_points_refunds import (
     Stub,
-    lot_of,
     refund,
     refunded,
     rules_file,
@@ -136,8 +135,8 @@ async def test_a_member_in_debt_repays_through_a_batch(
     suite: Suite, lenient: Stub, db: asyncpg.Connection
 ) -> None:
     member_id = await known_member(suite)
-    first = await settle(lenient, suite, payment(member_id, "p-1", 1234))
-    await spend(db, member_id, 24, (await lot_of(db, member_id, first))["lot_id"])
+    await settle(lenient, suite, payment(member_id, "p-1", 1234))
+    await spend(suite, member_id, 24)
     await refunded(lenient, suite, refund(member_id, "p-1", "r-1", 1234))
     assert (await balance(suite, member_id)).available == -24
     other = await known_member(suite)

@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from itertools import count
 from pathlib import Path
 
 import asyncpg
@@ -31,6 +32,7 @@ from tests.support.rpc_errors import expect_error
 from tests.support.suite import Suite
 
 Stub = pb_grpc.PointsServiceStub
+_spends = count(1)
 OLD = NOW - timedelta(days=10)  # past the default 7-day return window: available at once
 
 
@@ -100,30 +102,12 @@ async def lot_of(db: asyncpg.Connection, member_id: str, settled: pb.Settlement)
     return row
 
 
-async def spend(db: asyncpg.Connection, member_id: str, points: int, lot_id: int) -> None:
-    """Stands in for a redemption (not built yet): points leave one available lot for
-    program:redeemed, with the transfer and balance change a redemption would write."""
-    async with db.transaction():
-        await db.execute(
-            "UPDATE points.lots SET remaining = remaining - $3"
-            " WHERE member_id = $1 AND lot_id = $2",
-            member_id,
-            lot_id,
-            points,
-        )
-        await db.execute(
-            "INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account,"
-            " to_account, amount, lot_id, rule_version) VALUES ($1, nextval('points.ledger_ids'),"
-            " nextval('points.ledger_ids'), 'member:available', 'program:redeemed', $2, $3, 1)",
-            member_id,
-            points,
-            lot_id,
-        )
-        await db.execute(
-            "UPDATE points.balances SET available = available - $2 WHERE member_id = $1",
-            member_id,
-            points,
-        )
+async def spend(suite: Suite, member_id: str, points: int) -> None:
+    """A redemption: points leave the member's lots, soonest-expiring first."""
+    request = pb.RedeemPointsRequest(
+        member=f"members/{member_id}", request_id=f"spend-{next(_spends)}", points=points
+    )
+    await suite.points.RedeemPoints(request, metadata=suite.auth("wallet-backend"))
 
 
 async def test_a_full_refund_in_the_return_window_cancels_the_lot(
@@ -294,16 +278,16 @@ async def test_clawback_takes_its_own_lot_then_the_soonest_expiring(
     suite: Suite, db: asyncpg.Connection
 ) -> None:
     member_id = await known_member(suite)
+    own = await settle(suite.points, suite, payment(member_id, "p-c", 1234, occurred=OLD))
+    # the payment's own points were spent (redeemed while its lot was the only one)
+    await spend(suite, member_id, 20)
     oldest = await settle(
         suite.points, suite, payment(member_id, "p-a", 600, occurred=NOW - timedelta(days=100))
     )
     middle = await settle(
         suite.points, suite, payment(member_id, "p-b", 1000, occurred=NOW - timedelta(days=40))
     )
-    own = await settle(suite.points, suite, payment(member_id, "p-c", 1234, occurred=OLD))
     assert [s.points for s in (oldest, middle, own)] == [12, 20, 24]
-    own_lot = await lot_of(db, member_id, own)
-    await spend(db, member_id, 20, own_lot["lot_id"])  # the payment's own points were spent
     got = await refunded(suite.points, suite, refund(member_id, "p-c", "r-1", 1234))
     assert (got.points_clawed_back, got.points_uncollectable) == (24, 0)
     # 4 from its own lot, then 12 from the soonest-expiring lot, 8 from the next
@@ -328,8 +312,8 @@ async def test_within_balance_writes_off_what_the_member_no_longer_has(
     suite: Suite, db: asyncpg.Connection
 ) -> None:
     member_id = await known_member(suite)
-    settled = await settle(suite.points, suite, payment(member_id, "p-1", 1234, occurred=OLD))
-    await spend(db, member_id, 20, (await lot_of(db, member_id, settled))["lot_id"])
+    await settle(suite.points, suite, payment(member_id, "p-1", 1234, occurred=OLD))
+    await spend(suite, member_id, 20)
     got = await refunded(suite.points, suite, refund(member_id, "p-1", "r-1", 1234))
     assert (got.points_clawed_back, got.points_uncollectable) == (4, 20)
     assert (await balance(suite, member_id)).available == 0
@@ -349,8 +333,8 @@ async def test_allow_negative_goes_below_zero_and_later_earnings_repay(
     first = await settle(lenient, suite, payment(member_id, "p-1", 1234))
     second = await settle(lenient, suite, payment(member_id, "p-2", 1000))
     assert (first.state, first.points, second.points) == (pb.POINTS_STATE_AVAILABLE, 24, 20)
-    await spend(db, member_id, 24, (await lot_of(db, member_id, first))["lot_id"])
-    await spend(db, member_id, 16, (await lot_of(db, member_id, second))["lot_id"])
+    # the same expiry: lot order, so 24 from p-1's lot, then 16 from p-2's
+    await spend(suite, member_id, 40)
     got = await refunded(lenient, suite, refund(member_id, "p-1", "r-1", 1234))
     assert (got.points_clawed_back, got.points_uncollectable) == (24, 0)  # 4 from p-2, 20 owed
     got = await refunded(lenient, suite, refund(member_id, "p-2", "r-2", 1000))
@@ -382,7 +366,7 @@ async def test_allow_negative_stops_at_the_floor(
     member_id = await known_member(suite)
     big = await settle(lenient, suite, payment(member_id, "p-1", 300_000, "travel"))
     assert big.points == 5000  # the cap per payment
-    await spend(db, member_id, 5000, (await lot_of(db, member_id, big))["lot_id"])
+    await spend(suite, member_id, 5000)
     await expect_error(
         lenient.RefundPayment(refund(member_id, "p-1", "r-1", 300_000), metadata=settler(suite)),
         grpc.StatusCode.FAILED_PRECONDITION,

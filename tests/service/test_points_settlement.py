@@ -77,6 +77,7 @@ async def ledger_holds(dsn: str) -> None:
 
     Debt (allow_negative refunds) is `max(0, -available)`; while a member owes points no
     available lot holds any: available + debt == sum(remaining of AVAILABLE lots).
+    Held points are the points of the open (HELD) holds.
     """
     conn = await asyncpg.connect(dsn)
     try:
@@ -98,6 +99,10 @@ async def ledger_holds(dsn: str) -> None:
                OR b.available + GREATEST(0, -b.available) <> COALESCE((SELECT sum(remaining)
                     FROM points.lots l WHERE l.member_id = b.member_id
                     AND l.state = 'AVAILABLE'), 0)
+               OR b.held <> COALESCE((SELECT total FROM moved m WHERE m.member_id =
+                    b.member_id AND m.account = 'member:held'), 0)
+               OR b.held <> COALESCE((SELECT sum(points) FROM points.holds h WHERE
+                    h.member_id = b.member_id AND h.state = 'HELD'), 0)
                OR b.available < b.available_floor
             """
         )

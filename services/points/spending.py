@@ -1,0 +1,327 @@
+"""Spending points: holds (HoldPoints -> CapturePoints / ReleaseHold / expiry) and the
+one-step RedeemPoints.
+
+A hold moves points member:available -> member:held, taken from the member's usable lots
+soonest-expiring first (their `remaining` shrinks); `points.hold_lots` records which lots,
+so the hold is later settled against exactly those. Settling a hold (capture, release or
+expiry, at most once: the hold row's state guards it) moves each lot's part:
+
+- captured: member:held -> program:redeemed;
+- given back to a lot still usable (`now < expires_at`): member:held -> member:available,
+  and the lot's `remaining` grows again (less what repays a debt, services/points/debt.py);
+- given back to a lot that expired meanwhile: member:held -> program:expired at once.
+
+So `held == sum of open holds` and `available + debt == sum(remaining of AVAILABLE lots)`
+hold throughout. A redemption is a hold captured in the same transaction:
+member:available -> program:redeemed per lot. Every change is one points.transactions row,
+keyed `hold:`, `capture:`, `release:`, `redeem:` or `hold_expiry:`, with one transfer per lot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.points.ledger import RulesInForce
+from services.points.ledger_accounts import EXPIRED, MEMBER_AVAILABLE, MEMBER_HELD, REDEEMED
+from services.points.member_events import MemberDirectory
+from services.points.spending_model import (
+    CaptureRequest,
+    HoldRequest,
+    HoldView,
+    RedeemRequest,
+    RedemptionResult,
+    ReleaseRequest,
+    SettlePlan,
+    explanation,
+    plan_settle,
+    plan_take,
+)
+from services.points.store import jobs as jobs_store
+from services.points.store import ledger as ledger_store
+from services.points.store import refunds as refunds_store
+from services.points.store import spending as store
+from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import failed_precondition, idempotency_key_reused, not_found
+
+KIND_OF_STATE = {"CAPTURED": "capture", "RELEASED": "release", "EXPIRED": "hold_expiry"}
+
+
+@dataclass(frozen=True)
+class Settling:
+    """One settlement of a hold: what closes it, under which key and rule version."""
+
+    state: str  # CAPTURED, RELEASED or EXPIRED
+    captured: int
+    key: str
+    fingerprint: bytes
+    version: int
+    now: datetime
+
+
+async def _replay(
+    conn: Conn, member_id: str, key: str, fingerprint: bytes
+) -> dict[str, Any] | None:
+    done = await ledger_store.find_transaction(conn, member_id, key)
+    if done is None:
+        return None
+    if done.request_hash != fingerprint:
+        raise idempotency_key_reused()
+    return done.result
+
+
+async def settle_hold(conn: Conn, hold: store.HoldRow, how: Settling) -> HoldView:
+    """Closes a HELD hold whose member's balance row is locked; writes one transaction."""
+    lots = await store.lock_held_lots(conn, hold.member_id, hold.hold_id)
+    owed = await refunds_store.debt_of(conn, hold.member_id)
+    plan = plan_settle(lots, how.captured, how.now, owed)
+    txn_id = (await ledger_store.next_ids(conn, 1))[0]
+    transfers = [
+        ledger_store.NewTransfer(txn_id, MEMBER_HELD, to, points, lot_id, how.version)
+        for to, moved in ((REDEEMED, plan.captured), (MEMBER_AVAILABLE, plan.returned))
+        for lot_id, points in moved
+    ] + [
+        ledger_store.NewTransfer(txn_id, MEMBER_HELD, EXPIRED, points, lot_id, how.version)
+        for lot_id, points in plan.expired
+    ]
+    await ledger_store.insert_transfers(conn, hold.member_id, transfers)
+    await store.change_lots(conn, hold.member_id, plan.restored)
+    await store.add_to_balance(
+        conn, hold.member_id, available=plan.returned_points, held=-hold.points
+    )
+    await store.close_hold(conn, hold, how.state, how.captured, txn_id, how.now)
+    view = HoldView.of(hold, how.state, how.captured, txn_id)
+    kind = KIND_OF_STATE[how.state]
+    await _insert_transaction(
+        conn,
+        hold.member_id,
+        (txn_id, kind, how.key, how.fingerprint, how.version, plan.returned_points),
+        view.to_json(),
+        explanation(kind, view, plan),
+    )
+    return view
+
+
+async def _insert_transaction(
+    conn: Conn,
+    member_id: str,
+    head: tuple[int, str, str, bytes, int, int],
+    result: dict[str, Any],
+    explained: dict[str, Any],
+) -> None:
+    txn_id, kind, key, fingerprint, version, points = head
+    await ledger_store.insert_transaction(
+        conn,
+        member_id,
+        ledger_store.NewTransaction(
+            txn_id, kind, key, fingerprint, version, points, result, explained
+        ),
+    )
+
+
+async def expire_due_holds(conn: Conn, now: datetime, limit: int) -> tuple[int, int]:
+    """The hold_expiry job's batch: HELD holds past expires_at are released back to their
+    lots. Balances are locked first, in sorted member order (as every batch locks them),
+    then each hold; returns (candidates seen, holds expired)."""
+    keys = await store.due_holds(conn, now, limit)
+    if not keys:
+        return 0, 0
+    await jobs_store.lock_balances(conn, [member_id for member_id, _ in keys])
+    expired = 0
+    for member_id, hold_id in sorted(keys):
+        hold = await store.lock_hold(conn, member_id, hold_id)
+        if hold is None or hold.state != "HELD" or hold.expires_at > now:
+            continue  # settled meanwhile by a capture or release
+        key = f"hold_expiry:{hold_id}"
+        fingerprint = hashlib.sha256(key.encode()).digest()
+        how = Settling("EXPIRED", 0, key, fingerprint, hold.rule_version, now)
+        await settle_hold(conn, hold, how)
+        expired += 1
+    return len(keys), expired
+
+
+class Spending:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        members: MemberDirectory,
+        rules: RulesInForce,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self._members = members
+        self._rules = rules
+        self._clock = clock
+
+    async def hold(self, request: HoldRequest) -> HoldView:
+        return await in_transaction(self._pool, lambda conn: self._hold_in(conn, request))
+
+    async def capture(self, request: CaptureRequest) -> HoldView:
+        return await in_transaction(self._pool, lambda conn: self._capture_in(conn, request))
+
+    async def release(self, request: ReleaseRequest) -> HoldView:
+        return await in_transaction(self._pool, lambda conn: self._release_in(conn, request))
+
+    async def redeem(self, request: RedeemRequest) -> RedemptionResult:
+        return await in_transaction(self._pool, lambda conn: self._redeem_in(conn, request))
+
+    async def _require_active(self, conn: Conn, member_id: str) -> None:
+        member = await self._members.state_of(conn, member_id)
+        if member is None:
+            raise failed_precondition(
+                "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
+            )
+        if member.state != "ACTIVE":
+            raise failed_precondition(
+                f"MEMBER_{member.state}", f"a {member.state} member cannot spend points"
+            )
+
+    async def _lock(
+        self, conn: Conn, member_id: str, key: str, fingerprint: bytes
+    ) -> dict[str, Any] | None:
+        """Locks the member's balance row; the first result if the key was already used
+        (checked again under the lock: a concurrent duplicate may just have committed)."""
+        rules = self._rules.rules
+        floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
+        await ledger_store.lock_balance(conn, member_id, floor)
+        return await _replay(conn, member_id, key, fingerprint)
+
+    async def _take(
+        self, conn: Conn, member_id: str, points: int, now: datetime
+    ) -> list[tuple[store.SpendableLot, int]]:
+        """Takes `points` from the usable lots, soonest-expiring first, or raises with
+        nothing written. A member in debt (available < 0) has no usable points."""
+        if await refunds_store.debt_of(conn, member_id) > 0:
+            raise failed_precondition(
+                "INSUFFICIENT_POINTS", "the member owes points and cannot spend"
+            )
+        lots = await store.lock_spendable_lots(conn, member_id, now)
+        taken = plan_take(lots, points)
+        if sum(p for _, p in taken) < points:
+            raise failed_precondition(
+                "INSUFFICIENT_POINTS", "more points than the member has available"
+            )
+        await store.change_lots(conn, member_id, [(lot.lot_id, -p) for lot, p in taken])
+        return taken
+
+    async def _hold_in(self, conn: Conn, request: HoldRequest) -> HoldView:
+        key, fingerprint = request.idempotency_key, request.fingerprint()
+        done = await _replay(conn, request.member_id, key, fingerprint)
+        if done is not None:
+            return HoldView.from_json(done)
+        await self._require_active(conn, request.member_id)
+        done = await self._lock(conn, request.member_id, key, fingerprint)
+        if done is not None:
+            return HoldView.from_json(done)
+        now, version = self._clock(), self._rules.version
+        taken = await self._take(conn, request.member_id, request.points, now)
+        txn_id = (await ledger_store.next_ids(conn, 1))[0]
+        expires_at = now + timedelta(seconds=self._rules.rules.hold_ttl_s)
+        row = store.HoldRow(
+            request.member_id,
+            request.hold_id,
+            "HELD",
+            request.points,
+            0,
+            expires_at,
+            version,
+            txn_id,
+        )
+        moved = [(lot.lot_id, p) for lot, p in taken]
+        await store.insert_hold(conn, row, now, moved)
+        await self._move(conn, request.member_id, txn_id, MEMBER_HELD, moved)
+        await store.add_to_balance(
+            conn, request.member_id, available=-request.points, held=request.points
+        )
+        view = HoldView.of(row, "HELD", 0, txn_id)
+        plan = SettlePlan(captured=moved, returned=[], restored=[], expired=[], repaid=0)
+        head = (txn_id, "hold", key, fingerprint, version, -request.points)
+        extra = {"reason": request.reason, "reference": request.reference}
+        explained = explanation("hold", view, plan) | extra
+        await _insert_transaction(conn, request.member_id, head, view.to_json(), explained)
+        return view
+
+    async def _move(
+        self, conn: Conn, member_id: str, txn_id: int, to: str, moved: store.LotPoints
+    ) -> None:
+        version = self._rules.version
+        await ledger_store.insert_transfers(
+            conn,
+            member_id,
+            [
+                ledger_store.NewTransfer(txn_id, MEMBER_AVAILABLE, to, p, lot_id, version)
+                for lot_id, p in moved
+            ],
+        )
+
+    async def _open_hold(
+        self, conn: Conn, member_id: str, hold_id: str, now: datetime
+    ) -> store.HoldRow:
+        hold = await store.lock_hold(conn, member_id, hold_id)
+        if hold is None:
+            raise not_found("hold")
+        if hold.state != "HELD":
+            raise failed_precondition("HOLD_NOT_HELD", f"the hold is already {hold.state.lower()}")
+        if hold.expires_at <= now:
+            raise failed_precondition("HOLD_EXPIRED", "the hold expired")
+        return hold
+
+    async def _capture_in(self, conn: Conn, request: CaptureRequest) -> HoldView:
+        key, fingerprint = request.idempotency_key, request.fingerprint()
+        done = await _replay(conn, request.member_id, key, fingerprint)
+        if done is None:
+            done = await self._lock(conn, request.member_id, key, fingerprint)
+        if done is not None:
+            return HoldView.from_json(done)
+        now = self._clock()
+        hold = await self._open_hold(conn, request.member_id, request.hold_id, now)
+        await self._require_active(conn, request.member_id)
+        if request.points > hold.points:
+            raise failed_precondition(
+                "CAPTURE_EXCEEDS_HOLD", "the capture is above the points held"
+            )
+        how = Settling("CAPTURED", request.points, key, fingerprint, self._rules.version, now)
+        return await settle_hold(conn, hold, how)
+
+    async def _release_in(self, conn: Conn, request: ReleaseRequest) -> HoldView:
+        """Releasing is allowed whatever the member's state: it only gives points back."""
+        key, fingerprint = request.idempotency_key, request.fingerprint()
+        done = await _replay(conn, request.member_id, key, fingerprint)
+        if done is None:
+            done = await self._lock(conn, request.member_id, key, fingerprint)
+        if done is not None:
+            return HoldView.from_json(done)
+        now = self._clock()
+        hold = await store.lock_hold(conn, request.member_id, request.hold_id)
+        if hold is None:
+            raise not_found("hold")
+        if hold.state != "HELD":
+            raise failed_precondition("HOLD_NOT_HELD", f"the hold is already {hold.state.lower()}")
+        how = Settling("RELEASED", 0, key, fingerprint, self._rules.version, now)
+        return await settle_hold(conn, hold, how)
+
+    async def _redeem_in(self, conn: Conn, request: RedeemRequest) -> RedemptionResult:
+        key, fingerprint = request.idempotency_key, request.fingerprint()
+        done = await _replay(conn, request.member_id, key, fingerprint)
+        if done is not None:
+            return RedemptionResult.from_json(done)
+        await self._require_active(conn, request.member_id)
+        done = await self._lock(conn, request.member_id, key, fingerprint)
+        if done is not None:
+            return RedemptionResult.from_json(done)
+        taken = await self._take(conn, request.member_id, request.points, self._clock())
+        txn_id = (await ledger_store.next_ids(conn, 1))[0]
+        moved = [(lot.lot_id, p) for lot, p in taken]
+        await self._move(conn, request.member_id, txn_id, REDEEMED, moved)
+        await store.add_to_balance(conn, request.member_id, available=-request.points, held=0)
+        result = RedemptionResult.of(request, txn_id, self._rules.version, taken)
+        head = (txn_id, "redemption", key, fingerprint, self._rules.version, -request.points)
+        await _insert_transaction(
+            conn, request.member_id, head, result.to_json(), result.explanation()
+        )
+        return result
