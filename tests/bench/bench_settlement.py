@@ -71,6 +71,7 @@ class Options:
     seconds: float
     members: int
     scale: int
+    preload_transactions: int  # 0: start from an empty ledger
 
 
 def _free_port() -> int:
@@ -193,6 +194,52 @@ async def load_members(stub: pb_grpc.PointsServiceStub, signer: TokenSigner, n: 
         await stub.ApplyMemberEvents(
             pb.ApplyMemberEventsRequest(events=events), metadata=_auth(signer, "service:accounts")
         )
+
+
+# --- a loaded ledger ------------------------------------------------------------------------
+
+PRELOAD = [
+    """INSERT INTO points.members (member_id, state, last_event_id, registered_at)
+       SELECT 'mbench' || lpad(i::text, 7, '0'), 'ACTIVE', 1, now()
+       FROM generate_series(0, $1 - 1) i WHERE $2 > 0 ON CONFLICT DO NOTHING""",
+    """INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key, request_hash,
+         rule_version, points, result, explanation)
+       SELECT 'mbench' || lpad((k % $1)::text, 7, '0'), k, 'settlement', 'payment:pre-' || k,
+         '\\x00'::bytea, 1, 10, '{}', '{}'
+       FROM generate_series(1, $2) k""",
+    """INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining, earned_at,
+         available_at, expires_at, rule_version)
+       SELECT 'mbench' || lpad((k % $1)::text, 7, '0'), $2 + k, k, 'PENDING', 10, 10, now(),
+         '2040-01-01', '2041-01-01', 1
+       FROM generate_series(1, $2) k""",
+    """INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account, to_account,
+         amount, lot_id, rule_version)
+       SELECT 'mbench' || lpad((k % $1)::text, 7, '0'), 2 * $2 + k, k, 'program:issued',
+         'member:pending', 10, $2 + k, 1
+       FROM generate_series(1, $2) k""",
+    """INSERT INTO points.balances (member_id, pending, lifetime_earned)
+       SELECT 'mbench' || lpad((k % $1)::text, 7, '0'), 10 * count(*), 10 * count(*)
+       FROM generate_series(1, $2) k GROUP BY 1""",
+]
+
+
+async def preload(dsn: str, members: int, transactions: int) -> int:
+    """A ledger with history: `transactions` settlements (each a transaction, a lot and a
+    transfer) spread over `members`, consistent enough to reconcile. Returns ledger rows."""
+    if transactions == 0:
+        return 0
+    conn = await asyncpg.connect(dsn, command_timeout=3600)
+    try:
+        for i, statement in enumerate(PRELOAD, 1):
+            started = time.perf_counter()
+            await conn.execute(statement, members, transactions)
+            took = time.perf_counter() - started
+            print(f"preload {i}/{len(PRELOAD)} took {took:.1f}s", file=sys.stderr)
+        await conn.execute("SELECT setval('points.ledger_ids', $1)", 3 * transactions + 1)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return 3 * transactions
 
 
 # --- settlement load -------------------------------------------------------------------------
@@ -351,7 +398,11 @@ async def run(options: Options, pg: PostgresForTests, keys_dir: Path) -> dict[st
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await wait_serving(channel)
             stub = pb_grpc.PointsServiceStub(channel)
-            await load_members(stub, signer, options.members)
+            if options.preload_transactions:  # the preload writes the members itself
+                ledger_rows = await preload(dsn, options.members, options.preload_transactions)
+            else:
+                await load_members(stub, signer, options.members)
+                ledger_rows = 0
             payments, auth = PaymentFactory(options.members), _auth(signer, "settlement")
             single, batch = settle_one(stub, payments, auth), settle_batch(stub, payments, auth)
             rounds = [
@@ -363,7 +414,7 @@ async def run(options: Options, pg: PostgresForTests, keys_dir: Path) -> dict[st
         violations = int(await conn.fetchval(LEDGER_CHECK))
     finally:
         await conn.close()
-    return report(rounds, violations)
+    return {**report(rounds, violations), "preloaded_ledger_rows": ledger_rows}
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -374,10 +425,17 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--seconds", type=float, default=10.0, help="per load, per round")
     parser.add_argument("--members", type=int, default=2000)
     parser.add_argument("--scale", type=int, default=8, help="pgbench scale factor")
+    parser.add_argument(
+        "--preload-transactions",
+        type=int,
+        default=0,
+        help="settlements of history to load first (3 ledger rows each), e.g. 3400000"
+        " with --members 1000000 for 1M members and 10M ledger rows",
+    )
     ns = parser.parse_args(argv)
     if ns.rounds < 1 or ns.seconds <= 0 or ns.members < 1 or ns.scale < 1:
         parser.error("--rounds, --seconds, --members and --scale must be positive")
-    return Options(ns.rounds, ns.seconds, ns.members, ns.scale)
+    return Options(ns.rounds, ns.seconds, ns.members, ns.scale, max(0, ns.preload_transactions))
 
 
 def main(argv: list[str] | None = None) -> int:
