@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from services.points import earn
+from services.points import earn, tiers
 from services.points.ledger import ItemOutcome, Ledger
 from services.points.settlement import Payment, SettlementResult
 from services.points.store import batch_settlement as bstore
 from services.points.store import ledger as store
 from services.points.store.settlement import Credit, SettlementRow
+from services.points.store.tiers import TierView, tier_views
 from services.runtime.db import Conn
 from services.runtime.errors import DomainError, failed_precondition, idempotency_key_reused
 
@@ -31,6 +32,9 @@ class BatchView:
     states: dict[str, str]
     done: dict[Key, tuple[bytes, dict[str, Any]]]
     earned: dict[tuple[str, date], int]
+    # each member's tier and window sum, as the batch's earlier items left them
+    tiers: dict[str, TierView]
+    now: datetime
     in_batch: dict[Key, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -62,11 +66,14 @@ async def _read(ledger: Ledger, conn: Conn, payments: Sequence[Payment]) -> Batc
     available = await bstore.lock_known_members(conn, members, floor)
     known = [p for p in payments if p.member_id in available]
     days = {(p.member_id, earn.local_day(rules, p.occurred_at)) for p in known}
+    now = ledger.now()  # one clock reading (and so one window) for the whole batch
     return BatchView(
         available=available,
         states=await bstore.member_states(conn, list(available)),
         done=await bstore.settled_before(conn, [(p.member_id, p.idempotency_key) for p in known]),
         earned=await bstore.earned_on_days(conn, sorted(days)),
+        tiers=await tier_views(conn, list(available), *tiers.window_days(rules, now)),
+        now=now,
     )
 
 
@@ -96,11 +103,18 @@ def _settle(
     if state != "ACTIVE":
         raise failed_precondition(f"MEMBER_{state}", f"a {state} member does not earn points")
     day = earn.local_day(ledger.rules.rules, payment.occurred_at)
-    earning = ledger.earning(view.earned.get((payment.member_id, day), 0), payment)
+    seen = view.tiers[payment.member_id]
+    tier = tiers.tier_of(ledger.rules.rules, seen.state)
+    earning = ledger.earning(view.earned.get((payment.member_id, day), 0), payment, tier)
     result, credit, row = ledger.settlement_of(
-        payment, earning, (next(ids), next(ids), next(ids)), day
+        payment, earning, (next(ids), next(ids), next(ids)), (day, tier)
     )
     _add(write, payment.member_id, row, credit)
+    # as a single call would: the next item of this member earns at the upgraded tier
+    after = ledger.qualified(seen.state, seen.qualifying, row.points, day, view.now)
+    view.tiers[payment.member_id] = TierView(after.state, after.qualifying)
+    if after.upgrade is not None:
+        write.tiers[payment.member_id] = after.upgrade
     view.earned[(payment.member_id, day)] = (
         view.earned.get((payment.member_id, day), 0) + row.points
     )

@@ -27,7 +27,9 @@ import asyncpg
 from services.points.ledger_accounts import EXPIRED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.spending import expire_due_holds
 from services.points.store import jobs as store
+from services.points.store import tiers as tier_store
 from services.points.store.ledger import next_ids
+from services.points.tier_review import review_due
 from services.runtime.db import Conn, in_transaction
 
 log = logging.getLogger("membership.points.jobs")
@@ -221,12 +223,22 @@ async def expire_holds(conn: Conn, now: datetime, limit: int) -> BatchResult:
     return BatchResult(seen, expired)
 
 
+async def review_tiers(conn: Conn, now: datetime, limit: int) -> BatchResult:
+    """Tiers whose review (or grace end) is due: kept and reviewed again a window later,
+    given their grace period, or lowered to what the window's points reach."""
+    due = await tier_store.due_reviews(conn, now, limit)
+    if not due:
+        return BatchResult(0, 0)
+    return BatchResult(len(due), await review_due(conn, due, now))
+
+
 # in this order: a lot that matures and expires in the same run ends expired, and points an
 # expired hold gives back to a lot expire with it
 JOBS: tuple[Job, ...] = (
     Job("maturation", mature_lots),
     Job("hold_expiry", expire_holds),
     Job("expiry", expire_lots),
+    Job("tier_review", review_tiers),
 )
 
 

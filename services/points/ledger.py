@@ -8,13 +8,14 @@ from datetime import date, datetime
 
 import asyncpg
 
-from services.points import debt, earn
+from services.points import debt, earn, tiers
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.member_events import MemberDirectory
-from services.points.rules import Rules, UnknownCurrency
+from services.points.rules import Rules, Tier, UnknownCurrency
 from services.points.settlement import Payment, PointsState, SettlementResult, explanation_of
 from services.points.store import ledger as store
 from services.points.store import settlement as fast
+from services.points.store import tiers as tier_store
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
     DomainError,
@@ -39,6 +40,15 @@ class ItemOutcome:
     error: DomainError | None
 
 
+@dataclass(frozen=True)
+class Qualified:
+    """A member's tier and window sum after a settlement, and the upgrade it caused."""
+
+    state: tier_store.TierState | None
+    qualifying: int
+    upgrade: tier_store.TierState | None
+
+
 class Ledger:
     def __init__(
         self,
@@ -55,6 +65,9 @@ class Ledger:
     @property
     def rules(self) -> RulesInForce:
         return self._rules
+
+    def now(self) -> datetime:
+        return self._clock()
 
     async def settle(self, payment: Payment) -> SettlementResult:
         return await in_transaction(self._pool, lambda conn: self._settle_in(conn, payment))
@@ -83,7 +96,10 @@ class Ledger:
                 "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
             )
         day = earn.local_day(rules, payment.occurred_at)
-        seen = await fast.read_under_lock(conn, payment.member_id, payment.idempotency_key, day)
+        now = self._clock()
+        window = tiers.window_days(rules, now)
+        key = payment.idempotency_key
+        seen = await fast.read_under_lock(conn, payment.member_id, key, day, window)
         if seen.request_hash is not None and seen.result is not None:
             # a repeat answers with the first result, whatever the member's state is now
             if seen.request_hash != payment.fingerprint():
@@ -93,12 +109,35 @@ class Ledger:
             raise failed_precondition(
                 f"MEMBER_{seen.state}", f"a {seen.state} member does not earn points"
             )
-        earning = self.earning(seen.earned_today, payment)
+        tier = tiers.tier_of(rules, seen.tier)
+        earning = self.earning(seen.earned_today, payment, tier)
+        after = self.qualified(seen.tier, seen.qualifying, earning.points, day, now)
         if earning.points > 0 and locked.available < 0:
-            return await self._record_repaying_debt(conn, payment, earning, locked.txn_id, day)
-        return await self._record(conn, payment, earning, locked, day)
+            return await self._record_repaying_debt(
+                conn, payment, earning, (locked.txn_id, day), (tier, after.upgrade)
+            )
+        return await self._record(conn, payment, earning, locked, (day, tier, after.upgrade))
 
-    def earning(self, earned_today: int, payment: Payment) -> earn.Earning:
+    def qualified(
+        self,
+        state: tier_store.TierState | None,
+        qualifying: int,
+        points: int,
+        day: date,
+        now: datetime,
+    ) -> Qualified:
+        """The window sum after earning `points` on `day`, and the upgrade it reaches.
+        Only points earned count: a payment that earns none changes no tier."""
+        rules = self._rules.rules
+        if points <= 0:
+            return Qualified(state, qualifying, None)
+        if tiers.in_window(rules, now, day):
+            qualifying += points
+        upgrade = tiers.after_earning(rules, self._rules.version, state, qualifying, now)
+        return Qualified(upgrade or state, qualifying, upgrade)
+
+    def earning(self, earned_today: int, payment: Payment, tier: Tier) -> earn.Earning:
+        """What the payment earns at the multiplier of the tier in force when it settles."""
         rules = self._rules.rules
         try:
             return earn.compute_earning(
@@ -106,14 +145,14 @@ class Ledger:
                 payment.currency,
                 payment.amount_minor,
                 payment.category,
-                rules.base_tier().earn_multiplier_bps,
+                tier.earn_multiplier_bps,
                 earned_today,
             )
         except UnknownCurrency as exc:
             raise bad_field("amount.currency_code", "not a currency of the program") from exc
 
     def _nothing_yet(
-        self, payment: Payment, earning: earn.Earning, txn_id: int
+        self, payment: Payment, earning: earn.Earning, txn_id: int, tier: Tier
     ) -> SettlementResult:
         return SettlementResult(
             member_id=payment.member_id,
@@ -122,7 +161,7 @@ class Ledger:
             state=PointsState.NONE,
             available_at=None,
             expires_at=None,
-            tier_multiplier_bps=self._rules.rules.base_tier().earn_multiplier_bps,
+            tier_multiplier_bps=tier.earn_multiplier_bps,
             rule_version=self._rules.version,
             txn_id=txn_id,
         )
@@ -142,12 +181,18 @@ class Ledger:
         )
 
     def settlement_of(
-        self, payment: Payment, earning: earn.Earning, ids: tuple[int, int, int], day: date
+        self,
+        payment: Payment,
+        earning: earn.Earning,
+        ids: tuple[int, int, int],
+        at: tuple[date, Tier],
     ) -> tuple[SettlementResult, fast.Credit | None, fast.SettlementRow]:
         """What settling the payment writes (no debt to repay): result, credit and row.
-        `ids` are the transaction's, the lot's and the transfer's."""
+        `ids` are the transaction's, the lot's and the transfer's; `at` the payment's day
+        and the tier whose multiplier it earned at."""
         txn_id, lot_id, transfer_id = ids
-        result = self._nothing_yet(payment, earning, txn_id)
+        day, tier = at
+        result = self._nothing_yet(payment, earning, txn_id, tier)
         credit = None
         if earning.points > 0:
             rules = self._rules.rules
@@ -170,22 +215,37 @@ class Ledger:
         return result, credit, self._row(payment, earning, result, 0)
 
     async def _record(
-        self, conn: Conn, payment: Payment, earning: earn.Earning, locked: fast.Locked, day: date
+        self,
+        conn: Conn,
+        payment: Payment,
+        earning: earn.Earning,
+        locked: fast.Locked,
+        at: tuple[date, Tier, tier_store.TierState | None],
     ) -> SettlementResult:
         """The common case (no debt to repay): everything in one statement."""
+        day, tier, upgrade = at
         ids = (locked.txn_id, locked.lot_id, locked.transfer_id)
-        result, credit, row = self.settlement_of(payment, earning, ids, day)
-        await fast.write_settlement(conn, payment.member_id, row, credit)
+        result, credit, row = self.settlement_of(payment, earning, ids, (day, tier))
+        await fast.write_settlement(conn, payment.member_id, row, credit, upgrade)
         return result
 
     async def _record_repaying_debt(
-        self, conn: Conn, payment: Payment, earning: earn.Earning, txn_id: int, day: date
+        self,
+        conn: Conn,
+        payment: Payment,
+        earning: earn.Earning,
+        txn_day: tuple[int, date],
+        tier: tuple[Tier, tier_store.TierState | None],
     ) -> SettlementResult:
         """A member in debt (allow_negative): the new lot's first points repay it."""
+        (txn_id, day), (in_force, upgrade) = txn_day, tier
         (lot_id,) = await store.next_ids(conn, 1)
-        result = self._nothing_yet(payment, earning, txn_id)
+        result = self._nothing_yet(payment, earning, txn_id, in_force)
         result, repaid = await self._credit_and_repay(conn, payment, earning.points, result, lot_id)
         await store.add_earned_on(conn, payment.member_id, day, earning.points)
+        await tier_store.add_qualifying(conn, payment.member_id, day, earning.points)
+        if upgrade is not None:
+            await tier_store.set_tier(conn, payment.member_id, upgrade)
         row = self._row(payment, earning, result, repaid)
         await fast.write_settlement(conn, payment.member_id, row, None)
         return result

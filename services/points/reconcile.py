@@ -69,6 +69,7 @@ POINTS_MEANING: dict[str, tuple[str, ...]] = {
     "release": (MEMBER_AVAILABLE,),
     "hold_expiry": (MEMBER_AVAILABLE,),
     "redemption": (MEMBER_AVAILABLE,),
+    "reward": (MEMBER_AVAILABLE,),  # a reward redemption: minus the points it spent
 }
 
 

@@ -18,17 +18,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from services.points import earn
+from services.points import earn, tiers
 from services.points.ledger import RulesInForce
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING, UNCOLLECTABLE
 from services.points.store import ledger as ledger_store
 from services.points.store import refunds as store
+from services.points.store import tiers as tier_store
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
     bad_field,
@@ -130,9 +132,15 @@ def plan_clawback(
 
 
 class Refunds:
-    def __init__(self, pool: asyncpg.Pool, rules: RulesInForce) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        rules: RulesInForce,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._pool = pool
         self._rules = rules
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         return await in_transaction(self._pool, lambda conn: self._refund_in(conn, request))
@@ -201,6 +209,7 @@ class Refunds:
         plan = await self._plan(conn, request, payment, so_far, available)
         txn_id = (await ledger_store.next_ids(conn, 1))[0]
         await self._apply(conn, request.member_id, payment, plan, txn_id)
+        await self._disqualify(conn, request.member_id, payment, plan.points)
         total = so_far.refunded_minor + request.amount_minor
         await store.add_refunded(
             conn, request.member_id, payment.payment_id, request.amount_minor, plan.points
@@ -232,6 +241,25 @@ class Refunds:
             ),
         )
         return result
+
+    async def _disqualify(
+        self, conn: Conn, member_id: str, payment: store.SettledPayment, points: int
+    ) -> None:
+        """The clawed-back points (uncollectable ones too: they were not earned after all)
+        leave the qualifying points of the payment's day; the tier drops if this refund
+        takes the window sum below its threshold (tiers.after_refund)."""
+        if points <= 0 or payment.occurred_at is None:
+            return
+        rules, now = self._rules.rules, self._clock()
+        day = earn.local_day(rules, payment.occurred_at)
+        first, last = tiers.window_days(rules, now)
+        view = (await tier_store.tier_views(conn, [member_id], first, last))[member_id]
+        await tier_store.take_qualifying(conn, member_id, day, points)
+        after = view.qualifying - (points if first <= day <= last else 0)
+        sums = (view.qualifying, max(0, after))
+        dropped = tiers.after_refund(rules, self._rules.version, view.state, sums, now)
+        if dropped is not None:
+            await tier_store.set_tier(conn, member_id, dropped)
 
     async def _apply(
         self,

@@ -22,8 +22,10 @@ from services.points.server_grants import GrantRpcs
 from services.points.server_members import MemberEventRpcs
 from services.points.server_reconcile import ReconcileRpcs
 from services.points.server_refunds import RefundRpcs
+from services.points.server_rewards import RewardRpcs, sync_rewards
 from services.points.server_settlement import SettlementRpcs
 from services.points.server_spending import SpendingRpcs
+from services.points.server_tiers import TierRpcs
 from services.points.server_transactions import TransactionRpcs
 from services.points.store.rules import register_rules
 from services.runtime.config import Settings
@@ -39,6 +41,8 @@ class PointsServicer(
     SpendingRpcs,
     TransactionRpcs,
     ReconcileRpcs,
+    RewardRpcs,
+    TierRpcs,
     MemberEventRpcs,
     pb_grpc.PointsServiceServicer,
 ):
@@ -76,6 +80,7 @@ async def load_rules_in_force(pool: asyncpg.Pool, path: Path) -> RulesInForce:
 async def build(pool: asyncpg.Pool, settings: Settings) -> PointsComponent:
     path = Path(os.environ.get(RULES_FILE_ENV) or program_rules.DEFAULT_RULES_FILE)
     rules = await load_rules_in_force(pool, path)
+    await sync_rewards(pool, rules)  # the catalogue names tiers of these rules
     members = MemberDirectory(pool)
     ledger = Ledger(pool, members, rules, system_clock)
     jobs = JobLoop(JobRunner(pool), system_clock, settings.points_jobs_interval_s)

@@ -26,6 +26,7 @@ REFERENCE_TYPES = {
     "release": "request_id",
     "hold_expiry": "hold_id",
     "redeem": "request_id",
+    "reward": "request_id",
 }
 MAX_KINDS = 20
 MAX_KIND_LEN = 40

@@ -31,8 +31,10 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "RefundPayment": "points.payments.settle",
     POINTS + "GrantPoints": "points.points.grant",
     POINTS + "GetBalance": "points.balance.read",
+    POINTS + "GetTierProgress": "points.balance.read",
     POINTS + "ListTransactions": "points.balance.read",
     POINTS + "ExplainTransaction": "points.balance.read",
+    POINTS + "ListRewards": "points.balance.read",
     # proving the whole ledger is back-office work; it reads every member's points
     POINTS + "Reconcile": "points.ledger.reconcile",
     # spending acts for the member: the wallet backend (and the back office) redeems
@@ -40,6 +42,7 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "CapturePoints": "points.points.spend",
     POINTS + "ReleaseHold": "points.points.spend",
     POINTS + "RedeemPoints": "points.points.spend",
+    POINTS + "RedeemReward": "points.points.spend",
     POINTS + "ApplyMemberEvents": "points.internal.members",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",

@@ -138,6 +138,7 @@ class Requests:
             "SettlePayment": self.payment,
             "SettlePayments": lambda: ptpb.SettlePaymentsRequest(requests=[self.payment()]),
             "GetBalance": lambda: ptpb.GetBalanceRequest(name=f"{name}/balance"),
+            "GetTierProgress": lambda: ptpb.GetTierProgressRequest(name=f"{name}/tierProgress"),
             "GrantPoints": lambda: ptpb.GrantPointsRequest(
                 member="members/macl",
                 request_id=_unique("acl"),
@@ -161,6 +162,10 @@ class Requests:
             ),
             "RedeemPoints": lambda: ptpb.RedeemPointsRequest(
                 member="members/macl", request_id=_unique("acl"), points=1
+            ),
+            "ListRewards": lambda: ptpb.ListRewardsRequest(page_size=1),
+            "RedeemReward": lambda: ptpb.RedeemRewardRequest(
+                member="members/macl", sku="coffee-voucher", request_id=_unique("acl")
             ),
             "ListTransactions": lambda: ptpb.ListTransactionsRequest(
                 parent="members/macl", page_size=1

@@ -61,6 +61,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "maturation": 0,
         "hold_expiry": 0,
         "expiry": 0,
+        "tier_review": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available) == (settled.points, 0)
@@ -68,6 +69,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "maturation": 1,
         "hold_expiry": 0,
         "expiry": 0,
+        "tier_review": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available, got.lifetime_earned) == (0, settled.points, 150)
@@ -117,11 +119,13 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "maturation": 0,
         "hold_expiry": 0,
         "expiry": 0,
+        "tier_review": 0,
     }
     assert done(await runner.run_once(first_expiry)) == {
         "maturation": 0,
         "hold_expiry": 0,
         "expiry": 1,
+        "tier_review": 0,
     }
     got = await balance(suite, member_id)
     assert got.available == newer.points
@@ -156,8 +160,18 @@ async def test_a_second_run_at_the_same_time_does_nothing(
     await settle(suite, member_id, "p-2", NOW - 10 * DAY)
     later = NOW + 400 * DAY  # past both the return window and every expiry
     runner = JobRunner(pool)
-    assert done(await runner.run_once(later)) == {"maturation": 1, "hold_expiry": 0, "expiry": 2}
-    assert done(await runner.run_once(later)) == {"maturation": 0, "hold_expiry": 0, "expiry": 0}
+    assert done(await runner.run_once(later)) == {
+        "maturation": 1,
+        "hold_expiry": 0,
+        "expiry": 2,
+        "tier_review": 0,
+    }
+    assert done(await runner.run_once(later)) == {
+        "maturation": 0,
+        "hold_expiry": 0,
+        "expiry": 0,
+        "tier_review": 0,
+    }
     rows = await db.fetchval(
         "SELECT count(*) FROM points.transactions WHERE member_id = $1", member_id
     )
@@ -268,10 +282,10 @@ async def test_work_beyond_one_batch_and_the_bound_per_run(
     lots = await _settle_many(suite, members, 30)
     assert lots == 1200
     bounded = JobRunner(pool, limits=JobLimits(batch_size=500, max_batches=2))
-    [maturation, _, _] = await bounded.run_once(NOW + 8 * DAY)
+    [maturation, *_] = await bounded.run_once(NOW + 8 * DAY)
     assert (maturation.done, maturation.batches, maturation.more_left) == (1000, 2, True)
     await ledger_holds(suite.dsn)
-    [maturation, _, _] = await JobRunner(pool).run_once(NOW + 8 * DAY)
+    [maturation, *_] = await JobRunner(pool).run_once(NOW + 8 * DAY)
     assert (maturation.done, maturation.batches, maturation.more_left) == (200, 1, False)
     assert await _kind_counts(db, "maturation") == (1200, 1200)
     got = await balance(suite, members[0])
@@ -326,6 +340,7 @@ async def test_run_jobs_command(suite: Suite) -> None:
         "maturation": 1,
         "hold_expiry": 0,
         "expiry": 1,
+        "tier_review": 0,
     }
     assert (await balance(suite, member_id)).lifetime_earned == settled.points
     code, out, _ = await _cli(suite.dsn, "--now", "2030-01-01T08:00:00+08:00")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from services.points.store.tiers import TierState
 from services.runtime.db import Conn
 
 
@@ -75,7 +76,8 @@ class BatchWrite:
     lots: list[tuple[str, int, int, str, int, datetime, datetime, datetime, int]]
     transfers: list[tuple[str, int, int, str, str, int, int, int]]
     balances: dict[str, list[int]]  # member -> [pending, available, earned] deltas
-    days: dict[tuple[str, date], int]
+    days: dict[tuple[str, date], int]  # also the qualifying points the batch adds
+    tiers: dict[str, TierState] = field(default_factory=dict)  # upgrades: the final state
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -112,7 +114,20 @@ today AS (
   INSERT INTO points.daily_earnings (member_id, day, points)
   SELECT * FROM unnest($30::text[], $31::date[], $32::bigint[])
   ON CONFLICT (member_id, day)
-  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points)
+  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points),
+qualifying AS (
+  INSERT INTO points.qualifying_days (member_id, day, points)
+  SELECT * FROM unnest($30::text[], $31::date[], $32::bigint[])
+  ON CONFLICT (member_id, day)
+  DO UPDATE SET points = points.qualifying_days.points + EXCLUDED.points),
+tiers AS (
+  INSERT INTO points.member_tiers
+    (member_id, tier_code, since, review_at, grace_until, rule_version)
+  SELECT * FROM unnest($33::text[], $34::text[], $35::timestamptz[], $36::timestamptz[],
+                       $37::timestamptz[], $38::bigint[])
+  ON CONFLICT (member_id) DO UPDATE SET tier_code = EXCLUDED.tier_code,
+    since = EXCLUDED.since, review_at = EXCLUDED.review_at,
+    grace_until = EXCLUDED.grace_until, rule_version = EXCLUDED.rule_version)
 SELECT 1
 """
 
@@ -122,6 +137,7 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
         return
     balances = sorted(write.balances.items())
     days = sorted(write.days.items())
+    upgrades = sorted(write.tiers.items())
     await conn.execute(
         _WRITE,
         *_columns(write.transactions, 8),
@@ -134,4 +150,10 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
         [k[0] for k, _ in days],
         [k[1] for k, _ in days],
         [n for _, n in days],
+        [m for m, _ in upgrades],
+        [t.code for _, t in upgrades],
+        [t.since for _, t in upgrades],
+        [t.review_at for _, t in upgrades],
+        [t.grace_until for _, t in upgrades],
+        [t.rule_version for _, t in upgrades],
     )

@@ -17,6 +17,7 @@ class SettledPayment:
     amount_minor: int
     points: int  # what the settlement awarded
     lot_id: int | None  # None when it awarded nothing
+    occurred_at: datetime | None = None  # its qualifying points count on this day
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ async def find_settled_payment(
         int(paid["amount_minor"]),
         int(row["points"]),
         None if lot_id is None else int(lot_id),
+        datetime.fromisoformat(paid["occurred_at"]) if paid.get("occurred_at") else None,
     )
 
 

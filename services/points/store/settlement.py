@@ -11,6 +11,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from services.points.store.tiers import (
+    TIER_COLUMNS,
+    TierState,
+    qualifying_sql,
+    set_tier_sql,
+    state_of,
+    tier_args,
+)
 from services.runtime.db import Conn
 
 
@@ -24,12 +32,15 @@ class Locked:
 
 @dataclass(frozen=True)
 class Seen:
-    """What the member's lock holder sees: state, an earlier settlement, today's earnings."""
+    """What the member's lock holder sees: state, an earlier settlement, today's earnings,
+    the member's tier and qualifying points in the window."""
 
     state: str
     request_hash: bytes | None
     result: dict[str, Any] | None
     earned_today: int
+    tier: TierState | None
+    qualifying: int
 
 
 @dataclass(frozen=True)
@@ -73,17 +84,24 @@ async def lock_known_member(conn: Conn, member_id: str, available_floor: int) ->
     return Locked(row["available"], row["txn_id"], row["lot_id"], row["transfer_id"])
 
 
-async def read_under_lock(conn: Conn, member_id: str, key: str, day: date) -> Seen:
+async def read_under_lock(
+    conn: Conn, member_id: str, key: str, day: date, window: tuple[date, date] | None = None
+) -> Seen:
+    """`window`: the qualifying window's first and last day (callers that need no window
+    sum, such as grants, leave it out)."""
     row = await conn.fetchrow(
-        "SELECT m.state, t.request_hash, t.result, COALESCE(d.points, 0) AS earned_today"
+        "SELECT m.state, t.request_hash, t.result, COALESCE(d.points, 0) AS earned_today,"
+        f" {TIER_COLUMNS}, {qualifying_sql('m.member_id', 4)} AS qualifying"
         " FROM points.members m"
         " LEFT JOIN points.transactions t ON t.member_id = m.member_id"
         "  AND t.idempotency_key = $2"
         " LEFT JOIN points.daily_earnings d ON d.member_id = m.member_id AND d.day = $3"
+        " LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id"
         " WHERE m.member_id = $1",
         member_id,
         key,
         day,
+        *(window or (day, day)),
     )
     if row is None:
         raise LookupError("member vanished under its own balance lock")
@@ -93,6 +111,8 @@ async def read_under_lock(conn: Conn, member_id: str, key: str, day: date) -> Se
         None if done is None else bytes(done),
         None if row["result"] is None else json.loads(row["result"]),
         int(row["earned_today"]),
+        state_of(row),
+        int(row["qualifying"]),
     )
 
 
@@ -102,7 +122,7 @@ _TRANSACTION = (
     " VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8)"
 )
 
-_CREDITED = (
+_CREDITED_CTES = (
     "WITH txn AS (" + _TRANSACTION + "),"
     " lot AS (INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining,"
     "  earned_at, available_at, expires_at, rule_version)"
@@ -115,16 +135,25 @@ _CREDITED = (
     "  WHERE member_id = $1),"
     " today AS (INSERT INTO points.daily_earnings (member_id, day, points) VALUES ($1, $18, $6)"
     "  ON CONFLICT (member_id, day)"
-    "  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points)"
-    " SELECT 1"
+    "  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points),"
+    " qualifying AS (INSERT INTO points.qualifying_days (member_id, day, points)"
+    "  VALUES ($1, $18, $6) ON CONFLICT (member_id, day)"
+    "  DO UPDATE SET points = points.qualifying_days.points + EXCLUDED.points)"
 )
+_CREDITED = _CREDITED_CTES + " SELECT 1"
+# the same, and the upgrade the payment's qualifying points reach ($19: member_id again)
+_UPGRADED = _CREDITED_CTES + ", tier AS (" + set_tier_sql(19) + ") SELECT 1"
 
 
 async def write_settlement(
-    conn: Conn, member_id: str, row: SettlementRow, credit: Credit | None
+    conn: Conn,
+    member_id: str,
+    row: SettlementRow,
+    credit: Credit | None,
+    upgrade: TierState | None = None,
 ) -> None:
-    """The transaction row and, when points were earned, its lot, transfer, balance and
-    daily total: one statement."""
+    """The transaction row and, when points were earned, its lot, transfer, balance,
+    daily total, qualifying points and tier upgrade: one statement."""
     head = (
         member_id,
         row.txn_id,
@@ -139,8 +168,9 @@ async def write_settlement(
         await conn.execute(_TRANSACTION, *head)
         return
     pending = credit.state == "PENDING"
+    tier = () if upgrade is None else (member_id, *tier_args(upgrade))
     await conn.execute(
-        _CREDITED,
+        _CREDITED if upgrade is None else _UPGRADED,
         *head,
         credit.lot_id,
         credit.state,
@@ -152,4 +182,5 @@ async def write_settlement(
         row.points if pending else 0,
         0 if pending else row.points,
         credit.day,
+        *tier,
     )

@@ -1,0 +1,145 @@
+"""Tiers: which tier a member holds, and how it moves (docs/decisions.md, "Points ledger").
+
+Qualifying points are the points settlements award, per calendar day of the payment (the
+program's time zone), net of refunds; the window is the `qualifying_window_days` days ending
+today. Upgrades happen at once, inside the settlement that crosses a higher threshold (the
+new multiplier applies from the next payment). Downgrades happen only at the tier's review
+(`since + window`), after `downgrade_grace_days` when the review finds too few points; the
+one exception is a refund that itself takes the window sum below the tier's threshold: the
+qualification it undoes is undone at once. These are pure functions; callers hold the
+member's balance lock while they read, decide and write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+
+from services.points import earn
+from services.points.rules import Rules, Tier, parse_rules
+from services.points.store.tiers import TierState
+
+
+def window_days(rules: Rules, now: datetime) -> tuple[date, date]:
+    """First and last calendar day of the qualifying window that ends today."""
+    last = earn.local_day(rules, now)
+    return last - timedelta(days=rules.qualifying_window_days - 1), last
+
+
+def window_bounds(rules: Rules, now: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of the window as instants: its first day's start, its last day's end."""
+    first, last = window_days(rules, now)
+    return earn.local_day_bounds(rules, first)[0], earn.local_day_bounds(rules, last)[1]
+
+
+def in_window(rules: Rules, now: datetime, day: date) -> bool:
+    first, last = window_days(rules, now)
+    return first <= day <= last
+
+
+def tier_of(rules: Rules, state: TierState | None) -> Tier:
+    """The member's tier; no row, or a code these rules no longer have, is the base tier."""
+    if state is None:
+        return rules.base_tier()
+    try:
+        return rules.tier(state.code)
+    except KeyError:
+        return rules.base_tier()
+
+
+def _window(rules: Rules) -> timedelta:
+    return timedelta(days=rules.qualifying_window_days)
+
+
+def entered(rules: Rules, version: int, tier: Tier, now: datetime) -> TierState:
+    """The state of a member who reaches `tier` at `now` (by upgrade or downgrade)."""
+    review = None if tier == rules.base_tier() else now + _window(rules)
+    return TierState(tier.code, now, review, None, version)
+
+
+def after_earning(
+    rules: Rules, version: int, state: TierState | None, qualifying: int, now: datetime
+) -> TierState | None:
+    """The upgrade a settlement causes (None: none), given the window sum after it."""
+    target = rules.tier_for(qualifying)
+    if target.threshold <= tier_of(rules, state).threshold:
+        return None
+    return entered(rules, version, target, now)
+
+
+def after_refund(
+    rules: Rules,
+    version: int,
+    state: TierState | None,
+    sums: tuple[int, int],
+    now: datetime,
+) -> TierState | None:
+    """The drop a refund causes (None: none), given the window sum before and after it.
+
+    Only a refund that itself takes the sum from at or above the tier's threshold to below
+    it drops the tier, to what the sum still reaches; the review date stays (a drop gives no
+    new window). A tier the window no longer supported before the refund waits for review."""
+    before, after = sums
+    current = tier_of(rules, state)
+    if state is None or not before >= current.threshold > after:
+        return None
+    target = rules.tier_for(after)
+    if target == rules.base_tier():
+        return TierState(target.code, now, None, None, version)
+    return TierState(target.code, now, state.review_at or now + _window(rules), None, version)
+
+
+def reviewed(rules: Rules, state: TierState, qualifying: int, now: datetime) -> TierState:
+    """The tier review at `now` (due: `grace_until`, else `review_at`, has passed).
+
+    Enough points for the tier: kept, reviewed again a window after the review date.
+    Too few: the grace period starts (review_at + grace), or, once it is over or when there
+    is none, the member drops to the tier the window sum reaches."""
+    current = tier_of(rules, state)
+    target = rules.tier_for(qualifying)
+    review_at = state.review_at or now
+    if target.threshold >= current.threshold:
+        following = review_at + _window(rules)
+        if target != current:  # thresholds of these rules fell below the sum: an upgrade
+            return entered(rules, state.rule_version, target, now)
+        return replace(
+            state,
+            review_at=following if following > now else now + _window(rules),
+            grace_until=None,
+        )
+    grace_end = review_at + timedelta(days=rules.downgrade_grace_days)
+    if state.grace_until is None and grace_end > now:
+        return replace(state, grace_until=grace_end)
+    return entered(rules, state.rule_version, target, now)
+
+
+@dataclass(frozen=True)
+class Progress:
+    tier: Tier
+    state: TierState | None
+    qualifying: int
+    window_start: datetime
+    window_end: datetime
+    next_tier: Tier | None
+    points_needed: int  # to reach next_tier within the current window (0 at the top)
+
+
+def progress(rules: Rules, state: TierState | None, qualifying: int, now: datetime) -> Progress:
+    tier = tier_of(rules, state)
+    following = rules.next_tier(tier.code)
+    needed = 0 if following is None else max(0, following.threshold - qualifying)
+    start, end = window_bounds(rules, now)
+    return Progress(tier, state, qualifying, start, end, following, needed)
+
+
+_RULES_BY_VERSION: dict[int, Rules] = {}
+
+
+def rules_of(version: int, document: str | dict[str, object]) -> Rules:
+    """The parsed rules of a stored version (immutable per version, so cached)."""
+    found = _RULES_BY_VERSION.get(version)
+    if found is None:
+        doc = json.loads(document) if isinstance(document, str) else document
+        found = _RULES_BY_VERSION.setdefault(version, parse_rules(doc))
+    return found
