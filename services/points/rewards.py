@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
+from services.points import tiers
 from services.points.ledger_accounts import REDEEMED
 from services.points.rules import Rules, Tier
 from services.points.spending import Spending
 from services.points.store import ledger as ledger_store
 from services.points.store import rewards as store
 from services.points.store import spending as spending_store
+from services.points.store import tiers as tier_store
 from services.runtime import paging
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import failed_precondition, idempotency_key_reused, not_found
@@ -33,11 +35,9 @@ KIND = "reward"
 
 
 async def tier_of(conn: Conn, rules: Rules, member_id: str) -> Tier:
-    """The member's current tier. SWITCH-OVER: no member tier state exists yet (tiers are
-    being built), so every member is in the base tier; replace this one function with a read
-    of the member's tier once it exists."""
-    del conn, member_id
-    return rules.base_tier()
+    """The member's current tier (no tier state yet: the base tier)."""
+    states = await tier_store.tier_rows(conn, [member_id])
+    return tiers.tier_of(rules, states.get(member_id))
 
 
 def allowed_tiers(rules: Rules, tier: Tier) -> list[str]:

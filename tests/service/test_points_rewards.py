@@ -326,3 +326,25 @@ async def test_the_per_member_limit_holds_under_concurrency(
     assert units == 3
     await ledger_holds(suite.dsn)
     await reconciled(suite)
+
+
+async def test_a_member_who_reached_gold_may_redeem_gold_rewards(
+    suite: Suite, db: asyncpg.Connection, catalogue: None
+) -> None:
+    member_id, _, _ = await two_lots(suite, db)
+    await expect_error(
+        suite.points.RedeemReward(redeem(member_id, "t-gold", "g-1"), metadata=spender(suite)),
+        FAILED,
+        reason="TIER_TOO_LOW",
+    )
+    await db.execute(
+        "INSERT INTO points.member_tiers (member_id, tier_code, since, review_at, rule_version)"
+        " SELECT $1, 'gold', now(), now() + interval '365 days', max(version)"
+        " FROM points.program_rules",
+        member_id,
+    )
+    got = await redeemed(suite, redeem(member_id, "t-gold", "g-2"))
+    assert got.points == 1
+    listed_now = await listed(suite, available_to=f"members/{member_id}")
+    assert "t-gold" in [r.sku for r in listed_now.rewards]
+    await ledger_holds(suite.dsn)
