@@ -6,6 +6,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from services.runtime.db import create_pool
 from tests.support.postgres import PostgresForTests
 from tests.support.suite import Suite, running_suite
 
@@ -39,6 +40,17 @@ async def db(suite: Suite) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def pool(suite: Suite) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of its own on the suite's database: code under test with it acts as another
+    replica of a service would."""
+    made = await create_pool(suite.dsn, 1, 4)
+    try:
+        yield made
+    finally:
+        await made.close()
 
 
 @pytest.fixture

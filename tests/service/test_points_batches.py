@@ -7,18 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import grpc
 import pytest
 from membership.points.v1 import points_pb2 as pb
 
-from services.points.server import RULES_FILE_ENV
-from services.points.server import SPEC as POINTS
-from services.runtime.server import start_service
 from tests.service.test_points_refunds import (
     Stub,
     refund,
     refunded,
-    rules_file,
     settle,
     spend,
 )
@@ -29,6 +24,7 @@ from tests.service.test_points_settlement import (
     payment,
     settler,
 )
+from tests.support.points import points_with_rules, rules_file
 from tests.support.suite import Suite
 
 
@@ -121,14 +117,8 @@ async def lenient(
     path = rules_file(
         tmp_path, refund_policy='"allow_negative"', negative_floor="1000", pending_days="0"
     )
-    monkeypatch.setenv(RULES_FILE_ENV, str(path))
-    service = await start_service(POINTS, suite.settings, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-    try:
-        yield Stub(channel)
-    finally:
-        await channel.close()
-        await service.stop(0.2)
+    async with points_with_rules(suite, monkeypatch, path) as stub:
+        yield stub
 
 
 async def test_a_member_in_debt_repays_through_a_batch(

@@ -8,11 +8,9 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from membership.points.v1 import points_pb2 as pb
 
 from services.points.jobs import JobLimits, JobLoop, JobReport, JobRunner
@@ -28,16 +26,6 @@ from tests.service.test_points_settlement import (
 from tests.support.suite import Suite
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def pool(suite: Suite) -> AsyncIterator[asyncpg.Pool]:
-    """A replica's own pool: runners here act as other processes would."""
-    made = await create_pool(suite.dsn, 1, 4)
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 def done(reports: list[JobReport]) -> dict[str, int]:

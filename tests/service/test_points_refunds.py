@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from itertools import count
@@ -16,10 +15,6 @@ from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.points import earn
-from services.points.rules import DEFAULT_RULES_FILE
-from services.points.server import RULES_FILE_ENV
-from services.points.server import SPEC as POINTS
-from services.runtime.server import start_service
 from tests.service.test_points_settlement import (
     NOW,
     balance,
@@ -28,6 +23,7 @@ from tests.service.test_points_settlement import (
     payment,
     settler,
 )
+from tests.support.points import points_with_rules, rules_file
 from tests.support.rpc_errors import expect_error
 from tests.support.suite import Suite
 
@@ -48,17 +44,6 @@ def refund(
     )
 
 
-def rules_file(folder: Path, **values: str) -> Path:
-    """The default rules with some top-level values replaced."""
-    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
-    for key, value in values.items():
-        text, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.MULTILINE)
-        assert found == 1, key
-    path = folder / "rules.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 @pytest.fixture
 async def lenient(
     suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -67,14 +52,8 @@ async def lenient(
     path = rules_file(
         tmp_path, refund_policy='"allow_negative"', negative_floor="1000", pending_days="0"
     )
-    monkeypatch.setenv(RULES_FILE_ENV, str(path))
-    service = await start_service(POINTS, suite.settings, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-    try:
-        yield Stub(channel)
-    finally:
-        await channel.close()
-        await service.stop(0.2)
+    async with points_with_rules(suite, monkeypatch, path) as stub:
+        yield stub
 
 
 async def settle(stub: Stub, suite: Suite, request: pb.SettlePaymentRequest) -> pb.Settlement:

@@ -16,7 +16,6 @@ from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.points.jobs import JobReport, JobRunner
 from services.points.server import SPEC as POINTS
-from services.runtime.db import create_pool
 from services.runtime.server import start_service
 from tests.service.test_points_settlement import (
     NOW,
@@ -37,15 +36,6 @@ OLDER = NOW - timedelta(days=30)
 
 def spender(suite: Suite) -> Metadata:
     return suite.auth("wallet-backend")
-
-
-@pytest.fixture
-async def pool(suite: Suite) -> AsyncIterator[asyncpg.Pool]:
-    made = await create_pool(suite.dsn, 1, 4)
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 async def earned(suite: Suite, member_id: str, pid: str, minor: int, at: datetime) -> pb.Settlement:

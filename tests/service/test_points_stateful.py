@@ -47,7 +47,7 @@ from services.points.spending_model import (
 from services.points.store import ledger as ledger_store
 from services.runtime.errors import DomainError
 from services.runtime.identity import Caller
-from tests.service.test_points_refunds import rules_file
+from tests.support.points import rules_file
 from tests.support.postgres import PostgresForTests
 
 MEMBERS = ("mstate0001", "mstate0002")

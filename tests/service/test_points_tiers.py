@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import grpc
 import pytest
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
@@ -17,17 +16,14 @@ from membership.points.v1 import points_pb2_grpc as pb_grpc
 from services.points import earn
 from services.points.jobs import JobReport, JobRunner
 from services.points.rules import DEFAULT_RULES_FILE, load_rules_file
-from services.points.server import RULES_FILE_ENV
-from services.points.server import SPEC as POINTS
-from services.runtime.db import create_pool
-from services.runtime.server import start_service
-from tests.service.test_points_refunds import refund, rules_file
+from tests.service.test_points_refunds import refund
 from tests.service.test_points_settlement import (
     known_member,
     ledger_holds,
     payment,
     settler,
 )
+from tests.support.points import points_with_rules, rules_file
 from tests.support.suite import Suite
 
 DAY = timedelta(days=1)
@@ -36,27 +32,13 @@ Stub = pb_grpc.PointsServiceStub
 
 
 @pytest.fixture
-async def pool(suite: Suite) -> AsyncIterator[asyncpg.Pool]:
-    made = await create_pool(suite.dsn, 1, 4)
-    try:
-        yield made
-    finally:
-        await made.close()
-
-
-@pytest.fixture
 async def no_grace(
     suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> AsyncIterator[Stub]:
     """A second points service on the database whose rules have no downgrade grace."""
-    monkeypatch.setenv(RULES_FILE_ENV, str(rules_file(tmp_path, downgrade_grace_days="0")))
-    service = await start_service(POINTS, suite.settings, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-    try:
-        yield Stub(channel)
-    finally:
-        await channel.close()
-        await service.stop(0.2)
+    rules = rules_file(tmp_path, downgrade_grace_days="0")
+    async with points_with_rules(suite, monkeypatch, rules) as stub:
+        yield stub
 
 
 def books(member_id: str, payment_id: str, cny: int) -> pb.SettlePaymentRequest:
