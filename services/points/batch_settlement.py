@@ -16,6 +16,7 @@ from services.points.ledger import ItemOutcome, Ledger
 from services.points.settlement import Payment, SettlementResult
 from services.points.store import batch_settlement as bstore
 from services.points.store import ledger as store
+from services.points.store import referrals as rstore
 from services.points.store.settlement import Credit, SettlementRow
 from services.points.store.tiers import TierView, tier_views
 from services.runtime.db import Conn
@@ -36,6 +37,9 @@ class BatchView:
     tiers: dict[str, TierView]
     now: datetime
     in_batch: dict[Key, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
+    # referee -> referrer, for members whose first settlement makes a referral bonus due
+    referrers: dict[str, str] = field(default_factory=dict)
+    due_referrals: dict[str, rstore.DueReferral] = field(default_factory=dict)
 
 
 async def settle_set_wise(
@@ -54,6 +58,7 @@ async def settle_set_wise(
             continue
         outcomes[i] = _decide(ledger, view, payment, ids, write)
     await bstore.write_batch(conn, write)
+    await rstore.record_due(conn, list(view.due_referrals.values()))
     for i in slow:
         outcomes[i] = await ledger.settle_item(conn, payments[i])
     return [outcomes[i] for i in range(len(payments))]
@@ -74,6 +79,7 @@ async def _read(ledger: Ledger, conn: Conn, payments: Sequence[Payment]) -> Batc
         earned=await bstore.earned_on_days(conn, sorted(days)),
         tiers=await tier_views(conn, list(available), *tiers.window_days(rules, now)),
         now=now,
+        referrers=await rstore.referrers_without_bonus(conn, list(available)),
     )
 
 
@@ -119,6 +125,11 @@ def _settle(
         view.earned.get((payment.member_id, day), 0) + row.points
     )
     view.in_batch[key] = (row.request_hash, row.result)
+    referrer = view.referrers.get(payment.member_id)
+    if referrer is not None and payment.member_id not in view.due_referrals:
+        view.due_referrals[payment.member_id] = rstore.DueReferral(
+            payment.member_id, referrer, payment.payment_id, row.rule_version
+        )
     return result
 
 

@@ -83,6 +83,33 @@ def check_allowed(
         raise bad_field("expire_time", "must be in the future")
 
 
+async def credit_available(
+    conn: Conn,
+    member_id: str,
+    points_available: tuple[int, int],
+    ids: tuple[int, int],
+    version: int,
+    at: tuple[datetime, datetime],
+) -> int:
+    """Credits `points` to a locked member as a lot of their own, available at once
+    (program:issued -> member:available), whose first points repay a debt; the caller
+    records the transaction `ids[0]`. `points_available`: the points, and the member's
+    available before the credit. `at`: now and the lot's expiry. Returns the repaid part."""
+    (points, available), (txn_id, lot_id), (now, expires_at) = (
+        points_available,
+        ids,
+        at,
+    )
+    lot = store.NewLot(lot_id, txn_id, "AVAILABLE", points, now, now, expires_at, version)
+    await store.insert_lot(conn, member_id, lot)
+    move = store.NewTransfer(txn_id, ISSUED, MEMBER_AVAILABLE, points, lot_id, version)
+    await store.insert_transfers(conn, member_id, [move])
+    await store.add_to_balance(conn, member_id, available=points, earned=points)
+    repaid = min(max(0, -available), points)
+    await debt.repay_from_new_lot(conn, member_id, (txn_id, lot_id), repaid, False, version)
+    return repaid
+
+
 class Grants:
     def __init__(
         self, pool: asyncpg.Pool, rules: RulesInForce, clock: Callable[[], datetime]
@@ -118,26 +145,14 @@ class Grants:
     ) -> GrantResult:
         version = self._rules.version
         expires_at = request.expires_at or earn.expires_at(self._rules.rules, now)
-        lot = store.NewLot(
-            locked.lot_id, locked.txn_id, "AVAILABLE", request.points, now, now, expires_at, version
-        )
-        await store.insert_lot(conn, request.member_id, lot)
-        await store.insert_transfers(
+        ids = (locked.txn_id, locked.lot_id)
+        repaid = await credit_available(
             conn,
             request.member_id,
-            [
-                store.NewTransfer(
-                    locked.txn_id, ISSUED, MEMBER_AVAILABLE, request.points, locked.lot_id, version
-                )
-            ],
-        )
-        owed = max(0, -locked.available)
-        await store.add_to_balance(
-            conn, request.member_id, available=request.points, earned=request.points
-        )
-        repaid = min(owed, request.points)
-        await debt.repay_from_new_lot(
-            conn, request.member_id, (locked.txn_id, locked.lot_id), repaid, False, version
+            (request.points, locked.available),
+            ids,
+            version,
+            (now, expires_at),
         )
         result = GrantResult(
             request.member_id,

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from services.points.ledger_accounts import EXPIRED, MEMBER_AVAILABLE, MEMBER_PENDING
+from services.points.referrals import pay_referral_bonuses
 from services.points.spending import expire_due_holds
 from services.points.store import jobs as store
 from services.points.store import tiers as tier_store
@@ -232,6 +233,12 @@ async def review_tiers(conn: Conn, now: datetime, limit: int) -> BatchResult:
     return BatchResult(len(due), await review_due(conn, due, now))
 
 
+async def pay_referrals(conn: Conn, now: datetime, limit: int) -> BatchResult:
+    """Referral bonuses made due by referees' first settlements are paid to both sides."""
+    seen, paid = await pay_referral_bonuses(conn, now, limit)
+    return BatchResult(seen, paid)
+
+
 # in this order: a lot that matures and expires in the same run ends expired, and points an
 # expired hold gives back to a lot expire with it
 JOBS: tuple[Job, ...] = (
@@ -239,6 +246,7 @@ JOBS: tuple[Job, ...] = (
     Job("hold_expiry", expire_holds),
     Job("expiry", expire_lots),
     Job("tier_review", review_tiers),
+    Job("referral_bonus", pay_referrals),
 )
 
 

@@ -11,6 +11,7 @@ import asyncpg
 from services.points import debt, earn, tiers
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.member_events import MemberDirectory
+from services.points.restrictions import require_readable
 from services.points.rules import Rules, Tier, UnknownCurrency
 from services.points.settlement import Payment, PointsState, SettlementResult, explanation_of
 from services.points.store import ledger as store
@@ -22,7 +23,6 @@ from services.runtime.errors import (
     bad_field,
     failed_precondition,
     idempotency_key_reused,
-    not_found,
 )
 
 
@@ -112,11 +112,15 @@ class Ledger:
         tier = tiers.tier_of(rules, seen.tier)
         earning = self.earning(seen.earned_today, payment, tier)
         after = self.qualified(seen.tier, seen.qualifying, earning.points, day, now)
+        # a referred member: its first settlement makes the referral bonus due
+        referral = (seen.referred_by, payment.payment_id) if seen.referred_by else None
         if earning.points > 0 and locked.available < 0:
             return await self._record_repaying_debt(
-                conn, payment, earning, (locked.txn_id, day), (tier, after.upgrade)
+                conn, payment, earning, (locked.txn_id, day), (tier, after.upgrade), referral
             )
-        return await self._record(conn, payment, earning, locked, (day, tier, after.upgrade))
+        return await self._record(
+            conn, payment, earning, locked, (day, tier, after.upgrade), referral
+        )
 
     def qualified(
         self,
@@ -221,12 +225,13 @@ class Ledger:
         earning: earn.Earning,
         locked: fast.Locked,
         at: tuple[date, Tier, tier_store.TierState | None],
+        referral: tuple[str, str] | None = None,
     ) -> SettlementResult:
         """The common case (no debt to repay): everything in one statement."""
         day, tier, upgrade = at
         ids = (locked.txn_id, locked.lot_id, locked.transfer_id)
         result, credit, row = self.settlement_of(payment, earning, ids, (day, tier))
-        await fast.write_settlement(conn, payment.member_id, row, credit, upgrade)
+        await fast.write_settlement(conn, payment.member_id, row, credit, upgrade, referral)
         return result
 
     async def _record_repaying_debt(
@@ -236,6 +241,7 @@ class Ledger:
         earning: earn.Earning,
         txn_day: tuple[int, date],
         tier: tuple[Tier, tier_store.TierState | None],
+        referral: tuple[str, str] | None = None,
     ) -> SettlementResult:
         """A member in debt (allow_negative): the new lot's first points repay it."""
         (txn_id, day), (in_force, upgrade) = txn_day, tier
@@ -247,7 +253,7 @@ class Ledger:
         if upgrade is not None:
             await tier_store.set_tier(conn, payment.member_id, upgrade)
         row = self._row(payment, earning, result, repaid)
-        await fast.write_settlement(conn, payment.member_id, row, None)
+        await fast.write_settlement(conn, payment.member_id, row, None, None, referral)
         return result
 
     async def _credit_and_repay(
@@ -314,7 +320,6 @@ class Ledger:
 
     async def balance(self, member_id: str) -> tuple[store.BalanceRow, list[tuple[int, datetime]]]:
         async with self._pool.acquire() as conn:
-            if await self._members.state_of(conn, member_id) is None:
-                raise not_found("member")
+            require_readable(await self._members.state_of(conn, member_id))
             row = await store.get_balance(conn, member_id) or store.BalanceRow(0, 0, 0, 0)
             return row, await store.expiring_soonest(conn, member_id, 5)

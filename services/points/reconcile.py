@@ -61,6 +61,7 @@ POINTS_MEANING: dict[str, tuple[str, ...]] = {
     "expiry": (MEMBER_AVAILABLE,),
     # a grant's points arrive available at once (a debt repayment shrinks only the lot)
     "grant": (MEMBER_AVAILABLE,),
+    "referral": (MEMBER_AVAILABLE,),
     # spending (services/points/spending.py): `points` is the change of `available`; a
     # hold's available -> held is minus what it holds, a capture, release or hold expiry
     # gives back to available what it returns, a redemption is minus what it spends

@@ -28,6 +28,7 @@ import asyncpg
 from services.points import earn, tiers
 from services.points.ledger import RulesInForce
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING, UNCOLLECTABLE
+from services.points.restrictions import refuse_if_restricted
 from services.points.store import ledger as ledger_store
 from services.points.store import refunds as store
 from services.points.store import tiers as tier_store
@@ -157,6 +158,7 @@ class Refunds:
         done = await self._replay(conn, request)
         if done is not None:
             return done
+        await refuse_if_restricted(conn, request.member_id)
         payment = await store.find_settled_payment(conn, request.member_id, request.payment_id)
         if payment is None:
             raise not_found("payment")

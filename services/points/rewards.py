@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from services.points import tiers
 from services.points.ledger_accounts import REDEEMED
+from services.points.restrictions import require_readable
 from services.points.rules import Rules, Tier
 from services.points.spending import Spending
 from services.points.store import ledger as ledger_store
@@ -142,8 +143,7 @@ class Rewards(Spending):
     async def _availability(self, conn: Conn, member_id: str) -> store.Availability | None:
         if not member_id:
             return None
-        if await self._members.state_of(conn, member_id) is None:
-            raise not_found("member")
+        require_readable(await self._members.state_of(conn, member_id))
         rules = self._rules.rules
         tier = await tier_of(conn, rules, member_id)
         return store.Availability(member_id, allowed_tiers(rules, tier))

@@ -20,6 +20,7 @@ from services.points.member_events import MemberDirectory
 from services.points.server_base import PointsDeps
 from services.points.server_grants import GrantRpcs
 from services.points.server_members import MemberEventRpcs
+from services.points.server_privacy import PrivacyRpcs
 from services.points.server_reconcile import ReconcileRpcs
 from services.points.server_refunds import RefundRpcs
 from services.points.server_rewards import RewardRpcs, sync_rewards
@@ -44,6 +45,7 @@ class PointsServicer(
     RewardRpcs,
     TierRpcs,
     MemberEventRpcs,
+    PrivacyRpcs,
     pb_grpc.PointsServiceServicer,
 ):
     """Every RPC of PointsService; each mixin maps one topic."""

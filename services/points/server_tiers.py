@@ -6,10 +6,11 @@ import grpc
 from membership.points.v1 import points_pb2 as pb
 
 from services.points import tiers
+from services.points.restrictions import require_readable
 from services.points.rules import Tier
 from services.points.server_base import RpcGroup, timestamp
 from services.points.store import tiers as store
-from services.runtime.errors import ViolationCollector, not_found
+from services.runtime.errors import ViolationCollector
 from services.runtime.names import member_id_of, member_name
 
 SUFFIX = "/tierProgress"
@@ -52,8 +53,7 @@ class TierRpcs(RpcGroup):
         v.raise_if_any()
         rules, now = self.deps.ledger.rules.rules, self.deps.clock()
         async with self.deps.pool.acquire() as conn:
-            if await self.deps.members.state_of(conn, member_id) is None:
-                raise not_found("member")
+            require_readable(await self.deps.members.state_of(conn, member_id))
             window = tiers.window_days(rules, now)
             view = (await store.tier_views(conn, [member_id], *window))[member_id]
         return progress_pb(member_id, tiers.progress(rules, view.state, view.qualifying, now))

@@ -30,6 +30,7 @@ import asyncpg
 from services.points.ledger import RulesInForce
 from services.points.ledger_accounts import EXPIRED, MEMBER_AVAILABLE, MEMBER_HELD, REDEEMED
 from services.points.member_events import MemberDirectory
+from services.points.restrictions import refuse_if_restricted
 from services.points.spending_model import (
     CaptureRequest,
     HoldRequest,
@@ -289,13 +290,15 @@ class Spending:
         return await settle_hold(conn, hold, how)
 
     async def _release_in(self, conn: Conn, request: ReleaseRequest) -> HoldView:
-        """Releasing is allowed whatever the member's state: it only gives points back."""
+        """Releasing is allowed whatever the member's state (it only gives points back), but
+        for a restricted member's ledger."""
         key, fingerprint = request.idempotency_key, request.fingerprint()
         done = await _replay(conn, request.member_id, key, fingerprint)
         if done is None:
             done = await self._lock(conn, request.member_id, key, fingerprint)
         if done is not None:
             return HoldView.from_json(done)
+        await refuse_if_restricted(conn, request.member_id)  # its hold_expiry job releases it
         now = self._clock()
         hold = await store.lock_hold(conn, request.member_id, request.hold_id)
         if hold is None:

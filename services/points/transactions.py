@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from services.points.restrictions import refuse_if_restricted
 from services.points.store import transactions as store
 from services.runtime import paging
 from services.runtime.errors import bad_field, not_found
@@ -137,6 +138,7 @@ class Transactions:
         async with self._pool.acquire() as conn:
             if not await store.member_exists(conn, query.member_id):
                 raise not_found("member")
+            await refuse_if_restricted(conn, query.member_id)
             rows = await store.list_transactions(conn, query.member_id, window, size + 1)
             page = rows[:size]
             transfers = await store.transfers_of(conn, query.member_id, [r.txn_id for r in page])
@@ -149,6 +151,7 @@ class Transactions:
 
     async def explain(self, member_id: str, txn_id: int) -> Explanation:
         async with self._pool.acquire() as conn:
+            await refuse_if_restricted(conn, member_id)
             row = await store.get_transaction(conn, member_id, txn_id)
         if row is None:  # another member's transaction is not found either
             raise not_found("transaction")

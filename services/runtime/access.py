@@ -44,6 +44,8 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "RedeemPoints": "points.points.spend",
     POINTS + "RedeemReward": "points.points.spend",
     POINTS + "ApplyMemberEvents": "points.internal.members",
+    POINTS + "ExportMemberLedger": "points.internal.privacy",
+    POINTS + "RestrictMember": "points.internal.privacy",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",
@@ -87,7 +89,8 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "points.points.grant",
         }
     ),
-    # internal: privacy reaches into accounts for data-subject requests and shreds keys
+    # internal: privacy reaches into accounts and points for data-subject requests and
+    # shreds keys
     "service:privacy": frozenset(
         {
             "accounts.internal.privacy",
@@ -95,6 +98,8 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "privacy.crypto.encrypt",
             "privacy.crypto.decrypt",
             "privacy.keys.destroy",
+            # points: export a member's ledger, restrict it after erasure
+            "points.internal.privacy",
         }
     ),
     # internal: accounts encrypts, indexes and (for FULL reads and exports) decrypts fields,

@@ -14,7 +14,7 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from membership.accounts.v1 import accounts_pb2 as apb
@@ -174,6 +174,15 @@ class Requests:
                 name="members/macl/transactions/1"
             ),
             "Reconcile": lambda: ptpb.ReconcileRequest(member="members/macl"),
+            "ExportMemberLedger": lambda: ptpb.ExportMemberLedgerRequest(
+                member="members/macl", page_size=1
+            ),
+            "RestrictMember": lambda: ptpb.RestrictMemberRequest(
+                member=f"members/{_unique('acl')}",
+                request_id=_unique("acl"),
+                legal_basis="accounting retention",
+                retention_end_time=timestamp_pb2.Timestamp(seconds=2_000_000_000),
+            ),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(

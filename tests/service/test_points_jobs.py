@@ -50,6 +50,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "hold_expiry": 0,
         "expiry": 0,
         "tier_review": 0,
+        "referral_bonus": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available) == (settled.points, 0)
@@ -58,6 +59,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "hold_expiry": 0,
         "expiry": 0,
         "tier_review": 0,
+        "referral_bonus": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available, got.lifetime_earned) == (0, settled.points, 150)
@@ -108,12 +110,14 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "hold_expiry": 0,
         "expiry": 0,
         "tier_review": 0,
+        "referral_bonus": 0,
     }
     assert done(await runner.run_once(first_expiry)) == {
         "maturation": 0,
         "hold_expiry": 0,
         "expiry": 1,
         "tier_review": 0,
+        "referral_bonus": 0,
     }
     got = await balance(suite, member_id)
     assert got.available == newer.points
@@ -153,12 +157,14 @@ async def test_a_second_run_at_the_same_time_does_nothing(
         "hold_expiry": 0,
         "expiry": 2,
         "tier_review": 0,
+        "referral_bonus": 0,
     }
     assert done(await runner.run_once(later)) == {
         "maturation": 0,
         "hold_expiry": 0,
         "expiry": 0,
         "tier_review": 0,
+        "referral_bonus": 0,
     }
     rows = await db.fetchval(
         "SELECT count(*) FROM points.transactions WHERE member_id = $1", member_id
@@ -329,6 +335,7 @@ async def test_run_jobs_command(suite: Suite) -> None:
         "hold_expiry": 0,
         "expiry": 1,
         "tier_review": 0,
+        "referral_bonus": 0,
     }
     assert (await balance(suite, member_id)).lifetime_earned == settled.points
     code, out, _ = await _cli(suite.dsn, "--now", "2030-01-01T08:00:00+08:00")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from services.points.store.members import EFFECTIVE_STATE
 from services.points.store.tiers import TierState
 from services.runtime.db import Conn
 
@@ -32,7 +33,8 @@ async def lock_known_members(
 
 async def member_states(conn: Conn, member_ids: Sequence[str]) -> dict[str, str]:
     rows = await conn.fetch(
-        "SELECT member_id, state FROM points.members WHERE member_id = ANY($1::text[])",
+        f"SELECT member_id, {EFFECTIVE_STATE} AS state FROM points.members m"
+        " WHERE member_id = ANY($1::text[])",
         list(member_ids),
     )
     return {r["member_id"]: r["state"] for r in rows}

@@ -10,6 +10,10 @@ import asyncpg
 
 from services.runtime.db import Conn
 
+# the state the ledger acts on: a restricted member (RestrictMember) is RESTRICTED whatever
+# accounts says, so every `state != "ACTIVE"` check refuses it with MEMBER_RESTRICTED
+EFFECTIVE_STATE = "CASE WHEN m.restricted THEN 'RESTRICTED' ELSE m.state END"
+
 
 @dataclass(frozen=True)
 class MemberRecord:
@@ -49,7 +53,8 @@ async def get_member(conn: Conn, member_id: str) -> MemberRecord | None:
     """A plain read (no lock): the ledger acts on the state its transaction sees; an event
     committed a moment later applies after it, as if it had arrived later."""
     row = await conn.fetchrow(
-        "SELECT member_id, state, referred_by FROM points.members WHERE member_id = $1",
+        f"SELECT member_id, {EFFECTIVE_STATE} AS state, referred_by FROM points.members m"
+        " WHERE member_id = $1",
         member_id,
     )
     if row is None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from services.points.store.members import EFFECTIVE_STATE
 from services.points.store.tiers import (
     TIER_COLUMNS,
     TierState,
@@ -41,6 +42,7 @@ class Seen:
     earned_today: int
     tier: TierState | None
     qualifying: int
+    referred_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,10 @@ async def read_under_lock(
     """`window`: the qualifying window's first and last day (callers that need no window
     sum, such as grants, leave it out)."""
     row = await conn.fetchrow(
-        "SELECT m.state, t.request_hash, t.result, COALESCE(d.points, 0) AS earned_today,"
+        f"SELECT {EFFECTIVE_STATE} AS state, t.request_hash, t.result,"
+        " COALESCE(d.points, 0) AS earned_today,"
         f" {TIER_COLUMNS}, {qualifying_sql('m.member_id', 4)} AS qualifying"
-        " FROM points.members m"
+        ", m.referred_by FROM points.members m"
         " LEFT JOIN points.transactions t ON t.member_id = m.member_id"
         "  AND t.idempotency_key = $2"
         " LEFT JOIN points.daily_earnings d ON d.member_id = m.member_id AND d.day = $3"
@@ -113,6 +116,7 @@ async def read_under_lock(
         int(row["earned_today"]),
         state_of(row),
         int(row["qualifying"]),
+        row["referred_by"],
     )
 
 
@@ -145,15 +149,29 @@ _CREDITED = _CREDITED_CTES + " SELECT 1"
 _UPGRADED = _CREDITED_CTES + ", tier AS (" + set_tier_sql(19) + ") SELECT 1"
 
 
+# a referred member's first settlement records the referral bonus as due (once: the
+# primary key); the `referral_bonus` job pays it ($1 referee, $5 rule version)
+_REFERRAL = (
+    ", referral AS (INSERT INTO points.referral_bonuses (member_id, referrer_id, payment_id,"
+    "  rule_version) VALUES ($1, ${0}, ${1}, $5) ON CONFLICT (member_id) DO NOTHING)"
+)
+
+
+def _with_referral(ctes: str, args: int) -> str:
+    return ctes + _REFERRAL.format(args + 1, args + 2) + " SELECT 1"
+
+
 async def write_settlement(
     conn: Conn,
     member_id: str,
     row: SettlementRow,
     credit: Credit | None,
     upgrade: TierState | None = None,
+    referral: tuple[str, str] | None = None,
 ) -> None:
     """The transaction row and, when points were earned, its lot, transfer, balance,
-    daily total, qualifying points and tier upgrade: one statement."""
+    daily total, qualifying points and tier upgrade: one statement. `referral`
+    (referrer, payment id): the member has a referrer, and its bonus may be due."""
     head = (
         member_id,
         row.txn_id,
@@ -165,12 +183,15 @@ async def write_settlement(
         json.dumps(row.explanation, ensure_ascii=False),
     )
     if credit is None:
-        await conn.execute(_TRANSACTION, *head)
+        if referral is None:
+            await conn.execute(_TRANSACTION, *head)
+        else:
+            ctes = "WITH txn AS (" + _TRANSACTION + ")"
+            await conn.execute(_with_referral(ctes, len(head)), *head, *referral)
         return
     pending = credit.state == "PENDING"
     tier = () if upgrade is None else (member_id, *tier_args(upgrade))
-    await conn.execute(
-        _CREDITED if upgrade is None else _UPGRADED,
+    args = (
         *head,
         credit.lot_id,
         credit.state,
@@ -184,3 +205,8 @@ async def write_settlement(
         credit.day,
         *tier,
     )
+    if referral is None:
+        await conn.execute(_CREDITED if upgrade is None else _UPGRADED, *args)
+        return
+    ctes = _CREDITED_CTES + ("" if upgrade is None else ", tier AS (" + set_tier_sql(19) + ")")
+    await conn.execute(_with_referral(ctes, len(args)), *args, *referral)

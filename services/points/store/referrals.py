@@ -1,0 +1,89 @@
+"""SQL of referral bonuses: recorded as due by a referee's first settlement, paid by the
+`referral_bonus` job (services/points/referrals.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.runtime.db import Conn
+
+
+@dataclass(frozen=True)
+class DueReferral:
+    member_id: str  # the referee
+    referrer_id: str
+    payment_id: str
+    rule_version: int
+
+
+async def referrers_without_bonus(conn: Conn, member_ids: Sequence[str]) -> dict[str, str]:
+    """Referee -> referrer, for the members with a referrer and no referral record yet."""
+    rows = await conn.fetch(
+        "SELECT m.member_id, m.referred_by FROM points.members m"
+        " WHERE m.member_id = ANY($1::text[]) AND m.referred_by IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM points.referral_bonuses r"
+        "  WHERE r.member_id = m.member_id)",
+        list(member_ids),
+    )
+    return {r["member_id"]: r["referred_by"] for r in rows}
+
+
+async def record_due(conn: Conn, due: Sequence[DueReferral]) -> None:
+    if not due:
+        return
+    await conn.execute(
+        "INSERT INTO points.referral_bonuses (member_id, referrer_id, payment_id, rule_version)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])"
+        " ON CONFLICT (member_id) DO NOTHING",
+        [d.member_id for d in due],
+        [d.referrer_id for d in due],
+        [d.payment_id for d in due],
+        [d.rule_version for d in due],
+    )
+
+
+_COLUMNS = "member_id, referrer_id, payment_id, rule_version"
+
+
+def _due(rows: Sequence[asyncpg.Record]) -> list[DueReferral]:
+    return [
+        DueReferral(r["member_id"], r["referrer_id"], r["payment_id"], int(r["rule_version"]))
+        for r in rows
+    ]
+
+
+async def due_candidates(conn: Conn, limit: int) -> list[DueReferral]:
+    """Candidates only: read again, locked, once the members' balances are."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM points.referral_bonuses WHERE state = 'DUE'"
+        " ORDER BY created_at, member_id LIMIT $1",
+        limit,
+    )
+    return _due(rows)
+
+
+async def lock_due(conn: Conn, member_ids: Sequence[str]) -> list[DueReferral]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM points.referral_bonuses"
+        " WHERE member_id = ANY($1::text[]) AND state = 'DUE' ORDER BY member_id FOR UPDATE",
+        list(member_ids),
+    )
+    return _due(rows)
+
+
+async def mark_paid(conn: Conn, paid: Sequence[tuple[str, int, int]], now: datetime) -> None:
+    """(referee, referee points, referrer points) of each row paid."""
+    await conn.execute(
+        "UPDATE points.referral_bonuses r SET state = 'PAID', paid_at = $4,"
+        " referee_points = p.referee, referrer_points = p.referrer"
+        " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS p(member_id, referee, referrer)"
+        " WHERE r.member_id = p.member_id",
+        [p[0] for p in paid],
+        [p[1] for p in paid],
+        [p[2] for p in paid],
+        now,
+    )
