@@ -53,15 +53,14 @@ BATCH_CALLERS = 4
 PGBENCH_CLIENTS = 8
 LEDGER_CHECK = """
 WITH moved AS (
-  SELECT member_id, account, sum(delta) AS total FROM (
-    SELECT member_id, to_account AS account, amount AS delta FROM points.transfers
-    UNION ALL SELECT member_id, from_account, -amount FROM points.transfers) t
-  WHERE account IN ('member:available', 'member:pending') GROUP BY member_id, account)
-SELECT count(*) FROM points.balances b WHERE
-  b.pending <> COALESCE((SELECT total FROM moved m WHERE m.member_id = b.member_id
-                         AND m.account = 'member:pending'), 0)
-  OR b.available <> COALESCE((SELECT total FROM moved m WHERE m.member_id = b.member_id
-                         AND m.account = 'member:available'), 0)
+  SELECT member_id,
+         sum(CASE WHEN to_account = 'member:available' THEN amount ELSE 0 END)
+         - sum(CASE WHEN from_account = 'member:available' THEN amount ELSE 0 END) AS available,
+         sum(CASE WHEN to_account = 'member:pending' THEN amount ELSE 0 END)
+         - sum(CASE WHEN from_account = 'member:pending' THEN amount ELSE 0 END) AS pending
+  FROM points.transfers GROUP BY member_id)
+SELECT count(*) FROM points.balances b LEFT JOIN moved m USING (member_id)
+WHERE b.available <> COALESCE(m.available, 0) OR b.pending <> COALESCE(m.pending, 0)
 """
 
 
