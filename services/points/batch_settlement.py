@@ -1,5 +1,5 @@
 """Settling a batch set-wise: lock every member of the batch at once, read what the lock
-holder must see in three queries, decide each item in Python, write everything in one
+holder must see in one query, decide each item in Python, write everything in one
 statement. A bad item fails alone because every failure is decided before anything is
 written; members in debt (rare) take the one-by-one path, which knows how to repay it."""
 
@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from services.points import earn, tiers
 from services.points.ledger import ItemOutcome, Ledger
 from services.points.settlement import Payment, SettlementResult
 from services.points.store import batch_settlement as bstore
-from services.points.store import ledger as store
-from services.points.store import referrals as rstore
+from services.points.store.referrals import DueReferral
 from services.points.store.settlement import Credit, SettlementRow
-from services.points.store.tiers import TierView, tier_views
+from services.points.store.tiers import TierView
 from services.runtime.db import Conn
 from services.runtime.errors import DomainError, failed_precondition, idempotency_key_reused
 
@@ -30,23 +29,20 @@ class BatchView:
     """What the database holds for the batch, under the members' locks."""
 
     available: dict[str, int]
-    states: dict[str, str]
-    done: dict[Key, tuple[bytes, dict[str, Any]]]
-    earned: dict[tuple[str, date], int]
+    seen: bstore.BatchSeen
     # each member's tier and window sum, as the batch's earlier items left them
     tiers: dict[str, TierView]
     now: datetime
     in_batch: dict[Key, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
-    # referee -> referrer, for members whose first settlement makes a referral bonus due
-    referrers: dict[str, str] = field(default_factory=dict)
-    due_referrals: dict[str, rstore.DueReferral] = field(default_factory=dict)
 
 
 async def settle_set_wise(
     ledger: Ledger, conn: Conn, payments: Sequence[Payment]
 ) -> list[ItemOutcome]:
+    """Four statements for the whole batch: lock, read, write, and (rarely) the one-by-one
+    path for members in debt, which knows how to repay it."""
     view = await _read(ledger, conn, payments)
-    ids = iter(await store.next_ids(conn, 3 * len(payments)))
+    ids = iter(view.seen.ids)
     write = bstore.BatchWrite([], [], [], {}, {})
     outcomes: dict[int, ItemOutcome] = {}
     slow: list[int] = []
@@ -58,7 +54,6 @@ async def settle_set_wise(
             continue
         outcomes[i] = _decide(ledger, view, payment, ids, write)
     await bstore.write_batch(conn, write)
-    await rstore.record_due(conn, list(view.due_referrals.values()))
     for i in slow:
         outcomes[i] = await ledger.settle_item(conn, payments[i])
     return [outcomes[i] for i in range(len(payments))]
@@ -72,15 +67,16 @@ async def _read(ledger: Ledger, conn: Conn, payments: Sequence[Payment]) -> Batc
     known = [p for p in payments if p.member_id in available]
     days = {(p.member_id, earn.local_day(rules, p.occurred_at)) for p in known}
     now = ledger.now()  # one clock reading (and so one window) for the whole batch
-    return BatchView(
-        available=available,
-        states=await bstore.member_states(conn, list(available)),
-        done=await bstore.settled_before(conn, [(p.member_id, p.idempotency_key) for p in known]),
-        earned=await bstore.earned_on_days(conn, sorted(days)),
-        tiers=await tier_views(conn, list(available), *tiers.window_days(rules, now)),
-        now=now,
-        referrers=await rstore.referrers_without_bonus(conn, list(available)),
+    seen = await bstore.read_locked(
+        conn,
+        list(available),
+        [(p.member_id, p.idempotency_key) for p in known],
+        sorted(days),
+        tiers.window_days(rules, now),
+        3 * len(known),
     )
+    views = {m: TierView(s.tier, s.qualifying) for m, s in seen.members.items()}
+    return BatchView(available=available, seen=seen, tiers=views, now=now)
 
 
 def _decide(
@@ -100,18 +96,20 @@ def _settle(
         raise failed_precondition(
             "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
         )
-    prior = view.done.get(key) or view.in_batch.get(key)
+    prior = view.seen.done.get(key) or view.in_batch.get(key)
     if prior is not None:
         if prior[0] != payment.fingerprint():
             raise idempotency_key_reused()
         return SettlementResult.from_json(prior[1])
-    state = view.states[payment.member_id]
+    member = view.seen.members[payment.member_id]
+    state = member.state
     if state != "ACTIVE":
         raise failed_precondition(f"MEMBER_{state}", f"a {state} member does not earn points")
     day = earn.local_day(ledger.rules.rules, payment.occurred_at)
     seen = view.tiers[payment.member_id]
     tier = tiers.tier_of(ledger.rules.rules, seen.state)
-    earning = ledger.earning(view.earned.get((payment.member_id, day), 0), payment, tier)
+    earned = view.seen.earned
+    earning = ledger.earning(earned.get((payment.member_id, day), 0), payment, tier)
     result, credit, row = ledger.settlement_of(
         payment, earning, (next(ids), next(ids), next(ids)), (day, tier)
     )
@@ -121,14 +119,11 @@ def _settle(
     view.tiers[payment.member_id] = TierView(after.state, after.qualifying)
     if after.upgrade is not None:
         write.tiers[payment.member_id] = after.upgrade
-    view.earned[(payment.member_id, day)] = (
-        view.earned.get((payment.member_id, day), 0) + row.points
-    )
+    earned[(payment.member_id, day)] = earned.get((payment.member_id, day), 0) + row.points
     view.in_batch[key] = (row.request_hash, row.result)
-    referrer = view.referrers.get(payment.member_id)
-    if referrer is not None and payment.member_id not in view.due_referrals:
-        view.due_referrals[payment.member_id] = rstore.DueReferral(
-            payment.member_id, referrer, payment.payment_id, row.rule_version
+    if member.referrer is not None and payment.member_id not in write.referrals:
+        write.referrals[payment.member_id] = DueReferral(
+            payment.member_id, member.referrer, payment.payment_id, row.rule_version
         )
     return result
 

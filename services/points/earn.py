@@ -13,18 +13,20 @@ microsecond" and compares correctly at any timestamp precision.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
+from typing import NamedTuple
 
 from services.points.rules import (
     BPS,
     INT64_MAX,
     MAX_MULTIPLIER_BPS,
+    Currency,
     Rules,
     UnknownCurrency,
-    fraction_text,
 )
 
 __all__ = [
@@ -53,6 +55,7 @@ BELOW_ONE_POINT = "BELOW_ONE_POINT"
 DAILY_CAP_REACHED = "DAILY_CAP_REACHED"
 
 _SHOWN_DECIMALS = 4  # for amounts that are not exact decimals (a rate such as "1/3")
+_SHOWN_SCALE = 10**_SHOWN_DECIMALS
 
 
 @dataclass(frozen=True)
@@ -84,22 +87,24 @@ def compute_earning(
     """Points for one payment; `earned_today` is what the daily cap has already counted today."""
     currency = rules.currency(currency_code)
     _check_inputs(amount_minor, tier_multiplier_bps, earned_today)
-    amount = Fraction(amount_minor, 10**currency.minor_units)
-    exact = amount * currency.points_per_unit
-    money = f"{_decimal(amount, currency.minor_units)} {currency_code}"
-    rate = f"{_points(currency.points_per_unit)} per 1 {currency_code}"
-    steps = [Step("base", fraction_text(exact), f"{money} at {rate} is {show(exact)}")]
+    terms = _terms(currency)
+    # Exact values are reduced numerator/denominator pairs: the same rationals as Fraction
+    # gives, without its per-operation overhead on the settlement hot path.
+    num, den = _reduce(amount_minor * terms.numerator, terms.denominator)
+    money = f"{_decimal(amount_minor, terms.minor_units, terms.scale)} {currency_code}"
+    rate = f"{terms.rate} per 1 {currency_code}"
+    steps = [Step("base", f"{num}/{den}", f"{money} at {rate} is {_show(num, den)}")]
     if category in rules.non_earning_categories:
         steps.append(Step("category", "0", f"{category} payments never earn points"))
         return Earning(0, tuple(steps), NON_EARNING_CATEGORY)
-    exact = _multiply(rules, exact, category, tier_multiplier_bps, steps)
-    points = math.floor(exact)  # the one rounding of the computation
+    num, den = _multiply(rules, num, den, category, tier_multiplier_bps, steps)
+    points = num // den  # the one rounding of the computation
     steps.append(Step("round_down", str(points), f"rounded down to {points}"))
     points = _cap_per_payment(rules, points, steps)
     points = _cap_per_day(rules, points, earned_today, steps)
     if points > INT64_MAX:
         raise ValueError("amount_minor: earns more points than an int64 holds")
-    return Earning(points, tuple(steps), _none_reason(exact, points))
+    return Earning(points, tuple(steps), _none_reason(num, den, points))
 
 
 def _check_inputs(amount_minor: int, tier_multiplier_bps: int, earned_today: int) -> None:
@@ -111,25 +116,61 @@ def _check_inputs(amount_minor: int, tier_multiplier_bps: int, earned_today: int
         raise ValueError("earned_today: must not be negative")
 
 
+class _Terms(NamedTuple):
+    """What a currency contributes to every earning, worked out once per Currency object."""
+
+    minor_units: int
+    scale: int  # 10**minor_units
+    numerator: int  # points per minor unit is numerator / denominator
+    denominator: int
+    rate: str  # "0.9 points"
+
+
+# id(currency) -> (currency, terms); the currency is kept so that its id is never reused
+_TERMS: dict[int, tuple[Currency, _Terms]] = {}
+_TERMS_KEPT = 256  # rules are few; the bound only matters for code that builds many
+
+
+def _terms(currency: Currency) -> _Terms:
+    found = _TERMS.get(id(currency))
+    if found is not None and found[0] is currency:
+        return found[1]
+    rate = currency.points_per_unit
+    scale: int = 10**currency.minor_units
+    terms = _Terms(
+        currency.minor_units, scale, rate.numerator, scale * rate.denominator, _points(rate)
+    )
+    if len(_TERMS) >= _TERMS_KEPT:
+        _TERMS.clear()
+    _TERMS[id(currency)] = (currency, terms)
+    return terms
+
+
+def _reduce(num: int, den: int) -> tuple[int, int]:
+    divisor = math.gcd(num, den)
+    return num // divisor, den // divisor
+
+
 def _multiply(
-    rules: Rules, exact: Fraction, category: str, tier_bps: int, steps: list[Step]
-) -> Fraction:
-    category_bps = rules.category_multipliers_bps.get(category, BPS)
-    listed = category in rules.category_multipliers_bps
-    exact *= Fraction(category_bps, BPS)
-    what = f"for {category}" if listed else f"for {category} (not a bonus category)"
-    steps.append(
-        Step("category", fraction_text(exact), f"{_times(category_bps)} {what} is {show(exact)}")
-    )
-    exact *= Fraction(tier_bps, BPS)
-    steps.append(
-        Step("tier", fraction_text(exact), f"{_times(tier_bps)} for the tier is {show(exact)}")
-    )
-    return exact
+    rules: Rules, num: int, den: int, category: str, tier_bps: int, steps: list[Step]
+) -> tuple[int, int]:
+    category_bps = rules.category_multipliers_bps.get(category)
+    if category_bps is None:
+        category_bps, what = BPS, f"for {category} (not a bonus category)"
+    else:
+        what = f"for {category}"
+    num, den = _reduce(num * category_bps, den * BPS)
+    note = f"{_times(category_bps)} {what} is {_show(num, den)}"
+    steps.append(Step("category", f"{num}/{den}", note))
+    num, den = _reduce(num * tier_bps, den * BPS)
+    note = f"{_times(tier_bps)} for the tier is {_show(num, den)}"
+    steps.append(Step("tier", f"{num}/{den}", note))
+    return num, den
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of multipliers recur on every payment
 def _times(bps: int) -> str:
-    return f"×{show(Fraction(bps, BPS))}"
+    return f"×{_show(*_reduce(bps, BPS))}"
 
 
 def _cap_per_payment(rules: Rules, points: int, steps: list[Step]) -> int:
@@ -159,12 +200,12 @@ def _cap_per_day(rules: Rules, points: int, earned_today: int, steps: list[Step]
     return points
 
 
-def _none_reason(exact: Fraction, points: int) -> str:
+def _none_reason(num: int, den: int, points: int) -> str:
     if points > 0:
         return ""
-    if exact == 0:
+    if num == 0:
         return ZERO_MULTIPLIER
-    return BELOW_ONE_POINT if exact < 1 else DAILY_CAP_REACHED  # caps per payment are >= 1
+    return BELOW_ONE_POINT if num < den else DAILY_CAP_REACHED  # caps per payment are >= 1
 
 
 def _points(value: Fraction) -> str:
@@ -183,25 +224,40 @@ def explain(earning: Earning) -> str:
 
 def show(value: Fraction) -> str:
     """An exact decimal ("12.34") when there is one, else "37/3 (about 12.3333)"."""
-    rest, twos, fives = value.denominator, 0, 0
+    return _show(value.numerator, value.denominator)
+
+
+def _show(num: int, den: int) -> str:
+    """`show` of the reduced fraction num/den (den > 0)."""
+    sign = "-" if num < 0 else ""
+    exact = _exact_decimal(den)
+    if exact is None:  # a repeating decimal: show it exactly as a fraction, and roughly
+        about = _decimal(abs(num) * _SHOWN_SCALE // den, _SHOWN_DECIMALS, _SHOWN_SCALE)
+        return f"{num}/{den} (about {sign}{about})"
+    places, factor, scale = exact
+    return f"{sign}{_decimal(abs(num) * factor, places, scale)}"
+
+
+@functools.lru_cache(maxsize=4096)  # denominators divide 10**k × a rate's: few distinct ones
+def _exact_decimal(den: int) -> tuple[int, int, int] | None:
+    """(places, 10**places // den, 10**places) when 1/den has exactly that many decimals."""
+    rest, twos, fives = den, 0, 0
     while rest % 2 == 0:
         rest, twos = rest // 2, twos + 1
     while rest % 5 == 0:
         rest, fives = rest // 5, fives + 1
-    if rest != 1:  # a repeating decimal: show it exactly as a fraction, and roughly
-        return f"{fraction_text(value)} (about {_decimal(value, _SHOWN_DECIMALS)})"
-    return _decimal(value, max(twos, fives))
+    if rest != 1:
+        return None
+    places = max(twos, fives)
+    scale: int = 10**places
+    return places, scale // den, scale
 
 
-def _decimal(value: Fraction, places: int) -> str:
-    scaled = math.floor(abs(value) * 10**places)
-    digits = str(scaled).rjust(places + 1, "0")
-    sign = "-" if value < 0 else ""
-    return (
-        f"{sign}{digits[: len(digits) - places]}.{digits[-places:]}"
-        if places
-        else f"{sign}{digits}"
-    )
+def _decimal(scaled: int, places: int, scale: int) -> str:
+    """scaled / scale with exactly `places` decimals; scaled >= 0 and scale == 10**places."""
+    if not places:
+        return str(scaled)
+    return f"{scaled // scale}.{str(scaled % scale).zfill(places)}"
 
 
 # ---- clawback -----------------------------------------------------------------------------

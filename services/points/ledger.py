@@ -17,6 +17,7 @@ from services.points.settlement import Payment, PointsState, SettlementResult, e
 from services.points.store import ledger as store
 from services.points.store import settlement as fast
 from services.points.store import tiers as tier_store
+from services.runtime.coalesce import Coalescer
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
     DomainError,
@@ -24,6 +25,11 @@ from services.runtime.errors import (
     failed_precondition,
     idempotency_key_reused,
 )
+
+# single settlements that share a batch: at most this many per batch, and this many batches
+# at once (each holds a pooled connection while it runs)
+COALESCED_MAX_BATCH = 100
+COALESCED_MAX_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ class Ledger:
         self._members = members
         self._rules = rules
         self._clock = clock
+        self._coalescer: Coalescer[Payment, ItemOutcome] = Coalescer(
+            self.settle_many, COALESCED_MAX_BATCH, COALESCED_MAX_IN_FLIGHT
+        )
 
     @property
     def rules(self) -> RulesInForce:
@@ -70,7 +79,14 @@ class Ledger:
         return self._clock()
 
     async def settle(self, payment: Payment) -> SettlementResult:
-        return await in_transaction(self._pool, lambda conn: self._settle_in(conn, payment))
+        """Concurrent single settlements share set-wise batches (group commit): under load
+        a settlement costs a share of a batch's round trips and commit, not its own."""
+        outcome = await self._coalescer.submit(payment)
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.result is None:
+            raise DomainError.internal("a settlement has neither a result nor an error")
+        return outcome.result
 
     async def settle_many(self, payments: Sequence[Payment]) -> list[ItemOutcome]:
         """One database transaction for the whole batch, decided set-wise (see

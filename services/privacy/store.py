@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 
 from services.privacy.audit import GENESIS_HASH, AuditEvent, StoredEntry, entry_hash
-from services.runtime.db import Conn
+from services.runtime.db import Conn, session_lock
 
 # serialises appends to the audit chain (namespace "memb", key "audit")
 AUDIT_LOCK = (0x6D656D62, 0x61756474)
@@ -123,16 +123,10 @@ async def count_keys_by_kek(conn: Conn) -> tuple[dict[str, int], int]:
     return by_kek, destroyed
 
 
-@asynccontextmanager
-async def key_ring_lock(conn: Conn) -> AsyncIterator[None]:
+def key_ring_lock(conn: Conn) -> AbstractAsyncContextManager[None]:
     """Serialises key-ring changes across replicas. A session lock, not a transaction lock:
     it must also cover the key-file write that follows the rotation record's commit."""
-    await conn.execute("SELECT pg_advisory_lock($1, $2)", *KEY_RING_LOCK)
-    try:
-        yield
-    finally:
-        # if this fails the connection is broken, and its session's locks die with it
-        await conn.execute("SELECT pg_advisory_unlock($1, $2)", *KEY_RING_LOCK)
+    return session_lock(conn, *KEY_RING_LOCK)
 
 
 async def get_rotation(conn: Conn, request_id: str) -> tuple[str, str] | None:

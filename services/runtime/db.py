@@ -8,7 +8,8 @@ import hashlib
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -76,51 +77,80 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+@asynccontextmanager
+async def session_lock(conn: Conn, namespace: int, key: int) -> AsyncIterator[None]:
+    """A session-level advisory lock held for the block.
+
+    Pooled connections are released without a reset round trip (see `create_pool`), so a
+    lock must never outlive its block: when the unlock does not complete (an error, a
+    cancellation), the connection is terminated and its session's locks die with it."""
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", namespace, key)
+    try:
+        yield
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", namespace, key)
+        except BaseException:
+            conn.terminate()
+            raise
+
+
 async def migrate(conn: Conn, schema: str, migrations: list[Migration]) -> int:
     """Applies what is missing; returns the schema version. Raises on a newer or altered schema."""
+    async with session_lock(conn, MIGRATION_LOCK_NAMESPACE, _lock_key(schema)):
+        return await _migrate_locked(conn, schema, migrations)
+
+
+async def _migrate_locked(conn: Conn, schema: str, migrations: list[Migration]) -> int:
+    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     await conn.execute(
-        "SELECT pg_advisory_lock($1, $2)", MIGRATION_LOCK_NAMESPACE, _lock_key(schema)
+        f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
+        " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
-            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
+    rows = await conn.fetch(f'SELECT version, checksum FROM "{schema}".schema_migrations')
+    applied = {r["version"]: r["checksum"] for r in rows}
+    known = {m.version: m for m in migrations}
+    _check_applied(schema, applied, known)
+    for migration in migrations:
+        if migration.version not in applied:
+            await _apply(conn, schema, migration)
+    return max(known, default=0)
+
+
+def _check_applied(schema: str, applied: dict[int, str], known: dict[int, Migration]) -> None:
+    newer = sorted(v for v in applied if v not in known)
+    if newer:
+        raise SchemaTooNewError(
+            f"schema {schema} is at version {max(applied)}, this code knows up to "
+            f"{max(known, default=0)}: refusing to serve"
         )
-        rows = await conn.fetch(f'SELECT version, checksum FROM "{schema}".schema_migrations')
-        applied = {r["version"]: r["checksum"] for r in rows}
-        known = {m.version: m for m in migrations}
-        newer = sorted(v for v in applied if v not in known)
-        if newer:
-            raise SchemaTooNewError(
-                f"schema {schema} is at version {max(applied)}, this code knows up to "
-                f"{max(known, default=0)}: refusing to serve"
-            )
-        for version, checksum in applied.items():
-            if known[version].checksum != checksum:
-                raise MigrationChecksumError(f"migration {schema} {version:03d} was changed")
-        for migration in migrations:
-            if migration.version in applied:
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    f'INSERT INTO "{schema}".schema_migrations (version, name, checksum)'
-                    " VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
-            log.info(
-                "migration applied",
-                extra={"fields": {"schema": schema, "version": migration.version}},
-            )
-        return max(known, default=0)
-    finally:
+    for version, checksum in applied.items():
+        if known[version].checksum != checksum:
+            raise MigrationChecksumError(f"migration {schema} {version:03d} was changed")
+
+
+async def _apply(conn: Conn, schema: str, migration: Migration) -> None:
+    async with conn.transaction():
+        await conn.execute(migration.sql)
         await conn.execute(
-            "SELECT pg_advisory_unlock($1, $2)", MIGRATION_LOCK_NAMESPACE, _lock_key(schema)
+            f'INSERT INTO "{schema}".schema_migrations (version, name, checksum)'
+            " VALUES ($1, $2, $3)",
+            migration.version,
+            migration.name,
+            migration.checksum,
         )
+    log.info(
+        "migration applied", extra={"fields": {"schema": schema, "version": migration.version}}
+    )
+
+
+async def _release_without_reset(conn: asyncpg.Connection) -> None:
+    """asyncpg's default reset on release costs one round trip per borrow (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL). Nothing here leaves such session state behind: no
+    LISTEN, no SET, cursors only inside transactions, and session locks only through
+    `session_lock`, which terminates a connection it could not unlock. An open transaction
+    is still rolled back by asyncpg before this runs."""
 
 
 async def create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
@@ -128,6 +158,7 @@ async def create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
         dsn,
         min_size=min_size,
         max_size=max_size,
+        reset=_release_without_reset,
         command_timeout=30,
         server_settings={"statement_timeout": str(STATEMENT_TIMEOUT_MS)},
     )

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import asyncpg
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -157,7 +158,7 @@ async def _serve(spec: ServiceSpec) -> None:
 def run(spec: ServiceSpec) -> int:
     """Entry point of `python -m services.<name>`; returns the process exit code."""
     try:
-        asyncio.run(_serve(spec))
+        uvloop.run(_serve(spec))  # asyncpg and grpc.aio cost less CPU per call on uvloop
     except ConfigError as exc:
         configure_logging(spec.name)
         log.error("bad configuration", extra={"fields": {"detail": str(exc)}})

@@ -10,7 +10,8 @@ from datetime import date, datetime
 from typing import Any
 
 from services.points.store.members import EFFECTIVE_STATE
-from services.points.store.tiers import TierState
+from services.points.store.referrals import DueReferral
+from services.points.store.tiers import TierState, qualifying_sql
 from services.runtime.db import Conn
 
 
@@ -40,34 +41,78 @@ async def member_states(conn: Conn, member_ids: Sequence[str]) -> dict[str, str]
     return {r["member_id"]: r["state"] for r in rows}
 
 
-async def settled_before(
-    conn: Conn, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[bytes, dict[str, Any]]]:
-    rows = await conn.fetch(
-        "SELECT t.member_id, t.idempotency_key, t.request_hash, t.result"
-        " FROM points.transactions t"
-        " JOIN unnest($1::text[], $2::text[]) AS k(member_id, key)"
-        "  ON t.member_id = k.member_id AND t.idempotency_key = k.key",
+@dataclass(frozen=True)
+class MemberSeen:
+    """A locked member as the batch must see it."""
+
+    state: str
+    # the referrer, while no referral bonus has been recorded for this member
+    referrer: str | None
+    tier: TierState | None
+    qualifying: int  # in the window
+
+
+@dataclass(frozen=True)
+class BatchSeen:
+    members: dict[str, MemberSeen]
+    done: dict[tuple[str, str], tuple[bytes, dict[str, Any]]]  # earlier settlements
+    earned: dict[tuple[str, date], int]  # points counted by the daily cap
+    ids: list[int]  # for the batch's transactions, lots and transfers
+
+
+_READ_LOCKED = f"""
+SELECT
+  array(SELECT row(m.member_id, {EFFECTIVE_STATE},
+          CASE WHEN NOT EXISTS (SELECT 1 FROM points.referral_bonuses r
+                                WHERE r.member_id = m.member_id) THEN m.referred_by END,
+          mt.tier_code, mt.since, mt.review_at, mt.grace_until, mt.rule_version,
+          {qualifying_sql("m.member_id", 2)})
+        FROM points.members m LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id
+        WHERE m.member_id = ANY($1::text[])) AS members,
+  array(SELECT row(t.member_id, t.idempotency_key, t.request_hash, t.result)
+        FROM points.transactions t
+        JOIN unnest($4::text[], $5::text[]) AS k(member_id, key)
+          ON t.member_id = k.member_id AND t.idempotency_key = k.key) AS done,
+  array(SELECT row(d.member_id, d.day, d.points) FROM points.daily_earnings d
+        JOIN unnest($6::text[], $7::date[]) AS k(member_id, day)
+          ON d.member_id = k.member_id AND d.day = k.day) AS earned,
+  array(SELECT nextval('points.ledger_ids') FROM generate_series(1, $8)) AS ids
+"""
+
+
+async def read_locked(
+    conn: Conn,
+    member_ids: Sequence[str],
+    keys: Sequence[tuple[str, str]],
+    member_days: Sequence[tuple[str, date]],
+    window: tuple[date, date],
+    id_count: int,
+) -> BatchSeen:
+    """Everything the batch decides on, in one statement after the members' locks (so it
+    sees what earlier lock holders committed), and `id_count` new ledger ids."""
+    row = await conn.fetchrow(
+        _READ_LOCKED,
+        list(member_ids),
+        *window,
         [m for m, _ in keys],
         [k for _, k in keys],
-    )
-    return {
-        (r["member_id"], r["idempotency_key"]): (bytes(r["request_hash"]), json.loads(r["result"]))
-        for r in rows
-    }
-
-
-async def earned_on_days(
-    conn: Conn, member_days: Sequence[tuple[str, date]]
-) -> dict[tuple[str, date], int]:
-    rows = await conn.fetch(
-        "SELECT d.member_id, d.day, d.points FROM points.daily_earnings d"
-        " JOIN unnest($1::text[], $2::date[]) AS k(member_id, day)"
-        "  ON d.member_id = k.member_id AND d.day = k.day",
         [m for m, _ in member_days],
         [d for _, d in member_days],
+        id_count,
     )
-    return {(r["member_id"], r["day"]): int(r["points"]) for r in rows}
+    if row is None:
+        raise RuntimeError("a SELECT without FROM returned no row")
+    return BatchSeen(
+        members={r[0]: _member_seen(r) for r in row["members"]},
+        done={(r[0], r[1]): (bytes(r[2]), json.loads(r[3])) for r in row["done"]},
+        earned={(r[0], r[1]): int(r[2]) for r in row["earned"]},
+        ids=[int(i) for i in row["ids"]],
+    )
+
+
+def _member_seen(r: tuple[Any, ...]) -> MemberSeen:
+    tier = None if r[3] is None else TierState(r[3], r[4], r[5], r[6], int(r[7]))
+    return MemberSeen(state=r[1], referrer=r[2], tier=tier, qualifying=int(r[8]))
 
 
 @dataclass
@@ -80,6 +125,8 @@ class BatchWrite:
     balances: dict[str, list[int]]  # member -> [pending, available, earned] deltas
     days: dict[tuple[str, date], int]  # also the qualifying points the batch adds
     tiers: dict[str, TierState] = field(default_factory=dict)  # upgrades: the final state
+    # referee -> the bonus its first settlement makes due
+    referrals: dict[str, DueReferral] = field(default_factory=dict)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -129,7 +176,11 @@ tiers AS (
                        $37::timestamptz[], $38::bigint[])
   ON CONFLICT (member_id) DO UPDATE SET tier_code = EXCLUDED.tier_code,
     since = EXCLUDED.since, review_at = EXCLUDED.review_at,
-    grace_until = EXCLUDED.grace_until, rule_version = EXCLUDED.rule_version)
+    grace_until = EXCLUDED.grace_until, rule_version = EXCLUDED.rule_version),
+referral AS (
+  INSERT INTO points.referral_bonuses (member_id, referrer_id, payment_id, rule_version)
+  SELECT * FROM unnest($39::text[], $40::text[], $41::text[], $42::bigint[])
+  ON CONFLICT (member_id) DO NOTHING)
 SELECT 1
 """
 
@@ -140,6 +191,7 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
     balances = sorted(write.balances.items())
     days = sorted(write.days.items())
     upgrades = sorted(write.tiers.items())
+    referrals = sorted(write.referrals.items())
     await conn.execute(
         _WRITE,
         *_columns(write.transactions, 8),
@@ -158,4 +210,8 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
         [t.review_at for _, t in upgrades],
         [t.grace_until for _, t in upgrades],
         [t.rule_version for _, t in upgrades],
+        [d.member_id for _, d in referrals],
+        [d.referrer_id for _, d in referrals],
+        [d.payment_id for _, d in referrals],
+        [d.rule_version for _, d in referrals],
     )

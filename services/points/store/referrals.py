@@ -20,32 +20,6 @@ class DueReferral:
     rule_version: int
 
 
-async def referrers_without_bonus(conn: Conn, member_ids: Sequence[str]) -> dict[str, str]:
-    """Referee -> referrer, for the members with a referrer and no referral record yet."""
-    rows = await conn.fetch(
-        "SELECT m.member_id, m.referred_by FROM points.members m"
-        " WHERE m.member_id = ANY($1::text[]) AND m.referred_by IS NOT NULL"
-        " AND NOT EXISTS (SELECT 1 FROM points.referral_bonuses r"
-        "  WHERE r.member_id = m.member_id)",
-        list(member_ids),
-    )
-    return {r["member_id"]: r["referred_by"] for r in rows}
-
-
-async def record_due(conn: Conn, due: Sequence[DueReferral]) -> None:
-    if not due:
-        return
-    await conn.execute(
-        "INSERT INTO points.referral_bonuses (member_id, referrer_id, payment_id, rule_version)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])"
-        " ON CONFLICT (member_id) DO NOTHING",
-        [d.member_id for d in due],
-        [d.referrer_id for d in due],
-        [d.payment_id for d in due],
-        [d.rule_version for d in due],
-    )
-
-
 _COLUMNS = "member_id, referrer_id, payment_id, rule_version"
 
 
