@@ -144,4 +144,5 @@ class Reconciler:
             self._pool.acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
+            await store.allow_long_statements(conn)
             return await check(conn, member_id)

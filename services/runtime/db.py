@@ -211,6 +211,35 @@ async def _run_once(
         return await work(conn)
 
 
+# the database is out of reach (down, restarting, out of connections): the call may succeed
+# later; anything else asyncpg raises is a bug or a broken invariant
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+    ConnectionError,
+)
+
+
+def database_failure(exc: BaseException) -> DomainError | None:
+    """What a database failure means to the caller, or None when it is not one: a
+    statement that ran past its timeout is DEADLINE_EXCEEDED, an unreachable database
+    UNAVAILABLE (both retryable); messages carry no SQL and no data."""
+    if isinstance(exc, asyncpg.QueryCanceledError | TimeoutError):
+        # the server's statement_timeout, or asyncpg's command or acquire timeout
+        return DomainError(
+            Code.DEADLINE_EXCEEDED,
+            "STATEMENT_TIMEOUT",
+            "the database did not finish the request in time; retry later",
+        )
+    if isinstance(exc, _UNREACHABLE):
+        return DomainError(
+            Code.UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later"
+        )
+    return None
+
+
 def _backoff_s(attempt: int) -> float:
     """Full jitter: uniform in [0, base * 2^(attempt-1)], capped; spreads the retries of
     the two sides of a conflict apart so that they do not collide again."""

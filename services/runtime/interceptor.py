@@ -16,6 +16,7 @@ from services.runtime.context import (
     set_caller,
     set_request_id,
 )
+from services.runtime.db import database_failure
 from services.runtime.errors import (
     Code,
     DomainError,
@@ -98,6 +99,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if scope is None or not caller.has_scope(scope):
             raise permission_denied("SCOPE_MISSING", f"role {caller.role} may not call {method}")
 
+    def _unhandled(self, method: str, exc: Exception) -> DomainError:
+        """A database that timed out or is out of reach is the caller's retryable error;
+        anything else is a bug: INTERNAL, with the stack in the log only."""
+        failure = database_failure(exc)
+        if failure is not None:
+            log.warning(
+                "database failure",
+                extra={"fields": {"method": method, "error_type": type(exc).__name__}},
+            )
+            return failure
+        log.exception("unhandled error", extra={"fields": {"method": method}})
+        return DomainError(Code.INTERNAL, "INTERNAL", "internal error")
+
     def _wrap(self, method: str, inner: Handler) -> Handler:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             metadata = _metadata(context)
@@ -121,14 +135,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except grpc.aio.AbortError:
                 outcome = "ABORTED_BY_HANDLER"
                 raise
-            except Exception:
-                outcome = "INTERNAL"
-                log.exception("unhandled error", extra={"fields": {"method": method}})
-                internal = DomainError(Code.INTERNAL, "INTERNAL", "internal error")
-                status = to_rpc_status(internal, self._domain)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, status.details, status.trailing_metadata
-                )
+            except Exception as exc:
+                error = self._unhandled(method, exc)
+                outcome = error.code.value
+                status = to_rpc_status(error, self._domain)
+                await context.abort(grpc_code(error), status.details, status.trailing_metadata)
             finally:
                 elapsed_s = time.perf_counter() - started
                 observe_rpc(self._service, method, outcome, elapsed_s)

@@ -19,6 +19,7 @@ _CODES: dict[str, tuple[grpc.StatusCode, int]] = {
     "UNAVAILABLE": (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
     "RESOURCE_EXHAUSTED": (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
     "ABORTED": (grpc.StatusCode.ABORTED, code_pb2.ABORTED),
+    "DEADLINE_EXCEEDED": (grpc.StatusCode.DEADLINE_EXCEEDED, code_pb2.DEADLINE_EXCEEDED),
     "DATA_LOSS": (grpc.StatusCode.DATA_LOSS, code_pb2.DATA_LOSS),
     "INTERNAL": (grpc.StatusCode.INTERNAL, code_pb2.INTERNAL),
 }

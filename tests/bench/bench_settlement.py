@@ -1,5 +1,5 @@
 """Settlement throughput against pgbench on the same PostgreSQL (not a test:
-`make bench-points`).
+`make bench`).
 
 In one run, on one embedded PostgreSQL, interleaved for `--rounds` rounds:
 
@@ -7,9 +7,13 @@ In one run, on one embedded PostgreSQL, interleaved for `--rounds` rounds:
   (b) SettlePayment over gRPC, 32 concurrent callers
   (c) SettlePayments in batches of 100
 
+and, as the ceiling of (b) on this machine, a no-op RPC (the health check) with the same 32
+callers. For each load it prints the CPU spent per settlement by the service, PostgreSQL and
+the callers (from /proc), which shows what bounds each ratio.
+
 The points service runs as its own process (as in `make run`); the callers are asyncio tasks
-in this process. Prints settlements/s as a ratio to pgbench TPS with p50/p99 latency, checks
-the ledger afterwards, and writes bench-results/settlement.json.
+in this process. Prints settlements/s as a ratio to pgbench TPS with p50/p99 latency, runs
+Reconcile over the whole ledger afterwards, and writes bench-results/settlement.json.
 
     python -m tests.bench.bench_settlement [--rounds 3] [--seconds 10] [--members 2000]
 """
@@ -43,7 +47,14 @@ from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.runtime.identity import TokenSigner, load_or_create_signing_key
-from tests.bench.common import Progress, Result, machine_info, summarise
+from tests.bench.common import (
+    Progress,
+    Result,
+    cpu_by_process,
+    cpu_per_item_us,
+    machine_info,
+    summarise,
+)
 from tests.support.postgres import PostgresForTests, pg_bin_dir, with_database
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "settlement.json"
@@ -52,17 +63,6 @@ BATCH = 100
 SINGLE_CALLERS = 32
 BATCH_CALLERS = 4
 PGBENCH_CLIENTS = 8
-LEDGER_CHECK = """
-WITH moved AS (
-  SELECT member_id,
-         sum(CASE WHEN to_account = 'member:available' THEN amount ELSE 0 END)
-         - sum(CASE WHEN from_account = 'member:available' THEN amount ELSE 0 END) AS available,
-         sum(CASE WHEN to_account = 'member:pending' THEN amount ELSE 0 END)
-         - sum(CASE WHEN from_account = 'member:pending' THEN amount ELSE 0 END) AS pending
-  FROM points.transfers GROUP BY member_id)
-SELECT count(*) FROM points.balances b LEFT JOIN moved m USING (member_id)
-WHERE b.available <> COALESCE(m.available, 0) OR b.pending <> COALESCE(m.pending, 0)
-"""
 
 
 @dataclass(frozen=True)
@@ -321,64 +321,135 @@ def settle_batch(
 @dataclass
 class Round:
     pgbench_tps: float
+    noop: Result
     single: Result
     batch: Result
+    # phase -> process -> CPU microseconds per call (noop) or per settlement
+    cpu_us: dict[str, dict[str, float]]
 
 
-async def one_round(
-    n: int,
-    options: Options,
-    pgbench_dsn: str,
-    single: Callable[[], Awaitable[int]],
-    batch: Callable[[], Awaitable[int]],
-) -> Round:
+@dataclass(frozen=True)
+class Loads:
+    """The three loads of a round, each a call returning how many items it did."""
+
+    noop: Callable[[], Awaitable[int]]
+    single: Callable[[], Awaitable[int]]
+    batch: Callable[[], Awaitable[int]]
+    service_pid: int
+
+
+async def measured_load(
+    label: str,
+    name: str,
+    callers: int,
+    seconds: float,
+    loads: Loads,
+    call: Callable[[], Awaitable[int]],
+) -> tuple[Result, dict[str, float]]:
+    before = cpu_by_process(loads.service_pid)
+    lat, items, elapsed = await timed_load(label, callers, seconds, call)
+    cpu = cpu_per_item_us(before, cpu_by_process(loads.service_pid), items)
+    result = summarise(name, lat, elapsed, callers)
+    result.throughput = round(items / elapsed, 1)  # items per second, not calls
+    return result, cpu
+
+
+async def one_round(n: int, options: Options, pgbench_dsn: str, loads: Loads) -> Round:
     tps = await asyncio.to_thread(run_pgbench, pgbench_dsn, options.seconds)
     print(f"round {n}: pgbench {tps:,.0f} TPS", file=sys.stderr)
-    lat, items, elapsed = await timed_load(
-        f"round {n} SettlePayment", SINGLE_CALLERS, options.seconds, single
+    secs = options.seconds
+    noop, noop_cpu = await measured_load(
+        f"round {n} no-op RPC", "health Check", SINGLE_CALLERS, secs, loads, loads.noop
     )
-    one = summarise("SettlePayment", lat, elapsed, SINGLE_CALLERS)
-    one.throughput = round(items / elapsed, 1)
-    lat, items, elapsed = await timed_load(
-        f"round {n} SettlePayments x{BATCH}", BATCH_CALLERS, options.seconds, batch
+    one, one_cpu = await measured_load(
+        f"round {n} SettlePayment", "SettlePayment", SINGLE_CALLERS, secs, loads, loads.single
     )
-    many = summarise(f"SettlePayments (batches of {BATCH})", lat, elapsed, BATCH_CALLERS)
-    many.throughput = round(items / elapsed, 1)  # settlements per second, not calls
-    return Round(tps, one, many)
+    many, many_cpu = await measured_load(
+        f"round {n} SettlePayments x{BATCH}",
+        f"SettlePayments (batches of {BATCH})",
+        BATCH_CALLERS,
+        secs,
+        loads,
+        loads.batch,
+    )
+    cpu = {"noop": noop_cpu, "single": one_cpu, "batch": many_cpu}
+    return Round(tps, noop, one, many, cpu)
 
 
-def report(rounds: list[Round], violations: int) -> dict[str, Any]:
-    tps = statistics.median(r.pgbench_tps for r in rounds)
-    single = statistics.median(r.single.throughput for r in rounds)
-    batch = statistics.median(r.batch.throughput for r in rounds)
+def no_op(channel: grpc.aio.Channel) -> Callable[[], Awaitable[int]]:
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    async def call() -> int:
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=30)
+        return 1
+
+    return call
+
+
+def _round_lines(rounds: list[Round]) -> list[str]:
     lines = [
-        f"{'round':<6} {'pgbench TPS':>12} {'single/s':>10} {'ratio':>6} {'p50 ms':>8}"
-        f" {'p99 ms':>8} {'batch/s':>10} {'ratio':>6} {'batch p50':>10} {'batch p99':>10}"
+        f"{'round':<6} {'pgbench TPS':>12} {'no-op/s':>8} {'ratio':>6} {'single/s':>9}"
+        f" {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'batch/s':>8} {'ratio':>6}"
+        f" {'batch p50':>10} {'batch p99':>10}"
     ]
     for i, r in enumerate(rounds, 1):
+        tps = r.pgbench_tps
         lines.append(
-            f"{i:<6} {r.pgbench_tps:>12,.0f} {r.single.throughput:>10,.0f}"
-            f" {r.single.throughput / r.pgbench_tps:>6.2f} {r.single.p50_ms:>8.1f}"
-            f" {r.single.p99_ms:>8.1f} {r.batch.throughput:>10,.0f}"
-            f" {r.batch.throughput / r.pgbench_tps:>6.2f} {r.batch.p50_ms:>10.1f}"
-            f" {r.batch.p99_ms:>10.1f}"
+            f"{i:<6} {tps:>12,.0f} {r.noop.throughput:>8,.0f} {r.noop.throughput / tps:>6.2f}"
+            f" {r.single.throughput:>9,.0f} {r.single.throughput / tps:>6.2f}"
+            f" {r.single.p50_ms:>7.1f} {r.single.p99_ms:>7.1f} {r.batch.throughput:>8,.0f}"
+            f" {r.batch.throughput / tps:>6.2f} {r.batch.p50_ms:>10.1f} {r.batch.p99_ms:>10.1f}"
         )
+    return lines
+
+
+def _cpu_lines(rounds: list[Round]) -> list[str]:
+    """Median CPU microseconds per call / settlement, by process, per load."""
+    lines = ["CPU us per item (median of rounds): service / PostgreSQL / callers = total"]
+    for phase in ("noop", "single", "batch"):
+        samples = [r.cpu_us[phase] for r in rounds if r.cpu_us.get(phase)]
+        if not samples:
+            continue
+        med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+        lines.append(
+            f"  {phase:<7} {med['service']:>7,.0f} / {med['postgres']:>7,.0f}"
+            f" / {med['callers']:>7,.0f} = {med['total']:>7,.0f}"
+        )
+    return lines
+
+
+def report(rounds: list[Round], reconcile: pb.ReconcileResponse) -> dict[str, Any]:
+    tps = statistics.median(r.pgbench_tps for r in rounds)
+    noop = statistics.median(r.noop.throughput for r in rounds)
+    single = statistics.median(r.single.throughput for r in rounds)
+    batch = statistics.median(r.batch.throughput for r in rounds)
+    lines = [*_round_lines(rounds), *_cpu_lines(rounds)]
     lines.append(
-        f"median: single {single / tps:.2f}x pgbench (target 0.5x), batches {batch / tps:.2f}x"
-        f" pgbench (target 5x); ledger check: {violations} balance(s) not equal to their transfers"
+        f"median: single {single / tps:.2f}x pgbench (target 0.5x; a no-op RPC reaches"
+        f" {noop / tps:.2f}x), batches {batch / tps:.2f}x pgbench (target 5x)"
+    )
+    lines.append(
+        f"Reconcile after the load: ok={reconcile.ok}, {reconcile.total_violations} violation(s)"
+        f" over {reconcile.checked.transactions:,} transactions"
     )
     print("\n".join(lines))
     return {
         "rounds": [asdict(r) for r in rounds],
         "median": {
             "pgbench_tps": tps,
+            "noop_per_s": noop,
             "single_per_s": single,
             "batch_per_s": batch,
+            "noop_ratio": round(noop / tps, 3),
             "single_ratio": round(single / tps, 3),
             "batch_ratio": round(batch / tps, 3),
         },
         "targets": {"single_ratio": 0.5, "batch_ratio": 5.0},
-        "ledger_violations": violations,
+        "reconcile": {
+            "ok": reconcile.ok,
+            "violations": reconcile.total_violations,
+            "transactions": reconcile.checked.transactions,
+        },
         "machine": machine_info(),
         "settings": {
             "single_callers": SINGLE_CALLERS,
@@ -394,7 +465,7 @@ async def run(options: Options, pg: PostgresForTests, keys_dir: Path) -> dict[st
     pgbench_dsn = await prepare_pgbench(pg.admin_dsn, options.scale)
     signer = TokenSigner(load_or_create_signing_key(keys_dir), "wallet-membership", "bench")
     port = _free_port()
-    with points_process(dsn, keys_dir, port):
+    with points_process(dsn, keys_dir, port) as service:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await wait_serving(channel)
             stub = pb_grpc.PointsServiceStub(channel)
@@ -404,17 +475,21 @@ async def run(options: Options, pg: PostgresForTests, keys_dir: Path) -> dict[st
                 await load_members(stub, signer, options.members)
                 ledger_rows = 0
             payments, auth = PaymentFactory(options.members), _auth(signer, "settlement")
-            single, batch = settle_one(stub, payments, auth), settle_batch(stub, payments, auth)
+            loads = Loads(
+                no_op(channel),
+                settle_one(stub, payments, auth),
+                settle_batch(stub, payments, auth),
+                service.pid,
+            )
             rounds = [
-                await one_round(n, options, pgbench_dsn, single, batch)
+                await one_round(n, options, pgbench_dsn, loads)
                 for n in range(1, options.rounds + 1)
             ]
-    conn = await asyncpg.connect(dsn)
-    try:
-        violations = int(await conn.fetchval(LEDGER_CHECK))
-    finally:
-        await conn.close()
-    return {**report(rounds, violations), "preloaded_ledger_rows": ledger_rows}
+            print("reconciling the ledger ...", file=sys.stderr)
+            reconciled = await stub.Reconcile(
+                pb.ReconcileRequest(), metadata=_auth(signer, "admin"), timeout=3600
+            )
+    return {**report(rounds, reconciled), "preloaded_ledger_rows": ledger_rows}
 
 
 def parse_args(argv: list[str] | None) -> Options:

@@ -171,3 +171,43 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor()
+
+
+# --- where the CPU goes ----------------------------------------------------------------------
+
+
+def _process_cpu_s(stat: str) -> float:
+    """utime + stime of one /proc/<pid>/stat line, in seconds."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(service_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the service process, PostgreSQL (every backend), and this
+    process (the callers). Linux only; elsewhere an empty dict."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return {}
+    totals = {"service": 0.0, "postgres": 0.0, "callers": time.process_time()}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(entry.name) == service_pid:
+            totals["service"] += _process_cpu_s(stat)
+        elif "(postgres)" in stat:
+            totals["postgres"] += _process_cpu_s(stat)
+    return totals
+
+
+def cpu_per_item_us(
+    before: dict[str, float], after: dict[str, float], items: int
+) -> dict[str, float]:
+    """Microseconds of CPU per item by process, and their total."""
+    if not before or items == 0:
+        return {}
+    spent = {k: round((after[k] - before[k]) / items * 1e6, 1) for k in before}
+    return {**spent, "total": round(sum(spent.values()), 1)}

@@ -13,8 +13,10 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from membership.accounts.v1 import accounts_pb2 as pb
+from membership.points.v1 import points_pb2
 from prometheus_client import REGISTRY
 
+from services.points.ledger import Ledger
 from services.privacy.server import SPEC as PRIVACY
 from services.runtime.config import ConfigError, load_settings
 from services.runtime.db import (
@@ -232,3 +234,46 @@ async def test_start_fails_cleanly_on_a_busy_port(suite: Suite) -> None:
     busy = f"127.0.0.1:{suite.accounts_service.port}"
     with pytest.raises(OSError, match="could not listen"):
         await start_service(PRIVACY, suite.settings, busy)
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "reason"),
+    [
+        (
+            asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "STATEMENT_TIMEOUT",
+        ),
+        (TimeoutError(), grpc.StatusCode.DEADLINE_EXCEEDED, "STATEMENT_TIMEOUT"),
+        (
+            asyncpg.ConnectionDoesNotExistError("connection was closed"),
+            grpc.StatusCode.UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+        ),
+        (ConnectionRefusedError(), grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+        (ZeroDivisionError(), grpc.StatusCode.INTERNAL, "INTERNAL"),
+    ],
+)
+async def test_database_failures_are_retryable_statuses_not_internal_errors(
+    suite: Suite,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    code: grpc.StatusCode,
+    reason: str,
+) -> None:
+    """A statement past its timeout or a database out of reach tells the caller to retry
+    (with no SQL or data in the message); anything else stays INTERNAL."""
+
+    async def failing(*_: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(Ledger, "balance", failing)
+    err = await expect_error(
+        suite.points.GetBalance(
+            points_pb2.GetBalanceRequest(name="members/many/balance"),
+            metadata=suite.auth("officer"),
+        ),
+        code,
+        reason=reason,
+    )
+    assert "SELECT" not in err.message and "statement timeout" not in err.message

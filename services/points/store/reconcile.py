@@ -32,6 +32,15 @@ class Counts:
 
 Check = Callable[[Conn, str | None, int], Awaitable[tuple[list[Found], int]]]
 
+# whole-ledger checks scan every table, which takes longer than a request may (10 s on the
+# server, 30 s in asyncpg); the server-side limit is SET LOCAL, so it ends with the
+# reconciliation's transaction
+STATEMENT_TIMEOUT_S = 900
+
+
+async def allow_long_statements(conn: Conn) -> None:
+    await conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_S * 1000}")
+
 
 def _of(alias: str, param: str = "$2") -> str:
     """The member filter of one table alias."""
@@ -49,6 +58,7 @@ async def _bounded(
         max(limit, 0),
         member_id,
         *args,
+        timeout=STATEMENT_TIMEOUT_S,
     )
     if row is None:
         return [], 0
@@ -228,6 +238,7 @@ async def counts(conn: Conn, member_id: str | None) -> Counts:
         f"  WHERE {_of('x', '$1')} UNION SELECT member_id FROM points.transactions x"
         f"  WHERE {_of('x', '$1')}) m) AS members",
         member_id,
+        timeout=STATEMENT_TIMEOUT_S,
     )
     if row is None:
         return Counts(0, 0, 0, 0)
