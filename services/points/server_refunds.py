@@ -58,5 +58,5 @@ class RefundRpcs(RpcGroup):
     ) -> pb.Refund:
         refund = refund_of(request)
         # cheap: the rules in force are the ledger's, read at every call
-        refunds = Refunds(self.deps.pool, self.deps.ledger.rules)
+        refunds = Refunds(self.deps.pool, self.deps.ledger.rules, self.deps.clock)
         return refund_pb(await refunds.refund(refund))

@@ -133,13 +133,19 @@ def progress(rules: Rules, state: TierState | None, qualifying: int, now: dateti
     return Progress(tier, state, qualifying, start, end, following, needed)
 
 
-_RULES_BY_VERSION: dict[int, Rules] = {}
+# parsed stored rules, keyed by the stored document itself: a version number names different
+# rules in different databases (a process may serve several, as tests do)
+_RULES_BY_DOCUMENT: dict[str, Rules] = {}
+_MAX_CACHED_RULES = 64
 
 
 def rules_of(version: int, document: str | dict[str, object]) -> Rules:
-    """The parsed rules of a stored version (immutable per version, so cached)."""
-    found = _RULES_BY_VERSION.get(version)
+    """The parsed rules of a stored version (`document`, as stored with `version`)."""
+    text = document if isinstance(document, str) else json.dumps(document, sort_keys=True)
+    found = _RULES_BY_DOCUMENT.get(text)
     if found is None:
-        doc = json.loads(document) if isinstance(document, str) else document
-        found = _RULES_BY_VERSION.setdefault(version, parse_rules(doc))
+        found = parse_rules(json.loads(text))
+        if len(_RULES_BY_DOCUMENT) >= _MAX_CACHED_RULES:
+            _RULES_BY_DOCUMENT.clear()
+        _RULES_BY_DOCUMENT[text] = found
     return found

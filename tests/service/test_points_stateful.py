@@ -1,17 +1,19 @@
 """Random sequences of ledger operations (settle, refund, grant, hold, capture, release,
 redeem, advance the clock and run the jobs) against real PostgreSQL, checked after every step
-against a small pure-Python model of each member's balances, and by Reconcile.
+against a small pure-Python model (tests/support/ledger_model.py) and by Reconcile.
 
-The model predicts every balance exactly, and which operations must succeed or fail, except
-across a clock advance: what matures and expires there depends on individual lots, so the
-model takes the balances the jobs leave and checks only that they created no points.
+The model predicts exactly, across clock advances too: every lot of each member (points,
+remaining, state and dates), the balances they add up to, which operations succeed, what a
+refund claws back, and each member's qualifying points and tier row (upgrades, reviews,
+grace periods, downgrades and drops by refunds). Besides whole days, the clock moves to the
+very instant something falls due, or a second before, so that every bound is checked.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import astuple
+from datetime import UTC, date, datetime, timedelta
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from services.points.earn import clawback_increment
+from services.points import tiers
 from services.points.grants import GrantRequest, Grants
 from services.points.jobs import JobRunner
 from services.points.ledger import Ledger
@@ -45,27 +47,23 @@ from services.points.spending_model import (
     ReleaseRequest,
 )
 from services.points.store import ledger as ledger_store
+from services.points.store import tiers as tier_store
 from services.runtime.errors import DomainError
 from services.runtime.identity import Caller
-from tests.support.points import rules_file
+from tests.support.ledger_model import LedgerModel, check_terms, write_rules
 from tests.support.postgres import PostgresForTests
 
 MEMBERS = ("mstate0001", "mstate0002")
 START = datetime(2031, 3, 10, 4, 0, tzinfo=UTC)
 GRANTER = Caller("test:stateful", "admin", frozenset(), "t")
-
-
-@dataclass
-class Model:
-    """What each member must have, as the rules say it."""
-
-    available: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MEMBERS, 0))
-    pending: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MEMBERS, 0))
-    held: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MEMBERS, 0))
-    earned: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MEMBERS, 0))
-    payments: list[tuple[str, str, int, int]] = field(default_factory=list)  # m, id, minor, pts
-    refunded: dict[str, int] = field(default_factory=dict)  # payment id -> minor refunded
-    holds: dict[str, tuple[str, int]] = field(default_factory=dict)  # open: id -> (m, points)
+LOTS = (
+    "SELECT state, points, remaining, earned_at, available_at, expires_at"
+    " FROM points.lots WHERE member_id = $1 ORDER BY lot_id"
+)
+TIER_ROW = (
+    "SELECT tier_code, since, review_at, grace_until FROM points.member_tiers WHERE member_id = $1"
+)
+QUALIFYING = "SELECT day, points FROM points.qualifying_days WHERE member_id = $1"
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -75,16 +73,18 @@ class LedgerMachine(RuleBasedStateMachine):
         self.pg = pg
         self.now = START
         self.ids = count(1)
-        self.model = Model()
+        self.model = LedgerModel(MEMBERS)
         self.dsn = self.run(pg.new_database())
         self.pool: asyncpg.Pool = self.run(self._open_pool())
-        rules = self.run(load_rules_in_force(self.pool, rules_path))
+        self.in_force = self.run(load_rules_in_force(self.pool, rules_path))
+        check_terms(self.in_force.rules)
         members = MemberDirectory(self.pool)
         clock = lambda: self.now  # noqa: E731 (the machine moves time)
-        self.ledger = Ledger(self.pool, members, rules, clock)
-        self.refunds = Refunds(self.pool, rules)
-        self.spending = Spending(self.pool, members, rules, clock)
-        self.grants = Grants(self.pool, rules, clock)
+        self.ledger = Ledger(self.pool, members, self.in_force, clock)
+        # the machine's clock: a refund's window (and so its tier drop) is the machine's
+        self.refunds = Refunds(self.pool, self.in_force, clock)
+        self.spending = Spending(self.pool, members, self.in_force, clock)
+        self.grants = Grants(self.pool, self.in_force, clock)
         self.jobs = JobRunner(self.pool)
         events = [MemberEvent(1, m, "REGISTERED", "ACTIVE", None, START) for m in MEMBERS]
         self.run(members.apply(events))
@@ -109,120 +109,108 @@ class LedgerMachine(RuleBasedStateMachine):
         self.run(self.pg.drop_database(self.dsn))
         self.loop.close()
 
-    def usable(self, member: str) -> int:
-        return max(0, self.model.available[member])
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            return list(await conn.fetch(query, *args))
 
     @initialize()
     def nothing_yet(self) -> None:
         pass
 
-    @rule(member=st.sampled_from(MEMBERS), minor=st.integers(1, 3000))
+    # payments up to 100 CNY: a few of them reach the model's tiers, none reaches a cap
+    @rule(member=st.sampled_from(MEMBERS), minor=st.integers(1, 10_000))
     def settle(self, member: str, minor: int) -> None:
         payment = Payment(
             member, f"p{next(self.ids)}", "CNY", minor, "shop", "retail", self.now, "app"
         )
         result = self.run(self.ledger.settle(payment))
-        assert result.points == minor // 100  # 1 point per CNY at x1, rounded down once
         assert self.run(self.ledger.settle(payment)) == result  # a repeat is the first result
-        self.model.pending[member] += result.points
-        self.model.earned[member] += result.points
-        self.model.payments.append((member, payment.payment_id, minor, result.points))
+        points = self.model.settle(member, payment.payment_id, minor, self.now)
+        assert result.points == points
 
     @precondition(lambda self: self.model.payments)
     @rule(data=st.data())
     def refund(self, data: st.DataObject) -> None:
-        member, payment_id, minor, points = data.draw(st.sampled_from(self.model.payments))
-        before = self.model.refunded.get(payment_id, 0)
-        amount = data.draw(st.integers(1, minor))
-        request = RefundRequest(member, payment_id, f"r{next(self.ids)}", "CNY", amount, "")
+        paid = data.draw(st.sampled_from(self.model.payments))
+        amount = data.draw(st.integers(1, paid.minor))
+        request = RefundRequest(
+            paid.member, paid.payment_id, f"r{next(self.ids)}", "CNY", amount, ""
+        )
         result, err = self.attempt(self.refunds.refund(request))
-        if before + amount > minor:
-            assert err is not None and err.reason == "REFUND_EXCEEDS_PAYMENT"
+        predicted = self.model.refund(paid, amount, self.now)
+        if predicted is None:
+            assert err is not None and err.reason == "REFUND_EXCEEDS_PAYMENT", err
             return
         assert err is None, err
-        due = clawback_increment(points, minor, before, amount)
-        assert result.points_clawed_back + result.points_uncollectable == due
-        self.model.refunded[payment_id] = before + amount
-        self.sync(member, taken=result.points_clawed_back)
+        assert (result.points_clawed_back, result.points_uncollectable) == predicted
 
     @rule(member=st.sampled_from(MEMBERS), points=st.integers(1, 10))
     def grant(self, member: str, points: int) -> None:
         request = GrantRequest(member, f"g{next(self.ids)}", points, "CHECK_IN", "", None)
         self.run(self.grants.grant(GRANTER, request))
-        self.model.available[member] += points
-        self.model.earned[member] += points
+        self.model.grant(member, points, self.now)
 
     def spendable(self, data: st.DataObject, member: str) -> int:
         """Mostly what the member can afford, sometimes a little more."""
-        return data.draw(st.integers(1, self.usable(member) + 3))
+        return data.draw(st.integers(1, self.model.available(member) + 3))
 
     @rule(member=st.sampled_from(MEMBERS), data=st.data())
     def redeem(self, member: str, data: st.DataObject) -> None:
         points = self.spendable(data, member)
         request = RedeemRequest(member, f"d{next(self.ids)}", points, "")
         _, err = self.attempt(self.spending.redeem(request))
-        if points > self.usable(member):
-            assert err is not None and err.reason == "INSUFFICIENT_POINTS", err
-            return
-        assert err is None, err
-        self.model.available[member] -= points
+        self.expect(err, self.model.redeem(member, points, self.now))
 
     @rule(member=st.sampled_from(MEMBERS), data=st.data())
     def hold(self, member: str, data: st.DataObject) -> None:
         points = self.spendable(data, member)
         hold_id = f"h{next(self.ids)}"
         _, err = self.attempt(self.spending.hold(HoldRequest(member, hold_id, points, "", "")))
-        if points > self.usable(member):
+        self.expect(err, self.model.hold(member, hold_id, points, self.now))
+
+    @staticmethod
+    def expect(err: DomainError | None, enough: bool) -> None:
+        if enough:
+            assert err is None, err
+        else:
             assert err is not None and err.reason == "INSUFFICIENT_POINTS", err
-            return
-        assert err is None, err
-        self.model.available[member] -= points
-        self.model.held[member] += points
-        self.model.holds[hold_id] = (member, points)
 
     @precondition(lambda self: self.model.holds)
     @rule(data=st.data())
     def capture(self, data: st.DataObject) -> None:
         hold_id = data.draw(st.sampled_from(sorted(self.model.holds)))
-        member, points = self.model.holds.pop(hold_id)
-        taken = data.draw(st.integers(1, points))
-        request = CaptureRequest(member, hold_id, f"c{next(self.ids)}", taken)
+        hold = self.model.holds[hold_id]
+        taken = data.draw(st.integers(1, sum(p for _, p in hold.parts)))
+        request = CaptureRequest(hold.member, hold_id, f"c{next(self.ids)}", taken)
         self.run(self.spending.capture(request))
-        self.model.held[member] -= points
-        self.model.available[member] += points - taken
+        self.model.close_hold(hold_id, taken, self.now)
 
     @precondition(lambda self: self.model.holds)
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         hold_id = data.draw(st.sampled_from(sorted(self.model.holds)))
-        member, points = self.model.holds.pop(hold_id)
+        member = self.model.holds[hold_id].member
         self.run(self.spending.release(ReleaseRequest(member, hold_id, f"l{next(self.ids)}")))
-        self.model.held[member] -= points
-        self.model.available[member] += points
+        self.model.close_hold(hold_id, 0, self.now)
 
-    @rule(days=st.integers(1, 45))
-    def advance_and_run_jobs(self, days: int) -> None:
-        """Maturation, hold expiry and lot expiry depend on single lots: the model adopts
-        what the jobs leave, after checking they created nothing."""
-        self.now += timedelta(days=days)
-        self.run(self.jobs.run_once(self.now))
-        self.model.holds.clear()  # every hold is older than its time to live now
-        for member in MEMBERS:
-            total = self.model.available[member] + self.model.pending[member]
-            total += self.model.held[member]
-            self.sync(member)
-            after = self.model.available[member] + self.model.pending[member]
-            assert after <= total and self.model.held[member] == 0
+    @rule(data=st.data())
+    def advance_and_run_jobs(self, data: st.DataObject) -> None:
+        """By whole days, or to the very instant something falls due, or a second before
+        it: an off-by-one in any bound (`<` for `<=`, a day too many) then shows."""
+        # the next edge only: the machine then walks through the edges in order, and a
+        # hold made a second before one spans it
+        edges = self.model.edges(self.now)[:1]
+        how = data.draw(st.sampled_from(["days", "edge", "before"] if edges else ["days"]))
+        if how == "days":
+            self.run_jobs_at(self.now + timedelta(days=data.draw(st.integers(1, 45))))
+            return
+        before = edges[0] - timedelta(seconds=1)
+        self.run_jobs_at(before if how == "before" and before > self.now else edges[0])
 
-    def sync(self, member: str, taken: int | None = None) -> None:
-        """Adopts the stored split of a member's points; with `taken`, checks first that
-        exactly that many left the member's available and pending points."""
-        row = self.run(self.balance(member))
-        if taken is not None:
-            before = self.model.available[member] + self.model.pending[member]
-            assert row.available + row.pending == before - taken
-        self.model.available[member], self.model.pending[member] = row.available, row.pending
-        self.model.held[member] = row.held
+    def run_jobs_at(self, now: datetime) -> None:
+        self.now = now
+        self.run(self.jobs.run_once(now))
+        self.model.run_jobs(now)
 
     async def balance(self, member: str) -> ledger_store.BalanceRow:
         async with self.pool.acquire() as conn:
@@ -233,11 +221,40 @@ class LedgerMachine(RuleBasedStateMachine):
     def balances_match_the_model(self) -> None:
         for member in MEMBERS:
             row = self.run(self.balance(member))
-            assert row.available == self.model.available[member], member
-            assert row.pending == self.model.pending[member], member
-            assert row.held == self.model.held[member], member
-            assert row.lifetime_earned == self.model.earned[member], member
-            assert row.available >= 0 and row.pending >= 0 and row.held >= 0
+            assert row.available == self.model.available(member), member
+            assert row.pending == self.model.pending(member), member
+            assert row.held == self.model.held(member), member
+            assert row.lifetime_earned == self.model.earned(member), member
+
+    @invariant()
+    def lots_match_the_model(self) -> None:
+        for member in MEMBERS:
+            stored = [tuple(r) for r in self.run(self.fetch(LOTS, member))]
+            assert stored == [lot.row() for lot in self.model.accounts[member].lots], member
+
+    @invariant()
+    def tiers_match_the_model(self) -> None:
+        for member in MEMBERS:
+            account = self.model.accounts[member]
+            stored = [tuple(r) for r in self.run(self.fetch(TIER_ROW, member))]
+            assert stored == ([] if account.tier is None else [astuple(account.tier)]), member
+            days = dict(tuple(r) for r in self.run(self.fetch(QUALIFYING, member)))
+            assert days == account.qualifying, member
+
+    @invariant()
+    def tier_progress_matches_the_model(self) -> None:
+        """The window sum and tier as GetTierProgress reads them."""
+        rules = self.in_force.rules
+        views = self.run(self.views(tiers.window_days(rules, self.now)))
+        for member in MEMBERS:
+            account = self.model.accounts[member]
+            assert views[member].qualifying == account.window_sum(self.now), member
+            tier = tiers.tier_of(rules, views[member].state)
+            assert tier.code == account.tier_terms().code, member
+
+    async def views(self, window: tuple[date, date]) -> dict[str, tier_store.TierView]:
+        async with self.pool.acquire() as conn:
+            return await tier_store.tier_views(conn, MEMBERS, *window)
 
     @invariant()
     def the_ledger_reconciles(self) -> None:
@@ -248,12 +265,12 @@ class LedgerMachine(RuleBasedStateMachine):
 def test_random_operations_keep_the_ledger_exact(
     postgres: PostgresForTests, tmp_path: Path
 ) -> None:
-    rules = rules_file(tmp_path, expiry_months="1")
+    rules = write_rules(tmp_path)
     run_state_machine_as_test(
         lambda: LedgerMachine(postgres, rules),  # type: ignore[arg-type]
         settings=settings(
-            max_examples=12,
-            stateful_step_count=25,
+            max_examples=20,
+            stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.points import tiers
 from services.points.rules import (
     DEFAULT_RULES_FILE,
     GRANT_REASONS,
@@ -158,6 +159,17 @@ def test_document_round_trips_through_json() -> None:
     assert again == rules
     assert again.digest() == rules.digest()
     assert stored["currencies"]["USD"]["points_per_unit"] == "36/5"
+
+
+def test_stored_rules_are_parsed_by_document_not_by_version_number() -> None:
+    """Version numbers are per database: version 1 of one database is not version 1 of
+    another (a job process, or a test run, may meet both)."""
+    rules = load_rules_file(DEFAULT_RULES_FILE)
+    other = dataclasses.replace(rules, downgrade_grace_days=rules.downgrade_grace_days + 1)
+    first = tiers.rules_of(1, json.dumps(rules.document()))
+    second = tiers.rules_of(1, json.dumps(other.document()))
+    assert first == rules
+    assert second.downgrade_grace_days == rules.downgrade_grace_days + 1
 
 
 def test_digest_is_sha256_hex() -> None:
