@@ -182,13 +182,13 @@ def _process_cpu_s(stat: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_process(service_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by the service process, PostgreSQL (every backend), and this
-    process (the callers). Linux only; elsewhere an empty dict."""
+def cpu_by_process(service_pid: int) -> dict[tuple[str, int], float]:
+    """CPU seconds used so far by each process of the service, PostgreSQL (every backend)
+    and this process (the callers), keyed by (group, pid). Linux only; elsewhere empty."""
     proc = Path("/proc")
     if not proc.is_dir():
         return {}
-    totals = {"service": 0.0, "postgres": 0.0, "callers": time.process_time()}
+    totals = {("callers", os.getpid()): time.process_time()}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -197,17 +197,21 @@ def cpu_by_process(service_pid: int) -> dict[str, float]:
         except OSError:  # the process ended meanwhile
             continue
         if int(entry.name) == service_pid:
-            totals["service"] += _process_cpu_s(stat)
+            totals[("service", service_pid)] = _process_cpu_s(stat)
         elif "(postgres)" in stat:
-            totals["postgres"] += _process_cpu_s(stat)
+            totals[("postgres", int(entry.name))] = _process_cpu_s(stat)
     return totals
 
 
 def cpu_per_item_us(
-    before: dict[str, float], after: dict[str, float], items: int
+    before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], items: int
 ) -> dict[str, float]:
-    """Microseconds of CPU per item by process, and their total."""
+    """Microseconds of CPU per item by group, and their total. A process that ended in
+    between is left out (its last figures are unknown); one that started counts whole."""
     if not before or items == 0:
         return {}
-    spent = {k: round((after[k] - before[k]) / items * 1e6, 1) for k in before}
-    return {**spent, "total": round(sum(spent.values()), 1)}
+    spent = {"service": 0.0, "postgres": 0.0, "callers": 0.0}
+    for key, seconds in after.items():
+        spent[key[0]] += seconds - before.get(key, 0.0)
+    per_item = {k: round(v / items * 1e6, 1) for k, v in spent.items()}
+    return {**per_item, "total": round(sum(per_item.values()), 1)}
