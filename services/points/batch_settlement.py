@@ -13,6 +13,7 @@ from typing import Any
 
 from services.points import earn, tiers
 from services.points.ledger import ItemOutcome, Ledger
+from services.points.processing import processing_restricted
 from services.points.settlement import Payment, SettlementResult
 from services.points.store import batch_settlement as bstore
 from services.points.store.referrals import DueReferral
@@ -105,6 +106,8 @@ def _settle(
     state = member.state
     if state != "ACTIVE":
         raise failed_precondition(f"MEMBER_{state}", f"a {state} member does not earn points")
+    if member.paused:
+        raise processing_restricted()
     day = earn.local_day(ledger.rules.rules, payment.occurred_at)
     seen = view.tiers[payment.member_id]
     tier = tiers.tier_of(ledger.rules.rules, seen.state)

@@ -11,6 +11,7 @@ import asyncpg
 from services.points import debt, earn, tiers
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.member_events import MemberDirectory
+from services.points.processing import processing_restricted
 from services.points.restrictions import require_readable
 from services.points.rules import Rules, Tier, UnknownCurrency
 from services.points.settlement import Payment, PointsState, SettlementResult, explanation_of
@@ -125,6 +126,8 @@ class Ledger:
             raise failed_precondition(
                 f"MEMBER_{seen.state}", f"a {seen.state} member does not earn points"
             )
+        if seen.paused:
+            raise processing_restricted()
         tier = tiers.tier_of(rules, seen.tier)
         earning = self.earning(seen.earned_today, payment, tier)
         after = self.qualified(seen.tier, seen.qualifying, earning.points, day, now)

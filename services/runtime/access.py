@@ -8,6 +8,7 @@ from __future__ import annotations
 
 ACCOUNTS = "/membership.accounts.v1.AccountsService/"
 PRIVACY_CRYPTO = "/membership.privacy.v1.FieldCryptoService/"
+PRIVACY_CONSENT = "/membership.privacy.v1.ConsentService/"
 POINTS = "/membership.points.v1.PointsService/"
 
 # Reading a member in the FULL view needs this scope in addition to the method's scope.
@@ -46,12 +47,19 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "ApplyMemberEvents": "points.internal.members",
     POINTS + "ExportMemberLedger": "points.internal.privacy",
     POINTS + "RestrictMember": "points.internal.privacy",
+    POINTS + "ApplyProcessingEvents": "points.internal.privacy",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",
     PRIVACY_CRYPTO + "RotateKeyEncryptionKey": "privacy.keys.admin",
     PRIVACY_CRYPTO + "GetKeyRingStatus": "privacy.keys.admin",
     PRIVACY_CRYPTO + "DestroySubjectKey": "privacy.keys.destroy",
+    PRIVACY_CONSENT + "ListPurposes": "privacy.consent.read",
+    PRIVACY_CONSENT + "GetConsents": "privacy.consent.read",
+    PRIVACY_CONSENT + "CheckConsent": "privacy.consent.read",
+    # consent changes act for the member: through the app, the web site or a counter
+    PRIVACY_CONSENT + "GrantConsent": "privacy.consent.write",
+    PRIVACY_CONSENT + "WithdrawConsent": "privacy.consent.write",
 }
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
@@ -66,13 +74,21 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "points.points.spend",
             # check-in and task rewards, small goodwill
             "points.points.grant",
+            "privacy.consent.read",
+            "privacy.consent.write",
         }
     ),
     # the payment system settles payments into points
     "settlement": frozenset({"points.payments.settle"}),
     # compliance officers read and list members, in clear when they state a purpose
     "officer": frozenset(
-        {"accounts.members.read", "accounts.members.list", SCOPE_READ_PII, "points.balance.read"}
+        {
+            "accounts.members.read",
+            "accounts.members.list",
+            SCOPE_READ_PII,
+            "points.balance.read",
+            "privacy.consent.read",
+        }
     ),
     "admin": frozenset(
         {
@@ -87,6 +103,8 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "points.ledger.reconcile",
             "points.points.spend",
             "points.points.grant",
+            "privacy.consent.read",
+            "privacy.consent.write",
         }
     ),
     # internal: privacy reaches into accounts and points for data-subject requests and
@@ -105,8 +123,17 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     # internal: accounts encrypts, indexes and (for FULL reads and exports) decrypts fields,
     # and its outbox relay tells points about members
     "service:accounts": frozenset(
-        {"privacy.crypto.encrypt", "privacy.crypto.decrypt", "points.internal.members"}
+        {
+            "privacy.crypto.encrypt",
+            "privacy.crypto.decrypt",
+            "points.internal.members",
+            # consents given at registration, and the state shown with a member
+            "privacy.consent.read",
+            "privacy.consent.write",
+        }
     ),
+    # internal: points checks consent before processing that needs it (payment records)
+    "service:points": frozenset({"privacy.consent.read"}),
 }
 
 PUBLIC_METHOD_PREFIXES = (

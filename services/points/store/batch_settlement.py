@@ -10,6 +10,7 @@ from datetime import date, datetime
 from typing import Any
 
 from services.points.store.members import EFFECTIVE_STATE
+from services.points.store.processing import PAUSED
 from services.points.store.referrals import DueReferral
 from services.points.store.tiers import TierState, qualifying_sql
 from services.runtime.db import Conn
@@ -50,6 +51,7 @@ class MemberSeen:
     referrer: str | None
     tier: TierState | None
     qualifying: int  # in the window
+    paused: bool = False  # privacy paused settling this member's payments
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ SELECT
           CASE WHEN NOT EXISTS (SELECT 1 FROM points.referral_bonuses r
                                 WHERE r.member_id = m.member_id) THEN m.referred_by END,
           mt.tier_code, mt.since, mt.review_at, mt.grace_until, mt.rule_version,
-          {qualifying_sql("m.member_id", 2)})
+          {qualifying_sql("m.member_id", 2)}, {PAUSED})
         FROM points.members m LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id
         WHERE m.member_id = ANY($1::text[])) AS members,
   array(SELECT row(t.member_id, t.idempotency_key, t.request_hash, t.result)
@@ -112,7 +114,7 @@ async def read_locked(
 
 def _member_seen(r: tuple[Any, ...]) -> MemberSeen:
     tier = None if r[3] is None else TierState(r[3], r[4], r[5], r[6], int(r[7]))
-    return MemberSeen(state=r[1], referrer=r[2], tier=tier, qualifying=int(r[8]))
+    return MemberSeen(state=r[1], referrer=r[2], tier=tier, qualifying=int(r[8]), paused=bool(r[9]))
 
 
 @dataclass

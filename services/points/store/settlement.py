@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from services.points.store.members import EFFECTIVE_STATE
+from services.points.store.processing import PAUSED
 from services.points.store.tiers import (
     TIER_COLUMNS,
     TierState,
@@ -43,6 +44,7 @@ class Seen:
     tier: TierState | None
     qualifying: int
     referred_by: str | None = None
+    paused: bool = False  # privacy paused settling this member's payments
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ async def read_under_lock(
         f"SELECT {EFFECTIVE_STATE} AS state, t.request_hash, t.result,"
         " COALESCE(d.points, 0) AS earned_today,"
         f" {TIER_COLUMNS}, {qualifying_sql('m.member_id', 4)} AS qualifying"
-        ", m.referred_by FROM points.members m"
+        f", m.referred_by, {PAUSED} AS paused FROM points.members m"
         " LEFT JOIN points.transactions t ON t.member_id = m.member_id"
         "  AND t.idempotency_key = $2"
         " LEFT JOIN points.daily_earnings d ON d.member_id = m.member_id AND d.day = $3"
@@ -117,6 +119,7 @@ async def read_under_lock(
         state_of(row),
         int(row["qualifying"]),
         row["referred_by"],
+        bool(row["paused"]),
     )
 
 

@@ -1,0 +1,34 @@
+"""SQL of processing pauses (migration 009): privacy pauses settling a member's payments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.runtime.db import Conn
+
+# a member whose payments may not be settled now (any cause), as an SQL expression of `m`
+PAUSED = (
+    "EXISTS (SELECT 1 FROM points.processing_pauses pp"
+    " WHERE pp.member_id = m.member_id AND pp.paused)"
+)
+
+
+async def apply_pause(
+    conn: Conn, member_id: str, cause: str, paused: bool, event: tuple[int, datetime]
+) -> bool:
+    """Records the pause of one cause unless a newer event already did; True if applied."""
+    event_id, changed_at = event
+    row = await conn.fetchrow(
+        "INSERT INTO points.processing_pauses"
+        " (member_id, cause, paused, last_event_id, changed_at) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (member_id, cause) DO UPDATE SET paused = EXCLUDED.paused,"
+        "  last_event_id = EXCLUDED.last_event_id, changed_at = EXCLUDED.changed_at"
+        " WHERE points.processing_pauses.last_event_id < EXCLUDED.last_event_id"
+        " RETURNING 1",
+        member_id,
+        cause,
+        paused,
+        event_id,
+        changed_at,
+    )
+    return row is not None
