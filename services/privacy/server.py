@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,17 +11,31 @@ from pathlib import Path
 import asyncpg
 import grpc
 from google.protobuf import timestamp_pb2
+from membership.privacy.v1 import consent_pb2, consent_pb2_grpc
 from membership.privacy.v1 import field_crypto_pb2 as pb
 from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
 
+from services.privacy import store_consent
+from services.privacy.consent import Consents
 from services.privacy.envelope import FieldContext
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.keyring import load_index_key, load_keyring
+from services.privacy.purpose_catalogue import (
+    DEFAULT_PURPOSES_FILE,
+    Catalogue,
+    PurposesError,
+    load_purposes_file,
+)
 from services.privacy.rewrapper import Rewrapper
+from services.privacy.server_consent import ConsentServicer
 from services.runtime.config import Settings
 from services.runtime.context import current_caller, request_id
 from services.runtime.errors import ViolationCollector
 from services.runtime.server import ServiceSpec
+
+PURPOSES_FILE_ENV = "MEMBERSHIP_PRIVACY_PURPOSES_FILE"
+
+log = logging.getLogger("membership.privacy")
 
 MAX_FIELDS = 64
 MAX_PLAINTEXT_BYTES = 4096
@@ -160,23 +176,48 @@ class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
 
 
 class PrivacyComponent:
-    service_names = (pb.DESCRIPTOR.services_by_name["FieldCryptoService"].full_name,)
+    service_names = (
+        pb.DESCRIPTOR.services_by_name["FieldCryptoService"].full_name,
+        consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+    )
 
-    def __init__(self, crypto: FieldCrypto) -> None:
+    def __init__(self, crypto: FieldCrypto, consents: Consents) -> None:
         self.crypto = crypto
+        self.consents = consents
         self.rewrapper = Rewrapper(crypto)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_FieldCryptoServiceServicer_to_server(FieldCryptoServicer(self.crypto), server)
+        consent_pb2_grpc.add_ConsentServiceServicer_to_server(
+            ConsentServicer(self.consents), server
+        )
         self.rewrapper.start()
 
     async def close(self) -> None:
         await self.rewrapper.stop()
 
 
+async def load_purposes(pool: asyncpg.Pool, path: Path) -> Catalogue:
+    """Parses the purposes file and syncs it into the catalogue tables; refuses a file that
+    rewrites a published notice version."""
+    catalogue = load_purposes_file(path)
+    async with pool.acquire() as conn:
+        changed = await store_consent.sync_catalogue(conn, catalogue)
+    if changed:
+        code, version = changed[0]
+        raise PurposesError(
+            f"purposes.{code}.notices",
+            f"version {version} was published with another material flag",
+        )
+    log.info("purposes loaded", extra={"fields": {"purposes": len(catalogue.purposes)}})
+    return catalogue
+
+
 async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:
     crypto = FieldCrypto(pool, load_keyring(settings.keys_dir), load_index_key(settings.keys_dir))
-    return PrivacyComponent(crypto)
+    path = Path(os.environ.get(PURPOSES_FILE_ENV) or DEFAULT_PURPOSES_FILE)
+    consents = Consents(pool, await load_purposes(pool, path))
+    return PrivacyComponent(crypto, consents)
 
 
 SPEC = ServiceSpec(name="privacy", migrations_dir=Path(__file__).parent / "migrations", build=build)

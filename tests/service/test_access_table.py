@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.points.v1 import points_pb2 as ptpb
+from membership.privacy.v1 import consent_pb2 as cpb
 from membership.privacy.v1 import field_crypto_pb2 as ppb
 
 from services.runtime.access import METHOD_SCOPES, ROLE_SCOPES, SCOPE_READ_PII
@@ -32,6 +33,7 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 SERVICES = {
     "membership.accounts.v1.AccountsService": apb,
     "membership.privacy.v1.FieldCryptoService": ppb,
+    "membership.privacy.v1.ConsentService": cpb,
     "membership.points.v1.PointsService": ptpb,
 }
 
@@ -135,6 +137,21 @@ class Requests:
             "DestroySubjectKey": lambda: ppb.DestroySubjectKeyRequest(
                 subject_id="acl-other-subject", request_id=_unique("acl"), reason="acl"
             ),
+            "ListPurposes": cpb.ListPurposesRequest,
+            "GrantConsent": lambda: cpb.GrantConsentRequest(
+                member=name,
+                grants=[cpb.PurposeGrant(purpose="marketing", notice_version=1)],
+                channel=cpb.CHANNEL_APP,
+                request_id=_unique("acl"),
+            ),
+            "WithdrawConsent": lambda: cpb.WithdrawConsentRequest(
+                member=name,
+                purposes=["marketing"],
+                channel=cpb.CHANNEL_APP,
+                request_id=_unique("acl"),
+            ),
+            "GetConsents": lambda: cpb.GetConsentsRequest(member=name),
+            "CheckConsent": lambda: cpb.CheckConsentRequest(member=name, purpose="marketing"),
             "SettlePayment": self.payment,
             "SettlePayments": lambda: ptpb.SettlePaymentsRequest(requests=[self.payment()]),
             "GetBalance": lambda: ptpb.GetBalanceRequest(name=f"{name}/balance"),
@@ -183,6 +200,17 @@ class Requests:
                 legal_basis="accounting retention",
                 retention_end_time=timestamp_pb2.Timestamp(seconds=2_000_000_000),
             ),
+            "ApplyProcessingEvents": lambda: ptpb.ApplyProcessingEventsRequest(
+                events=[
+                    ptpb.ProcessingEvent(
+                        event_id=next(_counter) + 1,
+                        member="members/macl",
+                        cause=ptpb.PROCESSING_CAUSE_CONSENT_WITHDRAWN,
+                        paused=False,
+                        event_time=timestamp_pb2.Timestamp(seconds=1_700_000_000),
+                    )
+                ]
+            ),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(
@@ -213,6 +241,7 @@ def _stub_method(suite: Suite, method: str) -> Callable[..., Any]:
     stubs: dict[str, Any] = {
         "AccountsService": suite.accounts,
         "FieldCryptoService": suite.privacy,
+        "ConsentService": suite.consent,
         "PointsService": suite.points,
     }
     return getattr(stubs[service.rsplit(".", 1)[1]], name)  # type: ignore[no-any-return]
