@@ -17,7 +17,7 @@ from membership.points.v1 import points_pb2_grpc as pb_grpc
 from services.accounts import store
 from services.accounts.model import member_name
 from services.runtime import outbox_relay as relay
-from services.runtime.clients import ServiceCredentials
+from services.runtime.clients import ReconnectingChannel, ServiceCredentials
 from services.runtime.db import Conn
 from services.runtime.outbox_relay import Backoff, MalformedEventError
 
@@ -69,13 +69,8 @@ class Publisher(Protocol):
 
 
 class PointsPublisher:
-    """ApplyMemberEvents over gRPC, as service:accounts, within the outgoing deadline.
-
-    After UNAVAILABLE the channel is replaced by a fresh one: a channel's own reconnection
-    backoff grows to two minutes over a long outage, while a fresh channel connects at once,
-    so points is reached again within the relay's backoff (at most BACKOFF_MAX_S) of its
-    return.
-    """
+    """ApplyMemberEvents over gRPC, as service:accounts, within the outgoing deadline, on a
+    channel replaced after UNAVAILABLE (runtime.clients.ReconnectingChannel)."""
 
     def __init__(
         self,
@@ -83,24 +78,17 @@ class PointsPublisher:
         credentials: ServiceCredentials,
         timeout_s: float,
     ) -> None:
-        self._connect = connect
-        self._channel = connect()
+        self._channel = ReconnectingChannel(connect)
         self._credentials = credentials
         self._timeout_s = timeout_s
 
     async def publish(self, events: Sequence[pb.MemberEvent]) -> None:
-        stub = pb_grpc.PointsServiceStub(self._channel)
-        try:
-            await stub.ApplyMemberEvents(
-                pb.ApplyMemberEventsRequest(events=events),
-                timeout=self._timeout_s,
-                metadata=self._credentials.metadata(),
+        request = pb.ApplyMemberEventsRequest(events=events)
+        await self._channel.call(
+            lambda channel: pb_grpc.PointsServiceStub(channel).ApplyMemberEvents(
+                request, timeout=self._timeout_s, metadata=self._credentials.metadata()
             )
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
-                stale, self._channel = self._channel, self._connect()
-                await stale.close()
-            raise
+        )
 
     async def close(self) -> None:
         await self._channel.close()

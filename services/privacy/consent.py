@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from services.privacy import store, store_consent
+from services.privacy import store, store_consent, store_outbox
 from services.privacy.audit import AuditEvent
 from services.privacy.purpose_catalogue import Catalogue, Purpose
 from services.privacy.store_consent import ConsentRecord
@@ -33,6 +33,10 @@ from services.runtime.identity import Caller
 CHANNELS = ("app", "web", "counter", "phone")
 GRANT = "grant"
 WITHDRAW = "withdraw"
+# the purpose whose withdrawal pauses settling the member's payments in points (sensitive
+# personal information, PIPL Art. 29): points learns it through privacy's outbox
+PAYMENT_RECORDS = "payment_records"
+CONSENT_WITHDRAWN = "CONSENT_WITHDRAWN"
 
 
 class Status(enum.Enum):
@@ -211,8 +215,13 @@ class Consents:
     async def _write(
         conn: Conn, caller: Caller, member_id: str, action: str, records: Sequence[ConsentRecord]
     ) -> None:
-        """The records and their audit event, in the caller's transaction."""
+        """The records, their audit event and (for `payment_records`) the processing pause
+        points must learn of, in the caller's transaction."""
         await store_consent.insert_records(conn, member_id, records)
+        if any(r.purpose_code == PAYMENT_RECORDS for r in records):
+            await store_outbox.enqueue_pause(
+                conn, member_id, CONSENT_WITHDRAWN, paused=action == WITHDRAW
+            )
         await store.append_audit(
             conn,
             AuditEvent(

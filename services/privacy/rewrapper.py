@@ -51,8 +51,11 @@ class Rewrapper:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: in 3.11 wait_for drops a cancellation that
+            # arrives as the event is set, and stop() would then wait a whole poll
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._crypto.rewrap_wanted.wait(), IDLE_POLL_S)
+                async with asyncio.timeout(IDLE_POLL_S):
+                    await self._crypto.rewrap_wanted.wait()
             self._crypto.rewrap_wanted.clear()
             try:
                 await self.drain()

@@ -20,6 +20,7 @@ from services.privacy.consent import Consents
 from services.privacy.envelope import FieldContext
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.keyring import load_index_key, load_keyring
+from services.privacy.processing_relay import PauseEventsOutbox, pause_relay
 from services.privacy.purpose_catalogue import (
     DEFAULT_PURPOSES_FILE,
     Catalogue,
@@ -28,9 +29,11 @@ from services.privacy.purpose_catalogue import (
 )
 from services.privacy.rewrapper import Rewrapper
 from services.privacy.server_consent import ConsentServicer
+from services.runtime.clients import ServiceCredentials, open_channel
 from services.runtime.config import Settings
 from services.runtime.context import current_caller, request_id
 from services.runtime.errors import ViolationCollector
+from services.runtime.identity import TokenSigner, load_or_create_signing_key
 from services.runtime.server import ServiceSpec
 
 PURPOSES_FILE_ENV = "MEMBERSHIP_PRIVACY_PURPOSES_FILE"
@@ -181,10 +184,21 @@ class PrivacyComponent:
         consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
     )
 
-    def __init__(self, crypto: FieldCrypto, consents: Consents) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, crypto: FieldCrypto, consents: Consents, settings: Settings
+    ) -> None:
         self.crypto = crypto
         self.consents = consents
         self.rewrapper = Rewrapper(crypto)
+        signer = TokenSigner(
+            load_or_create_signing_key(settings.keys_dir), settings.token_audience, "privacy"
+        )
+        self._outbox = PauseEventsOutbox(
+            lambda: open_channel(settings.addr_of("points"), settings.max_message_bytes),
+            ServiceCredentials(signer, "service:privacy"),
+            settings.outgoing_timeout_s,
+        )
+        self._relay = pause_relay(pool, self._outbox)
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_FieldCryptoServiceServicer_to_server(FieldCryptoServicer(self.crypto), server)
@@ -192,8 +206,12 @@ class PrivacyComponent:
             ConsentServicer(self.consents), server
         )
         self.rewrapper.start()
+        # processing pauses reach points from here on, also while points is down (retried)
+        self._relay.start()
 
     async def close(self) -> None:
+        await self._relay.close()  # before the channel it sends on
+        await self._outbox.close()
         await self.rewrapper.stop()
 
 
@@ -217,7 +235,7 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:
     crypto = FieldCrypto(pool, load_keyring(settings.keys_dir), load_index_key(settings.keys_dir))
     path = Path(os.environ.get(PURPOSES_FILE_ENV) or DEFAULT_PURPOSES_FILE)
     consents = Consents(pool, await load_purposes(pool, path))
-    return PrivacyComponent(crypto, consents)
+    return PrivacyComponent(pool, crypto, consents, settings)
 
 
 SPEC = ServiceSpec(name="privacy", migrations_dir=Path(__file__).parent / "migrations", build=build)

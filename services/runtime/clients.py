@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
 from services.runtime.context import request_id
 from services.runtime.identity import TokenSigner
+
+T = TypeVar("T")
 
 SERVICE_TOKEN_TTL_S = 300
 # re-mint before expiry so a token never expires in flight
@@ -63,3 +67,26 @@ class ServiceCredentials:
             self._token = self._signer.mint(self._role, self._role, SERVICE_TOKEN_TTL_S)
             self._expires_at = now + SERVICE_TOKEN_TTL_S
         return (("authorization", f"Bearer {self._token}"), ("x-request-id", request_id()))
+
+
+class ReconnectingChannel:
+    """A channel for a background sender (an outbox relay) that is replaced by a fresh one
+    after UNAVAILABLE: a channel's own reconnection backoff grows to two minutes over a long
+    outage, while a fresh channel connects at once, so the receiver is reached again within
+    the sender's own backoff of its return."""
+
+    def __init__(self, connect: Callable[[], grpc.aio.Channel]) -> None:
+        self._connect = connect
+        self._channel = connect()
+
+    async def call(self, rpc: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
+        try:
+            return await rpc(self._channel)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                stale, self._channel = self._channel, self._connect()
+                await stale.close()
+            raise
+
+    async def close(self) -> None:
+        await self._channel.close()

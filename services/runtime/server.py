@@ -64,11 +64,13 @@ class RunningService:
             return
         self._stopped = True
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
-        await self.component.close()
-        await self.pool.close()
-        if self.metrics is not None:
-            self.metrics.close()
+        try:
+            await self.server.stop(grace_s)
+            await self.component.close()
+        finally:
+            await self.pool.close()
+            if self.metrics is not None:
+                self.metrics.close()
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -101,9 +103,11 @@ async def start_service(
         component = await spec.build(pool, settings)
         return await _start_grpc(spec, settings, listen_addr, pool, component)
     except BaseException:
-        if component is not None:
-            await component.close()
-        await pool.close()
+        try:
+            if component is not None:
+                await component.close()
+        finally:
+            await pool.close()
         raise
 
 

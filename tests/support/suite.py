@@ -81,11 +81,13 @@ def settings_for(
 
 @contextlib.asynccontextmanager
 async def running_suite(dsn: str, keys_dir: Path) -> AsyncIterator[Suite]:
-    base = settings_for(dsn, keys_dir)
-    privacy = await start_service(PRIVACY, base, "127.0.0.1:0")
-    # points before accounts: accounts' outbox relay delivers member events to it
-    points = await start_service(POINTS, base, "127.0.0.1:0")
-    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}", f"127.0.0.1:{points.port}")
+    # points first: the outbox relays of privacy and accounts deliver events to it
+    points = await start_service(POINTS, settings_for(dsn, keys_dir), "127.0.0.1:0")
+    points_addr = f"127.0.0.1:{points.port}"
+    privacy = await start_service(
+        PRIVACY, settings_for(dsn, keys_dir, points_addr=points_addr), "127.0.0.1:0"
+    )
+    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}", points_addr)
     accounts = await start_service(ACCOUNTS, settings, "127.0.0.1:0")
     accounts_channel = grpc.aio.insecure_channel(f"127.0.0.1:{accounts.port}")
     privacy_channel = grpc.aio.insecure_channel(f"127.0.0.1:{privacy.port}")
