@@ -53,12 +53,18 @@ def generate(proto_root: Path, out_dir: Path) -> None:
 
 
 def _vendor_third_party(out_dir: Path) -> None:
-    """Copies google/api protos beside the output so `buf lint` resolves imports offline."""
+    """Copies the googleapis protos the API imports beside the output so `buf lint` resolves
+    imports offline."""
     root = Path(_include_dirs()[1])
-    target = out_dir / "third_party" / "google" / "api"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("annotations.proto", "http.proto", "field_behavior.proto"):
-        shutil.copy(root / "google" / "api" / name, target / name)
+    for name in (
+        "api/annotations.proto",
+        "api/http.proto",
+        "api/field_behavior.proto",
+        "type/date.proto",
+    ):
+        target = out_dir / "third_party" / "google" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / "google" / name, target)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 from membership.accounts.v1 import accounts_pb2_grpc
 from membership.points.v1 import points_pb2_grpc
-from membership.privacy.v1 import consent_pb2_grpc, field_crypto_pb2_grpc
+from membership.privacy.v1 import consent_pb2_grpc, data_rights_pb2_grpc, field_crypto_pb2_grpc
 
 from services.accounts.server import SPEC as ACCOUNTS
 from services.points.server import SPEC as POINTS
@@ -47,6 +47,10 @@ class Suite:
     @property
     def consent(self) -> consent_pb2_grpc.ConsentServiceStub:
         return consent_pb2_grpc.ConsentServiceStub(self.privacy_channel)
+
+    @property
+    def data_rights(self) -> data_rights_pb2_grpc.DataRightsServiceStub:
+        return data_rights_pb2_grpc.DataRightsServiceStub(self.privacy_channel)
 
     @property
     def points(self) -> points_pb2_grpc.PointsServiceStub:
