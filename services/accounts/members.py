@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +23,14 @@ from services.accounts.ports import (
     INDEX_PHONE,
     INDEX_REGISTER_REQUEST,
     INDEX_UPDATE_REQUEST,
+    Channel,
+    ConsentGrant,
     PrivacyPort,
 )
 from services.accounts.requests import replay, replay_registration
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
+    MAX_REQUEST_ID,
     DomainError,
     already_exists,
     bad_field,
@@ -37,12 +41,24 @@ from services.runtime.identity import Caller
 
 REFERRAL_CODE_ATTEMPTS = 8
 UPDATE = "UpdateMember"
+SIGNUP_CONSENTS = ":signup-consents"
 LOOKUP_CONTEXTS = {"phone": INDEX_PHONE, "email": INDEX_EMAIL}
 MASKS = {
     "phone": normalise.mask_phone,
     "email": normalise.mask_email,
     "display_name": normalise.mask_display_name,
 }
+
+
+@dataclass(frozen=True)
+class SignupConsents:
+    """Consents the member gave while signing up, and where they signed up."""
+
+    grants: tuple[ConsentGrant, ...]
+    channel: Channel
+
+    def canonical(self) -> list[object]:
+        return [self.channel.value, [[g.purpose, g.notice_version] for g in self.grants]]
 
 
 @dataclass(frozen=True)
@@ -54,11 +70,15 @@ class Registration:
     email: str
     display_name: str
     referral_code: str
+    consents: SignupConsents | None = None
 
     def canonical(self) -> bytes:
-        return json.dumps(
-            [self.phone, self.email, self.display_name, self.referral_code], ensure_ascii=False
-        ).encode()
+        parts: list[object] = [self.phone, self.email, self.display_name, self.referral_code]
+        # only when given: a registration without consents keeps the fingerprint it had
+        # before consents existed, so its late repeats still match
+        if self.consents is not None:
+            parts.append(self.consents.canonical())
+        return json.dumps(parts, ensure_ascii=False).encode()
 
     def personal(self) -> dict[str, str]:
         values = {"phone": self.phone, "email": self.email, "display_name": self.display_name}
@@ -72,6 +92,16 @@ class _Digests:
 
     request: bytes
     lookups: dict[str, bytes | None]
+
+
+def signup_consents_request_id(request_id: str) -> str:
+    """GrantConsent's key for a registration's consents: derived from the registration's
+    key, so privacy's records and audit entries name it; hashed when both together would
+    pass the length limit of a key."""
+    derived = request_id + SIGNUP_CONSENTS
+    if len(derived) <= MAX_REQUEST_ID:
+        return derived
+    return hashlib.sha256(request_id.encode()).hexdigest() + SIGNUP_CONSENTS
 
 
 def _taken(kind: str) -> Exception:
@@ -132,10 +162,24 @@ class Members:
                 if digest is not None and await store.find_by_digest(conn, kind, digest):
                     raise store.UniqueViolation(kind)
         member_id = new_member_id()
+        # encrypting creates the member's data key, without which privacy does not know
+        # them; consents are recorded next and the member inserted last, so a refused
+        # consent leaves no member behind (see docs/decisions.md, consents at sign-up)
         ciphertexts, masks = await self._encrypt(member_id, reg.personal())
+        await self._record_consents(member_id, reg)
         new = store.NewMember(member_id, ciphertexts, masks, referrer)
         return await in_transaction(
             self._pool, lambda conn: self._insert(conn, reg.request_id, digests, new)
+        )
+
+    async def _record_consents(self, member_id: str, reg: Registration) -> None:
+        if reg.consents is None:
+            return
+        await self._privacy.record_consents(
+            member_id,
+            reg.consents.grants,
+            reg.consents.channel,
+            signup_consents_request_id(reg.request_id),
         )
 
     async def _after_clash(

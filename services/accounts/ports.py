@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 SERVICE = "accounts"
@@ -12,6 +14,23 @@ INDEX_EMAIL = "accounts.members.email"
 # keyed hashes of requests that carry personal information (idempotency fingerprints)
 INDEX_REGISTER_REQUEST = "accounts.requests.register"
 INDEX_UPDATE_REQUEST = "accounts.requests.update"
+
+
+class Channel(enum.Enum):
+    """Where the member gave consent (privacy's channels)."""
+
+    APP = "app"
+    WEB = "web"
+    COUNTER = "counter"
+    PHONE = "phone"
+
+
+@dataclass(frozen=True)
+class ConsentGrant:
+    """Consent to one purpose, for the notice version the member was shown."""
+
+    purpose: str
+    notice_version: int
 
 
 class PrivacyPort(Protocol):
@@ -31,4 +50,16 @@ class PrivacyPort(Protocol):
         on_behalf_of: str,
     ) -> list[bytes]:
         """Plaintexts of (column, ciphertext) pairs; audited by privacy."""
+        ...
+
+    async def record_consents(
+        self,
+        member_id: str,
+        grants: Sequence[ConsentGrant],
+        channel: Channel,
+        request_id: str,
+    ) -> None:
+        """Records the member's consents; idempotent per (member_id, request_id). Refuses
+        an unknown purpose (INVALID_ARGUMENT, field `consents[i].purpose`) and a notice
+        version that is not the current one (FAILED_PRECONDITION NOTICE_VERSION_STALE)."""
         ...

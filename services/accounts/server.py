@@ -10,12 +10,14 @@ import grpc
 from google.protobuf import timestamp_pb2
 from membership.accounts.v1 import accounts_pb2 as pb
 from membership.accounts.v1 import accounts_pb2_grpc as pb_grpc
+from membership.privacy.v1 import consent_pb2 as cpb
 
 from services.accounts import normalise, validation
 from services.accounts.lifecycle import Action, Status
-from services.accounts.members import Members, Registration
+from services.accounts.members import Members, Registration, SignupConsents
 from services.accounts.model import Member, member_name
 from services.accounts.outbox_relay import OutboxRelay, PointsPublisher
+from services.accounts.ports import Channel
 from services.accounts.privacy_client import GrpcPrivacy
 from services.accounts.status_changes import StatusChanges
 from services.runtime import access, paging
@@ -33,12 +35,34 @@ STATUS_TO_PB = {
     Status.ERASED: pb.MEMBER_STATUS_ERASED,
 }
 PB_TO_STATUS = {v: k for k, v in STATUS_TO_PB.items()}
+CHANNELS: dict[cpb.Channel.ValueType, Channel] = {
+    cpb.CHANNEL_APP: Channel.APP,
+    cpb.CHANNEL_WEB: Channel.WEB,
+    cpb.CHANNEL_COUNTER: Channel.COUNTER,
+    cpb.CHANNEL_PHONE: Channel.PHONE,
+}
 
 
 def _timestamp(value: object) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)  # type: ignore[arg-type]
     return ts
+
+
+def _signup_consents(
+    v: ViolationCollector, request: pb.RegisterMemberRequest
+) -> SignupConsents | None:
+    """The consents given at sign-up with their channel; None when none were given (a
+    channel alone is then not recorded anywhere)."""
+    grants = validation.consents(v, [(c.purpose, c.notice_version) for c in request.consents])
+    channel = CHANNELS.get(request.channel)
+    if channel is None and request.channel != cpb.CHANNEL_UNSPECIFIED:
+        v.add("channel", "unknown channel")
+    elif channel is None and grants:
+        v.add("channel", "required when consents are given: APP, WEB, COUNTER or PHONE")
+    if not grants or channel is None:
+        return None
+    return SignupConsents(grants, channel)
 
 
 def to_pb(member: Member) -> pb.Member:
@@ -77,6 +101,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             referral_code=validation.normalised(
                 v, "referral_code", request.referral_code, normalise.normalise_referral_code
             ),
+            consents=_signup_consents(v, request),
         )
         v.raise_if_any()
         return to_pb(await self._members.register(reg))

@@ -6,9 +6,11 @@ Free text (reason, purpose) and request ids follow the rules shared by every ser
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 
 from services.accounts import normalise
+from services.accounts.ports import ConsentGrant
 from services.runtime import names
 from services.runtime.errors import ViolationCollector
 
@@ -16,6 +18,11 @@ MAX_REASON = 200
 MAX_PURPOSE = 200
 MEMBER_ID_MAX = names.MAX_MEMBER_ID
 UPDATABLE_FIELDS = frozenset({"phone", "email", "display_name"})
+# consents given at sign-up: as many as privacy's GrantConsent takes in one call
+MAX_CONSENTS = 16
+# the syntax of privacy's purpose codes (services never import each other's code, so it is
+# repeated here); whether the purpose exists is privacy's to say
+PURPOSE_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def normalised(
@@ -51,3 +58,24 @@ def update_paths(v: ViolationCollector, paths: list[str]) -> list[str]:
     if unknown:
         v.add("update_mask", "only phone, email and display_name can be updated")
     return sorted(set(paths) & UPDATABLE_FIELDS)
+
+
+def consents(v: ViolationCollector, items: Sequence[tuple[str, int]]) -> tuple[ConsentGrant, ...]:
+    """(purpose, notice version) pairs: at most 16, each purpose once, versions shown > 0."""
+    if len(items) > MAX_CONSENTS:
+        # one violation, not one per item: the work stays bounded whatever the caller sends
+        v.add("consents", f"at most {MAX_CONSENTS} purposes")
+        return ()
+    seen: set[str] = set()
+    for i, (purpose_code, notice_version) in enumerate(items):
+        path = f"consents[{i}]"
+        if not purpose_code:
+            v.add(f"{path}.purpose", "required")
+        elif not PURPOSE_CODE.fullmatch(purpose_code):
+            v.add(f"{path}.purpose", "not a purpose code (lower-case letters, digits, _)")
+        elif purpose_code in seen:
+            v.add(f"{path}.purpose", "each purpose at most once")
+        seen.add(purpose_code)
+        if notice_version <= 0:
+            v.add(f"{path}.notice_version", "required: the notice version shown")
+    return tuple(ConsentGrant(p, n) for p, n in items)

@@ -24,6 +24,7 @@ from services.points.server_privacy import PrivacyRpcs
 from services.points.server_reconcile import ReconcileRpcs
 from services.points.server_refunds import RefundRpcs
 from services.points.server_rewards import RewardRpcs, sync_rewards
+from services.points.server_rules import RulesRpcs
 from services.points.server_settlement import SettlementRpcs
 from services.points.server_spending import SpendingRpcs
 from services.points.server_tiers import TierRpcs
@@ -46,6 +47,7 @@ class PointsServicer(
     TierRpcs,
     MemberEventRpcs,
     PrivacyRpcs,
+    RulesRpcs,
     pb_grpc.PointsServiceServicer,
 ):
     """Every RPC of PointsService; each mixin maps one topic."""

@@ -11,12 +11,14 @@ from pathlib import Path
 import asyncpg
 import grpc
 from google.protobuf import timestamp_pb2
-from membership.privacy.v1 import consent_pb2, consent_pb2_grpc
+from membership.privacy.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consent_pb2_grpc
 from membership.privacy.v1 import field_crypto_pb2 as pb
 from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
 
 from services.privacy import store_consent
 from services.privacy.consent import Consents
+from services.privacy.data_rights_wiring import SERVICE_NAME as DATA_RIGHTS_SERVICE
+from services.privacy.data_rights_wiring import DataRightsParts, build_data_rights
 from services.privacy.envelope import FieldContext
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.keyring import load_index_key, load_keyring
@@ -28,6 +30,7 @@ from services.privacy.purpose_catalogue import (
     load_purposes_file,
 )
 from services.privacy.rewrapper import Rewrapper
+from services.privacy.server_audit import AuditServicer
 from services.privacy.server_consent import ConsentServicer
 from services.runtime.clients import ServiceCredentials, open_channel
 from services.runtime.config import Settings
@@ -182,20 +185,26 @@ class PrivacyComponent:
     service_names = (
         pb.DESCRIPTOR.services_by_name["FieldCryptoService"].full_name,
         consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+        audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+        DATA_RIGHTS_SERVICE,
     )
 
     def __init__(
-        self, pool: asyncpg.Pool, crypto: FieldCrypto, consents: Consents, settings: Settings
+        self,
+        pool: asyncpg.Pool,
+        crypto: FieldCrypto,
+        consents: Consents,
+        settings: Settings,
+        data_rights: DataRightsParts,
     ) -> None:
         self.crypto = crypto
         self.consents = consents
+        self.data_rights = data_rights
         self.rewrapper = Rewrapper(crypto)
-        signer = TokenSigner(
-            load_or_create_signing_key(settings.keys_dir), settings.token_audience, "privacy"
-        )
+        self._audit = AuditServicer(pool)
         self._outbox = PauseEventsOutbox(
             lambda: open_channel(settings.addr_of("points"), settings.max_message_bytes),
-            ServiceCredentials(signer, "service:privacy"),
+            service_credentials(settings),
             settings.outgoing_timeout_s,
         )
         self._relay = pause_relay(pool, self._outbox)
@@ -205,14 +214,24 @@ class PrivacyComponent:
         consent_pb2_grpc.add_ConsentServiceServicer_to_server(
             ConsentServicer(self.consents), server
         )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(self._audit, server)
+        self.data_rights.add_to(server)
         self.rewrapper.start()
         # processing pauses reach points from here on, also while points is down (retried)
         self._relay.start()
 
     async def close(self) -> None:
+        await self.data_rights.close()
         await self._relay.close()  # before the channel it sends on
         await self._outbox.close()
         await self.rewrapper.stop()
+
+
+def service_credentials(settings: Settings) -> ServiceCredentials:
+    signer = TokenSigner(
+        load_or_create_signing_key(settings.keys_dir), settings.token_audience, "privacy"
+    )
+    return ServiceCredentials(signer, "service:privacy")
 
 
 async def load_purposes(pool: asyncpg.Pool, path: Path) -> Catalogue:
@@ -235,7 +254,10 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:
     crypto = FieldCrypto(pool, load_keyring(settings.keys_dir), load_index_key(settings.keys_dir))
     path = Path(os.environ.get(PURPOSES_FILE_ENV) or DEFAULT_PURPOSES_FILE)
     consents = Consents(pool, await load_purposes(pool, path))
-    return PrivacyComponent(pool, crypto, consents, settings)
+    data_rights = await build_data_rights(
+        pool, crypto, consents, settings, service_credentials(settings)
+    )
+    return PrivacyComponent(pool, crypto, consents, settings, data_rights)
 
 
 SPEC = ServiceSpec(name="privacy", migrations_dir=Path(__file__).parent / "migrations", build=build)

@@ -16,13 +16,13 @@ from services.runtime.names import member_id_of, member_name
 
 MAX_PURPOSES_PER_CALL = 16
 
-_CHANNELS: dict[pb.Channel.ValueType, str] = {
+CHANNELS_BY_ENUM: dict[pb.Channel.ValueType, str] = {
     pb.CHANNEL_APP: "app",
     pb.CHANNEL_WEB: "web",
     pb.CHANNEL_COUNTER: "counter",
     pb.CHANNEL_PHONE: "phone",
 }
-_CHANNEL_ENUMS = {name: value for value, name in _CHANNELS.items()}
+CHANNEL_ENUMS = {name: value for value, name in CHANNELS_BY_ENUM.items()}
 _STATUSES = {
     Status.GRANTED: pb.CONSENT_STATUS_GRANTED,
     Status.WITHDRAWN: pb.CONSENT_STATUS_WITHDRAWN,
@@ -30,8 +30,8 @@ _STATUSES = {
 }
 
 
-def _channel(v: ViolationCollector, value: pb.Channel.ValueType) -> str:
-    channel = _CHANNELS.get(value, "")
+def channel_of(v: ViolationCollector, value: pb.Channel.ValueType) -> str:
+    channel = CHANNELS_BY_ENUM.get(value, "")
     if not channel:
         v.add("channel", "required: one of APP, WEB, COUNTER, PHONE")
     return channel
@@ -71,7 +71,7 @@ def _purpose_pb(p: Purpose) -> pb.Purpose:
     )
 
 
-def _consent_pb(member_id: str, state: ConsentState) -> pb.Consent:
+def consent_pb(member_id: str, state: ConsentState) -> pb.Consent:
     consent = pb.Consent(
         name=f"{member_name(member_id)}/consents/{state.purpose.code}",
         purpose=state.purpose.code,
@@ -79,7 +79,7 @@ def _consent_pb(member_id: str, state: ConsentState) -> pb.Consent:
         notice_version=state.notice_version,
         current_notice_version=state.purpose.current_version,
         stale=state.stale,
-        channel=_CHANNEL_ENUMS.get(state.channel, pb.CHANNEL_UNSPECIFIED),
+        channel=CHANNEL_ENUMS.get(state.channel, pb.CHANNEL_UNSPECIFIED),
         necessary=state.purpose.necessary,
         separate_consent=state.purpose.separate_consent,
     )
@@ -108,14 +108,14 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         for i, g in enumerate(request.grants):
             if not 1 <= g.notice_version <= MAX_NOTICE_VERSION:
                 v.add(f"grants[{i}].notice_version", "required: the notice version shown")
-        channel = _channel(v, request.channel)
+        channel = channel_of(v, request.channel)
         v.request_id(request.request_id)
         v.raise_if_any()
         grants = [Grant(g.purpose, g.notice_version) for g in request.grants]
         states = await self._consents.grant(
             current_caller(), member_id, grants, channel, request.request_id
         )
-        return pb.GrantConsentResponse(consents=[_consent_pb(member_id, s) for s in states])
+        return pb.GrantConsentResponse(consents=[consent_pb(member_id, s) for s in states])
 
     async def WithdrawConsent(
         self, request: pb.WithdrawConsentRequest, context: grpc.aio.ServicerContext
@@ -123,13 +123,13 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         v = ViolationCollector()
         member_id = member_id_of(v, request.member, "member")
         _purpose_codes(v, self._consents, request.purposes, "purposes")
-        channel = _channel(v, request.channel)
+        channel = channel_of(v, request.channel)
         v.request_id(request.request_id)
         v.raise_if_any()
         states = await self._consents.withdraw(
             current_caller(), member_id, list(request.purposes), channel, request.request_id
         )
-        return pb.WithdrawConsentResponse(consents=[_consent_pb(member_id, s) for s in states])
+        return pb.WithdrawConsentResponse(consents=[consent_pb(member_id, s) for s in states])
 
     async def GetConsents(
         self, request: pb.GetConsentsRequest, context: grpc.aio.ServicerContext
@@ -138,7 +138,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
         member_id = member_id_of(v, request.member, "member")
         v.raise_if_any()
         states = await self._consents.states(member_id)
-        return pb.GetConsentsResponse(consents=[_consent_pb(member_id, s) for s in states])
+        return pb.GetConsentsResponse(consents=[consent_pb(member_id, s) for s in states])
 
     async def CheckConsent(
         self, request: pb.CheckConsentRequest, context: grpc.aio.ServicerContext

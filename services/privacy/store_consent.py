@@ -130,3 +130,14 @@ async def latest_records(
         list(purpose_codes),
     )
     return [_record(r) for r in rows]
+
+
+async def history(conn: Conn, member_id: str, limit: int) -> list[ConsentRecord]:
+    """The member's consent records, oldest first (at most `limit`)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM privacy.consent_records WHERE member_id = $1"
+        " ORDER BY seq LIMIT $2",
+        member_id,
+        limit,
+    )
+    return [_record(r) for r in rows]

@@ -9,6 +9,8 @@ from __future__ import annotations
 ACCOUNTS = "/membership.accounts.v1.AccountsService/"
 PRIVACY_CRYPTO = "/membership.privacy.v1.FieldCryptoService/"
 PRIVACY_CONSENT = "/membership.privacy.v1.ConsentService/"
+PRIVACY_AUDIT = "/membership.privacy.v1.AuditService/"
+PRIVACY_RIGHTS = "/membership.privacy.v1.DataRightsService/"
 POINTS = "/membership.points.v1.PointsService/"
 
 # Reading a member in the FULL view needs this scope in addition to the method's scope.
@@ -48,6 +50,8 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "ExportMemberLedger": "points.internal.privacy",
     POINTS + "RestrictMember": "points.internal.privacy",
     POINTS + "ApplyProcessingEvents": "points.internal.privacy",
+    # the rules applying to a member, for an explanation request (PIPL Art. 48)
+    POINTS + "ExplainMemberRules": "points.internal.privacy",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",
@@ -60,6 +64,23 @@ METHOD_SCOPES: dict[str, str] = {
     # consent changes act for the member: through the app, the web site or a counter
     PRIVACY_CONSENT + "GrantConsent": "privacy.consent.write",
     PRIVACY_CONSENT + "WithdrawConsent": "privacy.consent.write",
+    # the audit log is for compliance officers and administrators: it names who read whose
+    # fields, and verifying the chain reads all of it
+    PRIVACY_AUDIT + "ListAuditEvents": "privacy.audit.read",
+    PRIVACY_AUDIT + "VerifyAuditChain": "privacy.audit.read",
+    # data-subject requests come in through the app or an officer; the member's own status
+    # is shown in the app, the queue only to officers
+    PRIVACY_RIGHTS + "CreateDataRequest": "privacy.requests.create",
+    PRIVACY_RIGHTS + "GetDataRequest": "privacy.requests.read",
+    PRIVACY_RIGHTS + "CancelDataRequest": "privacy.requests.cancel",
+    PRIVACY_RIGHTS + "ListDataRequests": "privacy.requests.list",
+    # the code goes to the member through the app's signed-in session
+    PRIVACY_RIGHTS + "IssueVerificationCode": "privacy.requests.issue_code",
+    PRIVACY_RIGHTS + "VerifyIdentity": "privacy.requests.verify",
+    PRIVACY_RIGHTS + "ApproveDataRequest": "privacy.requests.manage",
+    PRIVACY_RIGHTS + "RejectDataRequest": "privacy.requests.manage",
+    PRIVACY_RIGHTS + "ExtendDataRequestDeadline": "privacy.requests.manage",
+    PRIVACY_RIGHTS + "GetExport": "privacy.exports.download",
 }
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
@@ -76,6 +97,12 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "points.points.grant",
             "privacy.consent.read",
             "privacy.consent.write",
+            "privacy.requests.create",
+            "privacy.requests.read",
+            "privacy.requests.cancel",
+            "privacy.requests.issue_code",
+            "privacy.requests.verify",
+            "privacy.exports.download",
         }
     ),
     # the payment system settles payments into points
@@ -88,6 +115,14 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             SCOPE_READ_PII,
             "points.balance.read",
             "privacy.consent.read",
+            "privacy.audit.read",
+            "privacy.requests.create",
+            "privacy.requests.read",
+            "privacy.requests.cancel",
+            "privacy.requests.list",
+            "privacy.requests.verify",
+            "privacy.requests.manage",
+            "privacy.exports.download",
         }
     ),
     "admin": frozenset(
@@ -99,6 +134,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.freeze",
             "accounts.members.close",
             "privacy.keys.admin",
+            "privacy.audit.read",
             "points.balance.read",
             "points.ledger.reconcile",
             "points.points.spend",
@@ -118,6 +154,9 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "privacy.keys.destroy",
             # points: export a member's ledger, restrict it after erasure
             "points.internal.privacy",
+            # data-subject requests: correction, explanation of transactions
+            "accounts.members.update",
+            "points.balance.read",
         }
     ),
     # internal: accounts encrypts, indexes and (for FULL reads and exports) decrypts fields,

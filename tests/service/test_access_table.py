@@ -19,7 +19,9 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.points.v1 import points_pb2 as ptpb
+from membership.privacy.v1 import audit_pb2 as aupb
 from membership.privacy.v1 import consent_pb2 as cpb
+from membership.privacy.v1 import data_rights_pb2 as drpb
 from membership.privacy.v1 import field_crypto_pb2 as ppb
 
 from services.runtime.access import METHOD_SCOPES, ROLE_SCOPES, SCOPE_READ_PII
@@ -34,6 +36,8 @@ SERVICES = {
     "membership.accounts.v1.AccountsService": apb,
     "membership.privacy.v1.FieldCryptoService": ppb,
     "membership.privacy.v1.ConsentService": cpb,
+    "membership.privacy.v1.AuditService": aupb,
+    "membership.privacy.v1.DataRightsService": drpb,
     "membership.points.v1.PointsService": ptpb,
 }
 
@@ -152,6 +156,8 @@ class Requests:
             ),
             "GetConsents": lambda: cpb.GetConsentsRequest(member=name),
             "CheckConsent": lambda: cpb.CheckConsentRequest(member=name, purpose="marketing"),
+            "ListAuditEvents": lambda: aupb.ListAuditEventsRequest(page_size=1),
+            "VerifyAuditChain": aupb.VerifyAuditChainRequest,
             "SettlePayment": self.payment,
             "SettlePayments": lambda: ptpb.SettlePaymentsRequest(requests=[self.payment()]),
             "GetBalance": lambda: ptpb.GetBalanceRequest(name=f"{name}/balance"),
@@ -211,6 +217,8 @@ class Requests:
                     )
                 ]
             ),
+            **self._data_rights(),
+            "ExplainMemberRules": lambda: ptpb.ExplainMemberRulesRequest(member="members/macl"),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(
@@ -223,6 +231,33 @@ class Requests:
             ),
         }
         return builders[_split(method)[1]]()
+
+    def _data_rights(self) -> dict[str, Callable[[], Message]]:
+        # a well-formed name of a request that does not exist: allowed calls get NOT_FOUND
+        request = "dataRequests/draclaclaclaclaclacla"
+        return {
+            "CreateDataRequest": lambda: drpb.CreateDataRequestRequest(
+                data_request=drpb.DataRequest(
+                    member=self.member.name,
+                    type=drpb.DATA_REQUEST_TYPE_ACCESS,
+                    channel=cpb.CHANNEL_APP,
+                ),
+                request_id=_unique("acl"),
+            ),
+            "GetDataRequest": lambda: drpb.GetDataRequestRequest(name=request),
+            "ListDataRequests": lambda: drpb.ListDataRequestsRequest(page_size=1),
+            "IssueVerificationCode": lambda: drpb.IssueVerificationCodeRequest(name=request),
+            "VerifyIdentity": lambda: drpb.VerifyIdentityRequest(name=request, code="12345678"),
+            "ApproveDataRequest": lambda: drpb.ApproveDataRequestRequest(
+                name=request, request_id=_unique("acl")
+            ),
+            "RejectDataRequest": lambda: drpb.RejectDataRequestRequest(name=request, reason="acl"),
+            "CancelDataRequest": lambda: drpb.CancelDataRequestRequest(name=request),
+            "ExtendDataRequestDeadline": lambda: drpb.ExtendDataRequestDeadlineRequest(
+                name=request, extra_working_days=1, reason="acl", request_id=_unique("acl")
+            ),
+            "GetExport": lambda: drpb.GetExportRequest(name=f"{request}/export"),
+        }
 
     def payment(self) -> ptpb.SettlePaymentRequest:
         request = ptpb.SettlePaymentRequest(
@@ -242,6 +277,8 @@ def _stub_method(suite: Suite, method: str) -> Callable[..., Any]:
         "AccountsService": suite.accounts,
         "FieldCryptoService": suite.privacy,
         "ConsentService": suite.consent,
+        "AuditService": suite.audit,
+        "DataRightsService": suite.data_rights,
         "PointsService": suite.points,
     }
     return getattr(stubs[service.rsplit(".", 1)[1]], name)  # type: ignore[no-any-return]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from membership.accounts.v1 import accounts_pb2 as pb
 
 from services.accounts import store
 from services.accounts.members import Members, Registration
+from services.accounts.ports import Channel, ConsentGrant
 from services.runtime.db import create_pool
 from services.runtime.errors import Code, DomainError
 from tests.support.accounts import fetch, register, table_counts
@@ -217,7 +219,7 @@ async def test_bad_input_is_invalid_argument_naming_the_fields(suite: Suite) -> 
     wallet = suite.auth("wallet-backend")
     before = await table_counts(suite.dsn)
     for changes, fields in BAD_REGISTRATIONS:
-        values = {"request_id": "bad-1", "phone": PHONE, **changes}
+        values: dict[str, Any] = {"request_id": "bad-1", "phone": PHONE, **changes}
         err = await rpc_error(
             suite.accounts.RegisterMember(pb.RegisterMemberRequest(**values), metadata=wallet)
         )
@@ -251,6 +253,11 @@ class _FakePrivacy:
     async def decrypt(
         self, member_id: str, fields: Sequence[tuple[str, bytes]], purpose: str, on_behalf_of: str
     ) -> list[bytes]:
+        raise AssertionError("not used")
+
+    async def record_consents(
+        self, member_id: str, grants: Sequence[ConsentGrant], channel: Channel, request_id: str
+    ) -> None:
         raise AssertionError("not used")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,12 @@ from pathlib import Path
 import grpc
 from membership.accounts.v1 import accounts_pb2_grpc
 from membership.points.v1 import points_pb2_grpc
-from membership.privacy.v1 import consent_pb2_grpc, data_rights_pb2_grpc, field_crypto_pb2_grpc
+from membership.privacy.v1 import (
+    audit_pb2_grpc,
+    consent_pb2_grpc,
+    data_rights_pb2_grpc,
+    field_crypto_pb2_grpc,
+)
 
 from services.accounts.server import SPEC as ACCOUNTS
 from services.points.server import SPEC as POINTS
@@ -49,6 +55,10 @@ class Suite:
         return consent_pb2_grpc.ConsentServiceStub(self.privacy_channel)
 
     @property
+    def audit(self) -> audit_pb2_grpc.AuditServiceStub:
+        return audit_pb2_grpc.AuditServiceStub(self.privacy_channel)
+
+    @property
     def data_rights(self) -> data_rights_pb2_grpc.DataRightsServiceStub:
         return data_rights_pb2_grpc.DataRightsServiceStub(self.privacy_channel)
 
@@ -61,11 +71,19 @@ class Suite:
         return (("authorization", f"Bearer {token}"),)
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def settings_for(
     dsn: str,
     keys_dir: Path,
     privacy_addr: str = "127.0.0.1:1",
     points_addr: str = "127.0.0.1:1",
+    accounts_addr: str = "127.0.0.1:1",
 ) -> Settings:
     return load_settings(
         {
@@ -73,6 +91,7 @@ def settings_for(
             "MEMBERSHIP_KEYS_DIR": str(keys_dir),
             "MEMBERSHIP_PRIVACY_ADDR": privacy_addr,
             "MEMBERSHIP_POINTS_ADDR": points_addr,
+            "MEMBERSHIP_ACCOUNTS_ADDR": accounts_addr,
             "MEMBERSHIP_DB_POOL_MIN": "1",
             "MEMBERSHIP_DB_POOL_MAX": "4",
             "MEMBERSHIP_SHUTDOWN_GRACE_S": "0.5",
@@ -88,11 +107,16 @@ async def running_suite(dsn: str, keys_dir: Path) -> AsyncIterator[Suite]:
     # points first: the outbox relays of privacy and accounts deliver events to it
     points = await start_service(POINTS, settings_for(dsn, keys_dir), "127.0.0.1:0")
     points_addr = f"127.0.0.1:{points.port}"
+    # privacy calls accounts (data-subject requests) and accounts calls privacy: accounts'
+    # port is chosen first
+    accounts_addr = f"127.0.0.1:{free_port()}"
     privacy = await start_service(
-        PRIVACY, settings_for(dsn, keys_dir, points_addr=points_addr), "127.0.0.1:0"
+        PRIVACY,
+        settings_for(dsn, keys_dir, points_addr=points_addr, accounts_addr=accounts_addr),
+        "127.0.0.1:0",
     )
-    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}", points_addr)
-    accounts = await start_service(ACCOUNTS, settings, "127.0.0.1:0")
+    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}", points_addr, accounts_addr)
+    accounts = await start_service(ACCOUNTS, settings, accounts_addr)
     accounts_channel = grpc.aio.insecure_channel(f"127.0.0.1:{accounts.port}")
     privacy_channel = grpc.aio.insecure_channel(f"127.0.0.1:{privacy.port}")
     points_channel = grpc.aio.insecure_channel(f"127.0.0.1:{points.port}")

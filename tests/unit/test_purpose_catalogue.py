@@ -19,7 +19,7 @@ from services.privacy.purpose_catalogue import (
     load_purposes_file,
     parse_purposes,
 )
-from services.privacy.server_consent import _CHANNELS
+from services.privacy.server_consent import CHANNELS_BY_ENUM
 
 Doc = dict[str, Any]
 DEFAULT_DOC: Doc = tomllib.loads(DEFAULT_PURPOSES_FILE.read_text(encoding="utf-8"))
@@ -43,7 +43,7 @@ def test_the_default_file() -> None:
 
 
 def test_the_api_and_the_domain_name_the_same_channels() -> None:
-    assert sorted(_CHANNELS.values()) == sorted(CHANNELS)
+    assert sorted(CHANNELS_BY_ENUM.values()) == sorted(CHANNELS)
 
 
 def _set(key: str, value: object) -> Callable[[Doc], None]:

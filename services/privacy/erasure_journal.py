@@ -1,0 +1,89 @@
+"""The erasure journal: the members erased, kept outside the database.
+
+Restoring an older backup brings back the data keys and personal information of members
+erased after it was taken. The journal is written outside PostgreSQL (so no restore rolls it
+back) when a member's data key is destroyed, and the privacy service re-erases every member
+it names before it serves (DESIGN.md §7: "The list of erased members is re-applied after any
+restore from backup").
+
+One JSON object per line: member id (a pseudonymous id, no personal information), the data
+request and the time. Appends are flushed and fsync'd before the erasure is reported done.
+A torn last line (a crash mid-append) is skipped; the erasure it belonged to is re-recorded
+when its request resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+JOURNAL_ENV = "MEMBERSHIP_ERASURE_JOURNAL"
+JOURNAL_FILE = "erasure-journal.jsonl"
+MAX_LINE_BYTES = 1024
+
+log = logging.getLogger("membership.privacy.erasure_journal")
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    member_id: str
+    data_request_id: str
+    erased_at: datetime
+
+
+def journal_path(env: dict[str, str] | os._Environ[str], default_dir: Path) -> Path:
+    return Path(env.get(JOURNAL_ENV) or default_dir / JOURNAL_FILE)
+
+
+class ErasureJournal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def record(self, entry: JournalEntry) -> None:
+        line = json.dumps(
+            {
+                "member_id": entry.member_id,
+                "data_request_id": entry.data_request_id,
+                "erased_at": entry.erased_at.isoformat(),
+            },
+            separators=(",", ":"),
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[JournalEntry]:
+        """Every complete entry, oldest first (a member may appear more than once)."""
+        if not self.path.exists():
+            return []
+        out: list[JournalEntry] = []
+        with self.path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                entry = _parse(raw)
+                if entry is None:
+                    log.warning("erasure journal line skipped", extra={"fields": {"line": number}})
+                    continue
+                out.append(entry)
+        return out
+
+
+def _parse(raw: bytes) -> JournalEntry | None:
+    if len(raw) > MAX_LINE_BYTES or not raw.endswith(b"\n"):
+        return None
+    try:
+        doc = json.loads(raw)
+        return JournalEntry(
+            str(doc["member_id"]),
+            str(doc["data_request_id"]),
+            datetime.fromisoformat(doc["erased_at"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,170 @@
+"""What privacy needs from accounts and points to fulfil data-subject requests, over their
+internal RPCs (like connectors: privacy never reads their tables).
+
+Every call has a deadline and this service's own token. A failure is a `ServiceCallError`
+that says whether retrying later can help (the service was down or slow) or not (it
+refused: a conflict, bad data), so fulfilment knows whether to schedule a retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2, json_format, message, timestamp_pb2
+from membership.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from membership.points.v1 import points_pb2, points_pb2_grpc
+
+from services.runtime.clients import ServiceCredentials
+
+Response = TypeVar("Response", bound=message.Message)
+
+LEDGER_PAGE_SIZE = 10_000
+# 100 pages of 10,000: a million transactions; more is refused rather than exported partly
+MAX_LEDGER_PAGES = 100
+EXPORT_TIMEOUT_S = 30.0
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+class ServiceCallError(Exception):
+    """A call to another service failed; `transient`: retrying later may succeed."""
+
+    def __init__(self, service: str, code: str, transient: bool) -> None:
+        super().__init__(f"{service}: {code}")
+        self.service = service
+        self.code = code
+        self.transient = transient
+
+    @property
+    def summary(self) -> str:
+        """For the request's step record: service and status code, never a message."""
+        return f"{self.service}: {self.code}"
+
+
+class MemberServices:
+    def __init__(
+        self,
+        accounts: grpc.aio.Channel,
+        points: grpc.aio.Channel,
+        credentials: ServiceCredentials,
+        timeout_s: float,
+    ) -> None:
+        self._accounts = accounts_pb2_grpc.AccountsServiceStub(accounts)
+        self._points = points_pb2_grpc.PointsServiceStub(points)
+        self._credentials = credentials
+        self._timeout_s = timeout_s
+
+    async def _call(
+        self,
+        service: str,
+        method: Callable[..., Awaitable[Response]],
+        request: message.Message,
+        timeout_s: float | None = None,
+    ) -> Response:
+        try:
+            return await method(
+                request,
+                timeout=timeout_s or self._timeout_s,
+                metadata=self._credentials.metadata(),
+            )
+        except grpc.aio.AioRpcError as err:
+            raise ServiceCallError(service, err.code().name, err.code() in TRANSIENT) from None
+
+    async def export_member(
+        self, member_id: str, purpose: str
+    ) -> accounts_pb2.ExportMemberDataResponse:
+        request = accounts_pb2.ExportMemberDataRequest(name=f"members/{member_id}", purpose=purpose)
+        return await self._call("accounts", self._accounts.ExportMemberData, request)
+
+    async def ledger_pages(self, member_id: str) -> list[points_pb2.MemberLedgerExport]:
+        """Every page of the member's ledger; an unknown member has none."""
+        pages: list[points_pb2.MemberLedgerExport] = []
+        token = ""
+        for _ in range(MAX_LEDGER_PAGES):
+            request = points_pb2.ExportMemberLedgerRequest(
+                member=f"members/{member_id}", page_size=LEDGER_PAGE_SIZE, page_token=token
+            )
+            try:
+                page = await self._call(
+                    "points", self._points.ExportMemberLedger, request, EXPORT_TIMEOUT_S
+                )
+            except ServiceCallError as exc:
+                if exc.code == "NOT_FOUND" and not pages:
+                    return []
+                raise
+            pages.append(page)
+            token = page.next_page_token
+            if not token:
+                return pages
+        raise ServiceCallError("points", "LEDGER_TOO_LARGE", transient=False)
+
+    async def ledger_has_entries(self, member_id: str) -> bool:
+        request = points_pb2.ExportMemberLedgerRequest(member=f"members/{member_id}", page_size=1)
+        try:
+            page = await self._call("points", self._points.ExportMemberLedger, request)
+        except ServiceCallError as exc:
+            if exc.code == "NOT_FOUND":
+                return False
+            raise
+        return bool(page.transactions)
+
+    async def update_member(
+        self, member_id: str, changes: Sequence[tuple[str, str]], request_id: str
+    ) -> None:
+        member = accounts_pb2.Member(name=f"members/{member_id}")
+        for field_name, value in changes:
+            setattr(member, field_name, value)
+        request = accounts_pb2.UpdateMemberRequest(
+            member=member,
+            update_mask=field_mask_pb2.FieldMask(paths=[f for f, _ in changes]),
+            request_id=request_id,
+        )
+        await self._call("accounts", self._accounts.UpdateMember, request)
+
+    async def erase_member(self, member_id: str, request_id: str, reason: str) -> None:
+        request = accounts_pb2.EraseMemberDataRequest(
+            name=f"members/{member_id}", request_id=request_id, reason=reason
+        )
+        await self._call("accounts", self._accounts.EraseMemberData, request)
+
+    async def restrict_ledger(
+        self, member_id: str, request_id: str, legal_basis: str, retention_end: datetime
+    ) -> bool:
+        """Keeps the ledger restricted; False when points never knew the member."""
+        end = timestamp_pb2.Timestamp()
+        end.FromDatetime(retention_end)
+        request = points_pb2.RestrictMemberRequest(
+            member=f"members/{member_id}",
+            request_id=request_id,
+            legal_basis=legal_basis,
+            retention_end_time=end,
+        )
+        try:
+            await self._call("points", self._points.RestrictMember, request)
+        except ServiceCallError as exc:
+            if exc.code == "NOT_FOUND":
+                return False
+            raise
+        return True
+
+    async def explain_rules(self, member_id: str) -> str:
+        """The rules applying to the member, as JSON (points' ExplainMemberRules)."""
+        request = points_pb2.ExplainMemberRulesRequest(member=f"members/{member_id}")
+        response = await self._call("points", self._points.ExplainMemberRules, request)
+        return json_format.MessageToJson(response, indent=None)
+
+    async def explain_transaction(self, name: str) -> str:
+        request = points_pb2.ExplainTransactionRequest(name=name)
+        response = await self._call("points", self._points.ExplainTransaction, request)
+        return json_format.MessageToJson(response, indent=None)
