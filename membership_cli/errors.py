@@ -5,6 +5,11 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# backup and restore: what went wrong decides what a script does next (retry, page, stop)
+EXIT_FILE = 3  # the backup file is missing, unreadable, or cannot be written
+EXIT_CORRUPT = 4  # not a backup archive, or it differs from its manifest
+EXIT_UNREACHABLE = 5  # the database cannot be reached
+EXIT_REFUSED = 6  # the target holds data and --yes was not given, or it is in use
 
 
 class CliError(Exception):

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from membership_cli import launcher, points_jobs, tokens
+from membership_cli import backup, launcher, points_jobs, restore, tokens
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, usage_error
 from membership_cli.health import SERVING, probe_all
 from services.runtime.access import ROLE_SCOPES
@@ -27,6 +27,7 @@ examples:
   membership health                       is every service SERVING?
   TOKEN=$(membership token --role admin)  a caller token for grpcurl and friends
   membership points run-jobs --now 2030-01-01T00:00:00Z   run the points jobs once
+  membership backup --output m.dump       a consistent backup (restore: membership restore)
 
 {EXIT_CODES}"""
 
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_health(subparsers)
     _add_token(subparsers)
     points_jobs.add_points(subparsers)
+    backup.add_backup(subparsers)
+    restore.add_restore(subparsers)
     return parser
 
 

@@ -21,6 +21,7 @@ from services.runtime.errors import (
     bad_field,
     failed_precondition,
     invalid_argument,
+    permission_denied,
 )
 
 TYPES = (
@@ -66,6 +67,8 @@ STEPS: dict[str, tuple[str, ...]] = {
 CODE_DIGITS = 8
 CODE_TTL = timedelta(minutes=10)
 CODE_ATTEMPTS = 5
+# each code resets the attempts: bounding the codes bounds the guesses per request
+MAX_CODES_ISSUED = 5
 MAX_PURPOSES = 16
 MAX_TRANSACTIONS = 20
 MAX_REASON_CHARS = 500
@@ -207,7 +210,7 @@ def wrong_code(attempts_left: int) -> DomainError:
 
 def check_attestation(role: str, method: str, reference: str) -> None:
     if role != WALLET_ROLE:
-        raise failed_precondition(
+        raise permission_denied(
             "ATTESTATION_NOT_ALLOWED", "only the wallet backend can attest a member's identity"
         )
     violations = []

@@ -26,7 +26,7 @@ from services.privacy.field_crypto import FieldCrypto
 from services.privacy.store_exports import ExportRow, get_export
 from services.privacy.store_requests import EventRow, RequestRow
 from services.runtime.db import Conn, in_transaction
-from services.runtime.errors import idempotency_key_reused, not_found
+from services.runtime.errors import failed_precondition, idempotency_key_reused, not_found
 from services.runtime.identity import Caller
 
 T = TypeVar("T")
@@ -34,6 +34,7 @@ T = TypeVar("T")
 CORRECTION_CONTEXT = FieldContext("privacy", "data_requests", "correction")
 CORRECTION_INDEX = "privacy.data_requests.correction"
 CODE_INDEX = "privacy.data_requests.code"
+INTERNAL_KEY_PREFIX = "\x1f"
 # privacy's own identity for work it does on itself (encrypting a correction, shredding)
 PRIVACY_CALLER = Caller("privacy", "service:privacy", frozenset(), "")
 
@@ -102,7 +103,8 @@ class DataRights:
     def internal_deletion(self, member_id: str, erased_by: str, now: datetime) -> RequestRow:
         """The DELETION that re-applies an erasure an older backup's restore undid: approved
         by the original request, so it starts IN_PROGRESS."""
-        key = f"reapply:{member_id}:{erased_by}"
+        # a leading control character: no caller's request_id (printable) can take this key
+        key = f"{INTERNAL_KEY_PREFIX}reapply:{member_id}:{erased_by}"
         row = self._new_row(
             rules.NewRequest(member_id, "DELETION", ""),
             key,
@@ -205,9 +207,14 @@ class DataRights:
         async def work(conn: Conn) -> IssuedCode:
             row = await _require(conn, request_id, for_update=True)
             rules.require_allowed("issue_code", row.state)
+            if row.codes_issued >= rules.MAX_CODES_ISSUED:
+                raise failed_precondition(
+                    "TOO_MANY_CODES", "no more codes for this request: verify another way"
+                )
             now = self.clock()
             row = replace(
                 row,
+                codes_issued=row.codes_issued + 1,
                 code_hash=digest,
                 code_expires_at=now + rules.CODE_TTL,
                 code_attempts_left=rules.CODE_ATTEMPTS,
@@ -284,12 +291,19 @@ class DataRights:
         text = rules.checked_reason(reason)
 
         async def work(conn: Conn, row: RequestRow, now: datetime) -> RequestRow:
+            if row.state == rules.REJECTED and row.rejection_reason == text:
+                return row  # a repeat (the first answer was lost)
             rules.require_allowed("reject", row.state)
+            if row.state == rules.IN_PROGRESS and not await store_requests.fulfilment_idle(
+                conn, row.id
+            ):
+                raise failed_precondition(
+                    "FULFILMENT_RUNNING", "the request is being fulfilled; try again shortly"
+                )
             if any(s.done_at for s in row.steps):
                 # what was done for the member cannot be undone by a rejection
                 raise rules.illegal_transition("reject", f"{row.state} (partly fulfilled)")
-            row = replace(row, state=rules.REJECTED, rejection_reason=text, next_attempt_at=None)
-            row = _closed(row, now)
+            row = _closed(replace(row, state=rules.REJECTED, rejection_reason=text), now)
             await store_requests.save_request(conn, row)
             await record(conn, caller, row, "rejected", now, text)
             return row
@@ -298,6 +312,8 @@ class DataRights:
 
     async def cancel(self, caller: Caller, request_id: str) -> RequestView:
         async def work(conn: Conn, row: RequestRow, now: datetime) -> RequestRow:
+            if row.state == rules.CANCELLED:
+                return row  # a repeat
             rules.require_allowed("cancel", row.state)
             row = _closed(replace(row, state=rules.CANCELLED), now)
             await store_requests.save_request(conn, row)

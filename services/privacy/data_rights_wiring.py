@@ -22,7 +22,7 @@ from services.privacy.fulfilment import Fulfiller
 from services.privacy.member_services import MemberServices
 from services.privacy.request_steps import StepExecutor
 from services.privacy.server_data_rights import DataRightsServicer
-from services.runtime.clients import ServiceCredentials, open_channel
+from services.runtime.clients import ReconnectingChannel, ServiceCredentials, open_channel
 from services.runtime.config import Settings
 
 MAX_HISTORY_REQUESTS = 1000
@@ -34,7 +34,7 @@ class DataRightsParts:
     rights: DataRights
     fulfiller: Fulfiller
     exports: Exports
-    channels: tuple[grpc.aio.Channel, ...]
+    services: MemberServices
 
     def add_to(self, server: grpc.aio.Server) -> None:
         data_rights_pb2_grpc.add_DataRightsServiceServicer_to_server(
@@ -45,8 +45,7 @@ class DataRightsParts:
 
     async def close(self) -> None:
         await self.fulfiller.close()  # before the channels it calls on
-        for channel in self.channels:
-            await channel.close()
+        await self.services.close()
 
 
 async def build_data_rights(
@@ -58,9 +57,16 @@ async def build_data_rights(
 ) -> DataRightsParts:
     """Also re-erases, before the service serves, the members the erasure journal names
     that a restored backup brought back."""
-    accounts = open_channel(settings.addr_of("accounts"), settings.max_message_bytes)
-    points = open_channel(settings.addr_of("points"), settings.max_message_bytes)
-    services = MemberServices(accounts, points, credentials, settings.outgoing_timeout_s)
+    services = MemberServices(
+        ReconnectingChannel(
+            lambda: open_channel(settings.addr_of("accounts"), settings.max_message_bytes)
+        ),
+        ReconnectingChannel(
+            lambda: open_channel(settings.addr_of("points"), settings.max_message_bytes)
+        ),
+        credentials,
+        settings.outgoing_timeout_s,
+    )
     rights = DataRights(pool, crypto, consents, deadlines.default_calendar())
     exports = Exports(pool, crypto, PRIVACY_CALLER, rights.clock)
     journal = ErasureJournal(journal_path(os.environ, settings.keys_dir))
@@ -75,7 +81,6 @@ async def build_data_rights(
     try:
         await fulfiller.reapply_erasures()
     except BaseException:
-        await accounts.close()
-        await points.close()
+        await services.close()
         raise
-    return DataRightsParts(rights, fulfiller, exports, (accounts, points))
+    return DataRightsParts(rights, fulfiller, exports, services)

@@ -8,8 +8,9 @@ restore from backup").
 
 One JSON object per line: member id (a pseudonymous id, no personal information), the data
 request and the time. Appends are flushed and fsync'd before the erasure is reported done.
-A torn last line (a crash mid-append) is skipped; the erasure it belonged to is re-recorded
-when its request resumes.
+A torn line (a crash mid-append) is skipped; its erasure is written first (before the key is
+destroyed) and again when the request resumes, and the service appends whatever erasure the
+database records but the journal lacks when it starts.
 """
 
 from __future__ import annotations
@@ -53,12 +54,18 @@ class ErasureJournal:
             separators=(",", ":"),
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (line + "\n").encode())
+            # after a torn append (a crash mid-line), start on a fresh line so that this
+            # entry is not glued to the broken one and lost with it
+            prefix = b"" if _ends_a_line(fd) else b"\n"
+            os.write(fd, prefix + (line + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:  # the new file's name must survive a crash too
+            _fsync_dir(self.path.parent)
 
     def entries(self) -> list[JournalEntry]:
         """Every complete entry, oldest first (a member may appear more than once)."""
@@ -73,6 +80,19 @@ class ErasureJournal:
                     continue
                 out.append(entry)
         return out
+
+
+def _ends_a_line(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _parse(raw: bytes) -> JournalEntry | None:

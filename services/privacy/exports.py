@@ -13,6 +13,7 @@ import hashlib
 import io
 import secrets
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ EXPORT_TTL = timedelta(days=7)
 DOWNLOAD_WINDOW = timedelta(minutes=10)
 PURGE_BATCH = 100
 NONCE_BYTES = 16
+OPEN_DOWNLOADS = 4  # archives kept decrypted in memory, at most
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Exports:
         self._crypto = crypto
         self._caller = caller
         self._clock = clock
+        # the archives of the downloads in progress here, so that each is decrypted (and the
+        # decryption audited) once per download, not once per part
+        self._open: OrderedDict[bytes, bytes] = OrderedDict()
 
     def new_row(self, request_id: str, member_id: str, archive: bytes) -> ExportRow:
         now = self._clock()
@@ -92,7 +97,7 @@ class Exports:
             offset = 0
         else:
             export, nonce, offset = await self._resume(request_id, position)
-        archive = await self._archive(caller, export)
+        archive = await self._archive(caller, export, nonce)
         end = min(offset + PART_BYTES, len(archive))
         token = encode_token({"n": nonce.hex(), "o": end}, query) if end < len(archive) else ""
         return Part(export, archive[offset:end], offset, token)
@@ -130,6 +135,9 @@ class Exports:
         async with self._pool.acquire() as conn:
             window = await store_exports.download_window(conn, nonce)
             export = await store_exports.get_export(conn, request_id)
+        if export is not None and export.purged_at is not None:
+            self._open.pop(nonce, None)
+            raise export_gone()
         if window is None or window[0] != request_id or export is None:
             raise bad_field("page_token", "not a part of a download of this export")
         if self._clock() >= window[1]:
@@ -138,7 +146,17 @@ class Exports:
             raise bad_field("page_token", "not a part of a download of this export")
         return export, nonce, offset
 
-    async def _archive(self, caller: Caller, export: ExportRow) -> bytes:
+    async def _archive(self, caller: Caller, export: ExportRow, nonce: bytes) -> bytes:
+        cached = self._open.get(nonce)
+        if cached is not None:
+            return cached
+        archive = await self._decrypt(caller, export)
+        self._open[nonce] = archive
+        while len(self._open) > OPEN_DOWNLOADS:
+            self._open.popitem(last=False)
+        return archive
+
+    async def _decrypt(self, caller: Caller, export: ExportRow) -> bytes:
         async with self._pool.acquire() as conn:
             ciphertext = await store_exports.archive_ciphertext(conn, export.data_request_id)
         if ciphertext is None:

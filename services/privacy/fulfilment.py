@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,13 +27,18 @@ from services.privacy.erasure_journal import ErasureJournal, JournalEntry
 from services.privacy.member_services import ServiceCallError
 from services.privacy.request_steps import StepExecutor
 from services.privacy.store_requests import RequestRow, Step
-from services.runtime.db import Conn, in_transaction, session_lock
-from services.runtime.errors import DomainError
+from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import Code, DomainError, not_found
 from services.runtime.identity import Caller
 
 log = logging.getLogger("membership.privacy.fulfilment")
 
 MAX_ATTEMPTS = 20
+# how long an approval's own run has the request before the resumer may take it over
+RUN_LEASE = timedelta(seconds=30)
+TRANSIENT_CODES = frozenset(
+    {Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.ABORTED, Code.RESOURCE_EXHAUSTED}
+)
 BACKOFF_MAX = timedelta(minutes=10)
 RESUME_POLL_S = 2.0
 RESUME_BATCH = 20
@@ -44,8 +48,15 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_MAX, timedelta(seconds=2 ** min(attempts, 12)))
 
 
-def _lock_key(request_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big", signed=True)
+def classify(exc: Exception) -> tuple[str, bool]:
+    """What a step's failure records (service and status, never a message) and whether a
+    later attempt may succeed."""
+    if isinstance(exc, ServiceCallError):
+        return exc.summary, exc.transient
+    if isinstance(exc, DomainError):
+        return f"{exc.code.name} {exc.reason}", exc.code in TRANSIENT_CODES
+    # the database or the journal's disk away, a bug: retried, and visible in the logs
+    return type(exc).__name__, True
 
 
 class Fulfiller:
@@ -61,27 +72,38 @@ class Fulfiller:
         self._steps = steps
         self._journal = journal
         self._task: asyncio.Task[None] | None = None
+        # a run holds one connection for its lock and borrows others for its steps: bounding
+        # the runs keeps concurrent approvals from taking every connection and waiting forever
+        self._runs = asyncio.Semaphore(max(1, pool.get_max_size() // 3))
 
     @property
     def _clock(self) -> Callable[[], datetime]:
         return self._rights.clock
 
     async def approve(self, caller: Caller, request_id: str, key: str) -> RequestView:
+        """IDENTITY_VERIFIED -> IN_PROGRESS, then a run. On an IN_PROGRESS request it
+        resumes a fulfilment that stopped (a refusal an officer dealt with, retries used up)."""
+
         async def work(conn: Conn) -> None:
             row = await store_requests.get_request(conn, request_id, for_update=True)
             if row is None:
-                await self._rights.get(request_id)  # raises NOT_FOUND
-                return
+                raise not_found("data request")
             if row.approve_request_id == key:
-                return  # a repeat: resume whatever is left
-            rules.require_allowed("approve", row.state)
+                return  # a repeat: run whatever is left
             now = self._clock()
+            if row.state == rules.IN_PROGRESS:
+                row = replace(row, attempts=0, next_attempt_at=now + RUN_LEASE, updated_at=now)
+                await store_requests.save_request(conn, row)
+                await record(conn, caller, row, "resumed", now)
+                return
+            rules.require_allowed("approve", row.state)
             row = replace(
                 row,
                 state=rules.IN_PROGRESS,
                 approve_request_id=key,
                 steps=[Step(name) for name in rules.STEPS[row.type]],
-                next_attempt_at=now,
+                # the resumer leaves it to this call unless the call dies
+                next_attempt_at=now + RUN_LEASE,
                 updated_at=now,
             )
             await store_requests.save_request(conn, row)
@@ -92,55 +114,63 @@ class Fulfiller:
         return await self._rights.get(request_id)
 
     async def run(self, request_id: str) -> None:
-        """Does what is left of an IN_PROGRESS request; one run per request at a time."""
-        async with (
-            self._pool.acquire() as lock_conn,
-            session_lock(lock_conn, store_requests.FULFIL_LOCK_NAMESPACE, _lock_key(request_id)),
-        ):
-            async with self._pool.acquire() as conn:
-                row = await store_requests.get_request(conn, request_id)
-            if row is None or row.state != rules.IN_PROGRESS:
+        """Does what is left of an IN_PROGRESS request. One run per request at a time: if
+        another holds the request (another replica, the resumer), this one returns."""
+        async with self._runs, self._pool.acquire() as lock_conn:
+            if not await store_requests.try_lock_fulfilment(lock_conn, request_id):
                 return
-            for step in row.steps:
-                if step.done_at is not None:
-                    continue
-                try:
-                    outcome = await self._steps.execute(row, step.name)
-                except (ServiceCallError, DomainError) as exc:
-                    await self._failed(row.id, step.name, exc)
-                    return
-                row = await self._step_done(row.id, step.name, outcome)
-            await self._complete(row.id)
+            try:
+                await self._run_locked(request_id)
+            finally:
+                await store_requests.unlock_fulfilment(lock_conn, request_id)
+
+    async def _run_locked(self, request_id: str) -> None:
+        async with self._pool.acquire() as conn:
+            row = await store_requests.get_request(conn, request_id)
+        while row is not None and row.state == rules.IN_PROGRESS:
+            pending = [s for s in row.steps if s.done_at is None]
+            if not pending:
+                await self._complete(request_id)
+                return
+            step = pending[0].name
+            try:
+                outcome = await self._steps.execute(row, step)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # recorded and retried or stopped; never lost
+                await self._failed(request_id, step, exc)
+                return
+            row = await self._step_done(request_id, step, outcome)
 
     async def _step_done(
         self, request_id: str, name: str, outcome: dict[str, object]
-    ) -> RequestRow:
-        async def work(conn: Conn) -> RequestRow:
-            row = await _locked(conn, request_id)
+    ) -> RequestRow | None:
+        async def work(conn: Conn) -> RequestRow | None:
+            row = await store_requests.get_request(conn, request_id, for_update=True)
+            if row is None or row.state != rules.IN_PROGRESS:
+                return None
             now = self._clock()
             steps = [
                 replace(s, done_at=now, last_error="") if s.name == name else s for s in row.steps
             ]
-            row = replace(row, steps=steps, updated_at=now, **outcome)  # type: ignore[arg-type]
+            row = replace(row, steps=steps, attempts=0, updated_at=now, **outcome)  # type: ignore[arg-type]
             await store_requests.save_request(conn, row)
             await record(conn, PRIVACY_CALLER, row, f"step.{name}", now)
             return row
 
         return await in_transaction(self._pool, work)
 
-    async def _failed(
-        self, request_id: str, name: str, exc: ServiceCallError | DomainError
-    ) -> None:
-        summary = (
-            exc.summary if isinstance(exc, ServiceCallError) else f"{exc.code.name} {exc.reason}"
-        )
-        transient = isinstance(exc, ServiceCallError) and exc.transient
+    async def _failed(self, request_id: str, name: str, exc: Exception) -> None:
+        summary, transient = classify(exc)
 
         async def work(conn: Conn) -> None:
-            row = await _locked(conn, request_id)
+            row = await store_requests.get_request(conn, request_id, for_update=True)
+            if row is None or row.state != rules.IN_PROGRESS:
+                return
             now = self._clock()
             attempts = row.attempts + 1
-            retry = transient and attempts < MAX_ATTEMPTS
+            # an erasure under way must finish: it retries for as long as it takes
+            retry = transient and (row.type == "DELETION" or attempts < MAX_ATTEMPTS)
             steps = [replace(s, last_error=summary) if s.name == name else s for s in row.steps]
             row = replace(
                 row,
@@ -160,7 +190,9 @@ class Fulfiller:
 
     async def _complete(self, request_id: str) -> None:
         async def work(conn: Conn) -> None:
-            row = await _locked(conn, request_id)
+            row = await store_requests.get_request(conn, request_id, for_update=True)
+            if row is None or row.state != rules.IN_PROGRESS:
+                return
             now = self._clock()
             row = replace(
                 row, state=rules.COMPLETED, closed_at=now, next_attempt_at=None, updated_at=now
@@ -184,19 +216,24 @@ class Fulfiller:
                 await task
 
     async def resume_due(self) -> int:
+        """Runs the requests whose next attempt is due; each on its own, so one that fails
+        in an unforeseen way holds up no other."""
         async with self._pool.acquire() as conn:
             due = await store_requests.due_for_resumption(conn, self._clock(), RESUME_BATCH)
         for request_id in due:
-            await self.run(request_id)
+            try:
+                await self.run(request_id)
+            except Exception:  # e.g. the database away while recording: next round
+                log.exception("resuming a data request failed; will retry")
         return len(due)
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await self.resume_due()
-                await self._steps.exports.purge_expired()
-            except Exception:  # the database away: try again next round
-                log.exception("resuming data requests failed; will retry")
+            for work in (self.resume_due, self._steps.exports.purge_expired):
+                try:
+                    await work()
+                except Exception:  # the database away: try again next round
+                    log.exception("data request background work failed; will retry")
             await asyncio.sleep(RESUME_POLL_S)
 
     # -- after a restore ------------------------------------------------------------------
@@ -208,6 +245,11 @@ class Fulfiller:
         members = {e.member_id: e for e in self._journal.entries()}
         async with self._pool.acquire() as conn:
             live = await store_requests.with_live_keys(conn, list(members))
+            recorded = await store_requests.all_erasures(conn)
+        # the database is ahead of the journal (a torn or lost journal): complete it
+        for member_id, data_request_id, erased_at in recorded:
+            if member_id not in members:
+                self._journal.record(JournalEntry(member_id, data_request_id, erased_at))
         count = 0
         for member_id in sorted(live):
             await self._reerase(members[member_id])
@@ -228,12 +270,7 @@ class Fulfiller:
 
         await in_transaction(self._pool, work)
         stored = await self._rights.by_create_key(row.create_request_id)
+        if stored.member_id != entry.member_id or stored.type != "DELETION":
+            raise RuntimeError("the re-erasure's request key names another request")
         outcome = await self._steps.execute(stored, "subject_key.destroy")
         await self._step_done(stored.id, "subject_key.destroy", outcome)
-
-
-async def _locked(conn: Conn, request_id: str) -> RequestRow:
-    row = await store_requests.get_request(conn, request_id, for_update=True)
-    if row is None:
-        raise DomainError.internal("a data request in fulfilment disappeared")
-    return row

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2, json_format, message, timestamp_pb2
 from membership.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from membership.points.v1 import points_pb2, points_pb2_grpc
 
-from services.runtime.clients import ServiceCredentials
-
-Response = TypeVar("Response", bound=message.Message)
+from services.runtime.clients import ReconnectingChannel, ServiceCredentials
 
 LEDGER_PAGE_SIZE = 10_000
 # 100 pages of 10,000: a million transactions; more is refused rather than exported partly
 MAX_LEDGER_PAGES = 100
 EXPORT_TIMEOUT_S = 30.0
+STUBS: dict[str, Callable[[grpc.aio.Channel], object]] = {
+    "accounts": accounts_pb2_grpc.AccountsServiceStub,
+    "points": points_pb2_grpc.PointsServiceStub,
+}
 TRANSIENT = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -55,37 +57,45 @@ class ServiceCallError(Exception):
 class MemberServices:
     def __init__(
         self,
-        accounts: grpc.aio.Channel,
-        points: grpc.aio.Channel,
+        accounts: ReconnectingChannel,
+        points: ReconnectingChannel,
         credentials: ServiceCredentials,
         timeout_s: float,
     ) -> None:
-        self._accounts = accounts_pb2_grpc.AccountsServiceStub(accounts)
-        self._points = points_pb2_grpc.PointsServiceStub(points)
+        # reconnecting channels: after an outage the next attempt connects at once instead
+        # of waiting out a channel's own reconnection backoff (up to two minutes)
+        self._channels = {"accounts": accounts, "points": points}
         self._credentials = credentials
         self._timeout_s = timeout_s
 
     async def _call(
-        self,
-        service: str,
-        method: Callable[..., Awaitable[Response]],
-        request: message.Message,
-        timeout_s: float | None = None,
-    ) -> Response:
+        self, service: str, method: str, request: message.Message, timeout_s: float = 0.0
+    ) -> Any:
+        """`service`'s RPC `method`; the caller knows its response type."""
+        metadata = self._credentials.metadata()
+        stub = STUBS[service]
+
+        def call(channel: grpc.aio.Channel) -> Awaitable[Any]:
+            rpc: Callable[..., Awaitable[Any]] = getattr(stub(channel), method)
+            return rpc(request, timeout=timeout_s or self._timeout_s, metadata=metadata)
+
         try:
-            return await method(
-                request,
-                timeout=timeout_s or self._timeout_s,
-                metadata=self._credentials.metadata(),
-            )
+            return await self._channels[service].call(call)
         except grpc.aio.AioRpcError as err:
             raise ServiceCallError(service, err.code().name, err.code() in TRANSIENT) from None
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
 
     async def export_member(
         self, member_id: str, purpose: str
     ) -> accounts_pb2.ExportMemberDataResponse:
         request = accounts_pb2.ExportMemberDataRequest(name=f"members/{member_id}", purpose=purpose)
-        return await self._call("accounts", self._accounts.ExportMemberData, request)
+        response: accounts_pb2.ExportMemberDataResponse = await self._call(
+            "accounts", "ExportMemberData", request
+        )
+        return response
 
     async def ledger_pages(self, member_id: str) -> list[points_pb2.MemberLedgerExport]:
         """Every page of the member's ledger; an unknown member has none."""
@@ -97,7 +107,10 @@ class MemberServices:
             )
             try:
                 page = await self._call(
-                    "points", self._points.ExportMemberLedger, request, EXPORT_TIMEOUT_S
+                    "points",
+                    "ExportMemberLedger",
+                    request,
+                    EXPORT_TIMEOUT_S,
                 )
             except ServiceCallError as exc:
                 if exc.code == "NOT_FOUND" and not pages:
@@ -112,7 +125,7 @@ class MemberServices:
     async def ledger_has_entries(self, member_id: str) -> bool:
         request = points_pb2.ExportMemberLedgerRequest(member=f"members/{member_id}", page_size=1)
         try:
-            page = await self._call("points", self._points.ExportMemberLedger, request)
+            page = await self._call("points", "ExportMemberLedger", request)
         except ServiceCallError as exc:
             if exc.code == "NOT_FOUND":
                 return False
@@ -130,13 +143,13 @@ class MemberServices:
             update_mask=field_mask_pb2.FieldMask(paths=[f for f, _ in changes]),
             request_id=request_id,
         )
-        await self._call("accounts", self._accounts.UpdateMember, request)
+        await self._call("accounts", "UpdateMember", request)
 
     async def erase_member(self, member_id: str, request_id: str, reason: str) -> None:
         request = accounts_pb2.EraseMemberDataRequest(
             name=f"members/{member_id}", request_id=request_id, reason=reason
         )
-        await self._call("accounts", self._accounts.EraseMemberData, request)
+        await self._call("accounts", "EraseMemberData", request)
 
     async def restrict_ledger(
         self, member_id: str, request_id: str, legal_basis: str, retention_end: datetime
@@ -151,7 +164,7 @@ class MemberServices:
             retention_end_time=end,
         )
         try:
-            await self._call("points", self._points.RestrictMember, request)
+            await self._call("points", "RestrictMember", request)
         except ServiceCallError as exc:
             if exc.code == "NOT_FOUND":
                 return False
@@ -161,10 +174,10 @@ class MemberServices:
     async def explain_rules(self, member_id: str) -> str:
         """The rules applying to the member, as JSON (points' ExplainMemberRules)."""
         request = points_pb2.ExplainMemberRulesRequest(member=f"members/{member_id}")
-        response = await self._call("points", self._points.ExplainMemberRules, request)
+        response = await self._call("points", "ExplainMemberRules", request)
         return json_format.MessageToJson(response, indent=None)
 
     async def explain_transaction(self, name: str) -> str:
         request = points_pb2.ExplainTransactionRequest(name=name)
-        response = await self._call("points", self._points.ExplainTransaction, request)
+        response = await self._call("points", "ExplainTransaction", request)
         return json_format.MessageToJson(response, indent=None)

@@ -7,8 +7,10 @@ local writes are upserts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -22,7 +24,7 @@ from services.privacy import (
     store_requests,
 )
 from services.privacy.consent import Consents
-from services.privacy.data_rights import CORRECTION_CONTEXT, PRIVACY_CALLER
+from services.privacy.data_rights import CORRECTION_CONTEXT, PRIVACY_CALLER, record
 from services.privacy.erasure_journal import ErasureJournal, JournalEntry
 from services.privacy.exports import ARCHIVE_CONTEXT, Exports, make_archive
 from services.privacy.field_crypto import FieldCrypto
@@ -30,6 +32,7 @@ from services.privacy.member_services import MemberServices, ServiceCallError
 from services.privacy.server_consent import CHANNEL_ENUMS, consent_pb
 from services.privacy.store_requests import RequestRow
 from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import failed_precondition
 
 Outcome = dict[str, object]
 
@@ -80,8 +83,13 @@ class StepExecutor:
 
     async def _export(self, row: RequestRow) -> Outcome:
         sources = await self._gather(row)
-        bundle = export_bundle.build_bundle(sources)
-        archive = make_archive(bundle)
+        # seconds of CPU for a large ledger: off the event loop, so that the service keeps
+        # answering (zlib and AES-GCM release the GIL; the JSON building shares it)
+        try:
+            bundle = await asyncio.to_thread(export_bundle.build_bundle, sources)
+        except ValueError as exc:  # too large, or inconsistent sources: not worth a retry
+            raise failed_precondition("EXPORT_NOT_BUILT", str(exc)) from None
+        archive = await asyncio.to_thread(make_archive, bundle)
         ciphertexts, _ = await self._crypto.encrypt(
             PRIVACY_CALLER, row.member_id, [(ARCHIVE_CONTEXT, archive)]
         )
@@ -137,19 +145,41 @@ class StepExecutor:
 
     async def _destroy_key(self, row: RequestRow) -> Outcome:
         name = f"dataRequests/{row.id}"
-        await self._crypto.destroy_subject_key(PRIVACY_CALLER, row.member_id, name, name)
         now = self._clock()
+        # the journal first: from here on no restore can bring the member back, even if
+        # this process dies before the database records the erasure
+        await asyncio.to_thread(self._journal.record, JournalEntry(row.member_id, row.id, now))
+        await self._crypto.destroy_subject_key(PRIVACY_CALLER, row.member_id, name, name)
 
         async def work(conn: Conn) -> None:
             await store_requests.insert_erasure(
                 conn, row.member_id, row.id, LEDGER_LEGAL_BASIS, now + LEDGER_RETENTION, now
             )
             await store_exports.purge_member(conn, row.member_id, now)
+            await self._close_other_requests(conn, row, now)
 
         await in_transaction(self._pool, work)
-        # before the step counts as done, so that a restore can never bring the member back
-        self._journal.record(JournalEntry(row.member_id, row.id, now))
         return {}
+
+    async def _close_other_requests(self, conn: Conn, row: RequestRow, now: datetime) -> None:
+        """The member's other open requests can no longer be fulfilled: rejected with the
+        reason, unless one is being fulfilled or partly done (an officer decides those)."""
+        reason = f"the member's personal information was erased by dataRequests/{row.id}"
+        for other in await store_requests.open_requests_of_member(conn, row.member_id):
+            if other.id == row.id or any(s.done_at for s in other.steps):
+                continue
+            if not await store_requests.fulfilment_idle(conn, other.id):
+                continue
+            closed = replace(
+                other,
+                state="REJECTED",
+                rejection_reason=reason,
+                closed_at=now,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            await store_requests.save_request(conn, closed)
+            await record(conn, PRIVACY_CALLER, closed, "rejected", now, reason)
 
     async def _erase_accounts(self, row: RequestRow) -> Outcome:
         try:

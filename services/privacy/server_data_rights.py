@@ -211,8 +211,8 @@ class DataRightsServicer(pb_grpc.DataRightsServiceServicer):
         )
         return request_pb(view)
 
-    async def GetExport(
-        self, request: pb.GetExportRequest, context: grpc.aio.ServicerContext
+    async def DownloadExport(
+        self, request: pb.DownloadExportRequest, context: grpc.aio.ServicerContext
     ) -> pb.Export:
         v = ViolationCollector()
         request_id = _request_id_of(v, request.name, EXPORT_NAME)

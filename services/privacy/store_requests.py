@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,10 +13,46 @@ import asyncpg
 
 from services.runtime.db import Conn
 
-# one fulfilment of a request at a time across replicas (namespace "memb", key per request)
-FULFIL_LOCK_NAMESPACE = 0x6D656D62
+# one fulfilment of a request at a time across replicas (namespace "dsrf", key per request)
+FULFIL_LOCK_NAMESPACE = 0x64737266
 
 OPEN_STATES = ("RECEIVED", "IDENTITY_VERIFIED", "IN_PROGRESS")
+
+
+def _fulfil_key(request_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big", signed=True)
+
+
+async def try_lock_fulfilment(conn: Conn, request_id: str) -> bool:
+    """Session-level: held across the run's transactions and its calls to other services."""
+    return bool(
+        await conn.fetchval(
+            "SELECT pg_try_advisory_lock($1, $2)", FULFIL_LOCK_NAMESPACE, _fulfil_key(request_id)
+        )
+    )
+
+
+async def unlock_fulfilment(conn: Conn, request_id: str) -> None:
+    """A pooled connection is not reset when released: a lock whose unlock failed dies with
+    its terminated connection rather than outlive the run."""
+    try:
+        await conn.execute(
+            "SELECT pg_advisory_unlock($1, $2)", FULFIL_LOCK_NAMESPACE, _fulfil_key(request_id)
+        )
+    except BaseException:
+        conn.terminate()
+        raise
+
+
+async def fulfilment_idle(conn: Conn, request_id: str) -> bool:
+    """In a transaction: no run holds the request, and none can start before it commits."""
+    return bool(
+        await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1, $2)",
+            FULFIL_LOCK_NAMESPACE,
+            _fulfil_key(request_id),
+        )
+    )
 
 
 @dataclass
@@ -50,6 +87,7 @@ class RequestRow:
     code_hash: bytes | None = None
     code_expires_at: datetime | None = None
     code_attempts_left: int = 0
+    codes_issued: int = 0
     verification_method: str = ""
     attestation_method: str = ""
     attestation_reference: str = ""
@@ -78,7 +116,7 @@ _COLUMNS = (
     " updated_at, received_on, initial_working_days, working_days, due_date, due_at,"
     " deadline_provisional, extensions, purposes, transactions, correction_fields,"
     " correction_ciphertext,"
-    " code_hash, code_expires_at, code_attempts_left, verification_method,"
+    " code_hash, code_expires_at, code_attempts_left, codes_issued, verification_method,"
     " attestation_method, attestation_reference, verified_at, approve_request_id, steps,"
     " next_attempt_at, attempts, rejection_reason, deletion_outcome, explanation, closed_at"
 )
@@ -235,6 +273,24 @@ async def requests_of_member(conn: Conn, member_id: str, limit: int) -> list[Req
         limit,
     )
     return [_row(r) for r in rows]
+
+
+async def open_requests_of_member(conn: Conn, member_id: str) -> list[RequestRow]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM privacy.data_requests WHERE member_id = $1"
+        " AND state = ANY($2) ORDER BY created_at FOR UPDATE",
+        member_id,
+        list(OPEN_STATES),
+    )
+    return [_row(r) for r in rows]
+
+
+async def all_erasures(conn: Conn) -> list[tuple[str, str, datetime]]:
+    """(member id, data request id, time) of every erasure, oldest first."""
+    rows = await conn.fetch(
+        "SELECT member_id, data_request_id, created_at FROM privacy.erasures ORDER BY created_at"
+    )
+    return [(r["member_id"], r["data_request_id"], r["created_at"]) for r in rows]
 
 
 async def get_extension(conn: Conn, request_id: str, key: str) -> bytes | None:

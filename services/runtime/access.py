@@ -80,7 +80,7 @@ METHOD_SCOPES: dict[str, str] = {
     PRIVACY_RIGHTS + "ApproveDataRequest": "privacy.requests.manage",
     PRIVACY_RIGHTS + "RejectDataRequest": "privacy.requests.manage",
     PRIVACY_RIGHTS + "ExtendDataRequestDeadline": "privacy.requests.manage",
-    PRIVACY_RIGHTS + "GetExport": "privacy.exports.download",
+    PRIVACY_RIGHTS + "DownloadExport": "privacy.exports.download",
 }
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {

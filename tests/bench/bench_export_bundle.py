@@ -13,8 +13,8 @@ side by side in one run:
   (d) MessageToDict per transaction, lot and hold, then json.dumps: what the direct mapping
       replaces (measured on a sample of --sample transactions, scaled)
 
-CPU seconds (time.process_time), best of --rounds, each with its ratio to (a). Prints a table
-and writes bench-results/export_bundle.json with machine information.
+CPU seconds (time.process_time), best of --rounds interleaved rounds, each with its ratio
+to (a). Prints a table and writes bench-results/export_bundle.json with machine information.
 
     python -m tests.bench.bench_export_bundle [--transactions 100000] [--rounds 3]
 """
@@ -135,13 +135,21 @@ def sources(transactions: int) -> BundleSources:
     )
 
 
-def best_cpu_s(call: Callable[[], object], rounds: int) -> float:
-    timings = []
-    for _ in range(rounds):
-        started = time.process_time()
-        call()
-        timings.append(time.process_time() - started)
-    return min(timings)
+def cpu_s(call: Callable[[], object]) -> float:
+    started = time.process_time()
+    call()
+    return time.process_time() - started
+
+
+def best_cpu_s(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The least CPU time of each call over `rounds`, the calls interleaved in every round so
+    that a busy machine weighs on all of them alike."""
+    timings: dict[str, list[float]] = {name: [] for name in calls}
+    for done in range(rounds):
+        sys.stderr.write(f"round {done + 1}/{rounds}\n")
+        for name, call in calls.items():
+            timings[name].append(cpu_s(call))
+    return {name: min(values) for name, values in timings.items()}
 
 
 def _dumps(value: object) -> str:
@@ -167,7 +175,8 @@ def _message_to_dict_s(src: BundleSources, sample: int, rounds: int) -> float:
         ]
         return _dumps(items)
 
-    return best_cpu_s(run, rounds) * len(page.transactions) / max(count, 1) * len(src.ledger_pages)
+    sample_s = best_cpu_s({"sample": run}, rounds)["sample"]
+    return sample_s * sum(len(p.transactions) for p in src.ledger_pages) / count
 
 
 def measure(options: Options) -> list[Row]:
@@ -175,9 +184,15 @@ def measure(options: Options) -> list[Row]:
     bundle: Bundle = build_bundle(src)
     document = json.loads(bundle.json_bytes)
     rows = list(csv.reader(io.StringIO(bundle.ledger_csv.decode(), newline="")))
-    dumps_s = best_cpu_s(lambda: _dumps(document).encode(), options.rounds)
-    floor_s = best_cpu_s(lambda: (_dumps(document).encode(), _write_csv(rows)), options.rounds)
-    build_s = best_cpu_s(lambda: build_bundle(src), options.rounds)
+    best = best_cpu_s(
+        {
+            "dumps": lambda: _dumps(document).encode(),
+            "floor": lambda: (_dumps(document).encode(), _write_csv(rows)),
+            "build": lambda: build_bundle(src),
+        },
+        options.rounds,
+    )
+    dumps_s, floor_s, build_s = best["dumps"], best["floor"], best["build"]
     naive_s = _message_to_dict_s(src, options.sample, options.rounds)
     size = f"{len(bundle.json_bytes) / 1e6:.1f} MB JSON, {len(bundle.ledger_csv) / 1e6:.1f} MB CSV"
     return [

@@ -256,7 +256,7 @@ class Requests:
             "ExtendDataRequestDeadline": lambda: drpb.ExtendDataRequestDeadlineRequest(
                 name=request, extra_working_days=1, reason="acl", request_id=_unique("acl")
             ),
-            "GetExport": lambda: drpb.GetExportRequest(name=f"{request}/export"),
+            "DownloadExport": lambda: drpb.DownloadExportRequest(name=f"{request}/export"),
         }
 
     def payment(self) -> ptpb.SettlePaymentRequest:

@@ -159,7 +159,7 @@ async def test_only_the_wallet_backend_attests_and_names_its_method(suite: Suite
     request = pb.VerifyIdentityRequest(name=created.name, attestation=attestation)
     await expect_error(
         suite.data_rights.VerifyIdentity(request, metadata=officer(suite)),
-        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
         reason="ATTESTATION_NOT_ALLOWED",
     )
     verified = await suite.data_rights.VerifyIdentity(request, metadata=wallet(suite))
@@ -186,12 +186,17 @@ async def test_a_rejection_needs_a_reason_and_is_final(suite: Suite) -> None:
     rejected = await suite.data_rights.RejectDataRequest(reject, metadata=officer(suite))
     assert rejected.state == pb.DATA_REQUEST_STATE_REJECTED
     assert rejected.rejection_reason == reject.reason and not rejected.overdue
+    # a repeat of the rejection (its answer was lost) answers the same; anything else is
+    # an illegal transition
+    again = await suite.data_rights.RejectDataRequest(reject, metadata=officer(suite))
+    assert again.state == pb.DATA_REQUEST_STATE_REJECTED
+    other_reason = pb.RejectDataRequestRequest(name=created.name, reason="another reason")
     for call in (
         suite.data_rights.CancelDataRequest(
             pb.CancelDataRequestRequest(name=created.name), metadata=wallet(suite)
         ),
         approve(suite, created.name),
-        suite.data_rights.RejectDataRequest(reject, metadata=officer(suite)),
+        suite.data_rights.RejectDataRequest(other_reason, metadata=officer(suite)),
     ):
         await expect_error(call, grpc.StatusCode.FAILED_PRECONDITION, reason="ILLEGAL_TRANSITION")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import shutil
 import time
 import zipfile
 from itertools import count
@@ -16,6 +18,7 @@ from membership.privacy.v1 import data_rights_pb2 as pb
 
 from tests.service.test_points_settlement import payment, settler
 from tests.support.accounts import next_request_id, register
+from tests.support.postgres import pg_bin_dir
 from tests.support.suite import Metadata, Suite
 
 WAIT_S = 15.0
@@ -103,8 +106,8 @@ async def download(suite: Suite, name: str, metadata: Metadata | None = None) ->
     """Every part of one download, joined and unpacked: file name -> content."""
     parts, token = [], ""
     while True:
-        part = await suite.data_rights.GetExport(
-            pb.GetExportRequest(name=f"{name}/export", page_token=token),
+        part = await suite.data_rights.DownloadExport(
+            pb.DownloadExportRequest(name=f"{name}/export", page_token=token),
             metadata=metadata or wallet(suite),
         )
         parts.append(part.archive_part)
@@ -121,3 +124,28 @@ async def balance_of(suite: Suite, member_id: str) -> points_pb2.Balance:
         metadata=suite.auth("officer"),
     )
     return got
+
+
+async def get_request(suite: Suite, name: str) -> pb.DataRequest:
+    got: pb.DataRequest = await suite.data_rights.GetDataRequest(
+        pb.GetDataRequestRequest(name=name), metadata=officer(suite)
+    )
+    return got
+
+
+async def pg_dump(dsn: str) -> str:
+    """A plain-SQL dump of the database, with the pg_dump matching the server."""
+    bin_dir = pg_bin_dir()
+    executable = str(bin_dir / "pg_dump") if bin_dir else shutil.which("pg_dump")
+    assert executable, "pg_dump not found"
+    proc = await asyncio.create_subprocess_exec(
+        executable,
+        "--no-owner",
+        f"--dbname={dsn}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return out.decode()

@@ -34,6 +34,7 @@ CREATE TABLE privacy.data_requests (
     code_hash             bytea,
     code_expires_at       timestamptz,
     code_attempts_left    integer     NOT NULL DEFAULT 0,
+    codes_issued          integer     NOT NULL DEFAULT 0,
     verification_method   text        NOT NULL DEFAULT '',
     attestation_method    text        NOT NULL DEFAULT '',
     attestation_reference text        NOT NULL DEFAULT '',
@@ -48,8 +49,9 @@ CREATE TABLE privacy.data_requests (
     explanation           jsonb,
     closed_at             timestamptz
 );
-CREATE INDEX data_requests_queue ON privacy.data_requests (due_at, id)
-    WHERE state IN ('RECEIVED', 'IDENTITY_VERIFIED', 'IN_PROGRESS');
+-- the officers' queue: open first, soonest deadline first (ListDataRequests' order)
+CREATE INDEX data_requests_queue
+    ON privacy.data_requests ((closed_at IS NOT NULL), due_at, id);
 CREATE INDEX data_requests_by_member ON privacy.data_requests (member_id, created_at);
 CREATE INDEX data_requests_to_resume ON privacy.data_requests (next_attempt_at)
     WHERE state = 'IN_PROGRESS';
@@ -91,6 +93,7 @@ CREATE TABLE privacy.data_exports (
 );
 CREATE INDEX data_exports_to_purge ON privacy.data_exports (expires_at)
     WHERE purged_at IS NULL;
+CREATE INDEX data_exports_by_member ON privacy.data_exports (member_id);
 
 -- One download in progress: the parts after the first are fetched with its token.
 CREATE TABLE privacy.export_downloads (
@@ -99,6 +102,7 @@ CREATE TABLE privacy.export_downloads (
     started_at       timestamptz NOT NULL,
     expires_at       timestamptz NOT NULL
 );
+CREATE INDEX export_downloads_by_request ON privacy.export_downloads (data_request_id);
 
 -- Members whose personal information was erased, with what the ledger keeps and why.
 -- Also appended to the erasure journal outside the database, so that erasures survive the
