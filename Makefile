@@ -44,6 +44,7 @@ typecheck: $(GEN_STAMP)
 bench: $(GEN_STAMP)
 	$(BIN)/python -m tests.bench.bench_accounts
 	$(BIN)/python -m tests.bench.bench_settlement
+	$(BIN)/python -m tests.bench.bench_privacy
 
 clean:
 	rm -rf gen $(VENV)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 
 import asyncpg
 
@@ -72,11 +73,15 @@ class LedgerExport:
             holds = await store.holds_of(conn, member_id, ids)
             redemptions = [] if after else await store.redemptions_of(conn, member_id)
             restriction = await restriction_store.get_restriction(conn, member_id)
+        # grouped once: a page holds up to 10,000 transactions and their transfers
+        by_txn: dict[int, tuple[txn_store.TransferRow, ...]] = {
+            txn_id: tuple(group) for txn_id, group in groupby(transfers, key=lambda t: t.txn_id)
+        }
         return ExportPage(
             member_id,
             balance or ledger_store.BalanceRow(0, 0, 0, 0),
             tiers.get(member_id),
-            [_entry(member_id, row, transfers) for row in page],
+            [_entry(member_id, row, by_txn.get(row.txn_id, ())) for row in page],
             lots,
             holds,
             redemptions,
@@ -86,9 +91,8 @@ class LedgerExport:
 
 
 def _entry(
-    member_id: str, row: txn_store.TransactionRow, transfers: list[txn_store.TransferRow]
+    member_id: str, row: txn_store.TransactionRow, mine: tuple[txn_store.TransferRow, ...]
 ) -> tuple[Entry, str]:
-    mine = tuple(t for t in transfers if t.txn_id == row.txn_id)
     entry = Entry(member_id, row, reference_of(row.idempotency_key), mine)
     return entry, str(row.explanation.get("sentence", ""))
 
