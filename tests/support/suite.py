@@ -102,45 +102,66 @@ def settings_for(
     )
 
 
+PORT_ATTEMPTS = 5
+
+
+async def _privacy_and_accounts(
+    dsn: str, keys_dir: Path, points_addr: str
+) -> tuple[RunningService, RunningService, Settings]:
+    """Privacy calls accounts (data-subject requests) and accounts calls privacy, so
+    accounts' port is chosen before privacy starts; another server may take it meanwhile,
+    and then both start again on another."""
+    for attempt in range(PORT_ATTEMPTS):
+        accounts_addr = f"127.0.0.1:{free_port()}"
+        privacy = await start_service(
+            PRIVACY,
+            settings_for(dsn, keys_dir, points_addr=points_addr, accounts_addr=accounts_addr),
+            "127.0.0.1:0",
+        )
+        privacy_addr = f"127.0.0.1:{privacy.port}"
+        settings = settings_for(dsn, keys_dir, privacy_addr, points_addr, accounts_addr)
+        try:
+            accounts = await start_service(ACCOUNTS, settings, accounts_addr)
+        except OSError:
+            await privacy.stop(0)
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+            continue
+        except BaseException:
+            await privacy.stop(0)
+            raise
+        return privacy, accounts, settings
+    raise AssertionError("unreachable")
+
+
 @contextlib.asynccontextmanager
 async def running_suite(dsn: str, keys_dir: Path) -> AsyncIterator[Suite]:
-    # points first: the outbox relays of privacy and accounts deliver events to it
-    points = await start_service(POINTS, settings_for(dsn, keys_dir), "127.0.0.1:0")
-    points_addr = f"127.0.0.1:{points.port}"
-    # privacy calls accounts (data-subject requests) and accounts calls privacy: accounts'
-    # port is chosen first
-    accounts_addr = f"127.0.0.1:{free_port()}"
-    privacy = await start_service(
-        PRIVACY,
-        settings_for(dsn, keys_dir, points_addr=points_addr, accounts_addr=accounts_addr),
-        "127.0.0.1:0",
-    )
-    settings = settings_for(dsn, keys_dir, f"127.0.0.1:{privacy.port}", points_addr, accounts_addr)
-    accounts = await start_service(ACCOUNTS, settings, accounts_addr)
-    accounts_channel = grpc.aio.insecure_channel(f"127.0.0.1:{accounts.port}")
-    privacy_channel = grpc.aio.insecure_channel(f"127.0.0.1:{privacy.port}")
-    points_channel = grpc.aio.insecure_channel(f"127.0.0.1:{points.port}")
-    signer = TokenSigner(load_or_create_signing_key(keys_dir), settings.token_audience, "tests")
-    suite = Suite(
-        dsn,
-        keys_dir,
-        settings,
-        privacy,
-        accounts,
-        accounts_channel,
-        privacy_channel,
-        signer,
-        points_service=points,
-        points_channel=points_channel,
-    )
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        # points first: the outbox relays of privacy and accounts deliver events to it
+        points = await start_service(POINTS, settings_for(dsn, keys_dir), "127.0.0.1:0")
+        stack.push_async_callback(points.stop, 0.2)
+        points_addr = f"127.0.0.1:{points.port}"
+        privacy, accounts, settings = await _privacy_and_accounts(dsn, keys_dir, points_addr)
+        stack.push_async_callback(privacy.stop, 0.2)
+        stack.push_async_callback(accounts.stop, 0.2)
+        channels = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") for s in (accounts, privacy, points)
+        ]
+        for channel in channels:
+            stack.push_async_callback(channel.close)
+        signer = TokenSigner(load_or_create_signing_key(keys_dir), settings.token_audience, "tests")
+        suite = Suite(
+            dsn,
+            keys_dir,
+            settings,
+            privacy,
+            accounts,
+            channels[0],
+            channels[1],
+            signer,
+            points_service=points,
+            points_channel=channels[2],
+        )
+        # the one the test left running, which may have replaced the first (stops first)
+        stack.push_async_callback(lambda: suite.points_service.stop(0.2))
         yield suite
-    finally:
-        await accounts_channel.close()
-        await privacy_channel.close()
-        await points_channel.close()
-        await accounts.stop(0.2)
-        # the one the test left running, which may have replaced the first
-        await suite.points_service.stop(0.2)
-        await points.stop(0.2)
-        await privacy.stop(0.2)
