@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from membership_cli import backup, launcher, points_jobs, restore, tokens
+from membership_cli import apikey, backup, launcher, points_jobs, restore, tokens
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, usage_error
 from membership_cli.health import SERVING, probe_all
 from services.runtime.access import ROLE_SCOPES
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     points_jobs.add_points(subparsers)
     backup.add_backup(subparsers)
     restore.add_restore(subparsers)
+    apikey.add_apikey(subparsers)
     return parser
 
 

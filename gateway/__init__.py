@@ -1,0 +1,1 @@
+"""The gateway: the one door through which the outside reaches the suite."""

@@ -1,0 +1,548 @@
+"""The gateway's gRPC pass-through: the services under their own names, forwarded as bytes.
+
+    proxy = GrpcProxy(backends_from(settings), authenticate, signer_minter(signer))
+    server, port = await start_proxy(proxy, "127.0.0.1:50050")
+    ...
+    await proxy.stop(grace_s=5)
+
+Messages are never parsed: the handlers take and return the serialized bytes (no
+(de)serializers), so the proxy costs the same for every message and does not need to be
+rebuilt when a message changes. Only methods present in the services' descriptors are served;
+anything else is UNIMPLEMENTED from gRPC itself.
+
+Per call: the caller's API key (`authorization: Bearer <key>`) is authenticated, replaced by a
+short-lived caller token for the backend (which keeps verifying it and checking scopes, so the
+proxy is not the only lock), `x-request-id` is passed on or made, the caller's remaining
+deadline (capped) becomes the forwarded call's timeout, cancellation is passed on, and the
+backend's status, details and trailing metadata come back unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn, Protocol
+
+import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+# imported for their side effect too: they put the services' descriptors in the default pool
+from membership.accounts.v1 import accounts_pb2
+from membership.points.v1 import points_pb2
+from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
+
+from gateway.caller_tokens import CallerTokens
+from services.runtime.config import Settings, load_settings
+from services.runtime.context import MAX_REQUEST_ID_LEN, new_request_id, set_request_id
+from services.runtime.errors import DomainError, unauthenticated, unavailable
+from services.runtime.identity import TokenSigner
+from services.runtime.metrics import observe_rpc
+from services.runtime.server import server_options
+from services.runtime.status import grpc_code, to_rpc_status
+
+log = logging.getLogger("membership.gateway.grpc")
+
+DEFAULT_LISTEN_ADDR = "127.0.0.1:50050"
+DOMAIN = "gateway.membership"
+# the forwarded call's timeout when the caller set no deadline, and the most it ever gets
+DEFAULT_MAX_TIMEOUT_S = 30.0
+MAX_API_KEY_LEN = 512
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+# Never forwarded either way: HTTP/2 pseudo-headers and grpc-* are the transport's own,
+# hop-by-hop headers describe one connection, and user-agent is set by each hop's library.
+# `authorization` and `x-request-id` are replaced with the proxy's own values.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-type",
+        "user-agent",
+    }
+)
+_REPLACED = frozenset({"authorization", "x-request-id"})
+
+SERVICE_OWNERS: dict[str, str] = {
+    service.full_name: owner
+    for module, owner in (
+        (accounts_pb2, "accounts"),
+        (points_pb2, "points"),
+        (field_crypto_pb2, "privacy"),
+        (consent_pb2, "privacy"),
+        (data_rights_pb2, "privacy"),
+        (audit_pb2, "privacy"),
+    )
+    for service in module.DESCRIPTOR.services_by_name.values()
+}
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class Principal(Protocol):
+    """Who an API key belongs to; any object with these two attributes will do."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+Authenticate = Callable[[str], Awaitable[Principal]]
+Mint = Callable[[Principal], str]
+
+
+def backends_from(settings: Settings) -> dict[str, str]:
+    """Every proxied service's full name -> the address of the service that owns it."""
+    return {service: settings.addr_of(owner) for service, owner in SERVICE_OWNERS.items()}
+
+
+def signer_minter(signer: TokenSigner) -> Mint:
+    """A `mint` that reuses each principal's token until shortly before it expires: the
+    services' verifier remembers the tokens it verified, so a reused token costs a dict
+    lookup there instead of an Ed25519 verification, and the proxy saves the signature."""
+    tokens = CallerTokens(signer)
+
+    def mint(principal: Principal) -> str:
+        return tokens.token(principal.subject, principal.role)
+
+    return mint
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One proxied method: `/package.Service/Method` and the backend that owns it."""
+
+    service: str
+    method: str
+    target: str
+    server_streaming: bool
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.method}"
+
+
+@dataclass(frozen=True)
+class _Forward:
+    """What the forwarded call carries, decided before it is made."""
+
+    metadata: Metadata
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class _Failure:
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: Metadata
+
+
+@dataclass
+class _Running:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    channels: dict[str, grpc.aio.Channel]
+
+
+class _CallLog:
+    """Outcome, role and duration of one proxied call, for the access log and metrics."""
+
+    def __init__(self, route: _Route) -> None:
+        self.route = route
+        self.code = "OK"
+        self.role = ""
+        self._started = time.perf_counter()
+
+    def finish(self) -> None:
+        elapsed_s = time.perf_counter() - self._started
+        # the method label is bounded: only methods from the descriptors get here
+        observe_rpc("gateway", self.route.path, self.code, elapsed_s)
+        log.info(
+            "rpc",
+            extra={
+                "fields": {
+                    "method": self.route.path,
+                    "code": self.code,
+                    "role": self.role,
+                    "duration_ms": round(elapsed_s * 1000, 2),
+                }
+            },
+        )
+
+
+class GrpcProxy:
+    """Forwards every method of the named services to its backend, authenticated.
+
+    `backends`: service full name (`membership.points.v1.PointsService`) -> backend target.
+    `authenticate`: the API key -> its principal; any exception means the key is not valid.
+    `mint`: principal -> caller token for the backend, called on every call, so it should
+    reuse tokens (`signer_minter` does).
+    """
+
+    def __init__(
+        self,
+        backends: Mapping[str, str],
+        authenticate: Authenticate,
+        mint: Mint,
+        *,
+        settings: Settings | None = None,
+        max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S,
+    ) -> None:
+        if max_timeout_s <= 0:
+            raise ValueError("max_timeout_s must be positive")
+        self._routes = _routes_of(backends)
+        self._authenticate = authenticate
+        self._mint = mint
+        self._settings = settings or load_settings({})
+        self._max_timeout_s = max_timeout_s
+        self._running: _Running | None = None
+
+    @property
+    def service_names(self) -> list[str]:
+        return sorted({route.service for route in self._routes})
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def add_to(self, server: grpc.aio.Server) -> dict[str, grpc.aio.Channel]:
+        """Registers the proxied methods on `server` and opens one channel per backend
+        target; call from the event loop that will serve."""
+        channels = {t: self._open_channel(t) for t in sorted({r.target for r in self._routes})}
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for route in self._routes:
+            handler = self._handler(route, channels[route.target])
+            by_service.setdefault(route.service, {})[route.method] = handler
+        for service, handlers in by_service.items():
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, handlers),)
+            )
+            # registered methods are matched by gRPC core, cheaper than the generic lookup
+            server.add_registered_method_handlers(service, handlers)
+        return channels
+
+    async def stop(self, grace_s: float) -> None:
+        """Stops serving (in-flight calls get `grace_s`), then closes the backend channels."""
+        running, self._running = self._running, None
+        if running is None:
+            return
+        await running.health.enter_graceful_shutdown()
+        try:
+            await running.server.stop(grace_s)
+        finally:
+            for channel in running.channels.values():
+                await channel.close()
+
+    def _attach(self, running: _Running) -> None:
+        if self._running is not None:
+            raise RuntimeError("this proxy is already serving")
+        self._running = running
+
+    def _open_channel(self, target: str) -> grpc.aio.Channel:
+        limit = self._settings.max_message_bytes
+        # no retry policy here: the caller's own retries apply end to end, not multiplied
+        return grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                # backends are reached directly, never through an HTTP proxy from the env
+                ("grpc.enable_http_proxy", 0),
+            ],
+        )
+
+    def _handler(self, route: _Route, channel: grpc.aio.Channel) -> grpc.RpcMethodHandler:
+        # no (de)serializers on either side: bytes in, bytes out
+        if route.server_streaming:
+            stream_call = channel.unary_stream(route.path, _registered_method=True)
+
+            async def stream(
+                request: bytes, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[bytes]:
+                async for message in self._forward_stream(route, stream_call, request, context):
+                    yield message
+
+            return grpc.unary_stream_rpc_method_handler(stream)
+        unary_call = channel.unary_unary(route.path, _registered_method=True)
+
+        async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self._forward_unary(route, unary_call, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+    async def _forward_unary(
+        self,
+        route: _Route,
+        multicallable: grpc.aio.UnaryUnaryMultiCallable,
+        request: bytes,
+        context: grpc.aio.ServicerContext,
+    ) -> bytes:
+        incoming, request_id = _incoming(context)
+        entry = _CallLog(route)
+        try:
+            forward = await self._prepare(incoming, request_id, context, entry)
+            call = multicallable(request, timeout=forward.timeout_s, metadata=forward.metadata)
+            try:
+                response: bytes = await call
+            except asyncio.CancelledError:
+                # the caller went away or its deadline passed: so does the backend call
+                call.cancel()
+                entry.code = "CANCELLED"
+                raise
+            await _relay_initial(context, await call.initial_metadata())
+            context.set_trailing_metadata(_to_client(await call.trailing_metadata(), request_id))
+            return response
+        except Exception as exc:
+            failure = _failure_of(route, exc, request_id)
+            entry.code = failure.code.name
+            await _abort(context, failure)
+        finally:
+            entry.finish()
+
+    async def _forward_stream(
+        self,
+        route: _Route,
+        multicallable: grpc.aio.UnaryStreamMultiCallable,
+        request: bytes,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[bytes]:
+        incoming, request_id = _incoming(context)
+        entry = _CallLog(route)
+        try:
+            forward = await self._prepare(incoming, request_id, context, entry)
+            call = multicallable(request, timeout=forward.timeout_s, metadata=forward.metadata)
+            try:
+                await _relay_initial(context, await call.initial_metadata())
+                async for message in call:
+                    yield message
+            except (asyncio.CancelledError, GeneratorExit):
+                call.cancel()
+                entry.code = "CANCELLED"
+                raise
+            context.set_trailing_metadata(_to_client(await call.trailing_metadata(), request_id))
+        except Exception as exc:
+            failure = _failure_of(route, exc, request_id)
+            entry.code = failure.code.name
+            await _abort(context, failure)
+        finally:
+            entry.finish()
+
+    async def _prepare(
+        self,
+        incoming: Metadata,
+        request_id: str,
+        context: grpc.aio.ServicerContext,
+        entry: _CallLog,
+    ) -> _Forward:
+        """Authenticates the caller and builds the forwarded call's metadata and timeout;
+        raises DomainError when the call must not be forwarded."""
+        principal = await self._principal_of(incoming)
+        entry.role = principal.role
+        try:
+            token = self._mint(principal)
+        except ValueError as exc:
+            # the key store gave a role or subject the token cannot carry: a gateway bug
+            log.exception("cannot mint a caller token")
+            raise DomainError.internal("internal error") from exc
+        metadata = (
+            ("authorization", f"Bearer {token}"),
+            ("x-request-id", request_id),
+            *_forwardable(incoming),
+        )
+        # computed after authentication, which spent some of the caller's time
+        return _Forward(metadata, self._timeout_s(context))
+
+    async def _principal_of(self, incoming: Metadata) -> Principal:
+        api_key = _api_key_of(incoming)
+        try:
+            return await self._authenticate(api_key)
+        except Exception as exc:
+            # the reason stays in the log: the caller only learns the key is not valid
+            log.info(
+                "authentication failed",
+                extra={"fields": {"error_type": type(exc).__name__}},
+            )
+            raise unauthenticated("API_KEY_INVALID", "API key is not valid") from exc
+
+    def _timeout_s(self, context: grpc.aio.ServicerContext) -> float:
+        remaining: float | None = context.time_remaining()
+        if remaining is None:
+            return self._max_timeout_s
+        # a caller's very long deadline is capped too: bounded everything (DESIGN.md §8)
+        return min(max(remaining, 0.0), self._max_timeout_s)
+
+
+def _routes_of(backends: Mapping[str, str]) -> list[_Route]:
+    routes: list[_Route] = []
+    for service_name, target in sorted(backends.items()):
+        if not target:
+            raise ValueError(f"no backend address for {service_name}")
+        routes += _service_routes(_service_descriptor(service_name), target)
+    return routes
+
+
+def _service_descriptor(name: str) -> ServiceDescriptor:
+    try:
+        found: ServiceDescriptor = descriptor_pool.Default().FindServiceByName(name)
+    except KeyError as exc:
+        raise ValueError(f"unknown service {name}: not in the generated descriptors") from exc
+    return found
+
+
+def _service_routes(service: ServiceDescriptor, target: str) -> list[_Route]:
+    routes = []
+    for method in service.methods:
+        if method.client_streaming:
+            # no service streams requests today; such a method stays UNIMPLEMENTED here
+            log.warning(
+                "client-streaming method not proxied",
+                extra={"fields": {"method": f"/{service.full_name}/{method.name}"}},
+            )
+            continue
+        routes.append(_Route(service.full_name, method.name, target, method.server_streaming))
+    return routes
+
+
+def _api_key_of(incoming: Metadata) -> str:
+    values = [v for k, v in incoming if k == "authorization"]
+    if not values:
+        raise unauthenticated("API_KEY_MISSING", "missing API key (authorization: Bearer)")
+    # two authorization values could be read differently by two hops: refuse both
+    if len(values) > 1 or not isinstance(values[0], str):
+        raise unauthenticated("API_KEY_INVALID", "exactly one authorization value is allowed")
+    scheme, _, key = values[0].partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise unauthenticated("API_KEY_MISSING", "missing API key (authorization: Bearer)")
+    if len(key) > MAX_API_KEY_LEN:
+        raise unauthenticated("API_KEY_INVALID", "API key is not valid")
+    return key
+
+
+def _request_id_of(incoming: Metadata) -> str:
+    for key, value in incoming:
+        if key == "x-request-id" and isinstance(value, str) and _is_request_id(value):
+            return value
+    return new_request_id()
+
+
+def _is_request_id(value: str) -> bool:
+    # it reaches every service's logs: bounded, printable ASCII
+    return 0 < len(value) <= MAX_REQUEST_ID_LEN and value.isascii() and value.isprintable()
+
+
+def _is_transport(key: str) -> bool:
+    if key == STATUS_DETAILS_KEY:
+        return False
+    return key.startswith((":", "grpc-")) or key in _HOP_BY_HOP
+
+
+def _forwardable(incoming: Iterable[tuple[str, str | bytes]]) -> Metadata:
+    """The caller's own metadata that goes on to the backend."""
+    return tuple((k, v) for k, v in incoming if not _is_transport(k) and k not in _REPLACED)
+
+
+def _to_client(backend: Iterable[tuple[str, str | bytes]] | None, request_id: str) -> Metadata:
+    """The backend's metadata for the caller, with the request id (the caller may not have
+    sent one) unless the backend already named it."""
+    kept = tuple((k, v) for k, v in backend or () if not _is_transport(k))
+    if any(k == "x-request-id" for k, _ in kept):
+        return kept
+    return (*kept, ("x-request-id", request_id))
+
+
+async def _relay_initial(
+    context: grpc.aio.ServicerContext, backend: Sequence[tuple[str, str | bytes]] | None
+) -> None:
+    kept = tuple((k, v) for k, v in backend or () if not _is_transport(k))
+    # services send none today; sending an empty set would cost a round of the server loop
+    if kept:
+        await context.send_initial_metadata(kept)
+
+
+def _incoming(context: grpc.aio.ServicerContext) -> tuple[Metadata, str]:
+    """The caller's metadata and the call's request id, which from here on is in the
+    context of every log line about the call."""
+    incoming = tuple(context.invocation_metadata() or ())
+    request_id = _request_id_of(incoming)
+    set_request_id(request_id)
+    return incoming, request_id
+
+
+def _failure_of(route: _Route, exc: Exception, request_id: str) -> _Failure:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        if _from_backend(exc):
+            trailing = _to_client(exc.trailing_metadata(), request_id)
+            return _Failure(exc.code(), exc.details() or "", trailing)
+        # the backend was not reached: say so without its address or the transport's text
+        exc = dataclasses.replace(
+            unavailable("BACKEND_UNAVAILABLE", f"{route.service} is unavailable"),
+            metadata={"service": route.service},
+        )
+    if not isinstance(exc, DomainError):
+        log.exception("unhandled error", extra={"fields": {"method": route.path}})
+        exc = DomainError.internal("internal error")
+    status = to_rpc_status(exc, DOMAIN)
+    return _Failure(
+        grpc_code(exc), status.details, _to_client(status.trailing_metadata, request_id)
+    )
+
+
+def _from_backend(err: grpc.aio.AioRpcError) -> bool:
+    """False for an UNAVAILABLE that gRPC made because no backend answered (connection
+    refused, no address, connection lost); the services' own errors carry status details."""
+    if err.code() != grpc.StatusCode.UNAVAILABLE:
+        return True
+    return any(k == STATUS_DETAILS_KEY for k, _ in err.trailing_metadata() or ())
+
+
+async def _abort(context: grpc.aio.ServicerContext, failure: _Failure) -> NoReturn:
+    await context.abort(failure.code, failure.details, failure.trailing_metadata)
+    raise AssertionError("context.abort returned")  # it raises AbortError
+
+
+async def start_proxy(
+    proxy: GrpcProxy, listen_addr: str = DEFAULT_LISTEN_ADDR
+) -> tuple[grpc.aio.Server, int]:
+    """Serves `proxy` on `listen_addr` (port 0: any free port) with health checking and
+    reflection; returns the server and its port. Stop it with `proxy.stop(grace_s)`."""
+    settings = proxy.settings
+    server = grpc.aio.server(
+        options=server_options(settings),
+        # beyond this many in-flight calls, callers get RESOURCE_EXHAUSTED instead of a queue
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    channels = proxy.add_to(server)
+    names = [*proxy.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    try:
+        port = server.add_insecure_port(listen_addr)
+        proxy._attach(_Running(server, health_servicer, channels))
+    except (RuntimeError, OSError) as exc:
+        for channel in channels.values():
+            await channel.close()
+        raise OSError(f"could not listen on {listen_addr}") from exc
+    await server.start()
+    # the proxy is as healthy as it can tell: backends report their own health
+    for name in ["", *proxy.service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port

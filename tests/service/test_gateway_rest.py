@@ -1,0 +1,151 @@
+"""REST/JSON through the gateway to the real services: routes from the protos, the JSON
+mapping, errors as grpc-gateway maps them, API keys, scopes, rate limits, bounded bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from gateway.keys import create_key, revoke_key
+from gateway.server import GatewaySettings, RunningGateway, start_gateway
+from tests.support.accounts import next_phone, next_request_id
+from tests.support.suite import Suite
+
+SETTINGS = GatewaySettings(
+    http_addr="127.0.0.1:0",
+    rate_per_s=1000,
+    burst=1000,
+    request_timeout_s=5,
+    max_body_bytes=64 * 1024,
+)
+
+
+@pytest.fixture
+async def gateway(suite: Suite) -> AsyncIterator[RunningGateway]:
+    running = await start_gateway(suite.settings, SETTINGS)
+    yield running
+    await running.stop()
+
+
+async def new_key(suite: Suite, role: str) -> str:
+    conn = await asyncpg.connect(suite.dsn)
+    try:
+        _, key = await create_key(conn, f"test {role}", role, None)
+    finally:
+        await conn.close()
+    return key
+
+
+async def call(
+    gateway: RunningGateway,
+    method: str,
+    path: str,
+    key: str | None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    url = f"http://127.0.0.1:{gateway.http_port}{path}"
+    sent = dict(headers or {})
+    if key is not None:
+        sent["Authorization"] = f"Bearer {key}"
+    data = body if isinstance(body, bytes) else (None if body is None else json.dumps(body))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, data=data, headers=sent) as response,
+    ):
+        text = await response.read()
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return response.status, json.loads(text) if text else {}, headers
+
+
+async def test_register_and_read_a_member_through_rest(
+    suite: Suite, gateway: RunningGateway
+) -> None:
+    wallet = await new_key(suite, "wallet-backend")
+    phone = next_phone()
+    status, member, headers = await call(
+        gateway,
+        "POST",
+        "/v1/members",
+        wallet,
+        {"requestId": next_request_id("rest"), "phone": phone, "displayName": "张三"},
+    )
+    assert status == 200, member
+    assert member["name"].startswith("members/") and member["status"] == "MEMBER_STATUS_ACTIVE"
+    assert headers["x-request-id"]
+    status, got, _ = await call(gateway, "GET", f"/v1/{member['name']}", wallet)
+    assert status == 200 and got["name"] == member["name"]
+    assert got["phone"] != phone  # masked by default
+
+
+async def test_errors_map_to_http_statuses_with_error_info(
+    suite: Suite, gateway: RunningGateway
+) -> None:
+    wallet = await new_key(suite, "wallet-backend")
+    status, body, _ = await call(
+        gateway, "POST", "/v1/members", wallet, {"requestId": "r-bad", "phone": "12"}
+    )
+    assert status == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
+    kinds = {d["@type"].rsplit(".", 1)[1] for d in body["error"]["details"]}
+    assert {"ErrorInfo", "BadRequest"} <= kinds
+    status, body, _ = await call(gateway, "GET", "/v1/members/mnosuchmember0000000", wallet)
+    assert status == 404 and body["error"]["status"] == "NOT_FOUND"
+    status, body, _ = await call(gateway, "POST", "/v1/members", wallet, b"{not json")
+    assert status == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
+    status, body, _ = await call(
+        gateway, "POST", "/v1/members", wallet, {"requestId": "r", "nope": 1}
+    )
+    assert status == 400
+    status, body, _ = await call(gateway, "GET", "/v1/nothing/here", wallet)
+    assert status == 404
+
+
+async def test_keys_and_scopes_are_enforced(suite: Suite, gateway: RunningGateway) -> None:
+    settlement = await new_key(suite, "settlement")
+    status, body, _ = await call(gateway, "GET", "/v1/members/mx", None)
+    assert status == 401 and body["error"]["status"] == "UNAUTHENTICATED"
+    status, _, _ = await call(gateway, "GET", "/v1/members/mx", "wm_bogus_key")
+    assert status == 401
+    status, body, _ = await call(gateway, "GET", "/v1/members/mx", settlement)
+    assert status == 403 and body["error"]["status"] == "PERMISSION_DENIED"
+    officer = await new_key(suite, "officer")
+    key_id = officer.split("_")[1]
+    conn = await asyncpg.connect(suite.dsn)
+    try:
+        await revoke_key(conn, key_id)
+    finally:
+        await conn.close()
+
+
+async def test_rate_limits_answer_429_with_retry_after(suite: Suite) -> None:
+    running = await start_gateway(suite.settings, replace(SETTINGS, rate_per_s=0.01, burst=2))
+    try:
+        wallet = await new_key(suite, "wallet-backend")
+        statuses = []
+        for _ in range(3):
+            status, _, headers = await call(running, "GET", "/v1/members/mx", wallet)
+            statuses.append(status)
+        assert statuses[:2] == [404, 404] and statuses[2] == 429
+        assert int(headers["retry-after"]) >= 1
+    finally:
+        await running.stop()
+
+
+async def test_oversized_bodies_are_413(suite: Suite, gateway: RunningGateway) -> None:
+    wallet = await new_key(suite, "wallet-backend")
+    status, _, _ = await call(
+        gateway, "POST", "/v1/members", wallet, b"{" + b" " * (128 * 1024) + b"}"
+    )
+    assert status == 413
+
+
+async def test_openapi_document_lists_every_route(gateway: RunningGateway) -> None:
+    status, document, _ = await call(gateway, "GET", "/openapi.json", None)
+    assert status == 200 and document["openapi"].startswith("3.")
+    assert any("/v1/members" in path for path in document["paths"])
