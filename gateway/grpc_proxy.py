@@ -216,25 +216,29 @@ class GrpcProxy:
     def service_names(self) -> list[str]:
         return sorted({route.service for route in self._routes})
 
-    @property
-    def settings(self) -> Settings:
-        return self._settings
-
-    def add_to(self, server: grpc.aio.Server) -> dict[str, grpc.aio.Channel]:
-        """Registers the proxied methods on `server` and opens one channel per backend
-        target; call from the event loop that will serve."""
-        channels = {t: self._open_channel(t) for t in sorted({r.target for r in self._routes})}
-        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-        for route in self._routes:
-            handler = self._handler(route, channels[route.target])
-            by_service.setdefault(route.service, {})[route.method] = handler
-        for service, handlers in by_service.items():
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(service, handlers),)
-            )
-            # registered methods are matched by gRPC core, cheaper than the generic lookup
-            server.add_registered_method_handlers(service, handlers)
-        return channels
+    async def start(self, listen_addr: str) -> tuple[grpc.aio.Server, int]:
+        """See `start_proxy`."""
+        if self._running is not None:
+            raise RuntimeError("this proxy is already serving")
+        server = _new_server(self._settings)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        channels = self._add_to(server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection(
+            [*self.service_names, health_name, reflection.SERVICE_NAME], server
+        )
+        self._running = _Running(server, health_servicer, channels)
+        try:
+            port = _listen(server, listen_addr)
+            await server.start()
+        except BaseException:
+            await self.stop(0)
+            raise
+        # as healthy as the proxy can tell: each backend reports its own health
+        for name in ["", *self.service_names]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return server, port
 
     async def stop(self, grace_s: float) -> None:
         """Stops serving (in-flight calls get `grace_s`), then closes the backend channels."""
@@ -248,10 +252,21 @@ class GrpcProxy:
             for channel in running.channels.values():
                 await channel.close()
 
-    def _attach(self, running: _Running) -> None:
-        if self._running is not None:
-            raise RuntimeError("this proxy is already serving")
-        self._running = running
+    def _add_to(self, server: grpc.aio.Server) -> dict[str, grpc.aio.Channel]:
+        """Registers the proxied methods on `server`, each calling its backend over one
+        channel per backend target (privacy's four services share one)."""
+        channels = {t: self._open_channel(t) for t in sorted({r.target for r in self._routes})}
+        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        for route in self._routes:
+            handler = self._handler(route, channels[route.target])
+            by_service.setdefault(route.service, {})[route.method] = handler
+        for service, handlers in by_service.items():
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, handlers),)
+            )
+            # registered methods are matched by gRPC core, cheaper than the generic lookup
+            server.add_registered_method_handlers(service, handlers)
+        return channels
 
     def _open_channel(self, target: str) -> grpc.aio.Channel:
         limit = self._settings.max_message_bytes
@@ -304,11 +319,13 @@ class GrpcProxy:
             except asyncio.CancelledError:
                 # the caller went away or its deadline passed: so does the backend call
                 call.cancel()
-                entry.code = "CANCELLED"
                 raise
             await _relay_initial(context, await call.initial_metadata())
             context.set_trailing_metadata(_to_client(await call.trailing_metadata(), request_id))
             return response
+        except asyncio.CancelledError:
+            entry.code = "CANCELLED"
+            raise
         except Exception as exc:
             failure = _failure_of(route, exc, request_id)
             entry.code = failure.code.name
@@ -334,9 +351,11 @@ class GrpcProxy:
                     yield message
             except (asyncio.CancelledError, GeneratorExit):
                 call.cancel()
-                entry.code = "CANCELLED"
                 raise
             context.set_trailing_metadata(_to_client(await call.trailing_metadata(), request_id))
+        except (asyncio.CancelledError, GeneratorExit):
+            entry.code = "CANCELLED"
+            raise
         except Exception as exc:
             failure = _failure_of(route, exc, request_id)
             entry.code = failure.code.name
@@ -449,8 +468,6 @@ def _is_request_id(value: str) -> bool:
 
 
 def _is_transport(key: str) -> bool:
-    if key == STATUS_DETAILS_KEY:
-        return False
     return key.startswith((":", "grpc-")) or key in _HOP_BY_HOP
 
 
@@ -462,7 +479,9 @@ def _forwardable(incoming: Iterable[tuple[str, str | bytes]]) -> Metadata:
 def _to_client(backend: Iterable[tuple[str, str | bytes]] | None, request_id: str) -> Metadata:
     """The backend's metadata for the caller, with the request id (the caller may not have
     sent one) unless the backend already named it."""
-    kept = tuple((k, v) for k, v in backend or () if not _is_transport(k))
+    kept = tuple(
+        (k, v) for k, v in backend or () if k == STATUS_DETAILS_KEY or not _is_transport(k)
+    )
     if any(k == "x-request-id" for k, _ in kept):
         return kept
     return (*kept, ("x-request-id", request_id))
@@ -523,26 +542,20 @@ async def start_proxy(
 ) -> tuple[grpc.aio.Server, int]:
     """Serves `proxy` on `listen_addr` (port 0: any free port) with health checking and
     reflection; returns the server and its port. Stop it with `proxy.stop(grace_s)`."""
-    settings = proxy.settings
-    server = grpc.aio.server(
+    return await proxy.start(listen_addr)
+
+
+def _new_server(settings: Settings) -> grpc.aio.Server:
+    return grpc.aio.server(
         options=server_options(settings),
         # beyond this many in-flight calls, callers get RESOURCE_EXHAUSTED instead of a queue
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    channels = proxy.add_to(server)
-    names = [*proxy.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+
+
+def _listen(server: grpc.aio.Server, listen_addr: str) -> int:
     try:
-        port = server.add_insecure_port(listen_addr)
-        proxy._attach(_Running(server, health_servicer, channels))
-    except (RuntimeError, OSError) as exc:
-        for channel in channels.values():
-            await channel.close()
+        port: int = server.add_insecure_port(listen_addr)
+    except RuntimeError as exc:
         raise OSError(f"could not listen on {listen_addr}") from exc
-    await server.start()
-    # the proxy is as healthy as it can tell: backends report their own health
-    for name in ["", *proxy.service_names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+    return port

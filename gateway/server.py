@@ -25,6 +25,7 @@ from gateway.keys import InvalidApiKey, KeyVerifier
 from gateway.openapi import openapi_document
 from gateway.rate_limit import TokenBuckets
 from gateway.rest import Authenticator, Principal, RestGateway, RestSettings, application
+from gateway.webhook_endpoint import WebhookEndpoint
 from services.runtime.clients import open_channel
 from services.runtime.config import ConfigError, Settings, load_settings
 from services.runtime.db import create_pool, load_migrations, migrate
@@ -52,6 +53,8 @@ class GatewaySettings:
     burst: int
     request_timeout_s: float
     max_body_bytes: int
+    # settlement client id -> its webhook secrets (two while rotating)
+    webhook_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -136,11 +139,20 @@ async def _serve(settings: Settings, gw: GatewaySettings, pool: asyncpg.Pool) ->
     signer = TokenSigner(
         load_or_create_signing_key(settings.keys_dir), settings.token_audience, "gateway"
     )
+    tokens = CallerTokens(signer)
+    hooks = WebhookEndpoint(
+        pool,
+        gw.webhook_secrets,
+        table,
+        channels["membership.points.v1.PointsService"],
+        tokens,
+        gw.request_timeout_s,
+    )
     rest = RestGateway(
         table,
         channels,
         _authenticator(KeyVerifier(pool)),
-        CallerTokens(signer),
+        tokens,
         TokenBuckets(gw.rate_per_s, gw.burst, 100_000),
         RestSettings(gw.request_timeout_s, gw.max_body_bytes),
         time.monotonic,
@@ -152,6 +164,7 @@ async def _serve(settings: Settings, gw: GatewaySettings, pool: asyncpg.Pool) ->
             return web.Response(body=document, content_type="application/json")
 
         app.router.add_get("/openapi.json", openapi)
+        hooks.add_to(app)
 
     runner = web.AppRunner(application(rest, extra), access_log=None)
     await runner.setup()

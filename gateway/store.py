@@ -106,3 +106,28 @@ async def touch_key(conn: Conn, key_id: str, now: datetime, min_interval: timede
         now,
         min_interval,
     )
+
+
+async def get_delivery(conn: Conn, client_id: str, signature: str) -> tuple[int, bytes] | None:
+    """The answer given to an accepted webhook delivery (by its signature), if any."""
+    row = await conn.fetchrow(
+        "SELECT response_status, response_body FROM gateway.webhook_deliveries"
+        " WHERE client_id = $1 AND signature = $2",
+        client_id,
+        signature,
+    )
+    return (row["response_status"], bytes(row["response_body"])) if row else None
+
+
+async def insert_delivery(
+    conn: Conn, client_id: str, signature: str, kind: str, status: int, body: bytes
+) -> None:
+    await conn.execute(
+        "INSERT INTO gateway.webhook_deliveries (client_id, signature, kind, response_status,"
+        " response_body) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        client_id,
+        signature,
+        kind,
+        status,
+        body,
+    )

@@ -546,3 +546,14 @@ def test_only_known_services_can_be_proxied() -> None:
     keys = FakeKeys()
     with pytest.raises(ValueError, match="unknown service"):
         GrpcProxy({"membership.points.v1.NoSuchService": "127.0.0.1:1"}, keys.authenticate, minted)
+
+
+async def test_a_busy_port_fails_cleanly_and_a_proxy_serves_once(
+    fake: tuple[FakeBackend, Proxied],
+) -> None:
+    _, proxied = fake
+    other = GrpcProxy({POINTS: "127.0.0.1:1"}, FakeKeys().authenticate, minted)
+    with pytest.raises(OSError, match="could not listen"):
+        await start_proxy(other, f"127.0.0.1:{proxied.port}")
+    with pytest.raises(RuntimeError, match="already serving"):
+        await start_proxy(proxied.proxy, "127.0.0.1:0")

@@ -4,6 +4,7 @@ mapping, errors as grpc-gateway maps them, API keys, scopes, rate limits, bounde
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 
 from gateway.keys import create_key, revoke_key
 from gateway.server import GatewaySettings, RunningGateway, start_gateway
+from gateway.webhooks import make_signature_header
 from tests.support.accounts import next_phone, next_request_id
+from tests.support.data_rights import balance_of, member_with_ledger, settle
 from tests.support.suite import Suite
 
 SETTINGS = GatewaySettings(
@@ -149,3 +152,56 @@ async def test_openapi_document_lists_every_route(gateway: RunningGateway) -> No
     status, document, _ = await call(gateway, "GET", "/openapi.json", None)
     assert status == 200 and document["openapi"].startswith("3.")
     assert any("/v1/members" in path for path in document["paths"])
+
+
+SECRET = b"s" * 40
+
+
+async def webhook(
+    gateway: RunningGateway, body: bytes, timestamp: int, signature: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {
+        "X-Client-Id": "acme-pay",
+        "X-Timestamp": str(timestamp),
+        "X-Signature": signature or make_signature_header([SECRET], timestamp, body),
+        "Content-Type": "application/json",
+    }
+    status, payload, _ = await call(gateway, "POST", "/v1/webhooks/payments", None, body, headers)
+    return status, payload
+
+
+async def test_signed_webhooks_settle_once_and_replays_get_the_first_answer(
+    suite: Suite,
+) -> None:
+    running = await start_gateway(
+        suite.settings, replace(SETTINGS, webhook_secrets={"acme-pay": (SECRET,)})
+    )
+    try:
+        member_id = await member_with_ledger(suite, payments=0)
+        await settle(suite, member_id)  # points knows the member from here on
+        body = json.dumps(
+            {
+                "member": f"members/{member_id}",
+                "paymentId": "hook-1",
+                "amount": {"currencyCode": "CNY", "amountMinor": "5000"},
+                "merchantId": "m-1",
+                "merchantCategory": "dining",
+                "occurTime": "2026-11-22T08:00:00Z",
+            }
+        ).encode()
+        now = int(time.time())
+        status, first = await webhook(running, body, now)
+        assert status == 200, first
+        again_status, again = await webhook(running, body, now)
+        assert (again_status, again) == (status, first)
+        before = await balance_of(suite, member_id)
+        tampered = body.replace(b"5000", b"9000")
+        bad, _ = await webhook(running, tampered, now, make_signature_header([SECRET], now, body))
+        assert bad == 401
+        stale, _ = await webhook(running, body, now - 3600)
+        assert stale == 401
+        wrong, _ = await webhook(running, body, now, "v1=" + "0" * 64)
+        assert wrong == 401
+        assert await balance_of(suite, member_id) == before
+    finally:
+        await running.stop()
