@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -287,20 +288,13 @@ class GrpcProxy:
         # no (de)serializers on either side: bytes in, bytes out
         if route.server_streaming:
             stream_call = channel.unary_stream(route.path, _registered_method=True)
-
-            async def stream(
-                request: bytes, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[bytes]:
-                async for message in self._forward_stream(route, stream_call, request, context):
-                    yield message
-
-            return grpc.unary_stream_rpc_method_handler(stream)
+            return grpc.unary_stream_rpc_method_handler(
+                functools.partial(self._forward_stream, route, stream_call)
+            )
         unary_call = channel.unary_unary(route.path, _registered_method=True)
-
-        async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._forward_unary(route, unary_call, request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary)
+        return grpc.unary_unary_rpc_method_handler(
+            functools.partial(self._forward_unary, route, unary_call)
+        )
 
     async def _forward_unary(
         self,
@@ -374,12 +368,8 @@ class GrpcProxy:
         raises DomainError when the call must not be forwarded."""
         principal = await self._principal_of(incoming)
         entry.role = principal.role
-        try:
-            token = self._mint(principal)
-        except ValueError as exc:
-            # the key store gave a role or subject the token cannot carry: a gateway bug
-            log.exception("cannot mint a caller token")
-            raise DomainError.internal("internal error") from exc
+        # a principal the token cannot carry (unknown role) is a gateway bug: INTERNAL
+        token = self._mint(principal)
         metadata = (
             ("authorization", f"Bearer {token}"),
             ("x-request-id", request_id),

@@ -91,6 +91,10 @@ class RestGateway:
         self._clock = clock
 
     @property
+    def authenticate(self) -> Authenticator:
+        return self._authenticate
+
+    @property
     def max_body_bytes(self) -> int:
         return self._settings.max_body_bytes
 

@@ -20,6 +20,13 @@ from membership.points.v1 import points_pb2
 from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
 
 from gateway.caller_tokens import CallerTokens
+from gateway.grpc_proxy import (
+    DEFAULT_LISTEN_ADDR,
+    GrpcProxy,
+    backends_from,
+    signer_minter,
+    start_proxy,
+)
 from gateway.http_rules import RouteTable, routes_of
 from gateway.keys import InvalidApiKey, KeyVerifier
 from gateway.openapi import openapi_document
@@ -49,6 +56,7 @@ SERVICES = {
 @dataclass(frozen=True)
 class GatewaySettings:
     http_addr: str
+    grpc_addr: str
     rate_per_s: float
     burst: int
     request_timeout_s: float
@@ -71,6 +79,7 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
 def load_gateway_settings(env: Mapping[str, str]) -> GatewaySettings:
     return GatewaySettings(
         http_addr=env.get("MEMBERSHIP_GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
+        grpc_addr=env.get("MEMBERSHIP_GATEWAY_GRPC_ADDR", DEFAULT_LISTEN_ADDR),
         rate_per_s=_number(env, "MEMBERSHIP_GATEWAY_RATE_PER_S", 50, 0.01, 100_000),
         burst=int(_number(env, "MEMBERSHIP_GATEWAY_BURST", 100, 1, 1_000_000)),
         request_timeout_s=_number(env, "MEMBERSHIP_GATEWAY_TIMEOUT_S", 10, 0.05, 120),
@@ -91,16 +100,19 @@ def route_table() -> RouteTable:
 @dataclass
 class RunningGateway:
     http_port: int
+    grpc_port: int
     pool: asyncpg.Pool
     runner: web.AppRunner
+    proxy: GrpcProxy
     channels: dict[str, grpc.aio.Channel]
     _stopped: bool = field(default=False)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 1.0) -> None:
         if self._stopped:
             return
         self._stopped = True
         try:
+            await self.proxy.stop(grace_s)
             await self.runner.cleanup()
             for channel in self.channels.values():
                 await channel.close()
@@ -170,13 +182,20 @@ async def _serve(settings: Settings, gw: GatewaySettings, pool: asyncpg.Pool) ->
     await runner.setup()
     host, _, port = gw.http_addr.rpartition(":")
     site = web.TCPSite(runner, host, int(port), reuse_port=False)
+    proxy = GrpcProxy(
+        backends_from(settings), rest.authenticate, signer_minter(signer), settings=settings
+    )
     try:
         await site.start()
-    except OSError:
+        _, grpc_port = await start_proxy(proxy, gw.grpc_addr)
+    except BaseException:
+        await proxy.stop(0)
         await runner.cleanup()
+        for channel in channels.values():
+            await channel.close()
         raise
     bound = _bound_port(runner, int(port))
-    return RunningGateway(bound, pool, runner, channels)
+    return RunningGateway(bound, grpc_port, pool, runner, proxy, channels)
 
 
 def _bound_port(runner: web.AppRunner, asked: int) -> int:

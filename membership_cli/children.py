@@ -17,7 +17,11 @@ from pathlib import Path
 from membership_cli.errors import CliError, usage_error
 
 # privacy first: accounts calls it (at request time only, so this is a nicety, not a need)
-START_ORDER = ("privacy", "accounts", "points")
+START_ORDER = ("privacy", "accounts", "points", "gateway")
+GATEWAY = "gateway"
+# the gateway's gRPC pass-through address (what the launcher probes); REST has its own
+GATEWAY_GRPC_ADDR_ENV = "MEMBERSHIP_GATEWAY_GRPC_ADDR"
+GATEWAY_HTTP_ADDR_ENV = "MEMBERSHIP_GATEWAY_HTTP_ADDR"
 STOP_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.1
 
@@ -84,6 +88,9 @@ def child_env(
     env["DATABASE_URL"] = database_url
     env["MEMBERSHIP_KEYS_DIR"] = str(keys_dir)
     for name, addr in addrs.items():
+        if name == GATEWAY:
+            env[GATEWAY_GRPC_ADDR_ENV] = addr
+            continue
         env[f"MEMBERSHIP_{name.upper()}_ADDR"] = addr
         env.setdefault(f"MEMBERSHIP_{name.upper()}_METRICS_ADDR", metrics_addr_for(addr))
     return env
@@ -102,7 +109,8 @@ def spawn(name: str, addr: str, env: Mapping[str, str], quiet_stdout: bool) -> C
     With `quiet_stdout`, a stray write to the child's stdout lands on stderr too, so the
     launcher's own stdout stays one parseable JSON object.
     """
-    argv = [sys.executable, "-m", f"services.{name}"]  # our own interpreter and module
+    module = GATEWAY if name == GATEWAY else f"services.{name}"
+    argv = [sys.executable, "-m", module]  # our own interpreter and module
     stdout = sys.stderr.fileno() if quiet_stdout else None
     process = subprocess.Popen(argv, env=dict(env), stdout=stdout)  # noqa: S603
     return Child(name, addr, process)

@@ -7,6 +7,7 @@ everything and exits 0, a service that dies stops everything and exits 1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import asyncpg
+
+from gateway import keys as gateway_keys
+from gateway import store as gateway_store
 from membership_cli import children as procs
 from membership_cli.embedded_pg import EmbeddedPostgres
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, CliError, usage_error
@@ -72,7 +77,12 @@ def service_addrs() -> dict[str, str]:
         addrs = dict(load_settings().service_addrs)
     except ConfigError as exc:
         raise usage_error(str(exc)) from exc
+    addrs[procs.GATEWAY] = os.environ.get(procs.GATEWAY_GRPC_ADDR_ENV, "127.0.0.1:50050")
     return {name: addrs[name] for name in procs.START_ORDER}
+
+
+def gateway_http_addr() -> str:
+    return os.environ.get(procs.GATEWAY_HTTP_ADDR_ENV, "127.0.0.1:8080")
 
 
 def prepare_data_dir(data_dir: Path) -> Path:
@@ -161,9 +171,15 @@ def token_command(keys_dir: Path) -> str:
 
 
 def announce(
-    children: list[procs.Child], db: Database, keys_dir: Path, data_dir: Path, as_json: bool
+    children: list[procs.Child],
+    db: Database,
+    keys_dir: Path,
+    data_dir: Path,
+    as_json: bool,
+    admin_key: str | None = None,
 ) -> None:
     hint = token_command(keys_dir)
+    rest = f"http://{gateway_http_addr()}"
     if as_json:
         summary = {
             "status": SERVING,
@@ -173,12 +189,18 @@ def announce(
             "data_dir": str(data_dir),
             "keys_dir": str(keys_dir),
             "token_command": hint,
+            "gateway": {"rest": rest, "openapi": f"{rest}/openapi.json"},
+            # printed once, the first time; only its hash is stored
+            "bootstrap_admin_key": admin_key,
         }
         print(json.dumps(summary), flush=True)
         return
     where = "embedded PostgreSQL" if db.embedded else "DATABASE_URL"
     lines = [f"membership suite is serving (database: {where})"]
     lines += [f"  {c.name:<9} {c.addr:<21} pid {c.pid}" for c in children]
+    lines += [f"  REST      {rest}  (OpenAPI: {rest}/openapi.json)"]
+    if admin_key:
+        lines += [f"Bootstrap admin API key (shown once, stored only as a hash): {admin_key}"]
     lines += [f"Get a caller token:  {hint}", "Check health:        membership health"]
     lines += ["Stop with Ctrl-C."]
     print("\n".join(lines), flush=True)
@@ -188,13 +210,14 @@ def run_services(
     options: RunOptions, db: Database, keys_dir: Path, data_dir: Path, stop: StopSignal
 ) -> int:
     addrs = service_addrs()
+    admin_key = bootstrap_admin_key(db.url)
     env = procs.child_env(os.environ, db.url, keys_dir, addrs)
     children = procs.spawn_all(addrs, env, quiet_stdout=options.json_output)
     try:
         if not wait_until_serving(children, options.startup_timeout_s, stop):
             note("stop requested during startup")
             return EXIT_OK
-        announce(children, db, keys_dir, data_dir, options.json_output)
+        announce(children, db, keys_dir, data_dir, options.json_output, admin_key)
         return supervise(children, stop)
     finally:
         killed = procs.stop_all(children)
@@ -202,11 +225,29 @@ def run_services(
             note(f"killed after {procs.STOP_GRACE_S:g} s: {', '.join(killed)}")
 
 
+def bootstrap_admin_key(database_url: str) -> str | None:
+    """An admin API key the first time the suite runs (none exists yet); None afterwards."""
+    return asyncio.run(_bootstrap_admin_key(database_url))
+
+
+async def _bootstrap_admin_key(database_url: str) -> str | None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await gateway_store.migrate_schema(conn)
+        if await gateway_keys.list_keys(conn, limit=1):
+            return None
+        _, key = await gateway_keys.create_key(conn, "bootstrap admin", "admin", None)
+        return key
+    finally:
+        await conn.close()
+
+
 def run(options: RunOptions) -> int:
     stop = StopSignal()
     stop.install()
     for name, addr in service_addrs().items():
         procs.ensure_addr_free(name, addr)
+    procs.ensure_addr_free("gateway (REST)", gateway_http_addr())
     data_dir = prepare_data_dir(options.data_dir)
     keys_dir = prepare_keys(data_dir, os.environ)
     with database(data_dir, os.environ) as db:

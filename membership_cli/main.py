@@ -105,10 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    try:
-        addrs = dict(load_settings().service_addrs)
-    except ConfigError as exc:
-        raise usage_error(str(exc)) from exc
+    addrs = launcher.service_addrs()  # the services and the gateway's gRPC side
     statuses = probe_all(addrs, args.timeout_s)
     healthy = all(status == SERVING for status in statuses.values())
     if args.json:

@@ -30,7 +30,7 @@ from membership.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-SERVICES = ("accounts", "points", "privacy")
+SERVICES = ("accounts", "points", "privacy", "gateway")
 # personal information the launcher's output must never show
 PHONE = "13800138000"
 FIRST_NAME = "Zhang Xiaoming"
@@ -99,6 +99,9 @@ def suite_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MEMBERSHIP_KEYS_DIR")}
     for name in SERVICES:
         env[f"MEMBERSHIP_{name.upper()}_ADDR"] = f"127.0.0.1:{_free_port()}"
+    # the gateway: its gRPC pass-through (probed like a service) and its REST port
+    env["MEMBERSHIP_GATEWAY_GRPC_ADDR"] = env.pop("MEMBERSHIP_GATEWAY_ADDR")
+    env["MEMBERSHIP_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{_free_port()}"
     return env
 
 

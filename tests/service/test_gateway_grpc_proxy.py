@@ -557,3 +557,19 @@ async def test_a_busy_port_fails_cleanly_and_a_proxy_serves_once(
         await start_proxy(other, f"127.0.0.1:{proxied.port}")
     with pytest.raises(RuntimeError, match="already serving"):
         await start_proxy(proxied.proxy, "127.0.0.1:0")
+
+
+async def test_a_principal_the_token_cannot_carry_is_an_internal_error() -> None:
+    def refuse(principal: Principal) -> str:
+        raise ValueError(f"unknown role {principal.role!r}")
+
+    keys = FakeKeys()
+    # the backend is unreachable: a forwarded call would be UNAVAILABLE
+    proxy = GrpcProxy({POINTS: "127.0.0.1:1"}, keys.authenticate, refuse)
+    async with serving(proxy, keys) as broken:
+        err = await expect_error(
+            broken.raw(GET_BALANCE)(b"", metadata=key("wallet")),
+            grpc.StatusCode.INTERNAL,
+            reason="INTERNAL",
+        )
+    assert (err.domain, err.message) == ("gateway.membership", "internal error")

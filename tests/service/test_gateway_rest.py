@@ -11,7 +11,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import grpc
 import pytest
+from membership.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 
 from gateway.keys import create_key, revoke_key
 from gateway.server import GatewaySettings, RunningGateway, start_gateway
@@ -22,6 +24,7 @@ from tests.support.suite import Suite
 
 SETTINGS = GatewaySettings(
     http_addr="127.0.0.1:0",
+    grpc_addr="127.0.0.1:0",
     rate_per_s=1000,
     burst=1000,
     request_timeout_s=5,
@@ -205,3 +208,24 @@ async def test_signed_webhooks_settle_once_and_replays_get_the_first_answer(
         assert await balance_of(suite, member_id) == before
     finally:
         await running.stop()
+
+
+async def test_the_grpc_pass_through_uses_the_same_keys(
+    suite: Suite, gateway: RunningGateway
+) -> None:
+    wallet = await new_key(suite, "wallet-backend")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
+    try:
+        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+        member = await stub.RegisterMember(
+            accounts_pb2.RegisterMemberRequest(
+                request_id=next_request_id("pt"), phone=next_phone()
+            ),
+            metadata=(("authorization", f"Bearer {wallet}"),),
+        )
+        assert member.name.startswith("members/")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.GetMember(accounts_pb2.GetMemberRequest(name=member.name))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await channel.close()

@@ -133,6 +133,7 @@ def test_health_reports_unreachable_services_and_exits_1(
 ) -> None:
     for name in procs.START_ORDER:
         monkeypatch.setenv(f"MEMBERSHIP_{name.upper()}_ADDR", _free_addr())
+    monkeypatch.setenv(procs.GATEWAY_GRPC_ADDR_ENV, _free_addr())
     assert main(["health", "--json", "--timeout-s", "0.5"]) == EXIT_FAILURE
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False
