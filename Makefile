@@ -45,6 +45,7 @@ bench: $(GEN_STAMP)
 	$(BIN)/python -m tests.bench.bench_accounts
 	$(BIN)/python -m tests.bench.bench_settlement
 	$(BIN)/python -m tests.bench.bench_privacy
+	$(BIN)/python -m tests.bench.bench_gateway
 
 clean:
 	rm -rf gen $(VENV)

@@ -19,6 +19,7 @@ from membership.accounts.v1 import accounts_pb2
 from membership.points.v1 import points_pb2
 from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
 
+from gateway import console
 from gateway.caller_tokens import CallerTokens
 from gateway.grpc_proxy import (
     DEFAULT_LISTEN_ADDR,
@@ -177,6 +178,7 @@ async def _serve(settings: Settings, gw: GatewaySettings, pool: asyncpg.Pool) ->
 
         app.router.add_get("/openapi.json", openapi)
         hooks.add_to(app)
+        console.add_to(app, rest)
 
     runner = web.AppRunner(application(rest, extra), access_log=None)
     await runner.setup()

@@ -1,0 +1,383 @@
+"""The compliance console at `/console`: a static page for officers and the few endpoints
+behind it.
+
+An officer signs in once with an API key (`POST /console/session`); the key stays in this
+process's memory, bound to a random 256-bit session id sent as an HttpOnly, SameSite=Strict
+cookie scoped to `/console`. The page then calls the REST API through
+`/console/api/{path}`, which hands the call to the gateway's own REST handler with the
+session's key, so the key never reaches the browser's JavaScript and every call is
+authenticated, scoped, rate limited and audited exactly like a direct one (a revoked key
+stops working within the key cache's lifetime).
+
+State-changing calls need the session's CSRF token in `X-CSRF-Token` (returned on sign-in
+and by `GET /console/session`; cross-origin pages cannot read either). Only masked views
+of members are reachable: a `view` other than MASKED is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.rest import RestGateway
+
+STATIC = Path(__file__).parent / "console_static"
+COOKIE = "wm_console"
+CSRF_HEADER = "X-CSRF-Token"
+CONSOLE_ROLES = frozenset({"officer", "admin"})
+SESSION_TTL_S = 8 * 3600.0  # absolute lifetime
+IDLE_TTL_S = 30 * 60.0  # signed out after this long without a call
+MAX_SESSIONS = 1000
+MAX_EXPORT_PARTS = 4096  # 1 MiB parts: 4 GiB, far above any bundle
+_STATIC_TYPES = {
+    "index.html": "text/html",
+    "console.js": "application/javascript",
+    "console.css": "text/css",
+}
+# what the console may call through its proxy (the key's role still bounds it)
+_ALLOWED = (
+    ("GET", re.compile(r"/v1/dataRequests")),
+    ("GET", re.compile(r"/v1/dataRequests/[^/:]+")),
+    ("POST", re.compile(r"/v1/dataRequests/[^/:]+:(verifyIdentity|approve|reject|extendDeadline)")),
+    ("GET", re.compile(r"/v1/purposes")),
+    ("GET", re.compile(r"/v1/auditEvents(:verifyChain)?")),
+    ("GET", re.compile(r"/v1/members/[^/:]+")),
+)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass
+class Session:
+    api_key: str
+    key_id: str
+    role: str
+    csrf: str
+    created: float
+    last_seen: float
+
+
+class Sessions:
+    """Sessions in memory, by the SHA-256 of their id (a memory dump shows no usable id);
+    at most `max_sessions`, the least recently used forgotten first."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = SESSION_TTL_S,
+        idle_s: float = IDLE_TTL_S,
+        max_sessions: int = MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._by_hash: OrderedDict[bytes, Session] = OrderedDict()
+        self._ttl_s = ttl_s
+        self._idle_s = idle_s
+        self._max = max_sessions
+        self._clock = clock
+
+    @staticmethod
+    def _hash(session_id: str) -> bytes:
+        return hashlib.sha256(session_id.encode()).digest()
+
+    def open(self, api_key: str, key_id: str, role: str) -> tuple[str, Session]:
+        now = self._clock()
+        self._sweep(now)
+        session_id = secrets.token_urlsafe(32)  # 256 bits
+        session = Session(api_key, key_id, role, secrets.token_urlsafe(32), now, now)
+        self._by_hash[self._hash(session_id)] = session
+        while len(self._by_hash) > self._max:
+            self._by_hash.popitem(last=False)
+        return session_id, session
+
+    def get(self, session_id: str | None) -> Session | None:
+        if not session_id or len(session_id) > 100:
+            return None
+        key = self._hash(session_id)
+        session = self._by_hash.get(key)
+        if session is None:
+            return None
+        now = self._clock()
+        if now - session.created >= self._ttl_s or now - session.last_seen >= self._idle_s:
+            del self._by_hash[key]
+            return None
+        session.last_seen = now
+        self._by_hash.move_to_end(key)
+        return session
+
+    def close(self, session_id: str | None) -> None:
+        if session_id:
+            self._by_hash.pop(self._hash(session_id), None)
+
+    def _sweep(self, now: float) -> None:
+        stale = [
+            key
+            for key, s in self._by_hash.items()
+            if now - s.created >= self._ttl_s or now - s.last_seen >= self._idle_s
+        ]
+        for key in stale:
+            del self._by_hash[key]
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+def _json(status: int, payload: dict[str, Any]) -> web.Response:
+    return web.json_response(payload, status=status, headers=_SECURITY_HEADERS)
+
+
+def _refusal(status: int, reason: str, text: str) -> web.Response:
+    return _json(status, {"error": {"code": status, "reason": reason, "message": text}})
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser names the page's origin on POSTs; a foreign one is refused (no login CSRF)."""
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host
+
+
+class Console:
+    def __init__(self, rest: RestGateway, sessions: Sessions | None = None) -> None:
+        self._rest = rest
+        self.sessions = sessions or Sessions()
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_get("/console", self._redirect)
+        app.router.add_get("/console/", self._page)
+        app.router.add_get("/console/static/{file}", self._static)
+        app.router.add_get("/console/session", self._whoami)
+        app.router.add_post("/console/session", self._sign_in)
+        app.router.add_delete("/console/session", self._sign_out)
+        app.router.add_post("/console/export/{request_id}", self._export)
+        app.router.add_route("*", "/console/api/{tail:.*}", self._proxy)
+
+    # --- page -------------------------------------------------------------------------
+
+    async def _redirect(self, _: web.Request) -> web.Response:
+        raise web.HTTPFound("/console/")
+
+    async def _page(self, _: web.Request) -> web.FileResponse:
+        return self._file("index.html")
+
+    async def _static(self, request: web.Request) -> web.FileResponse:
+        return self._file(request.match_info["file"])
+
+    def _file(self, name: str) -> web.FileResponse:
+        content_type = _STATIC_TYPES.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound()
+        response = web.FileResponse(STATIC / name, headers=_SECURITY_HEADERS)
+        response.content_type = content_type
+        return response
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def _session(self, request: web.Request) -> Session | None:
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    async def _whoami(self, request: web.Request) -> web.Response:
+        session = self._session(request)
+        if session is None:
+            return _refusal(401, "SIGNED_OUT", "not signed in")
+        return _json(200, _session_json(session))
+
+    async def _sign_in(self, request: web.Request) -> web.Response:
+        if not _same_origin(request):
+            return _refusal(403, "CROSS_ORIGIN", "cross-origin sign-in refused")
+        form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+        try:
+            if form:
+                api_key = str((await request.post()).get("api_key", ""))
+            else:
+                body = await request.json()
+                api_key = str(body.get("api_key", "")) if isinstance(body, dict) else ""
+        except (ValueError, UnicodeDecodeError):
+            return _refusal(400, "INVALID_REQUEST", "send api_key as JSON or a form")
+        api_key = api_key.strip()
+        if not api_key:
+            return _refusal(400, "API_KEY_MISSING", "an API key is required")
+        try:
+            principal = await self._rest.authenticate(api_key)
+        except PermissionError:
+            return _refusal(401, "API_KEY_INVALID", "the API key is not valid")
+        if principal.role not in CONSOLE_ROLES:
+            return _refusal(403, "ROLE_NOT_ALLOWED", "the console is for officer and admin keys")
+        session_id, session = self.sessions.open(api_key, principal.key_id, principal.role)
+        response: web.Response
+        if form:
+            response = web.Response(
+                status=303, headers={**_SECURITY_HEADERS, "Location": "/console/"}
+            )
+        else:
+            response = _json(200, _session_json(session))
+        response.set_cookie(
+            COOKIE,
+            session_id,
+            path="/console",
+            httponly=True,
+            samesite="Strict",
+            secure=_secure(request),
+            max_age=int(SESSION_TTL_S),
+        )
+        return response
+
+    async def _sign_out(self, request: web.Request) -> web.Response:
+        session = self._session(request)
+        if session is not None:
+            refused = _csrf_refusal(request, session)
+            if refused is not None:
+                return refused
+            self.sessions.close(request.cookies.get(COOKIE))
+        response = _json(200, {"signed_out": True})
+        response.del_cookie(COOKIE, path="/console")
+        return response
+
+    def _guard(self, request: web.Request) -> Session | web.Response:
+        session = self._session(request)
+        if session is None:
+            return _refusal(401, "SIGNED_OUT", "not signed in")
+        if request.method not in ("GET", "HEAD"):
+            refused = _csrf_refusal(request, session)
+            if refused is not None:
+                return refused
+        return session
+
+    # --- REST calls -------------------------------------------------------------------
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        session = self._guard(request)
+        if isinstance(session, web.Response):
+            return session
+        raw = request.raw_path
+        path, _, _ = raw.partition("?")
+        tail = path.removeprefix("/console/api")
+        if not any(m == request.method and p.fullmatch(tail) for m, p in _ALLOWED):
+            return _refusal(403, "NOT_IN_CONSOLE", "the console does not make this call")
+        views = request.query.getall("view", [])
+        if any(v not in ("MASKED", "MEMBER_VIEW_MASKED") for v in views):
+            return _refusal(403, "MASKED_ONLY", "the console shows masked member data only")
+        # the inner request reads the body from the connection itself (bounded the same way)
+        response = await self._call(request, session, request.method, raw[len("/console/api") :])
+        response.headers.update(_SECURITY_HEADERS)
+        return response
+
+    async def _call(
+        self,
+        request: web.Request,
+        session: Session,
+        method: str,
+        rel_url: str,
+        body: bytes | None = None,
+    ) -> web.StreamResponse:
+        """The REST gateway's answer to the call made with the session's key. `body` None:
+        the console request's own body (unread so far); otherwise this body instead."""
+        headers = CIMultiDict(
+            {"Authorization": f"Bearer {session.api_key}", "Content-Type": "application/json"}
+        )
+        for name in ("Idempotency-Key", "X-Request-Id"):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        inner = request.clone(method=method, rel_url=URL(rel_url, encoded=True), headers=headers)
+        if body is not None:
+            # aiohttp reads a body once and keeps it here; a made-up body goes in its place
+            inner._read_bytes = body
+        return await self._rest.handle(inner)
+
+    async def _export(self, request: web.Request) -> web.StreamResponse:
+        """Every part of a new download of the request's export, joined into one ZIP."""
+        session = self._guard(request)
+        if isinstance(session, web.Response):
+            return session
+        request_id = request.match_info["request_id"]
+        if not _REQUEST_ID.fullmatch(request_id):
+            return _refusal(400, "INVALID_REQUEST", "not a data request id")
+        archive = await self._download(request, session, request_id)
+        if not isinstance(archive, bytes):
+            if isinstance(archive, web.Response):
+                archive.headers.update(_SECURITY_HEADERS)
+            return archive
+        return web.Response(
+            body=archive,
+            content_type="application/zip",
+            headers={
+                **_SECURITY_HEADERS,
+                "Content-Disposition": f'attachment; filename="export-{request_id}.zip"',
+            },
+        )
+
+    async def _download(
+        self, request: web.Request, session: Session, request_id: str
+    ) -> bytes | web.StreamResponse:
+        """The joined archive, or the first refusal (the service's or a broken part's)."""
+        path = f"/v1/dataRequests/{request_id}/export:download"
+        parts: list[bytes] = []
+        token = ""
+        digest = b""
+        for _ in range(MAX_EXPORT_PARTS):
+            body = json.dumps({"pageToken": token}).encode()
+            reply = await self._call(request, session, "POST", path, body)
+            if not isinstance(reply, web.Response) or reply.status != 200:
+                return reply
+            try:
+                part = json.loads(reply.body if isinstance(reply.body, bytes) else b"")
+                parts.append(base64.b64decode(part.get("archivePart", ""), validate=True))
+                digest = base64.b64decode(part.get("archiveSha256", ""), validate=True)
+            except (binascii.Error, ValueError, AttributeError):
+                return _refusal(502, "BAD_EXPORT", "an export part could not be read")
+            token = part.get("nextPageToken", "")
+            if not token:
+                break
+        else:
+            return _refusal(502, "BAD_EXPORT", "the export has too many parts")
+        archive = b"".join(parts)
+        if digest and not hmac.compare_digest(hashlib.sha256(archive).digest(), digest):
+            return _refusal(502, "BAD_EXPORT", "the export parts do not join up")
+        return archive
+
+
+def _session_json(session: Session) -> dict[str, Any]:
+    return {"role": session.role, "key_id": session.key_id, "csrf_token": session.csrf}
+
+
+def _csrf_refusal(request: web.Request, session: Session) -> web.Response | None:
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+        return _refusal(403, "CSRF_TOKEN_INVALID", f"the {CSRF_HEADER} header is missing or wrong")
+    return None
+
+
+def add_to(app: web.Application, rest: RestGateway) -> Console:
+    """Serves the console on `app` (before the REST catch-all route)."""
+    console = Console(rest)
+    console.add_to(app)
+    return console
