@@ -10,8 +10,8 @@ authenticated, scoped, rate limited and audited exactly like a direct one (a rev
 stops working within the key cache's lifetime).
 
 State-changing calls need the session's CSRF token in `X-CSRF-Token` (returned on sign-in
-and by `GET /console/session`; cross-origin pages cannot read either). Only masked views
-of members are reachable: a `view` other than MASKED is refused.
+and by `GET /console/session`; cross-origin pages cannot read either). Members are shown
+masked; a FULL view needs a stated purpose (the privacy service audits the decryption).
 """
 
 from __future__ import annotations
@@ -284,8 +284,10 @@ class Console:
         if not any(m == request.method and p.fullmatch(tail) for m, p in _ALLOWED):
             return _refusal(403, "NOT_IN_CONSOLE", "the console does not make this call")
         views = request.query.getall("view", [])
-        if any(v not in ("MASKED", "MEMBER_VIEW_MASKED") for v in views):
-            return _refusal(403, "MASKED_ONLY", "the console shows masked member data only")
+        purpose = request.query.get("purpose", "").strip()
+        if any(v not in ("MASKED", "MEMBER_VIEW_MASKED") for v in views) and not purpose:
+            # in clear only with a stated purpose, which the privacy service audits
+            return _refusal(403, "PURPOSE_REQUIRED", "state a purpose to see a member in clear")
         # the inner request reads the body from the connection itself (bounded the same way)
         response = await self._call(request, session, request.method, raw[len("/console/api") :])
         response.headers.update(_SECURITY_HEADERS)

@@ -168,6 +168,7 @@
       el("span", { class: "muted" }, `${when(e.createTime)} by ${e.actor || "?"}`),
       e.note ? el("div", { class: "muted" }, e.note) : "")));
     $("#export-btn").disabled = !(r.export && !r.export.purged);
+    $("#member-fields").replaceChildren();
     $("#detail").hidden = false;
   }
 
@@ -233,6 +234,36 @@
     } catch (err) {
       say(`Download refused: ${err.message}`, true);
     }
+  });
+
+  async function showMember(purpose) {
+    if (!current) return;
+    const query = purpose
+      ? `?view=MEMBER_VIEW_FULL&purpose=${encodeURIComponent(purpose)}`
+      : "";
+    try {
+      const m = await api("GET", `${current.member}${query}`);
+      const fields = [
+        ["View", label(m.view || "MEMBER_VIEW_MASKED", "MEMBER_VIEW_")],
+        ["Phone", m.phone || ""], ["Email", m.email || ""], ["Name", m.displayName || ""],
+        ["Status", label(m.status, "MEMBER_STATUS_")],
+      ];
+      $("#member-fields").replaceChildren(
+        ...fields.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    } catch (err) {
+      say(`Member refused: ${err.message}`, true);
+    }
+  }
+
+  $("#member-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const purpose = $("#member-purpose").value.trim();
+    if (!purpose) {
+      say("State a purpose to see the member in clear; without one the view stays masked.", true);
+      showMember("");
+      return;
+    }
+    showMember(purpose).then(() => { $("#member-purpose").value = ""; });
   });
 
   // --- consent and audit -----------------------------------------------------------

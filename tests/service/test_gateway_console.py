@@ -21,7 +21,7 @@ from yarl import URL
 from gateway.server import RunningGateway
 from tests.service.test_data_request_lifecycle import rights
 from tests.service.test_gateway_rest import gateway, new_key
-from tests.support.accounts import register
+from tests.support.accounts import fetchval, next_phone, register
 from tests.support.data_rights import create, fulfilled, member_with_ledger
 from tests.support.suite import Suite
 
@@ -187,7 +187,8 @@ async def test_signing_out_ends_the_session(
 async def test_the_proxy_calls_only_console_routes_and_masked_views(
     suite: Suite, gateway: RunningGateway, browser_session: aiohttp.ClientSession
 ) -> None:
-    member = await register(suite)
+    phone = next_phone()
+    member = await register(suite, phone)
     console = Console(gateway, browser_session)
     await console.sign_in(await new_key(suite, "officer"))
     status, got, _ = await console.request("GET", f"/console/api/v1/members/{member.member_id}")
@@ -195,7 +196,21 @@ async def test_the_proxy_calls_only_console_routes_and_masked_views(
     status, body, _ = await console.request(
         "GET", f"/console/api/v1/members/{member.member_id}?view=MEMBER_VIEW_FULL"
     )
-    assert status == 403 and reason_of(body) == "MASKED_ONLY"
+    assert status == 403 and reason_of(body) == "PURPOSE_REQUIRED"
+    # in clear with a stated purpose, and the privacy service audits the decryption
+    status, full, _ = await console.request(
+        "GET",
+        f"/console/api/v1/members/{member.member_id}"
+        "?view=MEMBER_VIEW_FULL&purpose=dsr%20identity%20check",
+    )
+    assert status == 200 and "*" not in full["phone"] and full["phone"].endswith(phone[-8:])
+    audited = await fetchval(
+        suite.dsn,
+        "SELECT count(*) FROM privacy.audit_log WHERE action = 'fields.decrypt'"
+        " AND subject_id = $1 AND purpose = 'dsr identity check'",
+        member.member_id,
+    )
+    assert audited == 1
     status, body, _ = await console.request("POST", "/console/api/v1/keyRing:rotate", {})
     assert status == 403 and reason_of(body) == "NOT_IN_CONSOLE"
     status, got, _ = await console.request("GET", "/console/api/v1/purposes")
