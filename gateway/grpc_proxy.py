@@ -24,24 +24,27 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 import grpc
-from google.protobuf import descriptor_pool
-from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 # imported for their side effect too: they put the services' descriptors in the default pool
-from membership.accounts.v1 import accounts_pb2
-from membership.points.v1 import points_pb2
-from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
-
 from gateway.caller_tokens import CallerTokens
+from gateway.proxy_metadata import (
+    STATUS_DETAILS_KEY,
+    Metadata,
+    api_key_of,
+    forwardable,
+    incoming_of,
+    relay_initial,
+    to_client,
+)
+from gateway.proxy_routes import SERVICE_OWNERS, ProxyRoute, routes_of
 from services.runtime.config import Settings, load_settings
-from services.runtime.context import MAX_REQUEST_ID_LEN, new_request_id, set_request_id
 from services.runtime.errors import DomainError, unauthenticated, unavailable
 from services.runtime.identity import TokenSigner
 from services.runtime.metrics import observe_rpc
@@ -54,43 +57,6 @@ DEFAULT_LISTEN_ADDR = "127.0.0.1:50050"
 DOMAIN = "gateway.membership"
 # the forwarded call's timeout when the caller set no deadline, and the most it ever gets
 DEFAULT_MAX_TIMEOUT_S = 30.0
-MAX_API_KEY_LEN = 512
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
-
-# Never forwarded either way: HTTP/2 pseudo-headers and grpc-* are the transport's own,
-# hop-by-hop headers describe one connection, and user-agent is set by each hop's library.
-# `authorization` and `x-request-id` are replaced with the proxy's own values.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-type",
-        "user-agent",
-    }
-)
-_REPLACED = frozenset({"authorization", "x-request-id"})
-
-SERVICE_OWNERS: dict[str, str] = {
-    service.full_name: owner
-    for module, owner in (
-        (accounts_pb2, "accounts"),
-        (points_pb2, "points"),
-        (field_crypto_pb2, "privacy"),
-        (consent_pb2, "privacy"),
-        (data_rights_pb2, "privacy"),
-        (audit_pb2, "privacy"),
-    )
-    for service in module.DESCRIPTOR.services_by_name.values()
-}
-
-Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 class Principal(Protocol):
@@ -125,20 +91,6 @@ def signer_minter(signer: TokenSigner) -> Mint:
 
 
 @dataclass(frozen=True)
-class _Route:
-    """One proxied method: `/package.Service/Method` and the backend that owns it."""
-
-    service: str
-    method: str
-    target: str
-    server_streaming: bool
-
-    @property
-    def path(self) -> str:
-        return f"/{self.service}/{self.method}"
-
-
-@dataclass(frozen=True)
 class _Forward:
     """What the forwarded call carries, decided before it is made."""
 
@@ -163,7 +115,7 @@ class _Running:
 class _CallLog:
     """Outcome, role and duration of one proxied call, for the access log and metrics."""
 
-    def __init__(self, route: _Route) -> None:
+    def __init__(self, route: ProxyRoute) -> None:
         self.route = route
         self.code = "OK"
         self.role = ""
@@ -206,7 +158,7 @@ class GrpcProxy:
     ) -> None:
         if max_timeout_s <= 0:
             raise ValueError("max_timeout_s must be positive")
-        self._routes = _routes_of(backends)
+        self._routes = routes_of(backends)
         self._authenticate = authenticate
         self._mint = mint
         self._settings = settings or load_settings({})
@@ -284,7 +236,7 @@ class GrpcProxy:
             ],
         )
 
-    def _handler(self, route: _Route, channel: grpc.aio.Channel) -> grpc.RpcMethodHandler:
+    def _handler(self, route: ProxyRoute, channel: grpc.aio.Channel) -> grpc.RpcMethodHandler:
         # no (de)serializers on either side: bytes in, bytes out
         if route.server_streaming:
             stream_call = channel.unary_stream(route.path, _registered_method=True)
@@ -298,12 +250,12 @@ class GrpcProxy:
 
     async def _forward_unary(
         self,
-        route: _Route,
+        route: ProxyRoute,
         multicallable: grpc.aio.UnaryUnaryMultiCallable,
         request: bytes,
         context: grpc.aio.ServicerContext,
     ) -> bytes:
-        incoming, request_id = _incoming(context)
+        incoming, request_id = incoming_of(context)
         entry = _CallLog(route)
         try:
             forward = await self._prepare(incoming, request_id, context, entry)
@@ -314,8 +266,8 @@ class GrpcProxy:
                 # the caller went away or its deadline passed: so does the backend call
                 call.cancel()
                 raise
-            await _relay_initial(context, await call.initial_metadata())
-            context.set_trailing_metadata(_to_client(await call.trailing_metadata(), request_id))
+            await relay_initial(context, await call.initial_metadata())
+            context.set_trailing_metadata(to_client(await call.trailing_metadata(), request_id))
             return response
         except asyncio.CancelledError:
             entry.code = "CANCELLED"
@@ -329,24 +281,24 @@ class GrpcProxy:
 
     async def _forward_stream(
         self,
-        route: _Route,
+        route: ProxyRoute,
         multicallable: grpc.aio.UnaryStreamMultiCallable,
         request: bytes,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes]:
-        incoming, request_id = _incoming(context)
+        incoming, request_id = incoming_of(context)
         entry = _CallLog(route)
         try:
             forward = await self._prepare(incoming, request_id, context, entry)
             call = multicallable(request, timeout=forward.timeout_s, metadata=forward.metadata)
             try:
-                await _relay_initial(context, await call.initial_metadata())
+                await relay_initial(context, await call.initial_metadata())
                 async for message in call:
                     yield message
             except (asyncio.CancelledError, GeneratorExit):
                 call.cancel()
                 raise
-            context.set_trailing_metadata(_to_client(await call.trailing_metadata(), request_id))
+            context.set_trailing_metadata(to_client(await call.trailing_metadata(), request_id))
         except (asyncio.CancelledError, GeneratorExit):
             entry.code = "CANCELLED"
             raise
@@ -373,13 +325,13 @@ class GrpcProxy:
         metadata = (
             ("authorization", f"Bearer {token}"),
             ("x-request-id", request_id),
-            *_forwardable(incoming),
+            *forwardable(incoming),
         )
         # computed after authentication, which spent some of the caller's time
         return _Forward(metadata, self._timeout_s(context))
 
     async def _principal_of(self, incoming: Metadata) -> Principal:
-        api_key = _api_key_of(incoming)
+        api_key = api_key_of(incoming)
         try:
             return await self._authenticate(api_key)
         except Exception as exc:
@@ -398,107 +350,10 @@ class GrpcProxy:
         return min(max(remaining, 0.0), self._max_timeout_s)
 
 
-def _routes_of(backends: Mapping[str, str]) -> list[_Route]:
-    routes: list[_Route] = []
-    for service_name, target in sorted(backends.items()):
-        if not target:
-            raise ValueError(f"no backend address for {service_name}")
-        routes += _service_routes(_service_descriptor(service_name), target)
-    return routes
-
-
-def _service_descriptor(name: str) -> ServiceDescriptor:
-    try:
-        found: ServiceDescriptor = descriptor_pool.Default().FindServiceByName(name)
-    except KeyError as exc:
-        raise ValueError(f"unknown service {name}: not in the generated descriptors") from exc
-    return found
-
-
-def _service_routes(service: ServiceDescriptor, target: str) -> list[_Route]:
-    routes = []
-    for method in service.methods:
-        if method.client_streaming:
-            # no service streams requests today; such a method stays UNIMPLEMENTED here
-            log.warning(
-                "client-streaming method not proxied",
-                extra={"fields": {"method": f"/{service.full_name}/{method.name}"}},
-            )
-            continue
-        routes.append(_Route(service.full_name, method.name, target, method.server_streaming))
-    return routes
-
-
-def _api_key_of(incoming: Metadata) -> str:
-    values = [v for k, v in incoming if k == "authorization"]
-    if not values:
-        raise unauthenticated("API_KEY_MISSING", "missing API key (authorization: Bearer)")
-    # two authorization values could be read differently by two hops: refuse both
-    if len(values) > 1 or not isinstance(values[0], str):
-        raise unauthenticated("API_KEY_INVALID", "exactly one authorization value is allowed")
-    scheme, _, key = values[0].partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        raise unauthenticated("API_KEY_MISSING", "missing API key (authorization: Bearer)")
-    if len(key) > MAX_API_KEY_LEN:
-        raise unauthenticated("API_KEY_INVALID", "API key is not valid")
-    return key
-
-
-def _request_id_of(incoming: Metadata) -> str:
-    for key, value in incoming:
-        if key == "x-request-id" and isinstance(value, str) and _is_request_id(value):
-            return value
-    return new_request_id()
-
-
-def _is_request_id(value: str) -> bool:
-    # it reaches every service's logs: bounded, printable ASCII
-    return 0 < len(value) <= MAX_REQUEST_ID_LEN and value.isascii() and value.isprintable()
-
-
-def _is_transport(key: str) -> bool:
-    return key.startswith((":", "grpc-")) or key in _HOP_BY_HOP
-
-
-def _forwardable(incoming: Iterable[tuple[str, str | bytes]]) -> Metadata:
-    """The caller's own metadata that goes on to the backend."""
-    return tuple((k, v) for k, v in incoming if not _is_transport(k) and k not in _REPLACED)
-
-
-def _to_client(backend: Iterable[tuple[str, str | bytes]] | None, request_id: str) -> Metadata:
-    """The backend's metadata for the caller, with the request id (the caller may not have
-    sent one) unless the backend already named it."""
-    kept = tuple(
-        (k, v) for k, v in backend or () if k == STATUS_DETAILS_KEY or not _is_transport(k)
-    )
-    if any(k == "x-request-id" for k, _ in kept):
-        return kept
-    return (*kept, ("x-request-id", request_id))
-
-
-async def _relay_initial(
-    context: grpc.aio.ServicerContext, backend: Sequence[tuple[str, str | bytes]] | None
-) -> None:
-    kept = tuple((k, v) for k, v in backend or () if not _is_transport(k))
-    # services send none today; sending an empty set would cost a round of the server loop
-    if kept:
-        await context.send_initial_metadata(kept)
-
-
-def _incoming(context: grpc.aio.ServicerContext) -> tuple[Metadata, str]:
-    """The caller's metadata and the call's request id, which from here on is in the
-    context of every log line about the call."""
-    incoming = tuple(context.invocation_metadata() or ())
-    request_id = _request_id_of(incoming)
-    set_request_id(request_id)
-    return incoming, request_id
-
-
-def _failure_of(route: _Route, exc: Exception, request_id: str) -> _Failure:
+def _failure_of(route: ProxyRoute, exc: Exception, request_id: str) -> _Failure:
     if isinstance(exc, grpc.aio.AioRpcError):
         if _from_backend(exc):
-            trailing = _to_client(exc.trailing_metadata(), request_id)
+            trailing = to_client(exc.trailing_metadata(), request_id)
             return _Failure(exc.code(), exc.details() or "", trailing)
         # the backend was not reached: say so without its address or the transport's text
         exc = dataclasses.replace(
@@ -509,9 +364,7 @@ def _failure_of(route: _Route, exc: Exception, request_id: str) -> _Failure:
         log.exception("unhandled error", extra={"fields": {"method": route.path}})
         exc = DomainError.internal("internal error")
     status = to_rpc_status(exc, DOMAIN)
-    return _Failure(
-        grpc_code(exc), status.details, _to_client(status.trailing_metadata, request_id)
-    )
+    return _Failure(grpc_code(exc), status.details, to_client(status.trailing_metadata, request_id))
 
 
 def _from_backend(err: grpc.aio.AioRpcError) -> bool:

@@ -27,13 +27,13 @@ from membership.points.v1 import points_pb2, points_pb2_grpc
 from prometheus_client import REGISTRY
 
 from gateway.grpc_proxy import (
-    SERVICE_OWNERS,
     GrpcProxy,
     Principal,
     backends_from,
     signer_minter,
     start_proxy,
 )
+from gateway.proxy_routes import SERVICE_OWNERS
 from tests.service.test_points_settlement import payment
 from tests.support.accounts import next_phone, next_request_id
 from tests.support.rpc_errors import STATUS_DETAILS_KEY, expect_error, parse_rpc_error, rpc_error
