@@ -27,6 +27,7 @@ run: $(GEN_STAMP)
 	$(BIN)/membership run
 
 test: $(GEN_STAMP)
+	@bash tests/support/ensure_chromium.sh || true
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

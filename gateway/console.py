@@ -7,7 +7,8 @@ cookie scoped to `/console`. The page then calls the REST API through
 `/console/api/{path}`, which hands the call to the gateway's own REST handler with the
 session's key, so the key never reaches the browser's JavaScript and every call is
 authenticated, scoped, rate limited and audited exactly like a direct one (a revoked key
-stops working within the key cache's lifetime).
+stops working within the key cache's lifetime). Failed sign-ins are limited per client
+address (`console_sessions.SignInAttempts`): beyond the limit, 429 with `Retry-After`.
 
 State-changing calls need the session's CSRF token in `X-CSRF-Token` (returned on sign-in
 and by `GET /console/session`; cross-origin pages cannot read either). Members are shown
@@ -22,11 +23,6 @@ import hashlib
 import hmac
 import json
 import re
-import secrets
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,20 +31,22 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.console_sessions import SESSION_TTL_S, Session, Sessions, SignInAttempts, client_key
+from gateway.rate_limit import retry_after_header
 from gateway.rest import RestGateway
 
 STATIC = Path(__file__).parent / "console_static"
 COOKIE = "wm_console"
 CSRF_HEADER = "X-CSRF-Token"
 CONSOLE_ROLES = frozenset({"officer", "admin"})
-SESSION_TTL_S = 8 * 3600.0  # absolute lifetime
-IDLE_TTL_S = 30 * 60.0  # signed out after this long without a call
-MAX_SESSIONS = 1000
 MAX_EXPORT_PARTS = 4096  # 1 MiB parts: 4 GiB, far above any bundle
 _STATIC_TYPES = {
     "index.html": "text/html",
-    "console.js": "application/javascript",
     "console.css": "text/css",
+    **{
+        f"{name}.js": "application/javascript"
+        for name in ("console", "console_lib", "console_queue", "console_detail", "console_consent")
+    },
 }
 # what the console may call through its proxy (the key's role still bounds it)
 _ALLOWED = (
@@ -56,6 +54,7 @@ _ALLOWED = (
     ("GET", re.compile(r"/v1/dataRequests/[^/:]+")),
     ("POST", re.compile(r"/v1/dataRequests/[^/:]+:(verifyIdentity|approve|reject|extendDeadline)")),
     ("GET", re.compile(r"/v1/purposes")),
+    ("GET", re.compile(r"/v1/consentStatistics")),
     ("GET", re.compile(r"/v1/auditEvents(:verifyChain)?")),
     ("GET", re.compile(r"/v1/members/[^/:]+")),
 )
@@ -70,80 +69,6 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-@dataclass
-class Session:
-    api_key: str
-    key_id: str
-    role: str
-    csrf: str
-    created: float
-    last_seen: float
-
-
-class Sessions:
-    """Sessions in memory, by the SHA-256 of their id (a memory dump shows no usable id);
-    at most `max_sessions`, the least recently used forgotten first."""
-
-    def __init__(
-        self,
-        *,
-        ttl_s: float = SESSION_TTL_S,
-        idle_s: float = IDLE_TTL_S,
-        max_sessions: int = MAX_SESSIONS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._by_hash: OrderedDict[bytes, Session] = OrderedDict()
-        self._ttl_s = ttl_s
-        self._idle_s = idle_s
-        self._max = max_sessions
-        self._clock = clock
-
-    @staticmethod
-    def _hash(session_id: str) -> bytes:
-        return hashlib.sha256(session_id.encode()).digest()
-
-    def open(self, api_key: str, key_id: str, role: str) -> tuple[str, Session]:
-        now = self._clock()
-        self._sweep(now)
-        session_id = secrets.token_urlsafe(32)  # 256 bits
-        session = Session(api_key, key_id, role, secrets.token_urlsafe(32), now, now)
-        self._by_hash[self._hash(session_id)] = session
-        while len(self._by_hash) > self._max:
-            self._by_hash.popitem(last=False)
-        return session_id, session
-
-    def get(self, session_id: str | None) -> Session | None:
-        if not session_id or len(session_id) > 100:
-            return None
-        key = self._hash(session_id)
-        session = self._by_hash.get(key)
-        if session is None:
-            return None
-        now = self._clock()
-        if now - session.created >= self._ttl_s or now - session.last_seen >= self._idle_s:
-            del self._by_hash[key]
-            return None
-        session.last_seen = now
-        self._by_hash.move_to_end(key)
-        return session
-
-    def close(self, session_id: str | None) -> None:
-        if session_id:
-            self._by_hash.pop(self._hash(session_id), None)
-
-    def _sweep(self, now: float) -> None:
-        stale = [
-            key
-            for key, s in self._by_hash.items()
-            if now - s.created >= self._ttl_s or now - s.last_seen >= self._idle_s
-        ]
-        for key in stale:
-            del self._by_hash[key]
-
-    def __len__(self) -> int:
-        return len(self._by_hash)
 
 
 def _json(status: int, payload: dict[str, Any]) -> web.Response:
@@ -167,9 +92,15 @@ def _same_origin(request: web.Request) -> bool:
 
 
 class Console:
-    def __init__(self, rest: RestGateway, sessions: Sessions | None = None) -> None:
+    def __init__(
+        self,
+        rest: RestGateway,
+        sessions: Sessions | None = None,
+        attempts: SignInAttempts | None = None,
+    ) -> None:
         self._rest = rest
         self.sessions = sessions or Sessions()
+        self.attempts = attempts or SignInAttempts()
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/console", self._redirect)
@@ -214,24 +145,29 @@ class Console:
     async def _sign_in(self, request: web.Request) -> web.Response:
         if not _same_origin(request):
             return _refusal(403, "CROSS_ORIGIN", "cross-origin sign-in refused")
+        client = client_key(request.remote)
+        wait_s = self.attempts.wait_s(client)
+        if wait_s > 0:
+            # checked before the key is looked up: a guesser learns nothing while waiting
+            retry = retry_after_header(wait_s)
+            text = f"too many failed sign-ins; try again in {retry} s"
+            refused = _refusal(429, "SIGN_IN_ATTEMPTS_EXCEEDED", text)
+            refused.headers["Retry-After"] = retry
+            return refused
         form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
-        try:
-            if form:
-                api_key = str((await request.post()).get("api_key", ""))
-            else:
-                body = await request.json()
-                api_key = str(body.get("api_key", "")) if isinstance(body, dict) else ""
-        except (ValueError, UnicodeDecodeError):
-            return _refusal(400, "INVALID_REQUEST", "send api_key as JSON or a form")
-        api_key = api_key.strip()
-        if not api_key:
-            return _refusal(400, "API_KEY_MISSING", "an API key is required")
+        api_key = await _api_key_of(request, form)
+        if isinstance(api_key, web.Response):
+            return api_key
         try:
             principal = await self._rest.authenticate(api_key)
         except PermissionError:
+            self.attempts.failed(client)
             return _refusal(401, "API_KEY_INVALID", "the API key is not valid")
         if principal.role not in CONSOLE_ROLES:
+            # a valid key of another role is a failure too: the form is not for probing keys
+            self.attempts.failed(client)
             return _refusal(403, "ROLE_NOT_ALLOWED", "the console is for officer and admin keys")
+        self.attempts.succeeded(client)
         session_id, session = self.sessions.open(api_key, principal.key_id, principal.role)
         response: web.Response
         if form:
@@ -365,6 +301,22 @@ class Console:
         if digest and not hmac.compare_digest(hashlib.sha256(archive).digest(), digest):
             return _refusal(502, "BAD_EXPORT", "the export parts do not join up")
         return archive
+
+
+async def _api_key_of(request: web.Request, form: bool) -> str | web.Response:
+    """The API key from a form or a JSON body, or the refusal of a body without one."""
+    try:
+        if form:
+            api_key = str((await request.post()).get("api_key", ""))
+        else:
+            body = await request.json()
+            api_key = str(body.get("api_key", "")) if isinstance(body, dict) else ""
+    except (ValueError, UnicodeDecodeError):
+        return _refusal(400, "INVALID_REQUEST", "send api_key as JSON or a form")
+    api_key = api_key.strip()
+    if not api_key:
+        return _refusal(400, "API_KEY_MISSING", "an API key is required")
+    return api_key
 
 
 def _session_json(session: Session) -> dict[str, Any]:

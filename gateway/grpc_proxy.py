@@ -31,6 +31,7 @@ from typing import NoReturn, Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter
 
 # imported for their side effect too: they put the services' descriptors in the default pool
 from gateway.caller_tokens import CallerTokens
@@ -43,11 +44,11 @@ from gateway.proxy_metadata import (
     relay_initial,
     to_client,
 )
-from gateway.proxy_routes import SERVICE_OWNERS, ProxyRoute, routes_of
+from gateway.proxy_routes import SERVICE_OWNERS, PathHandlers, ProxyRoute, routes_of
 from services.runtime.config import Settings, load_settings
 from services.runtime.errors import DomainError, unauthenticated, unavailable
 from services.runtime.identity import TokenSigner
-from services.runtime.metrics import observe_rpc
+from services.runtime.metrics import RPC_SECONDS, RPCS
 from services.runtime.server import server_options
 from services.runtime.status import grpc_code, to_rpc_status
 
@@ -91,14 +92,6 @@ def signer_minter(signer: TokenSigner) -> Mint:
 
 
 @dataclass(frozen=True)
-class _Forward:
-    """What the forwarded call carries, decided before it is made."""
-
-    metadata: Metadata
-    timeout_s: float
-
-
-@dataclass(frozen=True)
 class _Failure:
     code: grpc.StatusCode
     details: str
@@ -112,26 +105,33 @@ class _Running:
     channels: dict[str, grpc.aio.Channel]
 
 
-class _CallLog:
-    """Outcome, role and duration of one proxied call, for the access log and metrics."""
+class _Observed:
+    """The access log and metrics of one proxied method (what `observe_rpc` records, for
+    "gateway"). Its metric children are looked up once, not per call: `labels()` takes a
+    lock and builds a key every time."""
 
-    def __init__(self, route: ProxyRoute) -> None:
-        self.route = route
-        self.code = "OK"
-        self.role = ""
-        self._started = time.perf_counter()
-
-    def finish(self) -> None:
-        elapsed_s = time.perf_counter() - self._started
+    def __init__(self, path: str) -> None:
         # the method label is bounded: only methods from the descriptors get here
-        observe_rpc("gateway", self.route.path, self.code, elapsed_s)
+        self.path = path
+        self._seconds = RPC_SECONDS.labels("gateway", path)
+        self._counts: dict[str, Counter] = {}
+
+    def finish(self, code: str, role: str, started: float) -> None:
+        elapsed_s = time.perf_counter() - started
+        counter = self._counts.get(code)
+        if counter is None:
+            counter = self._counts[code] = RPCS.labels("gateway", self.path, code)
+        counter.inc()
+        self._seconds.observe(elapsed_s)
+        if not log.isEnabledFor(logging.INFO):
+            return  # the fields are not even built
         log.info(
             "rpc",
             extra={
                 "fields": {
-                    "method": self.route.path,
-                    "code": self.code,
-                    "role": self.role,
+                    "method": self.path,
+                    "code": code,
+                    "role": role,
                     "duration_ms": round(elapsed_s * 1000, 2),
                 }
             },
@@ -209,16 +209,8 @@ class GrpcProxy:
         """Registers the proxied methods on `server`, each calling its backend over one
         channel per backend target (privacy's four services share one)."""
         channels = {t: self._open_channel(t) for t in sorted({r.target for r in self._routes})}
-        by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-        for route in self._routes:
-            handler = self._handler(route, channels[route.target])
-            by_service.setdefault(route.service, {})[route.method] = handler
-        for service, handlers in by_service.items():
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(service, handlers),)
-            )
-            # registered methods are matched by gRPC core, cheaper than the generic lookup
-            server.add_registered_method_handlers(service, handlers)
+        handlers = {r.path: self._handler(r, channels[r.target]) for r in self._routes}
+        server.add_generic_rpc_handlers((PathHandlers(handlers),))
         return channels
 
     def _open_channel(self, target: str) -> grpc.aio.Channel:
@@ -238,59 +230,72 @@ class GrpcProxy:
 
     def _handler(self, route: ProxyRoute, channel: grpc.aio.Channel) -> grpc.RpcMethodHandler:
         # no (de)serializers on either side: bytes in, bytes out
+        observed = _Observed(route.path)
         if route.server_streaming:
             stream_call = channel.unary_stream(route.path, _registered_method=True)
             return grpc.unary_stream_rpc_method_handler(
-                functools.partial(self._forward_stream, route, stream_call)
+                functools.partial(self._forward_stream, route, observed, stream_call)
             )
         unary_call = channel.unary_unary(route.path, _registered_method=True)
         return grpc.unary_unary_rpc_method_handler(
-            functools.partial(self._forward_unary, route, unary_call)
+            functools.partial(self._forward_unary, route, observed, unary_call)
         )
 
     async def _forward_unary(
         self,
         route: ProxyRoute,
+        observed: _Observed,
         multicallable: grpc.aio.UnaryUnaryMultiCallable,
         request: bytes,
         context: grpc.aio.ServicerContext,
     ) -> bytes:
+        started = time.perf_counter()
         incoming, request_id = incoming_of(context)
-        entry = _CallLog(route)
+        code, role = "OK", ""
         try:
-            forward = await self._prepare(incoming, request_id, context, entry)
-            call = multicallable(request, timeout=forward.timeout_s, metadata=forward.metadata)
+            principal = await self._principal_of(incoming)
+            role = principal.role
+            metadata = self._forwarded(principal, request_id, incoming)
+            # the timeout is taken after authentication, which spent some of the caller's time
+            call = multicallable(request, timeout=self._timeout_s(context), metadata=metadata)
             try:
                 response: bytes = await call
             except asyncio.CancelledError:
                 # the caller went away or its deadline passed: so does the backend call
                 call.cancel()
                 raise
-            await relay_initial(context, await call.initial_metadata())
+            # a unary call's metadata is at hand once its response is: these do not wait
+            initial = await call.initial_metadata()
+            if initial:
+                await relay_initial(context, initial)
             context.set_trailing_metadata(to_client(await call.trailing_metadata(), request_id))
             return response
         except asyncio.CancelledError:
-            entry.code = "CANCELLED"
+            code = "CANCELLED"
             raise
         except Exception as exc:
             failure = _failure_of(route, exc, request_id)
-            entry.code = failure.code.name
+            code = failure.code.name
             await _abort(context, failure)
         finally:
-            entry.finish()
+            observed.finish(code, role, started)
 
     async def _forward_stream(
         self,
         route: ProxyRoute,
+        observed: _Observed,
         multicallable: grpc.aio.UnaryStreamMultiCallable,
         request: bytes,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[bytes]:
+        started = time.perf_counter()
         incoming, request_id = incoming_of(context)
-        entry = _CallLog(route)
+        code, role = "OK", ""
         try:
-            forward = await self._prepare(incoming, request_id, context, entry)
-            call = multicallable(request, timeout=forward.timeout_s, metadata=forward.metadata)
+            principal = await self._principal_of(incoming)
+            role = principal.role
+            metadata = self._forwarded(principal, request_id, incoming)
+            call = multicallable(request, timeout=self._timeout_s(context), metadata=metadata)
             try:
                 await relay_initial(context, await call.initial_metadata())
                 async for message in call:
@@ -300,35 +305,24 @@ class GrpcProxy:
                 raise
             context.set_trailing_metadata(to_client(await call.trailing_metadata(), request_id))
         except (asyncio.CancelledError, GeneratorExit):
-            entry.code = "CANCELLED"
+            code = "CANCELLED"
             raise
         except Exception as exc:
             failure = _failure_of(route, exc, request_id)
-            entry.code = failure.code.name
+            code = failure.code.name
             await _abort(context, failure)
         finally:
-            entry.finish()
+            observed.finish(code, role, started)
 
-    async def _prepare(
-        self,
-        incoming: Metadata,
-        request_id: str,
-        context: grpc.aio.ServicerContext,
-        entry: _CallLog,
-    ) -> _Forward:
-        """Authenticates the caller and builds the forwarded call's metadata and timeout;
-        raises DomainError when the call must not be forwarded."""
-        principal = await self._principal_of(incoming)
-        entry.role = principal.role
+    def _forwarded(self, principal: Principal, request_id: str, incoming: Metadata) -> Metadata:
+        """The forwarded call's metadata: the caller token in place of the API key."""
         # a principal the token cannot carry (unknown role) is a gateway bug: INTERNAL
         token = self._mint(principal)
-        metadata = (
+        return (
             ("authorization", f"Bearer {token}"),
             ("x-request-id", request_id),
             *forwardable(incoming),
         )
-        # computed after authentication, which spent some of the caller's time
-        return _Forward(metadata, self._timeout_s(context))
 
     async def _principal_of(self, incoming: Metadata) -> Principal:
         api_key = api_key_of(incoming)

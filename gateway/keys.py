@@ -28,7 +28,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -223,6 +223,11 @@ async def revoke_key(conn: Conn, key_id: str, *, now: datetime | None = None) ->
 class _Cached:
     row: KeyRow | None  # None: no such key (cached too, apart from the known ones)
     loaded_at: float  # monotonic seconds
+    # what `verify` returns, made once per load instead of on every request
+    record: KeyRecord | None = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record", None if self.row is None else _record(self.row))
 
 
 class _Lru:
@@ -280,14 +285,15 @@ class KeyVerifier:
         self._touch_interval = touch_interval
         self._monotonic = monotonic
         self._wall_clock = wall_clock
-        self._loading: dict[str, asyncio.Future[KeyRow | None]] = {}
+        self._loading: dict[str, asyncio.Future[_Cached]] = {}
 
     async def verify(self, token: str) -> KeyRecord:
         """The key's record if `token` is a valid, unrevoked, unexpired key; InvalidApiKey
         otherwise."""
         key_id, secret = parse_key(token)
-        row = await self._row(key_id)
-        if row is None:
+        entry = await self._entry(key_id)
+        row, record = entry.row, entry.record
+        if row is None or record is None:
             raise InvalidApiKey(RejectReason.UNKNOWN, key_id)
         # the only scheme so far; the column exists for the next one
         expected = hash_secret(key_id, secret) if row.hash_scheme == HASH_SCHEME else b""
@@ -298,8 +304,9 @@ class KeyVerifier:
             raise InvalidApiKey(RejectReason.REVOKED, key_id)
         if row.expires_at is not None and now >= row.expires_at:
             raise InvalidApiKey(RejectReason.EXPIRED, key_id)
-        await self._touch(row, now)
-        return _record(row)
+        if self._touch_due(row, now):
+            await self._touch(row, now)
+        return record
 
     def forget(self, key_id: str) -> None:
         """Drops a cached key, so the next request reads it again (after a revocation made
@@ -311,10 +318,10 @@ class KeyVerifier:
     def cached(self) -> int:
         return len(self._known) + len(self._unknown)
 
-    async def _row(self, key_id: str) -> KeyRow | None:
+    async def _entry(self, key_id: str) -> _Cached:
         entry = self._known.get(key_id) or self._unknown.get(key_id)
         if entry is not None and self._monotonic() - entry.loaded_at < self._ttl_s:
-            return entry.row
+            return entry
         pending = self._loading.get(key_id)
         if pending is None:
             pending = asyncio.ensure_future(self._load(key_id))
@@ -323,28 +330,34 @@ class KeyVerifier:
         # one caller giving up (a client disconnecting) must not cancel the others' query
         return await asyncio.shield(pending)
 
-    def _loaded(self, key_id: str, done: asyncio.Future[KeyRow | None]) -> None:
+    def _loaded(self, key_id: str, done: asyncio.Future[_Cached]) -> None:
         self._loading.pop(key_id, None)
         if not done.cancelled():
             done.exception()  # retrieved here too, in case every waiter was cancelled
 
-    async def _load(self, key_id: str) -> KeyRow | None:
+    async def _load(self, key_id: str) -> _Cached:
         # stamped before the query: an entry never looks fresher than the data it holds
         loaded_at = self._monotonic()
         async with self._pool.acquire() as conn:
             row = await store.get_key(conn, key_id)
         cache, other = (self._unknown, self._known) if row is None else (self._known, self._unknown)
         other.pop(key_id)
-        cache.put(key_id, _Cached(row, loaded_at))
-        return row
+        entry = _Cached(row, loaded_at)
+        cache.put(key_id, entry)
+        return entry
 
-    async def _touch(self, row: KeyRow, now: datetime) -> None:
+    def _touch_due(self, row: KeyRow, now: datetime) -> bool:
+        """Whether `last_used_at` should be written now; checked before `_touch` so that the
+        usual request (written less than `touch_interval` ago) makes no coroutine for it."""
         entry = self._known.get(row.key_id)
         cached = entry.row if entry is not None else None
         # the cached row is the freshest word: requests that shared one load all hold `row`
         last_used = (cached or row).last_used_at
-        if last_used is not None and now - last_used < self._touch_interval:
-            return
+        return last_used is None or now - last_used >= self._touch_interval
+
+    async def _touch(self, row: KeyRow, now: datetime) -> None:
+        entry = self._known.get(row.key_id)
+        cached = entry.row if entry is not None else None
         if entry is not None and cached is not None:
             # later hits see the new time and do not write again until the interval passes
             self._known.put(row.key_id, replace(entry, row=replace(cached, last_used_at=now)))

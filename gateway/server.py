@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+import uvloop
 from aiohttp import web
 from membership.accounts.v1 import accounts_pb2
 from membership.points.v1 import points_pb2
@@ -209,10 +211,7 @@ def _bound_port(runner: web.AppRunner, asked: int) -> int:
     return asked
 
 
-async def _main() -> None:
-    import os
-
-    settings = load_settings(os.environ)
+async def _main(settings: Settings) -> None:
     gw = load_gateway_settings(os.environ)
     running = await start_gateway(settings, gw)
     log.info("gateway serving", extra={"fields": {"http_port": running.http_port}})
@@ -225,7 +224,14 @@ async def _main() -> None:
 
 
 def main() -> int:
-    configure_logging("gateway", "INFO")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main())
+    """Entry point of `python -m gateway`; returns the process exit code."""
+    try:
+        settings = load_settings(os.environ)
+        configure_logging("gateway", settings.log_level)
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(_main(settings))  # as the services: grpc.aio costs less CPU per call
+    except ConfigError as exc:
+        configure_logging("gateway")
+        log.error("bad configuration", extra={"fields": {"detail": str(exc)}})
+        return 2
     return 0

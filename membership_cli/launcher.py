@@ -189,7 +189,11 @@ def announce(
             "data_dir": str(data_dir),
             "keys_dir": str(keys_dir),
             "token_command": hint,
-            "gateway": {"rest": rest, "openapi": f"{rest}/openapi.json"},
+            "gateway": {
+                "rest": rest,
+                "openapi": f"{rest}/openapi.json",
+                "console": f"{rest}/console/",
+            },
             # printed once, the first time; only its hash is stored
             "bootstrap_admin_key": admin_key,
         }
@@ -199,6 +203,7 @@ def announce(
     lines = [f"membership suite is serving (database: {where})"]
     lines += [f"  {c.name:<9} {c.addr:<21} pid {c.pid}" for c in children]
     lines += [f"  REST      {rest}  (OpenAPI: {rest}/openapi.json)"]
+    lines += [f"  console   {rest}/console/  (sign in with an officer or admin key)"]
     if admin_key:
         lines += [f"Bootstrap admin API key (shown once, stored only as a hash): {admin_key}"]
     lines += [f"Get a caller token:  {hint}", "Check health:        membership health"]

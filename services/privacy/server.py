@@ -17,6 +17,7 @@ from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
 
 from services.privacy import store_consent
 from services.privacy.consent import Consents
+from services.privacy.consent_statistics import ConsentStatisticsCache
 from services.privacy.data_rights_wiring import SERVICE_NAME as DATA_RIGHTS_SERVICE
 from services.privacy.data_rights_wiring import DataRightsParts, build_data_rights
 from services.privacy.envelope import FieldContext
@@ -199,6 +200,9 @@ class PrivacyComponent:
     ) -> None:
         self.crypto = crypto
         self.consents = consents
+        self.consent_statistics = ConsentStatisticsCache(
+            pool, consents.catalogue, settings.consent_statistics_ttl_s
+        )
         self.data_rights = data_rights
         self.rewrapper = Rewrapper(crypto)
         self._audit = AuditServicer(pool)
@@ -212,7 +216,7 @@ class PrivacyComponent:
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_FieldCryptoServiceServicer_to_server(FieldCryptoServicer(self.crypto), server)
         consent_pb2_grpc.add_ConsentServiceServicer_to_server(
-            ConsentServicer(self.consents), server
+            ConsentServicer(self.consents, self.consent_statistics), server
         )
         audit_pb2_grpc.add_AuditServiceServicer_to_server(self._audit, server)
         self.data_rights.add_to(server)

@@ -9,6 +9,7 @@ from membership.privacy.v1 import consent_pb2 as pb
 from membership.privacy.v1 import consent_pb2_grpc as pb_grpc
 
 from services.privacy.consent import Consents, ConsentState, Grant, Status
+from services.privacy.consent_statistics import ConsentStatisticsCache
 from services.privacy.purpose_catalogue import MAX_NOTICE_VERSION, PURPOSE_CODE, Purpose
 from services.runtime.context import current_caller
 from services.runtime.errors import ViolationCollector
@@ -89,8 +90,9 @@ def consent_pb(member_id: str, state: ConsentState) -> pb.Consent:
 
 
 class ConsentServicer(pb_grpc.ConsentServiceServicer):
-    def __init__(self, consents: Consents) -> None:
+    def __init__(self, consents: Consents, statistics: ConsentStatisticsCache) -> None:
         self._consents = consents
+        self._statistics = statistics
 
     async def ListPurposes(
         self, request: pb.ListPurposesRequest, context: grpc.aio.ServicerContext
@@ -157,3 +159,23 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             current_notice_version=state.purpose.current_version,
             necessary=state.purpose.necessary,
         )
+
+    async def GetConsentStatistics(
+        self, request: pb.GetConsentStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsentStatisticsResponse:
+        statistics = await self._statistics.get()
+        response = pb.GetConsentStatisticsResponse(
+            purposes=[
+                pb.PurposeStatistics(
+                    purpose=p.purpose_code,
+                    granted_members=p.granted_members,
+                    stale_members=p.stale_members,
+                    withdrawn_members=p.withdrawn_members,
+                    not_given_members=p.not_given_members,
+                )
+                for p in statistics.purposes
+            ],
+            members=statistics.members,
+        )
+        response.compute_time.FromDatetime(statistics.compute_time)
+        return response

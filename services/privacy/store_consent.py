@@ -141,3 +141,47 @@ async def history(conn: Conn, member_id: str, limit: int) -> list[ConsentRecord]
         limit,
     )
     return [_record(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class ConsentTally:
+    """Members whose latest record for a purpose has this action and notice version."""
+
+    purpose_code: str
+    action: str
+    notice_version: int
+    members: int
+
+
+# the latest record of every member and purpose, without members whose key is destroyed
+# (erased); consent_records_latest serves the DISTINCT ON in index order
+_LATEST_OF_LIVE_MEMBERS = (
+    "SELECT DISTINCT ON (r.member_id, r.purpose_code)"
+    " r.member_id, r.purpose_code, r.action, r.notice_version"
+    " FROM privacy.consent_records r"
+    " WHERE NOT EXISTS (SELECT 1 FROM privacy.subject_keys k"
+    "  WHERE k.subject_id = r.member_id AND k.destroyed_at IS NOT NULL)"
+    " ORDER BY r.member_id, r.purpose_code, r.seq DESC"
+)
+
+
+async def consent_tallies(conn: Conn, timeout_s: float) -> tuple[list[ConsentTally], int]:
+    """Every (purpose, action, notice version) with its member count, and the number of
+    members with any record; one snapshot, bounded by `timeout_s`."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+        rows = await conn.fetch(
+            f"SELECT purpose_code, action, notice_version, count(*) AS members"
+            f" FROM ({_LATEST_OF_LIVE_MEMBERS}) latest"
+            " GROUP BY purpose_code, action, notice_version"
+        )
+        members = await conn.fetchval(
+            "SELECT count(DISTINCT r.member_id) FROM privacy.consent_records r"
+            " WHERE NOT EXISTS (SELECT 1 FROM privacy.subject_keys k"
+            "  WHERE k.subject_id = r.member_id AND k.destroyed_at IS NOT NULL)"
+        )
+    tallies = [
+        ConsentTally(r["purpose_code"], r["action"], r["notice_version"], r["members"])
+        for r in rows
+    ]
+    return tallies, int(members)

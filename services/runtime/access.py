@@ -61,6 +61,8 @@ METHOD_SCOPES: dict[str, str] = {
     PRIVACY_CONSENT + "ListPurposes": "privacy.consent.read",
     PRIVACY_CONSENT + "GetConsents": "privacy.consent.read",
     PRIVACY_CONSENT + "CheckConsent": "privacy.consent.read",
+    # counts over every member: for compliance, not for acting on one member
+    PRIVACY_CONSENT + "GetConsentStatistics": "privacy.consent.statistics",
     # consent changes act for the member: through the app, the web site or a counter
     PRIVACY_CONSENT + "GrantConsent": "privacy.consent.write",
     PRIVACY_CONSENT + "WithdrawConsent": "privacy.consent.write",
@@ -116,6 +118,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "points.balance.read",
             "privacy.consent.read",
             "privacy.audit.read",
+            "privacy.consent.statistics",
             "privacy.requests.create",
             "privacy.requests.read",
             "privacy.requests.cancel",
@@ -135,6 +138,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.close",
             "privacy.keys.admin",
             "privacy.audit.read",
+            "privacy.consent.statistics",
             "points.balance.read",
             "points.ledger.reconcile",
             "points.points.spend",

@@ -39,6 +39,8 @@ class Settings:
     metrics_addrs: Mapping[str, str]
     # how often the points service runs its background jobs; 0: never (tests, run-jobs)
     points_jobs_interval_s: float
+    # how long privacy reuses its consent statistics (a scan of every member's consents)
+    consent_statistics_ttl_s: float
 
     def addr_of(self, service: str) -> str:
         return self.service_addrs[service]
@@ -88,6 +90,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         },
         points_jobs_interval_s=_number(
             env, "MEMBERSHIP_POINTS_JOBS_INTERVAL_S", 30.0, 0.0, 86_400.0
+        ),
+        consent_statistics_ttl_s=_number(
+            env, "MEMBERSHIP_CONSENT_STATISTICS_TTL_S", 60.0, 0.0, 3600.0
         ),
     )
     if settings.log_level not in LOG_LEVELS:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -270,11 +271,31 @@ def _change_status(suite: Suite, method: str, role: str, name: str) -> int:
     return int(member.status)
 
 
+def _gateway_get(url: str, key: str = "") -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=RPC_TIMEOUT_S) as response:
+        return int(response.status), bytes(response.read())
+
+
+def _assert_gateway_serves(suite: Suite) -> None:
+    """The printed bootstrap admin key works on the printed REST address; the console page
+    is where the launcher says."""
+    gateway = suite.summary["gateway"]
+    key = suite.summary["bootstrap_admin_key"]
+    assert key and key.startswith("wm_"), "the first run prints a bootstrap admin key"
+    status, body = _gateway_get(f"{gateway['rest']}/v1/consentStatistics", key)
+    assert status == 200 and json.loads(body)["purposes"], body
+    status, body = _gateway_get(gateway["console"])
+    assert status == 200 and b"<html" in body.lower()
+
+
 def test_member_lifecycle_across_real_processes(launcher: Launcher, tmp_path: Path) -> None:
     suite = launcher.start(tmp_path / "data", "lifecycle")
     assert suite.summary["status"] == "SERVING"
     assert set(suite.summary["services"]) == set(SERVICES)
     _wait_all_serving(suite)
+    _assert_gateway_serves(suite)
 
     member = _register(suite)
     with _accounts(suite) as accounts:

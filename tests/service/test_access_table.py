@@ -156,6 +156,7 @@ class Requests:
             ),
             "GetConsents": lambda: cpb.GetConsentsRequest(member=name),
             "CheckConsent": lambda: cpb.CheckConsentRequest(member=name, purpose="marketing"),
+            "GetConsentStatistics": cpb.GetConsentStatisticsRequest,
             "ListAuditEvents": lambda: aupb.ListAuditEventsRequest(page_size=1),
             "VerifyAuditChain": aupb.VerifyAuditChainRequest,
             "SettlePayment": self.payment,

@@ -573,3 +573,35 @@ async def test_a_principal_the_token_cannot_carry_is_an_internal_error() -> None
             reason="INTERNAL",
         )
     assert (err.domain, err.message) == ("gateway.membership", "internal error")
+
+
+def rpcs_by_code(service: str, method: str) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            if (
+                sample.name == "membership_rpc_total"
+                and labels.get("service") == service
+                and labels.get("method") == method
+            ):
+                counts[labels["code"]] = counts.get(labels["code"], 0.0) + sample.value
+    return counts
+
+
+async def test_each_proxied_call_is_counted_by_its_outcome(
+    fake: tuple[FakeBackend, Proxied],
+) -> None:
+    backend, proxied = fake
+    before = rpcs_by_code("gateway", GET_BALANCE)
+    await proxied.raw(GET_BALANCE)(b"", metadata=key("wallet"))
+    await rpc_error(proxied.raw(GET_BALANCE)(b"", metadata=key("nobody")))
+    backend.behaviour = "fail"
+    await rpc_error(proxied.raw(GET_BALANCE)(b"", metadata=key("wallet")))
+    after = rpcs_by_code("gateway", GET_BALANCE)
+    grown = {code: after[code] - before.get(code, 0.0) for code in after}
+    assert {code: n for code, n in grown.items() if n} == {
+        "OK": 1,
+        "UNAUTHENTICATED": 1,
+        "FAILED_PRECONDITION": 1,
+    }

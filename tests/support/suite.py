@@ -98,6 +98,8 @@ def settings_for(
             "MEMBERSHIP_OUTGOING_TIMEOUT_S": "2",
             # tests run the points jobs themselves, at the times they choose
             "MEMBERSHIP_POINTS_JOBS_INTERVAL_S": "0",
+            # tests read the statistics right after changing consents
+            "MEMBERSHIP_CONSENT_STATISTICS_TTL_S": "0",
         }
     )
 
