@@ -21,7 +21,7 @@ from membership.accounts.v1 import accounts_pb2
 from membership.points.v1 import points_pb2
 from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
 
-from gateway import console
+from gateway import console, webhooks
 from gateway.caller_tokens import CallerTokens
 from gateway.grpc_proxy import (
     DEFAULT_LISTEN_ADDR,
@@ -89,6 +89,7 @@ def load_gateway_settings(env: Mapping[str, str]) -> GatewaySettings:
         max_body_bytes=int(
             _number(env, "MEMBERSHIP_GATEWAY_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20)
         ),
+        webhook_secrets=webhooks.load_secrets(env),
     )
 
 

@@ -82,6 +82,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_connection_idle_ms", 300_000),
+        # clients keep channels for hours: closing each connection after 5 minutes (calls in
+        # flight get 30 s) makes them reconnect, so replicas an autoscaler adds get traffic
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 30_000),
         ("grpc.max_concurrent_streams", 256),
         # a second server on a busy port must fail, not silently share the traffic
         ("grpc.so_reuseport", 0),

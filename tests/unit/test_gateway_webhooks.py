@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.server import load_gateway_settings
 from gateway.webhooks import (
     SECRETS_ENV,
     SECRETS_FILE_ENV,
@@ -262,3 +263,14 @@ def test_invalid_documents_name_the_place_not_the_secret(
     assert caught.value.path == path
     assert problem in caught.value.problem
     assert SECRET not in str(caught.value)
+
+
+def test_the_gateway_settings_carry_the_secrets_from_the_environment(tmp_path: Path) -> None:
+    inline = load_gateway_settings({SECRETS_ENV: json.dumps({"acme-pay": SECRET})})
+    assert inline.webhook_secrets == {"acme-pay": (SECRET.encode(),)}
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"other-psp": [OLD_SECRET, OTHER]}))
+    from_file = load_gateway_settings({SECRETS_FILE_ENV: str(path)})
+    assert from_file.webhook_secrets == {"other-psp": (OLD_SECRET.encode(), OTHER.encode())}
+    with pytest.raises(ConfigError):
+        load_gateway_settings({SECRETS_ENV: "{not json"})
