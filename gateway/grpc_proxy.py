@@ -49,7 +49,7 @@ from services.runtime.config import Settings, load_settings
 from services.runtime.errors import DomainError, unauthenticated, unavailable
 from services.runtime.identity import TokenSigner
 from services.runtime.metrics import RPC_SECONDS, RPCS
-from services.runtime.server import server_options
+from services.runtime.server import LIVENESS_SERVICE, server_options
 from services.runtime.status import grpc_code, to_rpc_status
 
 log = logging.getLogger("membership.gateway.grpc")
@@ -189,7 +189,7 @@ class GrpcProxy:
             await self.stop(0)
             raise
         # as healthy as the proxy can tell: each backend reports its own health
-        for name in ["", *self.service_names]:
+        for name in ["", LIVENESS_SERVICE, *self.service_names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         return server, port
 

@@ -36,11 +36,14 @@ from gateway.openapi import openapi_document
 from gateway.rate_limit import TokenBuckets
 from gateway.rest import Authenticator, Principal, RestGateway, RestSettings, application
 from gateway.webhook_endpoint import WebhookEndpoint
+from services.runtime import scrape
 from services.runtime.clients import open_channel
 from services.runtime.config import ConfigError, Settings, load_settings
 from services.runtime.db import create_pool, load_migrations, migrate
 from services.runtime.identity import TokenSigner, load_or_create_signing_key
 from services.runtime.logs import configure_logging
+from services.runtime.metrics import MetricsEndpoint
+from services.runtime.tracing import setup_tracing
 
 log = logging.getLogger("membership.gateway")
 
@@ -64,6 +67,8 @@ class GatewaySettings:
     burst: int
     request_timeout_s: float
     max_body_bytes: int
+    # empty: no Prometheus endpoint
+    metrics_addr: str = ""
     # settlement client id -> its webhook secrets (two while rotating)
     webhook_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
 
@@ -90,6 +95,7 @@ def load_gateway_settings(env: Mapping[str, str]) -> GatewaySettings:
             _number(env, "MEMBERSHIP_GATEWAY_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20)
         ),
         webhook_secrets=webhooks.load_secrets(env),
+        metrics_addr=env.get("MEMBERSHIP_GATEWAY_METRICS_ADDR", ""),
     )
 
 
@@ -121,6 +127,7 @@ class RunningGateway:
             for channel in self.channels.values():
                 await channel.close()
         finally:
+            scrape.unwatch("gateway", self.pool)
             await self.pool.close()
 
 
@@ -140,10 +147,12 @@ async def start_gateway(settings: Settings, gw: GatewaySettings) -> RunningGatew
     try:
         async with pool.acquire() as conn:
             await migrate(conn, "gateway", load_migrations(MIGRATIONS))
-        return await _serve(settings, gw, pool)
+        running = await _serve(settings, gw, pool)
     except BaseException:
         await pool.close()
         raise
+    scrape.watch("gateway", pool, len(load_migrations(MIGRATIONS)))
+    return running
 
 
 async def _serve(settings: Settings, gw: GatewaySettings, pool: asyncpg.Pool) -> RunningGateway:
@@ -215,6 +224,7 @@ def _bound_port(runner: web.AppRunner, asked: int) -> int:
 async def _main(settings: Settings) -> None:
     gw = load_gateway_settings(os.environ)
     running = await start_gateway(settings, gw)
+    metrics = MetricsEndpoint(gw.metrics_addr) if gw.metrics_addr else None
     log.info("gateway serving", extra={"fields": {"http_port": running.http_port}})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -222,6 +232,8 @@ async def _main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.stop()
+    if metrics is not None:
+        metrics.close()
 
 
 def main() -> int:
@@ -229,6 +241,7 @@ def main() -> int:
     try:
         settings = load_settings(os.environ)
         configure_logging("gateway", settings.log_level)
+        setup_tracing("gateway")  # before the pool, servers and channels it instruments
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(_main(settings))  # as the services: grpc.aio costs less CPU per call
     except ConfigError as exc:

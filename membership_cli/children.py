@@ -88,10 +88,7 @@ def child_env(
     env["DATABASE_URL"] = database_url
     env["MEMBERSHIP_KEYS_DIR"] = str(keys_dir)
     for name, addr in addrs.items():
-        if name == GATEWAY:
-            env[GATEWAY_GRPC_ADDR_ENV] = addr
-            continue
-        env[f"MEMBERSHIP_{name.upper()}_ADDR"] = addr
+        env[GATEWAY_GRPC_ADDR_ENV if name == GATEWAY else f"MEMBERSHIP_{name.upper()}_ADDR"] = addr
         env.setdefault(f"MEMBERSHIP_{name.upper()}_METRICS_ADDR", metrics_addr_for(addr))
     return env
 

@@ -81,6 +81,15 @@ def service_addrs() -> dict[str, str]:
     return {name: addrs[name] for name in procs.START_ORDER}
 
 
+def metrics_addrs() -> dict[str, str]:
+    """Each process's Prometheus endpoint as `membership run` sets it (empty: none)."""
+    return {
+        name: os.environ.get(f"MEMBERSHIP_{name.upper()}_METRICS_ADDR")
+        or procs.metrics_addr_for(addr)
+        for name, addr in service_addrs().items()
+    }
+
+
 def gateway_http_addr() -> str:
     return os.environ.get(procs.GATEWAY_HTTP_ADDR_ENV, "127.0.0.1:8080")
 
@@ -180,10 +189,13 @@ def announce(
 ) -> None:
     hint = token_command(keys_dir)
     rest = f"http://{gateway_http_addr()}"
+    metrics = metrics_addrs()
     if as_json:
         summary = {
             "status": SERVING,
-            "services": {c.name: {"addr": c.addr, "pid": c.pid} for c in children},
+            "services": {
+                c.name: {"addr": c.addr, "pid": c.pid, "metrics": metrics[c.name]} for c in children
+            },
             # an external URL may carry a password; the embedded one never does
             "database": {"embedded": db.embedded, "url": db.url if db.embedded else None},
             "data_dir": str(data_dir),
@@ -207,6 +219,7 @@ def announce(
     if admin_key:
         lines += [f"Bootstrap admin API key (shown once, stored only as a hash): {admin_key}"]
     lines += [f"Get a caller token:  {hint}", "Check health:        membership health"]
+    lines += ["Suite status:        membership status"]
     lines += ["Stop with Ctrl-C."]
     print("\n".join(lines), flush=True)
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from membership_cli import apikey, backup, launcher, points_jobs, restore, tokens
+from membership_cli import apikey, backup, launcher, points_jobs, restore, status, tokens
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, usage_error
 from membership_cli.health import SERVING, probe_all
 from services.runtime.access import ROLE_SCOPES
@@ -25,6 +25,7 @@ MAIN_EPILOG = f"""\
 examples:
   membership run                          start the whole suite locally (Ctrl-C stops it)
   membership health                       is every service SERVING?
+  membership status                       health, versions, schema, job lag, overdue requests
   TOKEN=$(membership token --role admin)  a caller token for grpcurl and friends
   membership points run-jobs --now 2030-01-01T00:00:00Z   run the points jobs once
   membership backup --output m.dump       a consistent backup (restore: membership restore)
@@ -60,6 +61,19 @@ examples:
   membership health --json | jq -r '.services.accounts.status'
 
 Addresses come from MEMBERSHIP_{{ACCOUNTS,POINTS,PRIVACY}}_ADDR.
+
+{EXIT_CODES}"""
+
+STATUS_EPILOG = f"""\
+examples:
+  membership status
+  membership status --json | jq '.services.privacy.data_requests_overdue'
+
+Per service: gRPC health, version, schema version (database/code), job lag, outbox backlog
+and overdue data-subject requests, read from each service's metrics endpoint
+(MEMBERSHIP_<NAME>_METRICS_ADDR, default: its gRPC port + 1000, as `membership run` sets).
+Exit code 1 when a service is not SERVING, its metrics cannot be read or its schema is
+not the code's.
 
 {EXIT_CODES}"""
 
@@ -115,6 +129,12 @@ def cmd_health(args: argparse.Namespace) -> int:
         for name, status in statuses.items():
             print(f"{name:<9} {addrs[name]:<21} {status}")
     return EXIT_OK if healthy else EXIT_FAILURE
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    found = status.suite_status(launcher.service_addrs(), launcher.metrics_addrs(), args.timeout_s)
+    print(status.as_json(found) if args.json else status.as_table(found))
+    return EXIT_OK if all(s.ok for s in found.values()) else EXIT_FAILURE
 
 
 def _subparser(
@@ -174,6 +194,18 @@ def _add_health(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--json", action="store_true", help="print the statuses as JSON")
 
 
+def _add_status(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    summary = "one screen with the suite's health, versions, job lag and overdue requests"
+    parser = _subparser(subparsers, "status", summary, STATUS_EPILOG, cmd_status)
+    parser.add_argument(
+        "--timeout-s",
+        type=_bounded_float(0.1, 60),
+        default=2.0,
+        help="deadline of each check and scrape (default %(default)g)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="membership",
@@ -184,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(subparsers)
     _add_health(subparsers)
+    _add_status(subparsers)
     _add_token(subparsers)
     points_jobs.add_points(subparsers)
     backup.add_backup(subparsers)

@@ -26,6 +26,7 @@ from services.runtime.config import Settings
 from services.runtime.context import current_caller
 from services.runtime.errors import ViolationCollector, bad_field, permission_denied
 from services.runtime.identity import TokenSigner, load_or_create_signing_key
+from services.runtime.scrape import outbox_probe
 from services.runtime.server import ServiceSpec
 
 STATUS_TO_PB = {
@@ -303,5 +304,8 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> AccountsComponent:
 
 
 SPEC = ServiceSpec(
-    name="accounts", migrations_dir=Path(__file__).parent / "migrations", build=build
+    name="accounts",
+    migrations_dir=Path(__file__).parent / "migrations",
+    build=build,
+    probes=(outbox_probe("accounts"),),
 )

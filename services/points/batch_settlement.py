@@ -83,8 +83,11 @@ async def _read(ledger: Ledger, conn: Conn, payments: Sequence[Payment]) -> Batc
 def _decide(
     ledger: Ledger, view: BatchView, payment: Payment, ids: Any, write: bstore.BatchWrite
 ) -> ItemOutcome:
+    key = (payment.member_id, payment.idempotency_key)
+    # a repeat answers with the first result and writes nothing: not counted as new work
+    replayed = key in view.seen.done or key in view.in_batch
     try:
-        return ItemOutcome(_settle(ledger, view, payment, ids, write), None)
+        return ItemOutcome(_settle(ledger, view, payment, ids, write), None, replayed)
     except DomainError as err:
         return ItemOutcome(None, err)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from services.points import metrics
 from services.points.ledger_accounts import EXPIRED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.referrals import pay_referral_bonuses
 from services.points.spending import expire_due_holds
@@ -44,6 +45,7 @@ DEFAULT_MAX_BATCHES = 40
 class BatchResult:
     seen: int  # candidates found: fewer than the limit means nothing more is due
     done: int  # items changed
+    forfeited: int = 0  # points that expired
 
 
 BatchFn = Callable[[Conn, datetime, int], Awaitable[BatchResult]]
@@ -205,7 +207,8 @@ async def _lot_batch(change: LotChange, conn: Conn, now: datetime, limit: int) -
         for i, lot in enumerate(moving)
     ]
     await store.record_moves(conn, moves, _deltas(change, moving))
-    return BatchResult(len(keys), len(lots))
+    forfeited = 0 if change.keeps_points else sum(lot.remaining for lot in moving)
+    return BatchResult(len(keys), len(lots), forfeited)
 
 
 async def mature_lots(conn: Conn, now: datetime, limit: int) -> BatchResult:
@@ -277,9 +280,12 @@ class JobRunner:
             result = await in_transaction(self._pool, work)
             if result is None:
                 return JobReport(job.name, done, batches, skipped=True, more_left=False)
+            metrics.POINTS_EXPIRED.inc(result.forfeited)  # committed: counted once
             batches, done = batches + 1, done + result.done
             if result.seen < limit:
+                metrics.job_succeeded(job.name)
                 return JobReport(job.name, done, batches, skipped=False, more_left=False)
+        metrics.job_succeeded(job.name)  # ran as far as one run may
         return JobReport(job.name, done, batches, skipped=False, more_left=True)
 
 

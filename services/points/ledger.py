@@ -8,7 +8,7 @@ from datetime import date, datetime
 
 import asyncpg
 
-from services.points import debt, earn, tiers
+from services.points import debt, earn, metrics, tiers
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING
 from services.points.member_events import MemberDirectory
 from services.points.processing import processing_restricted
@@ -45,6 +45,7 @@ class ItemOutcome:
 
     result: SettlementResult | None
     error: DomainError | None
+    replayed: bool = False  # the result of an earlier call with the same key
 
 
 @dataclass(frozen=True)
@@ -95,16 +96,22 @@ class Ledger:
         statements and one commit instead of several statements per payment."""
         from services.points.batch_settlement import settle_set_wise
 
-        return await in_transaction(self._pool, lambda conn: settle_set_wise(self, conn, payments))
+        outcomes = await in_transaction(
+            self._pool, lambda conn: settle_set_wise(self, conn, payments)
+        )
+        metrics.settled(outcomes)  # committed: counted once
+        return outcomes
 
     async def settle_item(self, conn: Conn, payment: Payment) -> ItemOutcome:
         try:
             async with conn.transaction():  # a savepoint inside the batch transaction
-                return ItemOutcome(await self._settle_in(conn, payment), None)
+                result, replayed = await self._settle_in(conn, payment)
+                return ItemOutcome(result, None, replayed)
         except DomainError as err:
             return ItemOutcome(None, err)
 
-    async def _settle_in(self, conn: Conn, payment: Payment) -> SettlementResult:
+    async def _settle_in(self, conn: Conn, payment: Payment) -> tuple[SettlementResult, bool]:
+        """The result, and whether it is an earlier call's (a replay)."""
         rules = self._rules.rules
         floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
         locked = await fast.lock_known_member(conn, payment.member_id, floor)
@@ -121,7 +128,7 @@ class Ledger:
             # a repeat answers with the first result, whatever the member's state is now
             if seen.request_hash != payment.fingerprint():
                 raise idempotency_key_reused()
-            return SettlementResult.from_json(seen.result)
+            return SettlementResult.from_json(seen.result), True
         if seen.state != "ACTIVE":
             raise failed_precondition(
                 f"MEMBER_{seen.state}", f"a {seen.state} member does not earn points"
@@ -136,10 +143,10 @@ class Ledger:
         if earning.points > 0 and locked.available < 0:
             return await self._record_repaying_debt(
                 conn, payment, earning, (locked.txn_id, day), (tier, after.upgrade), referral
-            )
+            ), False
         return await self._record(
             conn, payment, earning, locked, (day, tier, after.upgrade), referral
-        )
+        ), False
 
     def qualified(
         self,

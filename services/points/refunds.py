@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from services.points import earn, tiers
+from services.points import earn, metrics, tiers
 from services.points.ledger import RulesInForce
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING, UNCOLLECTABLE
 from services.points.restrictions import refuse_if_restricted
@@ -144,7 +144,11 @@ class Refunds:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     async def refund(self, request: RefundRequest) -> RefundResult:
-        return await in_transaction(self._pool, lambda conn: self._refund_in(conn, request))
+        result, replayed = await in_transaction(
+            self._pool, lambda conn: self._refund_in(conn, request)
+        )
+        metrics.refunded(result, replayed)  # committed: counted once
+        return result
 
     async def _replay(self, conn: Conn, request: RefundRequest) -> RefundResult | None:
         done = await ledger_store.find_transaction(conn, request.member_id, request.idempotency_key)
@@ -154,10 +158,11 @@ class Refunds:
             raise idempotency_key_reused()
         return RefundResult.from_json(done.result)
 
-    async def _refund_in(self, conn: Conn, request: RefundRequest) -> RefundResult:
+    async def _refund_in(self, conn: Conn, request: RefundRequest) -> tuple[RefundResult, bool]:
+        """The result, and whether it is an earlier call's (a replay)."""
         done = await self._replay(conn, request)
         if done is not None:
-            return done
+            return done, True
         await refuse_if_restricted(conn, request.member_id)
         payment = await store.find_settled_payment(conn, request.member_id, request.payment_id)
         if payment is None:
@@ -170,14 +175,14 @@ class Refunds:
         balance = await ledger_store.lock_balance(conn, request.member_id, floor)
         done = await self._replay(conn, request)  # a duplicate may have committed meanwhile
         if done is not None:
-            return done
+            return done, True
         so_far = await store.lock_refunded(conn, request.member_id, payment)
         if so_far.refunded_minor + request.amount_minor > payment.amount_minor:
             raise failed_precondition(
                 "REFUND_EXCEEDS_PAYMENT", "the refunds would exceed what is left of the payment"
             )
         await store.sync_floor(conn, request.member_id, floor)
-        return await self._record(conn, request, payment, so_far, balance.available)
+        return await self._record(conn, request, payment, so_far, balance.available), False
 
     async def _plan(
         self,

@@ -13,6 +13,7 @@ import grpc
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
+from services.points import metrics as points_metrics
 from services.points import rules as program_rules
 from services.points.jobs import JobLoop, JobRunner
 from services.points.ledger import Ledger, RulesInForce
@@ -91,4 +92,9 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> PointsComponent:
     return PointsComponent(PointsDeps(pool, ledger, members, system_clock), jobs)
 
 
-SPEC = ServiceSpec(name="points", migrations_dir=Path(__file__).parent / "migrations", build=build)
+SPEC = ServiceSpec(
+    name="points",
+    migrations_dir=Path(__file__).parent / "migrations",
+    build=build,
+    probes=points_metrics.PROBES,
+)

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from services.points import metrics
 from services.points.ledger import RulesInForce
 from services.points.ledger_accounts import EXPIRED, MEMBER_AVAILABLE, MEMBER_HELD, REDEEMED
 from services.points.member_events import MemberDirectory
@@ -163,13 +164,23 @@ class Spending:
         return await in_transaction(self._pool, lambda conn: self._hold_in(conn, request))
 
     async def capture(self, request: CaptureRequest) -> HoldView:
-        return await in_transaction(self._pool, lambda conn: self._capture_in(conn, request))
+        view, replayed = await in_transaction(
+            self._pool, lambda conn: self._capture_in(conn, request)
+        )
+        if not replayed:  # committed: counted once
+            metrics.POINTS_REDEEMED.inc(view.captured_points)
+        return view
 
     async def release(self, request: ReleaseRequest) -> HoldView:
         return await in_transaction(self._pool, lambda conn: self._release_in(conn, request))
 
     async def redeem(self, request: RedeemRequest) -> RedemptionResult:
-        return await in_transaction(self._pool, lambda conn: self._redeem_in(conn, request))
+        result, replayed = await in_transaction(
+            self._pool, lambda conn: self._redeem_in(conn, request)
+        )
+        if not replayed:  # committed: counted once
+            metrics.POINTS_REDEEMED.inc(result.points)
+        return result
 
     async def _require_active(self, conn: Conn, member_id: str) -> None:
         member = await self._members.state_of(conn, member_id)
@@ -272,13 +283,14 @@ class Spending:
             raise failed_precondition("HOLD_EXPIRED", "the hold expired")
         return hold
 
-    async def _capture_in(self, conn: Conn, request: CaptureRequest) -> HoldView:
+    async def _capture_in(self, conn: Conn, request: CaptureRequest) -> tuple[HoldView, bool]:
+        """The hold, and whether it is an earlier call's answer (a replay)."""
         key, fingerprint = request.idempotency_key, request.fingerprint()
         done = await _replay(conn, request.member_id, key, fingerprint)
         if done is None:
             done = await self._lock(conn, request.member_id, key, fingerprint)
         if done is not None:
-            return HoldView.from_json(done)
+            return HoldView.from_json(done), True
         now = self._clock()
         hold = await self._open_hold(conn, request.member_id, request.hold_id, now)
         await self._require_active(conn, request.member_id)
@@ -287,7 +299,7 @@ class Spending:
                 "CAPTURE_EXCEEDS_HOLD", "the capture is above the points held"
             )
         how = Settling("CAPTURED", request.points, key, fingerprint, self._rules.version, now)
-        return await settle_hold(conn, hold, how)
+        return await settle_hold(conn, hold, how), False
 
     async def _release_in(self, conn: Conn, request: ReleaseRequest) -> HoldView:
         """Releasing is allowed whatever the member's state (it only gives points back), but
@@ -308,15 +320,16 @@ class Spending:
         how = Settling("RELEASED", 0, key, fingerprint, self._rules.version, now)
         return await settle_hold(conn, hold, how)
 
-    async def _redeem_in(self, conn: Conn, request: RedeemRequest) -> RedemptionResult:
+    async def _redeem_in(self, conn: Conn, request: RedeemRequest) -> tuple[RedemptionResult, bool]:
+        """The redemption, and whether it is an earlier call's (a replay)."""
         key, fingerprint = request.idempotency_key, request.fingerprint()
         done = await _replay(conn, request.member_id, key, fingerprint)
         if done is not None:
-            return RedemptionResult.from_json(done)
+            return RedemptionResult.from_json(done), True
         await self._require_active(conn, request.member_id)
         done = await self._lock(conn, request.member_id, key, fingerprint)
         if done is not None:
-            return RedemptionResult.from_json(done)
+            return RedemptionResult.from_json(done), True
         taken = await self._take(conn, request.member_id, request.points, self._clock())
         txn_id = (await ledger_store.next_ids(conn, 1))[0]
         moved = [(lot.lot_id, p) for lot, p in taken]
@@ -327,4 +340,4 @@ class Spending:
         await _insert_transaction(
             conn, request.member_id, head, result.to_json(), result.explanation()
         )
-        return result
+        return result, False

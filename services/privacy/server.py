@@ -15,6 +15,7 @@ from membership.privacy.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consen
 from membership.privacy.v1 import field_crypto_pb2 as pb
 from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
 
+from services.privacy import metrics as privacy_metrics
 from services.privacy import store_consent
 from services.privacy.consent import Consents
 from services.privacy.consent_statistics import ConsentStatisticsCache
@@ -264,4 +265,9 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:
     return PrivacyComponent(pool, crypto, consents, settings, data_rights)
 
 
-SPEC = ServiceSpec(name="privacy", migrations_dir=Path(__file__).parent / "migrations", build=build)
+SPEC = ServiceSpec(
+    name="privacy",
+    migrations_dir=Path(__file__).parent / "migrations",
+    build=build,
+    probes=privacy_metrics.PROBES,
+)

@@ -218,6 +218,9 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ConnectionDoesNotExistError,
+    # the server is shutting down (fast shutdown, crash recovery): sessions are being cut
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
     ConnectionError,
 )
 
@@ -233,11 +236,39 @@ def database_failure(exc: BaseException) -> DomainError | None:
             "STATEMENT_TIMEOUT",
             "the database did not finish the request in time; retry later",
         )
-    if isinstance(exc, _UNREACHABLE):
+    if _unreachable(exc):
         return DomainError(
             Code.UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is unavailable; retry later"
         )
     return None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, _UNREACHABLE) or _socket_missing(exc):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        # a connection that received the server's FATAL (a shutdown) while between or inside
+        # operations is left in a state no query can start from until its socket closes;
+        # the call may be retried on a fresh connection
+        return True
+    # a connection lost inside a transaction surfaces as InterfaceError ("the underlying
+    # connection is closed") from the transaction's exit, raised while handling the loss
+    context = exc.__context__
+    return isinstance(exc, asyncpg.InterfaceError) and context is not None and _unreachable(context)
+
+
+def _socket_missing(exc: BaseException) -> bool:
+    """A PostgreSQL on a Unix socket (the embedded one) removes the socket file while it is
+    stopped, so connecting raises FileNotFoundError rather than a refused connection. Only
+    when asyncpg raised it: a missing file of our own is a bug, not an outage."""
+    if not isinstance(exc, FileNotFoundError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if "asyncpg" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _backoff_s(attempt: int) -> float:
@@ -253,3 +284,41 @@ def _conflict(attempts: int) -> DomainError:
         "TRANSACTION_CONFLICT",
         f"the change conflicted with concurrent changes {attempts} times; retry",
     )
+
+
+# how often a service checks that its database answers, and how long one check may take
+WATCH_INTERVAL_S = 1.0
+WATCH_TIMEOUT_S = 1.0
+
+
+async def database_answers(pool: asyncpg.Pool, timeout_s: float = WATCH_TIMEOUT_S) -> bool:
+    """True when a pooled connection runs `SELECT 1` within `timeout_s`.
+
+    A failed check also costs the pool its broken connection (asyncpg drops a connection
+    whose socket died), so the next requests after an outage reconnect instead of failing."""
+    try:
+        async with pool.acquire(timeout=timeout_s) as conn:
+            await conn.fetchval("SELECT 1", timeout=timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    except asyncpg.InternalClientError:
+        return False  # a connection cut mid-operation; never let it end the watch
+    return True
+
+
+async def watch_database(
+    pool: asyncpg.Pool,
+    on_change: Callable[[bool], Awaitable[None]],
+    interval_s: float = WATCH_INTERVAL_S,
+) -> None:
+    """Calls `on_change(reachable)` whenever the database goes away or comes back, until
+    cancelled. The service itself keeps running through an outage: the pool reconnects by
+    itself, and health (what load balancers and probes read) says whether to send it work."""
+    reachable = True
+    while True:
+        await asyncio.sleep(interval_s)
+        now = await database_answers(pool)
+        if now != reachable:
+            reachable = now
+            log.warning("database reachable" if now else "database unreachable")
+            await on_change(now)

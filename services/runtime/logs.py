@@ -1,4 +1,4 @@
-"""Structured JSON logs with the request id.
+"""Structured JSON logs with the request id, and the trace and span ids when tracing is on.
 
 Log calls pass only identifiers and outcomes in `extra={"fields": {...}}`; never request
 payloads, personal information or exception messages from the database (they can quote values).
@@ -14,6 +14,7 @@ import traceback
 from typing import Any
 
 from services.runtime.context import request_id
+from services.runtime.tracing import current_ids
 
 MAX_FRAMES = 30
 
@@ -35,6 +36,9 @@ class JsonFormatter(logging.Formatter):
         rid = request_id()
         if rid:
             entry["request_id"] = rid
+        ids = current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

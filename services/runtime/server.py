@@ -17,12 +17,14 @@ import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.runtime import scrape
 from services.runtime.config import ConfigError, Settings, load_settings
-from services.runtime.db import create_pool, load_migrations, migrate
+from services.runtime.db import create_pool, load_migrations, migrate, watch_database
 from services.runtime.identity import TokenVerifier, load_verify_keys
 from services.runtime.interceptor import ServiceInterceptor
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import MetricsEndpoint
+from services.runtime.tracing import setup_tracing
 
 log = logging.getLogger("membership.server")
 
@@ -46,6 +48,8 @@ class ServiceSpec:
     name: str
     migrations_dir: Path
     build: ComponentFactory
+    # gauges queried from the database at scrape time (job lag, outbox age, ...)
+    probes: Sequence[scrape.Probe] = ()
 
 
 @dataclass
@@ -58,19 +62,31 @@ class RunningService:
     health: health.aio.HealthServicer
     metrics: MetricsEndpoint | None = None
     _stopped: bool = field(default=False)
+    # flips health to NOT_SERVING while the database is out of reach (see watch_health)
+    watchdog: asyncio.Task[None] | None = field(default=None)
 
     async def stop(self, grace_s: float) -> None:
         if self._stopped:
             return
         self._stopped = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         await self.health.enter_graceful_shutdown()
         try:
             await self.server.stop(grace_s)
             await self.component.close()
         finally:
+            scrape.unwatch(self.spec.name, self.pool)
             await self.pool.close()
             if self.metrics is not None:
                 self.metrics.close()
+
+
+# The health service name a liveness probe asks for: SERVING from start to shutdown, whatever
+# the database does. "" and the API's own names go NOT_SERVING while PostgreSQL is out of
+# reach (readiness); a liveness probe on them would restart every pod during an outage that
+# a restart cannot cure.
+LIVENESS_SERVICE = "liveness"
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -142,14 +158,36 @@ async def _start_grpc(
     await server.start()
     metrics_addr = settings.metrics_addr_of(spec.name)
     metrics = MetricsEndpoint(metrics_addr) if metrics_addr else None
-    for name in ["", *component.service_names]:
+    newest = max((m.version for m in load_migrations(spec.migrations_dir)), default=0)
+    scrape.watch(spec.name, pool, newest, spec.probes)
+    for name in ["", LIVENESS_SERVICE, *component.service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningService(spec, server, port, pool, component, health_servicer, metrics)
+    running = RunningService(spec, server, port, pool, component, health_servicer, metrics)
+    running.watchdog = watch_health(pool, health_servicer, ["", *component.service_names])
+    return running
+
+
+def watch_health(
+    pool: asyncpg.Pool, servicer: health.aio.HealthServicer, names: Sequence[str]
+) -> asyncio.Task[None]:
+    """NOT_SERVING while the database does not answer, SERVING again once it does: a
+    service without its database can only fail requests, so probes and load balancers
+    should send them elsewhere meanwhile."""
+
+    async def report(reachable: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not reachable:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in names:
+            await servicer.set(name, status)
+
+    return asyncio.create_task(watch_database(pool, report), name="database-watch")
 
 
 async def _serve(spec: ServiceSpec) -> None:
     settings = load_settings()
     configure_logging(spec.name, settings.log_level)
+    setup_tracing(spec.name)  # before the pool, server and channels it instruments
     running = await start_service(spec, settings)
     metrics_port = running.metrics.port if running.metrics else None
     log.info("serving", extra={"fields": {"port": running.port, "metrics_port": metrics_port}})

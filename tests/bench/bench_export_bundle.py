@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     report = {
+        "benchmark": "export_bundle",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "transactions": options.transactions,
         "rounds": options.rounds,

@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ class Options:
     warmup: float
     callers: int
     members: int
+    output: Path = RESULTS
 
 
 # --- the processes ---------------------------------------------------------------------------
@@ -347,6 +349,8 @@ def report(rounds: list[Round], options: Options) -> dict[str, Any]:
     )
     print("\n".join(lines))
     return {
+        "benchmark": "gateway",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rounds": [asdict(r) for r in rounds],
         "median": medians,
         "targets": TARGETS,
@@ -418,10 +422,11 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--callers", type=int, default=16, help="concurrent callers, every load")
     parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     ns = parser.parse_args(argv)
     if ns.rounds < 1 or ns.seconds <= 0 or ns.callers < 1 or ns.members < 1 or ns.warmup < 0:
         parser.error("--rounds, --seconds, --callers, --members must be positive, --warmup >= 0")
-    return Options(ns.rounds, ns.seconds, ns.warmup, ns.callers, ns.members)
+    return Options(ns.rounds, ns.seconds, ns.warmup, ns.callers, ns.members, ns.output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,9 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             result = uvloop.run(run(options, pg, Path(keys)))
     finally:
         pg.close()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nwrote {RESULTS}")
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwrote {options.output}")
     return 0
 
 

@@ -72,6 +72,7 @@ class Options:
     members: int
     scale: int
     preload_transactions: int  # 0: start from an empty ledger
+    output: Path = RESULTS
 
 
 def _free_port() -> int:
@@ -434,6 +435,8 @@ def report(rounds: list[Round], reconcile: pb.ReconcileResponse) -> dict[str, An
     )
     print("\n".join(lines))
     return {
+        "benchmark": "settlement",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "rounds": [asdict(r) for r in rounds],
         "median": {
             "pgbench_tps": tps,
@@ -507,10 +510,12 @@ def parse_args(argv: list[str] | None) -> Options:
         help="settlements of history to load first (3 ledger rows each), e.g. 3400000"
         " with --members 1000000 for 1M members and 10M ledger rows",
     )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     ns = parser.parse_args(argv)
     if ns.rounds < 1 or ns.seconds <= 0 or ns.members < 1 or ns.scale < 1:
         parser.error("--rounds, --seconds, --members and --scale must be positive")
-    return Options(ns.rounds, ns.seconds, ns.members, ns.scale, max(0, ns.preload_transactions))
+    preload = max(0, ns.preload_transactions)
+    return Options(ns.rounds, ns.seconds, ns.members, ns.scale, preload, ns.output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -522,9 +527,9 @@ def main(argv: list[str] | None = None) -> int:
             result = uvloop.run(run(options, pg, Path(keys)))
     finally:
         pg.close()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nwrote {RESULTS}")
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwrote {options.output}")
     return 0
 
 

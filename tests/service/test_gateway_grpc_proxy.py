@@ -493,9 +493,9 @@ async def test_the_callers_deadline_reaches_the_backend(fake: tuple[FakeBackend,
     await proxied.raw(GET_BALANCE)(b"", metadata=key("wallet"), timeout=2.0)
     await proxied.raw(GET_BALANCE)(b"", metadata=key("wallet"))
     with_deadline, without = (s.time_remaining for s in backend.seen)
-    assert with_deadline is not None and 1.0 < with_deadline <= 2.0
+    # gRPC sends timeouts in coarse units, rounded up (by up to a few hundred ms)
+    assert with_deadline is not None and 1.0 < with_deadline <= 2.5
     # no deadline from the caller: the proxy's cap (30 s) still bounds the backend call
-    # (gRPC sends timeouts in coarse units, rounded up by up to a few hundred ms)
     assert without is not None and 25.0 < without <= 30.5
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.server import SERVICES as GATEWAY_BACKENDS
 from services.runtime.config import DEFAULT_ADDRS
+from services.runtime.server import LIVENESS_SERVICE
 from tests.support.deploy_k8s import (
     K8S,
     K8S_VERSION,
@@ -137,6 +138,9 @@ def test_deployments_probe_their_own_grpc_port(target: str) -> None:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             # the standard gRPC health protocol, not a TCP connect
             assert container[probe]["grpc"]["port"] in grpc_ports, (container["name"], probe)
+        # readiness follows the database; liveness must not, or an outage restarts every pod
+        assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+        assert container["readinessProbe"]["grpc"].get("service", "") == ""
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -1,0 +1,111 @@
+"""The points service's own metrics: committed settlements, refunds and point movements,
+and how far its background jobs lag.
+
+Counters move only after the transaction that did the work committed, and never for a
+replay (a repeated idempotency key answers with the first result and changes nothing).
+Labels are bounded sets: outcomes, job names, error reasons from the code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge
+
+from services.runtime.db import Conn
+from services.runtime.scrape import Probe, Samples
+
+if TYPE_CHECKING:  # the modules that count import this one
+    from services.points.ledger import ItemOutcome
+    from services.points.refunds import RefundResult
+
+SETTLEMENTS = Counter(
+    "membership_points_settlements_total",
+    "Settled payments, by outcome (earned, no_points, replayed, rejected)",
+    ["outcome"],
+)
+REFUNDS = Counter(
+    "membership_points_refunds_total",
+    "Refunds, by outcome (clawed_back, written_off, replayed)",
+    ["outcome"],
+)
+POINTS_ISSUED = Counter("membership_points_issued_total", "Points credited to members")
+POINTS_REDEEMED = Counter("membership_points_redeemed_total", "Points spent by members")
+POINTS_EXPIRED = Counter("membership_points_expired_total", "Points forfeited by expiry")
+POINTS_CLAWED_BACK = Counter("membership_points_clawed_back_total", "Points taken back by refunds")
+JOB_LAST_SUCCESS = Gauge(
+    "membership_points_job_last_success_timestamp_seconds",
+    "When this process last finished a job run without error (Unix time)",
+    ["job"],
+)
+JOB_SINCE_SUCCESS = Gauge(
+    "membership_points_job_seconds_since_success",
+    "Seconds since this process last finished a job run without error",
+    ["job"],
+)
+
+_last_success: dict[str, float] = {}
+
+
+def settled(outcomes: Sequence[ItemOutcome]) -> None:
+    """After the batch committed."""
+    for outcome in outcomes:
+        if outcome.result is None:
+            SETTLEMENTS.labels("rejected").inc()
+        elif outcome.replayed:
+            SETTLEMENTS.labels("replayed").inc()
+        elif outcome.result.points > 0:
+            SETTLEMENTS.labels("earned").inc()
+            POINTS_ISSUED.inc(outcome.result.points)
+        else:
+            SETTLEMENTS.labels("no_points").inc()
+
+
+def refunded(result: RefundResult, replayed: bool) -> None:
+    """After the refund committed."""
+    if replayed:
+        REFUNDS.labels("replayed").inc()
+        return
+    REFUNDS.labels("written_off" if result.points_uncollectable else "clawed_back").inc()
+    POINTS_CLAWED_BACK.inc(result.points_clawed_back)
+
+
+def job_succeeded(job: str) -> None:
+    now = time.time()
+    JOB_LAST_SUCCESS.labels(job).set(now)
+    if job not in _last_success:
+        # read at scrape time, so the lag grows between runs without anyone setting it
+        JOB_SINCE_SUCCESS.labels(job).set_function(lambda: time.time() - _last_success[job])
+    _last_success[job] = now
+
+
+# which due items each job works through, and the column that says since when they are due;
+# only these constants go into SQL text
+_DUE = {
+    "maturation": ("points.lots", "available_at", "state = 'PENDING'"),
+    "expiry": ("points.lots", "expires_at", "state = 'AVAILABLE' AND remaining > 0"),
+    "hold_expiry": ("points.holds", "expires_at", "state = 'HELD'"),
+}
+
+
+async def _oldest_due(conn: Conn) -> Samples:
+    samples: Samples = []
+    for job, (table, column, where) in _DUE.items():
+        age = await conn.fetchval(
+            f"SELECT COALESCE(EXTRACT(EPOCH FROM now() - min({column})), 0)::float8"
+            f" FROM {table} WHERE {where} AND {column} <= now()"
+        )
+        samples.append(((job,), max(float(age or 0.0), 0.0)))
+    return samples
+
+
+PROBES = (
+    Probe(
+        "membership_points_job_oldest_due_seconds",
+        "How long the oldest item a job should have handled has been due (0: none)",
+        ("job",),
+        _oldest_due,
+    ),
+)

@@ -1,0 +1,100 @@
+"""OpenTelemetry tracing across gateway -> services -> PostgreSQL, off unless configured.
+
+Configured through the standard variables: OTEL_EXPORTER_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER=otlp; OTEL_TRACES_EXPORTER=none
+turns it off. Unset, nothing is set up: no SDK, no instrumentation, and the API's no-op
+tracer costs next to nothing. The official instrumentations do the work: grpc.aio servers
+and channels (W3C traceparent in gRPC metadata) and asyncpg (one span per statement). Span
+attributes from them carry method names and SQL text with parameters as placeholders, never
+parameter values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on
+    from opentelemetry.sdk.trace import SpanProcessor
+
+log = logging.getLogger("membership.tracing")
+
+# the SDK allows one tracer provider per process
+_installed: list[str] = []
+
+
+def tracing_configured(env: Mapping[str, str]) -> bool:
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return False
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    return bool(endpoint or exporter)
+
+
+def setup_tracing(service: str, env: Mapping[str, str] | None = None) -> bool:
+    """Sets up the SDK with an OTLP exporter when configured; True if it did. Call before
+    any gRPC server, channel or database pool is made."""
+    env = os.environ if env is None else env
+    if not tracing_configured(env):
+        return False
+    # imported only when tracing is on: the SDK and exporter are not loaded otherwise
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    install(service, BatchSpanProcessor(OTLPSpanExporter()))
+    log.info("tracing on", extra={"fields": {"exporter": "otlp"}})
+    return True
+
+
+def install(service: str, processor: SpanProcessor) -> None:
+    """The tracer provider with `processor` and the instrumentations; once per process
+    (tests pass an in-memory exporter's processor)."""
+    if _installed:
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorClient,
+        GrpcAioInstrumentorServer,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    resource = Resource.create({"service.name": f"membership-{service}"})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    # the instrumentation packages ship no type hints
+    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    _installed.append(service)
+
+
+def uninstall() -> None:
+    """Removes the instrumentations again (tests); the provider stays, as the SDK wants."""
+    if not _installed:
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.grpc import (
+        GrpcAioInstrumentorClient,
+        GrpcAioInstrumentorServer,
+    )
+
+    GrpcAioInstrumentorServer().uninstrument()  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorClient().uninstrument()  # type: ignore[no-untyped-call]
+    AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
+    _installed.clear()
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the active span in hex, for log lines; None without one."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"

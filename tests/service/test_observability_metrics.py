@@ -1,0 +1,131 @@
+"""Prometheus metrics of the running services: committed work counted exactly once, gauges
+read at scrape time, and no personal information in any label."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+
+from membership.points.v1 import points_pb2 as pb
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.service.test_points_refunds import refund
+from tests.service.test_points_settlement import NOW, known_member, payment, settler
+from tests.support.suite import Suite
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+# the accounts service's ids (`m` + 19 base32 characters) and this file's test members
+MEMBER_ID = re.compile(r"\bm[0-9a-hjkmnp-tv-z]{19}\b|mpts\d+")
+PHONE = re.compile(r"\+?\d[\d\- ]{6,}\d")
+
+
+async def scrape() -> Samples:
+    """What a Prometheus server would read: rendered on another thread, as the HTTP
+    endpoint does, so the scrape-time queries run on the services' loop meanwhile."""
+    text = (await asyncio.to_thread(generate_latest, REGISTRY)).decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+SETTLED = "membership_points_settlements_total"
+REFUNDED = "membership_points_refunds_total"
+ISSUED = "membership_points_issued_total"
+
+
+async def test_a_settlement_counts_once_and_its_replay_does_not_add(suite: Suite) -> None:
+    member_id = await known_member(suite)
+    before = await scrape()
+    first = await suite.points.SettlePayment(payment(member_id, "m-1"), metadata=settler(suite))
+    await suite.points.SettlePayment(payment(member_id, "m-1"), metadata=settler(suite))
+    after = await scrape()
+    assert first.points > 0
+    assert value(after, SETTLED, outcome="earned") - value(before, SETTLED, outcome="earned") == 1
+    assert (
+        value(after, SETTLED, outcome="replayed") - value(before, SETTLED, outcome="replayed") == 1
+    )
+    assert value(after, ISSUED) - value(before, ISSUED) == first.points
+
+
+async def test_a_batch_counts_each_item_by_outcome(suite: Suite) -> None:
+    member_id = await known_member(suite)
+    before = await scrape()
+    requests = [
+        payment(member_id, "mb-1"),
+        payment(member_id, "mb-1"),  # the same key again within the batch
+        payment(member_id, "mb-2", 50_000, "top_up"),  # never earns
+        payment("nobody00", "mb-3"),  # unknown member: that item alone fails
+    ]
+    await suite.points.SettlePayments(
+        pb.SettlePaymentsRequest(requests=requests), metadata=settler(suite)
+    )
+    after = await scrape()
+    moved = {
+        outcome: value(after, SETTLED, outcome=outcome) - value(before, SETTLED, outcome=outcome)
+        for outcome in ("earned", "replayed", "no_points", "rejected")
+    }
+    assert moved == {"earned": 1, "replayed": 1, "no_points": 1, "rejected": 1}
+
+
+async def test_a_refund_counts_once_and_its_replay_does_not_add(suite: Suite) -> None:
+    member_id = await known_member(suite)
+    old = NOW - timedelta(days=10)
+    await suite.points.SettlePayment(
+        payment(member_id, "mr-1", 10_000, occurred=old), metadata=settler(suite)
+    )
+    before = await scrape()
+    request = refund(member_id, "mr-1", "r-1", 5_000)
+    done = await suite.points.RefundPayment(request, metadata=settler(suite))
+    await suite.points.RefundPayment(request, metadata=settler(suite))
+    after = await scrape()
+    clawed = "membership_points_clawed_back_total"
+    assert done.points_clawed_back > 0
+    assert (
+        value(after, REFUNDED, outcome="clawed_back")
+        - value(before, REFUNDED, outcome="clawed_back")
+        == 1
+    )
+    assert (
+        value(after, REFUNDED, outcome="replayed") - value(before, REFUNDED, outcome="replayed")
+        == 1
+    )
+    assert value(after, clawed) - value(before, clawed) == done.points_clawed_back
+
+
+async def test_pools_jobs_outboxes_and_data_requests_are_gauged(suite: Suite) -> None:
+    samples = await scrape()
+    for service in ("accounts", "points", "privacy"):
+        size = value(samples, "membership_db_pool_connections", service=service, state="size")
+        in_use = value(samples, "membership_db_pool_connections", service=service, state="in_use")
+        assert size >= 1 and 0 <= in_use <= size
+    for job in ("maturation", "expiry", "hold_expiry"):
+        due: tuple[str, tuple[tuple[str, str], ...]] = (
+            "membership_points_job_oldest_due_seconds",
+            (("job", job), ("service", "points")),
+        )
+        assert due in samples
+    for service in ("accounts", "privacy"):
+        key = ("membership_outbox_oldest_undelivered_seconds", (("service", service),))
+        assert key in samples
+    assert value(samples, "membership_dsr_overdue_requests", service="privacy") >= 0
+    for service in ("accounts", "points", "privacy"):
+        code = value(samples, "membership_schema_code_version", service=service)
+        assert value(samples, "membership_schema_version", service=service) == code > 0
+
+
+async def test_no_label_carries_a_member_id_or_a_phone_number(suite: Suite) -> None:
+    member_id = await known_member(suite)
+    await suite.points.SettlePayment(payment(member_id, "mp-1"), metadata=settler(suite))
+    for (name, labels), _ in (await scrape()).items():
+        for label, text in labels:
+            assert member_id not in text, (name, label)
+            assert not MEMBER_ID.search(text), (name, label, text)
+            assert not PHONE.search(text), (name, label, text)
