@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from services.points import debt, earn
+from services.points import debt, earn, metrics
 from services.points.ledger import RulesInForce
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE
 from services.points.store import ledger as store
@@ -121,9 +121,18 @@ class Grants:
     async def grant(self, caller: Caller, request: GrantRequest) -> GrantResult:
         now = self._clock()
         check_allowed(self._rules, caller, request, now)
-        return await in_transaction(self._pool, lambda conn: self._grant_in(conn, request, now))
+        credited: list[bool] = []
+        result = await in_transaction(
+            self._pool, lambda conn: self._grant_in(conn, request, now, credited)
+        )
+        if credited:  # committed, and not the answer to a repeat
+            metrics.POINTS_ISSUED.labels("grant").inc(result.points)
+        return result
 
-    async def _grant_in(self, conn: Conn, request: GrantRequest, now: datetime) -> GrantResult:
+    async def _grant_in(
+        self, conn: Conn, request: GrantRequest, now: datetime, credited: list[bool]
+    ) -> GrantResult:
+        credited.clear()  # a retried transaction starts over
         rules = self._rules.rules
         floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
         locked = await fast.lock_known_member(conn, request.member_id, floor)
@@ -138,6 +147,7 @@ class Grants:
             raise failed_precondition(
                 f"MEMBER_{seen.state}", f"a {seen.state} member cannot receive points"
             )
+        credited.append(True)
         return await self._credit(conn, request, locked, now)
 
     async def _credit(

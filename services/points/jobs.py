@@ -46,6 +46,7 @@ class BatchResult:
     seen: int  # candidates found: fewer than the limit means nothing more is due
     done: int  # items changed
     forfeited: int = 0  # points that expired
+    issued: int = 0  # points credited (referral bonuses)
 
 
 BatchFn = Callable[[Conn, datetime, int], Awaitable[BatchResult]]
@@ -238,8 +239,8 @@ async def review_tiers(conn: Conn, now: datetime, limit: int) -> BatchResult:
 
 async def pay_referrals(conn: Conn, now: datetime, limit: int) -> BatchResult:
     """Referral bonuses made due by referees' first settlements are paid to both sides."""
-    seen, paid = await pay_referral_bonuses(conn, now, limit)
-    return BatchResult(seen, paid)
+    seen, paid, points = await pay_referral_bonuses(conn, now, limit)
+    return BatchResult(seen, paid, issued=points)
 
 
 # in this order: a lot that matures and expires in the same run ends expired, and points an
@@ -281,6 +282,7 @@ class JobRunner:
             if result is None:
                 return JobReport(job.name, done, batches, skipped=True, more_left=False)
             metrics.POINTS_EXPIRED.inc(result.forfeited)  # committed: counted once
+            metrics.POINTS_ISSUED.labels("referral").inc(result.issued)
             batches, done = batches + 1, done + result.done
             if result.seen < limit:
                 metrics.job_succeeded(job.name)

@@ -31,7 +31,11 @@ REFUNDS = Counter(
     "Refunds, by outcome (clawed_back, written_off, replayed)",
     ["outcome"],
 )
-POINTS_ISSUED = Counter("membership_points_issued_total", "Points credited to members")
+POINTS_ISSUED = Counter(
+    "membership_points_issued_total",
+    "Points credited to members, by source (settlement, grant, referral)",
+    ["source"],
+)
 POINTS_REDEEMED = Counter("membership_points_redeemed_total", "Points spent by members")
 POINTS_EXPIRED = Counter("membership_points_expired_total", "Points forfeited by expiry")
 POINTS_CLAWED_BACK = Counter("membership_points_clawed_back_total", "Points taken back by refunds")
@@ -58,7 +62,7 @@ def settled(outcomes: Sequence[ItemOutcome]) -> None:
             SETTLEMENTS.labels("replayed").inc()
         elif outcome.result.points > 0:
             SETTLEMENTS.labels("earned").inc()
-            POINTS_ISSUED.inc(outcome.result.points)
+            POINTS_ISSUED.labels("settlement").inc(outcome.result.points)
         else:
             SETTLEMENTS.labels("no_points").inc()
 

@@ -27,12 +27,12 @@ from services.runtime.db import Conn
 KIND = "referral"
 
 
-async def pay_referral_bonuses(conn: Conn, now: datetime, limit: int) -> tuple[int, int]:
+async def pay_referral_bonuses(conn: Conn, now: datetime, limit: int) -> tuple[int, int, int]:
     """Due referral bonuses are paid to both sides (or forfeited by a side not ACTIVE);
-    returns (candidates seen, rows paid)."""
+    returns (candidates seen, rows paid, points credited)."""
     candidates = await rstore.due_candidates(conn, limit)
     if not candidates:
-        return 0, 0
+        return 0, 0, 0
     rules = await _rules(conn, {c.rule_version for c in candidates})
     latest = rules[max(rules)]
     floor = -latest.negative_floor if latest.refund_policy == "allow_negative" else 0
@@ -48,7 +48,7 @@ async def pay_referral_bonuses(conn: Conn, now: datetime, limit: int) -> tuple[i
         paid.append((row.member_id, points[0], points[1]))
     if paid:
         await rstore.mark_paid(conn, paid, now)
-    return len(candidates), len(paid)
+    return len(candidates), len(paid), sum(referee + referrer for _, referee, referrer in paid)
 
 
 async def _rules(conn: Conn, versions: set[int]) -> dict[int, Rules]:

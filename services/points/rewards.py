@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from services.points import tiers
+from services.points import metrics, tiers
 from services.points.ledger_accounts import REDEEMED
 from services.points.restrictions import require_readable
 from services.points.rules import Rules, Tier
@@ -125,7 +125,13 @@ def _refuse(reason: str, message: str) -> NoReturn:
 
 class Rewards(Spending):
     async def redeem_reward(self, request: RedeemRewardRequest) -> RewardRedemption:
-        return await in_transaction(self._pool, lambda conn: self._redeem_reward_in(conn, request))
+        spent: list[int] = []  # the points of a new redemption, not of a repeat
+        result = await in_transaction(
+            self._pool, lambda conn: self._redeem_reward_in(conn, request, spent)
+        )
+        if spent:  # committed: counted once
+            metrics.POINTS_REDEEMED.inc(spent[-1])
+        return result
 
     async def list_rewards(self, query: RewardQuery) -> tuple[list[store.RewardRow], str]:
         size = paging.page_size(query.page_size)
@@ -156,7 +162,10 @@ class Rewards(Spending):
             raise idempotency_key_reused()
         return RewardRedemption.from_json(done.result)
 
-    async def _redeem_reward_in(self, conn: Conn, request: RedeemRewardRequest) -> RewardRedemption:
+    async def _redeem_reward_in(
+        self, conn: Conn, request: RedeemRewardRequest, spent: list[int]
+    ) -> RewardRedemption:
+        spent.clear()  # a retried transaction starts over
         # a repeat answers with the first result, whatever the member's state is now
         done = await self._replayed(conn, request)
         if done is not None:
@@ -174,6 +183,7 @@ class Rewards(Spending):
             conn, reward.sku, request.quantity
         ):
             _refuse("OUT_OF_STOCK", "not enough of the reward is left")  # rolls back it all
+        spent.append(points)
         return result
 
     async def _redeemable(self, conn: Conn, request: RedeemRewardRequest) -> store.RewardRow:

@@ -4,7 +4,8 @@ Configured through the standard variables: OTEL_EXPORTER_OTLP_ENDPOINT (or
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER=otlp; OTEL_TRACES_EXPORTER=none
 turns it off. Unset, nothing is set up: no SDK, no instrumentation, and the API's no-op
 tracer costs next to nothing. The official instrumentations do the work: grpc.aio servers
-and channels (W3C traceparent in gRPC metadata) and asyncpg (one span per statement). Span
+and channels (W3C traceparent in gRPC metadata), aiohttp servers (the gateway's REST side)
+and asyncpg (one span per statement). Span
 attributes from them carry method names and SQL text with parameters as placeholders, never
 parameter values.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -73,6 +75,7 @@ def install(service: str, processor: SpanProcessor) -> None:
     GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
     GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
     AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    _instrument_aiohttp_server(install=True)
     _installed.append(service)
 
 
@@ -89,7 +92,24 @@ def uninstall() -> None:
     GrpcAioInstrumentorServer().uninstrument()  # type: ignore[no-untyped-call]
     GrpcAioInstrumentorClient().uninstrument()  # type: ignore[no-untyped-call]
     AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
+    _instrument_aiohttp_server(install=False)
     _installed.clear()
+
+
+def _instrument_aiohttp_server(install: bool) -> None:
+    """The gateway's REST side: aiohttp applications made from now on are traced. The
+    instrumentor subclasses web.Application, which aiohttp warns about; that warning is the
+    instrumentation's business, not a fault of ours (warnings are errors in the tests)."""
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "Inheritance class .* from web.Application", DeprecationWarning
+        )
+        if install:
+            AioHttpServerInstrumentor().instrument()
+        else:
+            AioHttpServerInstrumentor().uninstrument()
 
 
 def current_ids() -> tuple[str, str] | None:

@@ -7,11 +7,14 @@ import asyncio
 import re
 from datetime import timedelta
 
+import asyncpg
 from membership.points.v1 import points_pb2 as pb
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.service.test_points_grants import grant
 from tests.service.test_points_refunds import refund
+from tests.service.test_points_rewards import catalogue, redeem, redeemed, rich_member
 from tests.service.test_points_settlement import NOW, known_member, payment, settler
 from tests.support.suite import Suite
 
@@ -39,6 +42,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 SETTLED = "membership_points_settlements_total"
 REFUNDED = "membership_points_refunds_total"
 ISSUED = "membership_points_issued_total"
+REDEEMED = "membership_points_redeemed_total"
+
+__all__ = ["catalogue"]  # the fixture, imported for pytest
 
 
 async def test_a_settlement_counts_once_and_its_replay_does_not_add(suite: Suite) -> None:
@@ -52,7 +58,19 @@ async def test_a_settlement_counts_once_and_its_replay_does_not_add(suite: Suite
     assert (
         value(after, SETTLED, outcome="replayed") - value(before, SETTLED, outcome="replayed") == 1
     )
-    assert value(after, ISSUED) - value(before, ISSUED) == first.points
+    issued = value(after, ISSUED, source="settlement") - value(before, ISSUED, source="settlement")
+    assert issued == first.points
+
+
+async def test_a_grant_counts_its_points_once(suite: Suite) -> None:
+    member_id = await known_member(suite)
+    before = await scrape()
+    for _ in range(2):  # the repeat answers with the first result and credits nothing
+        await suite.points.GrantPoints(
+            grant(member_id, "g-metrics", 7), metadata=suite.auth("wallet-backend")
+        )
+    after = await scrape()
+    assert value(after, ISSUED, source="grant") - value(before, ISSUED, source="grant") == 7
 
 
 async def test_a_batch_counts_each_item_by_outcome(suite: Suite) -> None:
@@ -129,3 +147,14 @@ async def test_no_label_carries_a_member_id_or_a_phone_number(suite: Suite) -> N
             assert member_id not in text, (name, label)
             assert not MEMBER_ID.search(text), (name, label, text)
             assert not PHONE.search(text), (name, label, text)
+
+
+async def test_a_reward_redemption_counts_its_points_once(
+    suite: Suite, db: asyncpg.Connection, catalogue: None
+) -> None:
+    member_id = await rich_member(suite, 1)
+    before = await scrape()
+    for _ in range(2):  # the repeat answers with the first result and spends nothing
+        got = await redeemed(suite, redeem(member_id, "t-cheap", "r-metrics", 2))
+    after = await scrape()
+    assert value(after, REDEEMED) - value(before, REDEEMED) == got.points > 0

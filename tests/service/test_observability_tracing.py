@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -16,9 +17,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from gateway.grpc_proxy import GrpcProxy, backends_from, signer_minter
+from gateway.server import start_gateway
 from services.runtime import tracing
 from services.runtime.logs import JsonFormatter
 from tests.service.test_gateway_grpc_proxy import FakeKeys, key, serving
+from tests.service.test_gateway_rest import SETTINGS, call, new_key
 from tests.service.test_points_settlement import known_member, payment
 from tests.support.suite import Suite, running_suite
 
@@ -80,6 +83,32 @@ async def test_a_call_through_the_gateway_is_one_trace(
     assert any(
         s.parent is not None and s.parent.span_id == gateway_client.context.span_id for s in servers
     )
+
+
+async def test_a_rest_call_is_one_trace_from_the_gateway_to_postgresql(
+    traced_suite: Suite, traced: InMemorySpanExporter
+) -> None:
+    suite = traced_suite
+    member_id = await known_member(suite)
+    gateway = await start_gateway(suite.settings, SETTINGS)
+    try:
+        settler = await new_key(suite, "settlement")
+        traced.clear()
+        body = json_format.MessageToDict(payment(member_id, "tr-rest"))
+        del body["member"]  # in the path
+        status, _, _ = await call(
+            gateway, "POST", f"/v1/members/{member_id}/payments:settle", settler, body
+        )
+    finally:
+        await gateway.stop()
+    assert status == 200
+    spans = _trace_of(list(traced.get_finished_spans()), SETTLE, SpanKind.CLIENT)
+    kinds = {(s.kind, s.name == SETTLE) for s in spans}
+    # the REST request (aiohttp server), the forwarded call, the points service, its queries
+    assert (SpanKind.SERVER, False) in kinds and (SpanKind.SERVER, True) in kinds
+    assert any(s.attributes and s.attributes.get("db.system") == "postgresql" for s in spans)
+    rest_span = next(s for s in spans if s.kind == SpanKind.SERVER and s.name != SETTLE)
+    assert rest_span.parent is None, "the REST request is the trace's root"
 
 
 def test_log_lines_carry_trace_and_span_ids(traced: InMemorySpanExporter) -> None:
