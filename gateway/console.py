@@ -154,6 +154,9 @@ class Console:
             refused = _refusal(429, "SIGN_IN_ATTEMPTS_EXCEEDED", text)
             refused.headers["Retry-After"] = retry
             return refused
+        # counted as failed before the first await, and forgiven on success: parallel
+        # attempts cannot all pass the check above before any of them is recorded
+        self.attempts.failed(client)
         form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
         api_key = await _api_key_of(request, form)
         if isinstance(api_key, web.Response):
@@ -161,11 +164,9 @@ class Console:
         try:
             principal = await self._rest.authenticate(api_key)
         except PermissionError:
-            self.attempts.failed(client)
             return _refusal(401, "API_KEY_INVALID", "the API key is not valid")
         if principal.role not in CONSOLE_ROLES:
             # a valid key of another role is a failure too: the form is not for probing keys
-            self.attempts.failed(client)
             return _refusal(403, "ROLE_NOT_ALLOWED", "the console is for officer and admin keys")
         self.attempts.succeeded(client)
         session_id, session = self.sessions.open(api_key, principal.key_id, principal.role)

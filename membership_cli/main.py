@@ -200,7 +200,7 @@ def _add_status(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--timeout-s",
         type=_bounded_float(0.1, 60),
-        default=2.0,
+        default=status.DEFAULT_TIMEOUT_S,
         help="deadline of each check and scrape (default %(default)g)",
     )
     parser.add_argument("--json", action="store_true", help="print the status as JSON")

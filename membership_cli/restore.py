@@ -203,12 +203,15 @@ async def restore_backup(
 def summarise_journal(path: Path) -> JournalSummary:
     """Distinct members in the journal: the most privacy may re-erase (it skips those the
     restored database already shows erased)."""
+    journal = ErasureJournal(path)
+    # several privacy replicas keep one file each in the same folder: any of them counts
+    exists = any(p.exists() for p in journal.files())
     try:
-        members = {e.member_id for e in ErasureJournal(path).entries()}
+        members = {e.member_id for e in journal.entries()}
     except OSError as exc:
         print(f"membership restore: cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return JournalSummary(path, path.exists(), 0)
-    return JournalSummary(path, path.exists(), len(members))
+        return JournalSummary(path, exists, 0)
+    return JournalSummary(path, exists, len(members))
 
 
 def journal_line(journal: JournalSummary) -> str:

@@ -8,6 +8,7 @@ the command needs no database access and works wherever the ports are reachable.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -20,10 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from membership_cli.health import SERVING, probe
 from services.runtime.db import load_migrations
 
+# longer than a service's own wait for its scrape-time queries (2 s), so that a slow
+# database still shows as what it is rather than as an unreachable endpoint
+DEFAULT_TIMEOUT_S = 5.0
+
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 GATEWAY_MIGRATIONS = Path(__file__).resolve().parent.parent / "gateway" / "migrations"
 
-# (metric, label to key by or "") -> the field of ServiceStatus it fills
+# (metric, its labels) -> the sample's value
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -54,7 +59,11 @@ def newest_migration(service: str) -> int:
 def scrape(addr: str, timeout_s: float) -> Samples:
     # loopback or cluster-internal endpoints only: the address is the operator's setting
     with urllib.request.urlopen(f"http://{addr}/metrics", timeout=timeout_s) as reply:
-        text = reply.read().decode()
+        return parse(reply.read().decode())
+
+
+def parse(text: str) -> Samples:
+    """Samples of a Prometheus text exposition; raises ValueError when it is not one."""
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -62,8 +71,9 @@ def scrape(addr: str, timeout_s: float) -> Samples:
     }
 
 
-def _of(samples: Samples, metric: str, service: str, key: str = "") -> dict[str, float]:
-    """The service's samples of `metric`, by the value of label `key`."""
+def _of(samples: Samples, metric: str, service: str | None, key: str = "") -> dict[str, float]:
+    """The service's samples of `metric`, by the value of label `key`; service None: a
+    metric of the process itself, without a service label."""
     found = {}
     for (name, labels), value in samples.items():
         named = dict(labels)
@@ -79,7 +89,7 @@ def fill(status: ServiceStatus, name: str, samples: Samples) -> None:
     status.schema_version = None if schema is None else int(schema)
     status.code_schema_version = newest_migration(name)
     status.jobs_oldest_due_s = _of(samples, "membership_points_job_oldest_due_seconds", name, "job")
-    since = _of(samples, "membership_points_job_seconds_since_success", "", "job")
+    since = _of(samples, "membership_points_job_seconds_since_success", None, "job")
     status.jobs_since_success_s = since if name == "points" else {}
     outbox = _of(samples, "membership_outbox_oldest_undelivered_seconds", name).get("")
     status.outbox_oldest_undelivered_s = outbox
@@ -102,7 +112,9 @@ def service_status(name: str, addr: str, metrics_addr: str, timeout_s: float) ->
         return status
     try:
         samples = scrape(metrics_addr, timeout_s)
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+    # HTTPException: something listens there but does not answer HTTP (BadStatusLine,
+    # IncompleteRead); it is no OSError
+    except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
         status.problems.append(f"metrics unreachable ({type(exc).__name__})")
         return status
     fill(status, name, samples)

@@ -69,6 +69,8 @@ async def build_data_rights(
     )
     rights = DataRights(pool, crypto, consents, deadlines.default_calendar())
     exports = Exports(pool, crypto, PRIVACY_CALLER, rights.clock)
+    # appends to this process's file only; reads every writer's file in its folder (the
+    # replicas sharing one volume each have their own)
     journal = ErasureJournal(journal_path(os.environ, settings.keys_dir))
 
     async def history(member_id: str) -> Sequence[data_rights_pb2.DataRequest]:

@@ -11,6 +11,11 @@ request and the time. Appends are flushed and fsync'd before the erasure is repo
 A torn line (a crash mid-append) is skipped; its erasure is written first (before the key is
 destroyed) and again when the request resumes, and the service appends whatever erasure the
 database records but the journal lacks when it starts.
+
+Several writers (privacy replicas sharing one network volume) each append to their own file:
+appends from several NFS clients to one file are not atomic, so lines could be lost. The
+journal is the folder: a writer appends to its configured file only and reads every
+`erasure-*.jsonl` beside it (in Kubernetes, MEMBERSHIP_ERASURE_JOURNAL names a file per pod).
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 JOURNAL_ENV = "MEMBERSHIP_ERASURE_JOURNAL"
 JOURNAL_FILE = "erasure-journal.jsonl"
+# the other writers' files in the journal's folder (JOURNAL_FILE matches too)
+WRITER_FILES = "erasure-*.jsonl"
 MAX_LINE_BYTES = 1024
 
 log = logging.getLogger("membership.privacy.erasure_journal")
@@ -67,19 +76,43 @@ class ErasureJournal:
         if created:  # the new file's name must survive a crash too
             _fsync_dir(self.path.parent)
 
-    def entries(self) -> list[JournalEntry]:
-        """Every complete entry, oldest first (a member may appear more than once)."""
-        if not self.path.exists():
+    def files(self) -> list[Path]:
+        """This writer's file, then every other writer's in its folder, by name."""
+        if not self.path.parent.is_dir():
             return []
-        out: list[JournalEntry] = []
-        with self.path.open("rb") as f:
-            for number, raw in enumerate(f, start=1):
-                entry = _parse(raw)
-                if entry is None:
-                    log.warning("erasure journal line skipped", extra={"fields": {"line": number}})
-                    continue
-                out.append(entry)
-        return out
+        others = sorted(p for p in self.path.parent.glob(WRITER_FILES) if p != self.path)
+        return [p for p in [self.path, *others] if p.is_file()]
+
+    def entries(self) -> list[JournalEntry]:
+        """Every complete entry of every writer's file, file by file, each oldest first (a
+        member may appear more than once, also in several files). Files are read whole:
+        every erasure counts, however old."""
+        return [entry for path in self.files() for entry in _read(path)]
+
+
+def _read(path: Path) -> list[JournalEntry]:
+    out: list[JournalEntry] = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(_bounded_lines(f), start=1):
+            entry = _parse(raw)
+            if entry is None:
+                log.warning(
+                    "erasure journal line skipped",
+                    extra={"fields": {"file": path.name, "line": number}},
+                )
+                continue
+            out.append(entry)
+    return out
+
+
+def _bounded_lines(f: BinaryIO) -> Iterator[bytes]:
+    """The file's lines, each cut at MAX_LINE_BYTES + 1 bytes: a corrupt file without line
+    ends must not be read into memory whole (the cut line is too long, so it is skipped)."""
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := f.readline(MAX_LINE_BYTES + 1)) and not rest.endswith(b"\n"):
+                pass  # drop the rest of the over-long line
+        yield raw
 
 
 def _ends_a_line(fd: int) -> bool:

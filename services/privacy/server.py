@@ -226,6 +226,7 @@ class PrivacyComponent:
         self._relay.start()
 
     async def close(self) -> None:
+        await self.consent_statistics.close()
         await self.data_rights.close()
         await self._relay.close()  # before the channel it sends on
         await self._outbox.close()

@@ -4,6 +4,7 @@ transactions retried on deadlocks and serialization failures."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -286,38 +287,102 @@ def _conflict(attempts: int) -> DomainError:
     )
 
 
-# how often a service checks that its database answers, and how long one check may take
+# how often a service checks that its database answers, how long one whole check may take,
+# and how many checks in a row must fail before it reports NOT_SERVING: one slow answer under
+# load must not take a healthy replica out of rotation (readiness would then pile its traffic
+# onto the others)
 WATCH_INTERVAL_S = 1.0
 WATCH_TIMEOUT_S = 1.0
+WATCH_FAILURES = 3
+
+# what a failed check may raise; anything else is a bug and ends the watch (and is logged)
+_CHECK_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection cut mid-operation
+)
 
 
-async def database_answers(pool: asyncpg.Pool, timeout_s: float = WATCH_TIMEOUT_S) -> bool:
-    """True when a pooled connection runs `SELECT 1` within `timeout_s`.
+class DatabaseCheck:
+    """Whether the database answers `SELECT 1`, asked on one connection of its own.
 
-    A failed check also costs the pool its broken connection (asyncpg drops a connection
-    whose socket died), so the next requests after an outage reconnect instead of failing."""
-    try:
-        async with pool.acquire(timeout=timeout_s) as conn:
-            await conn.fetchval("SELECT 1", timeout=timeout_s)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return False
-    except asyncpg.InternalClientError:
-        return False  # a connection cut mid-operation; never let it end the watch
-    return True
+    Not a pooled connection: when every pooled connection is busy the service is loaded,
+    not cut off, and a check waiting for one would report a busy replica as down. The
+    connection is opened on first use, dropped after any failure (the next check reconnects)
+    and closed by `close`; it is one connection per process beyond the pool."""
+
+    def __init__(self, dsn: str, timeout_s: float = WATCH_TIMEOUT_S) -> None:
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._conn: asyncpg.Connection | None = None
+
+    async def answers(self) -> bool:
+        try:
+            # bounds the whole check, connecting included: on a silent network partition a
+            # query's own timeout goes on to wait for its cancel request, for up to the
+            # connection's command timeout
+            async with asyncio.timeout(self._timeout_s):
+                conn = await self._connection()
+                await conn.fetchval("SELECT 1")
+        except _CHECK_FAILURES:
+            self._drop()
+            return False
+        return True
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        # on failure asyncpg aborts the connection instead: nothing is left open
+        with contextlib.suppress(*_CHECK_FAILURES):
+            await conn.close(timeout=self._timeout_s)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self._dsn, timeout=self._timeout_s)
+        return self._conn
+
+    def _drop(self) -> None:
+        """Without a round trip: the connection may be the thing that hangs. Terminating
+        also cancels a cancel request asyncpg may still be sending for a timed-out query."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
 
 
 async def watch_database(
-    pool: asyncpg.Pool,
+    dsn: str,
     on_change: Callable[[bool], Awaitable[None]],
     interval_s: float = WATCH_INTERVAL_S,
+    failures: int = WATCH_FAILURES,
 ) -> None:
     """Calls `on_change(reachable)` whenever the database goes away or comes back, until
-    cancelled. The service itself keeps running through an outage: the pool reconnects by
-    itself, and health (what load balancers and probes read) says whether to send it work."""
+    cancelled; the check's connection is closed on the way out. The service itself keeps
+    running through an outage: the pool reconnects by itself, and health (what load
+    balancers and probes read) says whether to send it work."""
+    check = DatabaseCheck(dsn)
+    try:
+        await follow_checks(check.answers, on_change, interval_s, failures)
+    finally:
+        await check.close()
+
+
+async def follow_checks(
+    check: Callable[[], Awaitable[bool]],
+    on_change: Callable[[bool], Awaitable[None]],
+    interval_s: float = WATCH_INTERVAL_S,
+    failures: int = WATCH_FAILURES,
+) -> None:
+    """Runs `check` every `interval_s`: unreachable after `failures` failed checks in a row,
+    reachable again at the first success (a database that answers can take work)."""
     reachable = True
+    failed = 0
     while True:
         await asyncio.sleep(interval_s)
-        now = await database_answers(pool)
+        failed = 0 if await check() else failed + 1
+        now = failed < failures
         if now != reachable:
             reachable = now
             log.warning("database reachable" if now else "database unreachable")

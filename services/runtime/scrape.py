@@ -67,7 +67,15 @@ class ProbeSet:
                 return self._cached  # a scrape from the loop itself would wait on itself
         except RuntimeError:
             pass
-        future = asyncio.run_coroutine_threadsafe(self._query_all(), self.loop)
+        work = self._query_all()
+        try:
+            # raises once the loop closed (a service stopped without unwatching): that
+            # leaves the probes out too, rather than failing the whole scrape
+            future = asyncio.run_coroutine_threadsafe(work, self.loop)
+        except RuntimeError as exc:
+            work.close()  # never scheduled: closed here, or it warns that it never ran
+            log.warning("metrics probes failed", extra={"fields": {"error": type(exc).__name__}})
+            return {}
         try:
             return future.result(PROBE_WAIT_S)
         except Exception as exc:  # TimeoutError, or the database's own
@@ -79,7 +87,25 @@ class ProbeSet:
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
             # bounded: a scrape must never hold a connection for long
             await conn.execute(f"SET LOCAL statement_timeout = {PROBE_STATEMENT_TIMEOUT_MS}")
-            return {p.name: await p.query(conn) for p in self.probes}
+            answers: dict[str, Samples] = {}
+            for probe in self.probes:
+                samples = await _query_one(conn, probe)
+                if samples is not None:
+                    answers[probe.name] = samples
+            return answers
+
+
+async def _query_one(conn: Conn, probe: Probe) -> Samples | None:
+    """The probe's samples, or None when the database refused it (its statement timeout,
+    most often). In a savepoint of its own: an error aborts the enclosing transaction, and
+    would otherwise leave every later probe of the scrape out too."""
+    try:
+        async with conn.transaction():
+            return await probe.query(conn)
+    except asyncpg.PostgresError as exc:
+        fields = {"probe": probe.name, "error": type(exc).__name__}
+        log.warning("metrics probe failed", extra={"fields": fields})
+        return None
 
 
 class _ScrapeCollector(Collector):
@@ -186,14 +212,18 @@ def schema_probe(schema: str) -> Probe:
 
 
 def outbox_probe(schema: str) -> Probe:
-    """Seconds since the oldest undelivered event of `schema`'s outbox was written (0: none);
-    answered from the outbox's partial index of unpublished events."""
+    """Seconds since the oldest undelivered event of `schema`'s outbox was written (0: none).
+
+    The oldest is the first by event_id (ids are handed out in the order of writing): one
+    row read from the outbox's partial index on event_id WHERE published_at IS NULL, where
+    min(created_at) would read every undelivered row, and a backlog is when this matters."""
     table = f"{schema}.outbox"  # a constant of the caller, never input
 
     async def query(conn: Conn) -> Samples:
         age = await conn.fetchval(
-            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8"
-            f" FROM {table} WHERE published_at IS NULL"
+            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - ("
+            f"SELECT created_at FROM {table} WHERE published_at IS NULL"
+            " ORDER BY event_id LIMIT 1)), 0)::float8"
         )
         return [((), float(age or 0.0))]
 

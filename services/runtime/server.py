@@ -72,6 +72,10 @@ class RunningService:
         if self.watchdog is not None:
             self.watchdog.cancel()
         await self.health.enter_graceful_shutdown()
+        if self.watchdog is not None:
+            # lets it close its database connection; `wait` neither raises the task's
+            # cancellation (or a failure its done-callback logged) nor swallows our own
+            await asyncio.wait([self.watchdog])
         try:
             await self.server.stop(grace_s)
             await self.component.close()
@@ -163,16 +167,18 @@ async def _start_grpc(
     for name in ["", LIVENESS_SERVICE, *component.service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningService(spec, server, port, pool, component, health_servicer, metrics)
-    running.watchdog = watch_health(pool, health_servicer, ["", *component.service_names])
+    watched = ["", *component.service_names]  # not LIVENESS_SERVICE: see there
+    running.watchdog = watch_health(settings.database_url, health_servicer, watched)
     return running
 
 
 def watch_health(
-    pool: asyncpg.Pool, servicer: health.aio.HealthServicer, names: Sequence[str]
+    dsn: str, servicer: health.aio.HealthServicer, names: Sequence[str]
 ) -> asyncio.Task[None]:
     """NOT_SERVING while the database does not answer, SERVING again once it does: a
     service without its database can only fail requests, so probes and load balancers
-    should send them elsewhere meanwhile."""
+    should send them elsewhere meanwhile. The check runs on a connection of its own (see
+    `DatabaseCheck`), so a saturated pool never reads as an outage."""
 
     async def report(reachable: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
@@ -181,7 +187,22 @@ def watch_health(
         for name in names:
             await servicer.set(name, status)
 
-    return asyncio.create_task(watch_database(pool, report), name="database-watch")
+    task = asyncio.create_task(watch_database(dsn, report), name="database-watch")
+    task.add_done_callback(_watch_ended)
+    return task
+
+
+def _watch_ended(task: asyncio.Task[None]) -> None:
+    """A watch that died leaves health frozen at its last status: say so. Only the error's
+    type: its message may quote the DSN or the server's words."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error(
+            "database watch failed; health no longer follows the database",
+            extra={"fields": {"error": type(exc).__name__}},
+        )
 
 
 async def _serve(spec: ServiceSpec) -> None:

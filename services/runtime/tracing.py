@@ -5,9 +5,9 @@ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER=otlp; OTEL_TRACES_EX
 turns it off. Unset, nothing is set up: no SDK, no instrumentation, and the API's no-op
 tracer costs next to nothing. The official instrumentations do the work: grpc.aio servers
 and channels (W3C traceparent in gRPC metadata), aiohttp servers (the gateway's REST side)
-and asyncpg (one span per statement). Span
-attributes from them carry method names and SQL text with parameters as placeholders, never
-parameter values.
+and asyncpg (one span per statement, SQL text with placeholders). Spans pass through
+services/runtime/trace_redaction.py before export: exception messages, status descriptions
+and request lines (paths, queries) are dropped, since they can quote values.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from opentelemetry import trace
 
 if TYPE_CHECKING:  # the SDK is imported only when tracing is on
-    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("membership.tracing")
 
@@ -47,18 +47,23 @@ def setup_tracing(service: str, env: Mapping[str, str] | None = None) -> bool:
         return False
     # imported only when tracing is on: the SDK and exporter are not loaded otherwise
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    install(service, BatchSpanProcessor(OTLPSpanExporter()))
+    install(service, OTLPSpanExporter(), batch=True)
     log.info("tracing on", extra={"fields": {"exporter": "otlp"}})
     return True
 
 
-def install(service: str, processor: SpanProcessor) -> None:
-    """The tracer provider with `processor` and the instrumentations; once per process
-    (tests pass an in-memory exporter's processor)."""
+def install(service: str, exporter: SpanExporter, batch: bool) -> None:
+    """The tracer provider exporting to `exporter` (through the redaction), and the
+    instrumentations; once per process (tests pass an in-memory exporter, unbatched)."""
     if _installed:
         return
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    from services.runtime.trace_redaction import RedactingExporter
+
+    safe = RedactingExporter(exporter)
+    processor = BatchSpanProcessor(safe) if batch else SimpleSpanProcessor(safe)
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.grpc import (
         GrpcAioInstrumentorClient,

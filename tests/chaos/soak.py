@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -200,8 +201,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _exit_on_sigterm(signum: int, _: object) -> None:
+    # the default action would skip `finally`: the cluster's processes (each in a session of
+    # its own) and its PostgreSQL would outlive a CI run that stops the soak
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with running_cluster(WITH_GATEWAY, MEMBERSHIP_POINTS_JOBS_INTERVAL_S="30") as cluster:
         series = asyncio.run(soak(cluster, args))
     verdicts = [judge(name, s, args.warmup_s, args) for name, s in series.items()]

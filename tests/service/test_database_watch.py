@@ -1,11 +1,13 @@
 """The runtime's database watch in process: health goes NOT_SERVING when the service's
-database refuses connections and SERVING again when it accepts them (no process restart)."""
+database refuses connections and SERVING again when it accepts them (no process restart),
+and stays SERVING while the service is merely busy (its pool exhausted)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +23,10 @@ from services.runtime.server import LIVENESS_SERVICE, RunningService, start_serv
 from tests.support.postgres import PostgresForTests
 from tests.support.suite import settings_for
 
-WITHIN_S = 5.0
+# three failed checks a second apart make an outage
+WITHIN_S = 10.0
+# more than those three checks
+BUSY_FOR_S = 4.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -71,6 +76,32 @@ async def test_health_follows_the_database(
     finally:
         await _set_connections(postgres.admin_dsn, name, allowed=True)
     assert await _wait_status(points.port, SERVING) == SERVING
+
+
+async def _statuses_for(port: int, seconds: float) -> set[int]:
+    seen = set()
+    deadline = time.monotonic() + seconds
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            seen.add((await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)).status)
+            await asyncio.sleep(0.1)
+    return seen
+
+
+async def test_a_saturated_pool_does_not_flip_health(points: RunningService) -> None:
+    async with AsyncExitStack() as held:
+        # every connection the requests could use, held for longer than an outage takes
+        for _ in range(points.pool.get_max_size()):
+            await held.enter_async_context(points.pool.acquire())
+        assert points.pool.get_idle_size() == 0
+        assert await _statuses_for(points.port, BUSY_FOR_S) == {SERVING}
+
+
+async def test_stop_ends_the_watch(database: str, keys_dir: Path) -> None:
+    service = await start_service(POINTS, settings_for(database, keys_dir), "127.0.0.1:0")
+    await service.stop(0.2)
+    assert service.watchdog is not None and service.watchdog.cancelled()
 
 
 def test_connection_losses_are_unavailable_not_internal() -> None:

@@ -3,6 +3,7 @@ API with the session's key, the export download, and the page itself in headless
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -229,6 +230,15 @@ async def test_failed_sign_ins_are_limited_per_client_address(
     # only signing in is held up: the session opened before keeps working
     status, _, _ = await signed_in.request("GET", "/console/api/v1/purposes")
     assert status == 200
+
+
+async def test_parallel_sign_ins_cannot_pass_the_limit_together(
+    gateway: RunningGateway, browser_session: aiohttp.ClientSession
+) -> None:
+    console = Console(gateway, browser_session)
+    outcomes = await asyncio.gather(*(console.sign_in("wm_bogus_key") for _ in range(30)))
+    statuses = sorted(status for status, _, _ in outcomes)
+    assert statuses.count(401) == 10 and statuses.count(429) == 20
 
 
 async def test_the_export_downloads_as_one_zip(

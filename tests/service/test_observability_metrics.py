@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
+import pytest
 from membership.points.v1 import points_pb2 as pb
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.runtime.db import Conn, create_pool
+from services.runtime.scrape import Probe, ProbeSet, outbox_probe
+from services.runtime.scrape import Samples as ProbeSamples
 from tests.service.test_points_grants import grant
 from tests.service.test_points_refunds import refund
 from tests.service.test_points_rewards import catalogue, redeem, redeemed, rich_member
@@ -158,3 +163,61 @@ async def test_a_reward_redemption_counts_its_points_once(
         got = await redeemed(suite, redeem(member_id, "t-cheap", "r-metrics", 2))
     after = await scrape()
     assert value(after, REDEEMED) - value(before, REDEEMED) == got.points > 0
+
+
+@pytest.fixture
+async def probe_pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    made = await create_pool(database, 1, 2)
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+def constant_probe(name: str, sql: str) -> Probe:
+    async def query(conn: Conn) -> ProbeSamples:
+        return [((), float(await conn.fetchval(sql)))]
+
+    return Probe(name, "for the test", (), query)
+
+
+async def test_a_probe_past_its_statement_timeout_leaves_out_only_itself(
+    probe_pool: asyncpg.Pool,
+) -> None:
+    probes = [
+        constant_probe("before", "SELECT 1"),
+        constant_probe("slow", "SELECT pg_sleep(1)::text::int"),  # past the 500 ms limit
+        constant_probe("after", "SELECT 2"),
+    ]
+    probe_set = ProbeSet(probe_pool, asyncio.get_running_loop(), probes)
+    answers = await asyncio.to_thread(probe_set.samples)
+    assert answers == {"before": [((), 1.0)], "after": [((), 2.0)]}
+
+
+async def test_the_outbox_age_is_the_first_undelivered_event_read_from_its_index(
+    probe_pool: asyncpg.Pool,
+) -> None:
+    async with probe_pool.acquire() as conn, conn.transaction():
+        # the accounts and privacy outboxes' columns and partial index, in a schema of its own
+        await conn.execute(
+            "CREATE SCHEMA probed;"
+            " CREATE TABLE probed.outbox (event_id bigint GENERATED ALWAYS AS IDENTITY,"
+            " created_at timestamptz NOT NULL, published_at timestamptz);"
+            " CREATE INDEX outbox_unpublished ON probed.outbox (event_id)"
+            " WHERE published_at IS NULL;"
+            " INSERT INTO probed.outbox (created_at, published_at) VALUES"
+            " (now() - interval '1 hour', now()),"  # delivered: not counted
+            " (now() - interval '10 minutes', NULL),"
+            " (now() - interval '1 minute', NULL)"
+        )
+        [(_, age)] = await outbox_probe("probed").query(conn)
+        assert age == 600.0
+        await conn.execute("UPDATE probed.outbox SET published_at = now()")
+        assert await outbox_probe("probed").query(conn) == [((), 0.0)]
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) SELECT created_at FROM probed.outbox"
+            " WHERE published_at IS NULL ORDER BY event_id LIMIT 1"
+        )
+        # one row off the index, not an aggregate over every undelivered event
+        assert '"Limit"' in plan and "outbox_unpublished" in plan and "Aggregate" not in plan

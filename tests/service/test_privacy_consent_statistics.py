@@ -135,3 +135,18 @@ async def test_figures_are_reused_for_the_ttl_and_one_scan_serves_concurrent_cal
         assert (await fresh.get()).members == 3
     finally:
         await pool.close()
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_computation(suite: Suite) -> None:
+    catalogue = load_purposes_file(DEFAULT_PURPOSES_FILE)
+    pool = await asyncpg.create_pool(suite.dsn, min_size=1, max_size=2)
+    cache = ConsentStatisticsCache(pool, catalogue, ttl_s=60.0)
+    try:
+        await three_members(suite)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(cache.get(), timeout=0.001)  # its deadline passed
+        # the next caller gets the figures of the scan the first one started
+        assert (await cache.get()).members == 3
+    finally:
+        await cache.close()
+        await pool.close()

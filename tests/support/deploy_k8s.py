@@ -273,6 +273,27 @@ def libpq_names_read_by_asyncpg() -> frozenset[str]:
     return frozenset(_LIBPQ.findall(source))
 
 
+# Kubernetes-only helpers: filled from the downward API for other entries to expand as
+# $(NAME); the code never reads them (privacy's per-pod erasure journal file)
+DOWNWARD_HELPERS = {"POD_NAME": "metadata.name"}
+
+
+def env_helpers(container: Mapping[str, Any]) -> set[str]:
+    """The container's downward-API helpers that a later env entry expands, and only those:
+    a helper nothing expands is an unknown setting like any other."""
+    env = container.get("env", [])
+    helpers = set()
+    for index, entry in enumerate(env):
+        field_path = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        name = entry["name"]
+        if DOWNWARD_HELPERS.get(name) != field_path:
+            continue
+        # Kubernetes expands $(VAR) only from entries defined before
+        if any(f"$({name})" in str(later.get("value", "")) for later in env[index + 1 :]):
+            helpers.add(name)
+    return helpers
+
+
 def unknown_env_names(names: set[str]) -> set[str]:
     known = env_names_read_by_code() | libpq_names_read_by_asyncpg() | {"DATABASE_URL"}
     return names - known

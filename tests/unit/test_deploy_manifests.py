@@ -8,11 +8,13 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+from pathlib import PurePosixPath
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from gateway.server import SERVICES as GATEWAY_BACKENDS
+from services.privacy.erasure_journal import JOURNAL_ENV, WRITER_FILES
 from services.runtime.config import DEFAULT_ADDRS
 from services.runtime.server import LIVENESS_SERVICE
 from tests.support.deploy_k8s import (
@@ -24,6 +26,7 @@ from tests.support.deploy_k8s import (
     calls_between_services,
     connection_allowed,
     containers,
+    env_helpers,
     is_ours,
     kustomize_command,
     load_yaml_docs,
@@ -52,6 +55,7 @@ DATABASE_CLIENTS = {*SERVICES, "gateway", "migrate"}
 SECRET_TEMPLATE = K8S / "base" / "secrets.template.yaml"
 PLACEHOLDER = "REPLACE_ME"
 TARGET_REF = {"apiVersion": "apps/v1", "kind": "Deployment"}
+METRICS_PORT = "9090"
 
 
 @pytest.mark.parametrize(
@@ -169,17 +173,17 @@ def test_each_service_listens_where_the_others_call_it() -> None:
         assert {p["port"] for p in service["spec"]["ports"]} >= {port}
 
 
-def test_services_expose_metrics_for_prometheus() -> None:
+def test_services_and_the_gateway_expose_metrics_for_prometheus() -> None:
     docs = build("base")
-    for name in SERVICES:
+    for name in (*SERVICES, "gateway"):
         deployment = named(docs, "Deployment", name)
         (container,) = pod_spec(deployment)["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
         port = env[f"MEMBERSHIP_{name.upper()}_METRICS_ADDR"].rpartition(":")[2]
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-        assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == port
-        assert {str(p["containerPort"]) for p in container["ports"]} >= {port}
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == port == METRICS_PORT, name
+        assert {str(p["containerPort"]) for p in container["ports"]} >= {port}, name
 
 
 # -- per Deployment: budget, autoscaler, policy ----------------------------------------------
@@ -219,6 +223,8 @@ def test_every_deployment_has_a_budget_an_autoscaler_and_a_policy(target: str) -
         assert "replicas" not in deployment["spec"], name
         guards = _guards_of(docs, deployment)
         assert len(guards["budgets"]) == 1 and len(guards["autoscalers"]) == 1, name
+        # in a database outage every pod is NotReady: unhealthy pods must not block drains
+        assert guards["budgets"][0]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow", name
         assert guards["autoscalers"][0]["apiVersion"] == "autoscaling/v2", name
         assert guards["policies"], name
 
@@ -306,6 +312,18 @@ def test_the_gateway_is_the_one_door(target: str) -> None:
         assert not connection_allowed(policies, monitoring, pods[service], GRPC_PORTS[service])
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_only_monitoring_reaches_the_metrics_ports(target: str) -> None:
+    docs = build(target)
+    policies, pods = of_kind(docs, "NetworkPolicy"), suite_endpoints(docs)
+    monitoring = Endpoint("prometheus", {"app": "prometheus"}, "monitoring")
+    ingress = Endpoint("ingress controller", {"app": "ingress"}, "ingress")
+    for name in (*SERVICES, "gateway"):
+        for source in [monitoring, ingress, *pods.values(), *_outsiders()]:
+            allowed = connection_allowed(policies, source, pods[name], int(METRICS_PORT))
+            assert allowed == (source is monitoring), (source.name, name)
+
+
 # -- secrets and settings -------------------------------------------------------------------
 
 
@@ -349,8 +367,35 @@ def test_every_setting_is_one_the_code_reads(target: str) -> None:
     names = {k for c in of_kind(docs, "ConfigMap") for k in c.get("data", {})}
     for _, container in containers(docs):
         if is_ours(container):
-            names.update(e["name"] for e in container.get("env", []))
+            helpers = env_helpers(container)
+            names.update(e["name"] for e in container.get("env", []) if e["name"] not in helpers)
     assert names and not unknown_env_names(names), unknown_env_names(names)
+
+
+def test_a_downward_api_helper_counts_only_where_a_later_entry_expands_it() -> None:
+    pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    uses = {"name": JOURNAL_ENV, "value": "/j/erasure-$(POD_NAME).jsonl"}
+    assert env_helpers({"env": [pod_name, uses]}) == {"POD_NAME"}
+    assert env_helpers({"env": [uses, pod_name]}) == set()  # not expanded: defined after
+    assert env_helpers({"env": [pod_name]}) == set()
+    literal = {"name": "POD_NAME", "value": "x"}
+    assert env_helpers({"env": [literal, uses]}) == set()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_privacy_pod_appends_to_its_own_journal_file(target: str) -> None:
+    """Appends from several NFS clients to one file are not atomic: on the shared volume
+    each pod writes erasure-<pod name>.jsonl, which the others read at start."""
+    privacy = named(build(target), "Deployment", "privacy")
+    (container,) = pod_spec(privacy)["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env_helpers(container) == {"POD_NAME"}
+    path = PurePosixPath(env[JOURNAL_ENV]["value"])
+    assert "$(POD_NAME)" in path.name and path.match(WRITER_FILES)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert str(path.parent) == mounts["erasure-journal"]
+    volumes = {v["name"]: v for v in pod_spec(privacy)["volumes"]}
+    assert "persistentVolumeClaim" in volumes["erasure-journal"]
 
 
 def test_the_migration_job_covers_every_schema() -> None:

@@ -43,3 +43,38 @@ def test_the_path_comes_from_the_environment_or_the_keys_folder(tmp_path: Path) 
     assert journal_path({}, tmp_path) == tmp_path / "erasure-journal.jsonl"
     custom = tmp_path / "elsewhere.jsonl"
     assert journal_path({"MEMBERSHIP_ERASURE_JOURNAL": str(custom)}, tmp_path) == custom
+
+
+def test_every_writers_file_in_the_folder_is_read(tmp_path: Path) -> None:
+    """Privacy replicas on one shared volume each append to their own file (appends from
+    several NFS clients to one file are not atomic); each reads them all at start."""
+    pod_a = ErasureJournal(tmp_path / "erasure-privacy-a.jsonl")
+    pod_b = ErasureJournal(tmp_path / "erasure-privacy-b.jsonl")
+    pod_a.record(JournalEntry("m1", "dr1", AT))
+    pod_b.record(JournalEntry("m2", "dr2", AT))
+    (tmp_path / "notes.txt").write_text("not a journal\n")
+    for journal in (pod_a, pod_b):
+        assert {e.member_id for e in journal.entries()} == {"m1", "m2"}
+    # a writer appends to its own file only
+    pod_b.record(JournalEntry("m3", "dr3", AT))
+    assert [e.member_id for e in ErasureJournal(pod_a.path).entries()] == ["m1", "m2", "m3"]
+    assert b"m3" not in pod_a.path.read_bytes()
+
+
+def test_a_single_configured_file_still_reads_the_writers_beside_it(tmp_path: Path) -> None:
+    # the single-writer default (`erasure-journal.jsonl`) and any other name both see them
+    ErasureJournal(tmp_path / "erasure-journal.jsonl").record(JournalEntry("m1", "dr1", AT))
+    ErasureJournal(tmp_path / "erasure-pod.jsonl").record(JournalEntry("m2", "dr2", AT))
+    mine = ErasureJournal(tmp_path / "custom.jsonl")
+    assert mine.entries() == [JournalEntry("m1", "dr1", AT), JournalEntry("m2", "dr2", AT)]
+    assert ErasureJournal(tmp_path / "absent" / "j.jsonl").entries() == []
+
+
+def test_a_line_without_an_end_is_read_in_bounded_pieces(tmp_path: Path) -> None:
+    path = tmp_path / "erasure-big.jsonl"
+    # a corrupt file of one huge line, then a good entry: skipped, then read
+    path.write_bytes(
+        b"x" * 100_000
+        + b'\n{"member_id":"m1","data_request_id":"d","erased_at":"2026-11-22T08:00:00+00:00"}\n'
+    )
+    assert [e.member_id for e in ErasureJournal(path).entries()] == ["m1"]
