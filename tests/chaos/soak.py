@@ -31,7 +31,8 @@ MAX_IN_FLIGHT = 50
 FD_GROWTH_LIMIT = 10.0  # descriptors over the measured span, by the fit
 # a pool opens connections up to its maximum as it needs them (a step, not a leak); a leak
 # is more sessions than the pool may hold
-SESSIONS_LIMIT = int(CHILD_SETTINGS["MEMBERSHIP_DB_POOL_MAX"])
+# (the pool, plus the connection each service keeps for its database health check)
+SESSIONS_LIMIT = int(CHILD_SETTINGS["MEMBERSHIP_DB_POOL_MAX"]) + 1
 SESSIONS_QUERY = (
     "SELECT application_name, count(*) AS n FROM pg_stat_activity"
     " WHERE application_name LIKE 'chaos-%' GROUP BY application_name"
