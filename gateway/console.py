@@ -3,7 +3,9 @@ behind it.
 
 An officer signs in once with an API key (`POST /console/session`); the key stays in this
 process's memory, bound to a random 256-bit session id sent as an HttpOnly, SameSite=Strict
-cookie scoped to `/console`. The page then calls the REST API through
+cookie scoped to `/console`, marked Secure unless `MEMBERSHIP_GATEWAY_SECURE_COOKIES` is off
+(TLS ends in front of the gateway, which therefore cannot tell by itself; `make run` turns it
+off because it serves plain http on 127.0.0.1). The page then calls the REST API through
 `/console/api/{path}`, which hands the call to the gateway's own REST handler with the
 session's key, so the key never reaches the browser's JavaScript and every call is
 authenticated, scoped, rate limited and audited exactly like a direct one (a revoked key
@@ -11,8 +13,11 @@ stops working within the key cache's lifetime). Failed sign-ins are limited per 
 address (`console_sessions.SignInAttempts`): beyond the limit, 429 with `Retry-After`.
 
 State-changing calls need the session's CSRF token in `X-CSRF-Token` (returned on sign-in
-and by `GET /console/session`; cross-origin pages cannot read either). Members are shown
+and by `GET /console/session`; cross-origin pages cannot read either); the page gives each
+officer action its own idempotency key (`requestId`, reused when the same submission is sent
+again: `console_static/console_actions.js`), which passes through. Members are shown
 masked; a FULL view needs a stated purpose (the privacy service audits the decryption).
+`GET /console/actors` names the actors of timelines and audit events (`console_names`).
 """
 
 from __future__ import annotations
@@ -27,16 +32,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.console_sessions import SESSION_TTL_S, Session, Sessions, SignInAttempts, client_key
+from gateway.console_cookies import COOKIE, clear_session, set_session
+from gateway.console_names import ActorNames, actors_json, check_subjects
+from gateway.console_sessions import Session, Sessions, SignInAttempts, client_key
 from gateway.rate_limit import retry_after_header
 from gateway.rest import RestGateway
 
 STATIC = Path(__file__).parent / "console_static"
-COOKIE = "wm_console"
 CSRF_HEADER = "X-CSRF-Token"
 CONSOLE_ROLES = frozenset({"officer", "admin"})
 MAX_EXPORT_PARTS = 4096  # 1 MiB parts: 4 GiB, far above any bundle
@@ -45,14 +52,30 @@ _STATIC_TYPES = {
     "console.css": "text/css",
     **{
         f"{name}.js": "application/javascript"
-        for name in ("console", "console_lib", "console_queue", "console_detail", "console_consent")
+        for name in (
+            "console",
+            "console_lib",
+            "console_labels",
+            "console_names",
+            "console_queue",
+            "console_detail",
+            "console_actions",
+            "console_stop",
+            "console_audit",
+            "console_consent",
+        )
     },
 }
 # what the console may call through its proxy (the key's role still bounds it)
 _ALLOWED = (
     ("GET", re.compile(r"/v1/dataRequests")),
     ("GET", re.compile(r"/v1/dataRequests/[^/:]+")),
-    ("POST", re.compile(r"/v1/dataRequests/[^/:]+:(verifyIdentity|approve|reject|extendDeadline)")),
+    (
+        "POST",
+        re.compile(
+            r"/v1/dataRequests/[^/:]+:(verifyIdentity|approve|reject|cancel|extendDeadline)"
+        ),
+    ),
     ("GET", re.compile(r"/v1/purposes")),
     ("GET", re.compile(r"/v1/consentStatistics")),
     ("GET", re.compile(r"/v1/auditEvents(:verifyChain)?")),
@@ -79,10 +102,6 @@ def _refusal(status: int, reason: str, text: str) -> web.Response:
     return _json(status, {"error": {"code": status, "reason": reason, "message": text}})
 
 
-def _secure(request: web.Request) -> bool:
-    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-
-
 def _same_origin(request: web.Request) -> bool:
     """A browser names the page's origin on POSTs; a foreign one is refused (no login CSRF)."""
     origin = request.headers.get("Origin")
@@ -97,10 +116,15 @@ class Console:
         rest: RestGateway,
         sessions: Sessions | None = None,
         attempts: SignInAttempts | None = None,
+        names: ActorNames | None = None,
+        *,
+        secure_cookies: bool = True,
     ) -> None:
         self._rest = rest
         self.sessions = sessions or Sessions()
         self.attempts = attempts or SignInAttempts()
+        self.names = names if names is not None else ActorNames(None)  # it has a len()
+        self.secure_cookies = secure_cookies
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/console", self._redirect)
@@ -110,6 +134,7 @@ class Console:
         app.router.add_post("/console/session", self._sign_in)
         app.router.add_delete("/console/session", self._sign_out)
         app.router.add_post("/console/export/{request_id}", self._export)
+        app.router.add_get("/console/actors", self._actors)
         app.router.add_route("*", "/console/api/{tail:.*}", self._proxy)
 
     # --- page -------------------------------------------------------------------------
@@ -177,15 +202,7 @@ class Console:
             )
         else:
             response = _json(200, _session_json(session))
-        response.set_cookie(
-            COOKIE,
-            session_id,
-            path="/console",
-            httponly=True,
-            samesite="Strict",
-            secure=_secure(request),
-            max_age=int(SESSION_TTL_S),
-        )
+        set_session(response, request, session_id, self.secure_cookies)
         return response
 
     async def _sign_out(self, request: web.Request) -> web.Response:
@@ -196,7 +213,7 @@ class Console:
                 return refused
             self.sessions.close(request.cookies.get(COOKIE))
         response = _json(200, {"signed_out": True})
-        response.del_cookie(COOKIE, path="/console")
+        clear_session(response, request, self.secure_cookies)
         return response
 
     def _guard(self, request: web.Request) -> Session | web.Response:
@@ -208,6 +225,17 @@ class Console:
             if refused is not None:
                 return refused
         return session
+
+    async def _actors(self, request: web.Request) -> web.Response:
+        """`?id=<subject>` (repeated, at most 100): each subject's actor, named."""
+        session = self._guard(request)
+        if isinstance(session, web.Response):
+            return session
+        subjects = request.query.getall("id", [])
+        refused = check_subjects(subjects)
+        if refused is not None:
+            return _refusal(400, "INVALID_REQUEST", refused)
+        return _json(200, actors_json(await self.names.resolve(subjects)))
 
     # --- REST calls -------------------------------------------------------------------
 
@@ -331,8 +359,15 @@ def _csrf_refusal(request: web.Request, session: Session) -> web.Response | None
     return None
 
 
-def add_to(app: web.Application, rest: RestGateway) -> Console:
-    """Serves the console on `app` (before the REST catch-all route)."""
-    console = Console(rest)
+def add_to(
+    app: web.Application,
+    rest: RestGateway,
+    pool: asyncpg.Pool | None = None,
+    *,
+    secure_cookies: bool = True,
+) -> Console:
+    """Serves the console on `app` (before the REST catch-all route); `pool` (the gateway's
+    own database) names API keys in timelines, without it actors stay ids."""
+    console = Console(rest, names=ActorNames(pool), secure_cookies=secure_cookies)
     console.add_to(app)
     return console

@@ -10,23 +10,23 @@ Messages are never parsed: the handlers take and return the serialized bytes (no
 rebuilt when a message changes. Only methods present in the services' descriptors are served;
 anything else is UNIMPLEMENTED from gRPC itself.
 
-Per call: the caller's API key (`authorization: Bearer <key>`) is authenticated, replaced by a
-short-lived caller token for the backend (which keeps verifying it and checking scopes, so the
-proxy is not the only lock), `x-request-id` is passed on or made, the caller's remaining
-deadline (capped) becomes the forwarded call's timeout, cancellation is passed on, and the
-backend's status, details and trailing metadata come back unchanged.
+Per call: the caller's API key (`authorization: Bearer <key>`) is authenticated and held to its
+rate limit (the bucket REST uses too: RESOURCE_EXHAUSTED RATE_LIMITED with a RetryInfo when
+empty), replaced by a short-lived caller token for the backend (which keeps verifying it and
+checking scopes, so the proxy is not the only lock), `x-request-id` is passed on or made, the
+caller's remaining deadline (capped) becomes the forwarded call's timeout, cancellation is
+passed on, and the backend's status, details and trailing metadata come back unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,8 +35,8 @@ from prometheus_client import Counter
 
 # imported for their side effect too: they put the services' descriptors in the default pool
 from gateway.caller_tokens import CallerTokens
+from gateway.proxy_failures import RateLimited, abort, failure_of
 from gateway.proxy_metadata import (
-    STATUS_DETAILS_KEY,
     Metadata,
     api_key_of,
     forwardable,
@@ -46,16 +46,14 @@ from gateway.proxy_metadata import (
 )
 from gateway.proxy_routes import SERVICE_OWNERS, PathHandlers, ProxyRoute, routes_of
 from services.runtime.config import Settings, load_settings
-from services.runtime.errors import DomainError, unauthenticated, unavailable
+from services.runtime.errors import unauthenticated
 from services.runtime.identity import TokenSigner
 from services.runtime.metrics import RPC_SECONDS, RPCS
 from services.runtime.server import LIVENESS_SERVICE, server_options
-from services.runtime.status import grpc_code, to_rpc_status
 
 log = logging.getLogger("membership.gateway.grpc")
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:50050"
-DOMAIN = "gateway.membership"
 # the forwarded call's timeout when the caller set no deadline, and the most it ever gets
 DEFAULT_MAX_TIMEOUT_S = 30.0
 
@@ -72,6 +70,8 @@ class Principal(Protocol):
 
 Authenticate = Callable[[str], Awaitable[Principal]]
 Mint = Callable[[Principal], str]
+# a key's subject -> 0.0 (go ahead, a token was taken) or the seconds until it may call
+RateLimit = Callable[[str], float]
 
 
 def backends_from(settings: Settings) -> dict[str, str]:
@@ -89,13 +89,6 @@ def signer_minter(signer: TokenSigner) -> Mint:
         return tokens.token(principal.subject, principal.role)
 
     return mint
-
-
-@dataclass(frozen=True)
-class _Failure:
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: Metadata
 
 
 @dataclass
@@ -145,6 +138,7 @@ class GrpcProxy:
     `authenticate`: the API key -> its principal; any exception means the key is not valid.
     `mint`: principal -> caller token for the backend, called on every call, so it should
     reuse tokens (`signer_minter` does).
+    `rate_limit`: the per-key limit, shared with REST (`KeyLimiter.wait_s`); None: none.
     """
 
     def __init__(
@@ -155,6 +149,7 @@ class GrpcProxy:
         *,
         settings: Settings | None = None,
         max_timeout_s: float = DEFAULT_MAX_TIMEOUT_S,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         if max_timeout_s <= 0:
             raise ValueError("max_timeout_s must be positive")
@@ -163,6 +158,7 @@ class GrpcProxy:
         self._mint = mint
         self._settings = settings or load_settings({})
         self._max_timeout_s = max_timeout_s
+        self._rate_limit = rate_limit
         self._running: _Running | None = None
 
     @property
@@ -274,9 +270,9 @@ class GrpcProxy:
             code = "CANCELLED"
             raise
         except Exception as exc:
-            failure = _failure_of(route, exc, request_id)
+            failure = failure_of(route, exc, request_id)
             code = failure.code.name
-            await _abort(context, failure)
+            await abort(context, failure)
         finally:
             observed.finish(code, role, started)
 
@@ -308,9 +304,9 @@ class GrpcProxy:
             code = "CANCELLED"
             raise
         except Exception as exc:
-            failure = _failure_of(route, exc, request_id)
+            failure = failure_of(route, exc, request_id)
             code = failure.code.name
-            await _abort(context, failure)
+            await abort(context, failure)
         finally:
             observed.finish(code, role, started)
 
@@ -325,9 +321,10 @@ class GrpcProxy:
         )
 
     async def _principal_of(self, incoming: Metadata) -> Principal:
+        """The caller, authenticated and within its key's rate (RateLimited if not)."""
         api_key = api_key_of(incoming)
         try:
-            return await self._authenticate(api_key)
+            principal = await self._authenticate(api_key)
         except Exception as exc:
             # the reason stays in the log: the caller only learns the key is not valid
             log.info(
@@ -335,6 +332,10 @@ class GrpcProxy:
                 extra={"fields": {"error_type": type(exc).__name__}},
             )
             raise unauthenticated("API_KEY_INVALID", "API key is not valid") from exc
+        wait_s = self._rate_limit(principal.subject) if self._rate_limit else 0.0
+        if wait_s > 0:
+            raise RateLimited(wait_s)
+        return principal
 
     def _timeout_s(self, context: grpc.aio.ServicerContext) -> float:
         remaining: float | None = context.time_remaining()
@@ -342,36 +343,6 @@ class GrpcProxy:
             return self._max_timeout_s
         # a caller's very long deadline is capped too: bounded everything (DESIGN.md §8)
         return min(max(remaining, 0.0), self._max_timeout_s)
-
-
-def _failure_of(route: ProxyRoute, exc: Exception, request_id: str) -> _Failure:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        if _from_backend(exc):
-            trailing = to_client(exc.trailing_metadata(), request_id)
-            return _Failure(exc.code(), exc.details() or "", trailing)
-        # the backend was not reached: say so without its address or the transport's text
-        exc = dataclasses.replace(
-            unavailable("BACKEND_UNAVAILABLE", f"{route.service} is unavailable"),
-            metadata={"service": route.service},
-        )
-    if not isinstance(exc, DomainError):
-        log.exception("unhandled error", extra={"fields": {"method": route.path}})
-        exc = DomainError.internal("internal error")
-    status = to_rpc_status(exc, DOMAIN)
-    return _Failure(grpc_code(exc), status.details, to_client(status.trailing_metadata, request_id))
-
-
-def _from_backend(err: grpc.aio.AioRpcError) -> bool:
-    """False for an UNAVAILABLE that gRPC made because no backend answered (connection
-    refused, no address, connection lost); the services' own errors carry status details."""
-    if err.code() != grpc.StatusCode.UNAVAILABLE:
-        return True
-    return any(k == STATUS_DETAILS_KEY for k, _ in err.trailing_metadata() or ())
-
-
-async def _abort(context: grpc.aio.ServicerContext, failure: _Failure) -> NoReturn:
-    await context.abort(failure.code, failure.details, failure.trailing_metadata)
-    raise AssertionError("context.abort returned")  # it raises AbortError
 
 
 async def start_proxy(

@@ -107,7 +107,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-class _Schemas:
+class Schemas:
     """components/schemas, built on demand; a message is registered before its fields are,
     so recursive messages end in a $ref instead of recursing."""
 
@@ -183,7 +183,7 @@ def _behaviors(field: FieldDescriptor) -> list[int]:
 
 
 def openapi_document(routes: Sequence[Route], title: str, version: str) -> dict[str, Any]:
-    schemas = _Schemas()
+    schemas = Schemas()
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: dict[str, int] = {}
     for route in routes:
@@ -216,7 +216,7 @@ def openapi_document(routes: Sequence[Route], title: str, version: str) -> dict[
 
 
 def _operation(
-    route: Route, operation_id: str, path_parameters: list[dict[str, Any]], schemas: _Schemas
+    route: Route, operation_id: str, path_parameters: list[dict[str, Any]], schemas: Schemas
 ) -> dict[str, Any]:
     request = descriptor_of(route.request_class)
     response = descriptor_of(route.response_class)
@@ -256,7 +256,7 @@ def _optional(route: Route) -> frozenset[str]:
     return frozenset({key} if key else ())
 
 
-def _request_body(route: Route, request: Descriptor, schemas: _Schemas) -> dict[str, Any] | None:
+def _request_body(route: Route, request: Descriptor, schemas: Schemas) -> dict[str, Any] | None:
     if not route.body:
         return None
     if route.body == "*":
@@ -270,7 +270,7 @@ def _request_body(route: Route, request: Descriptor, schemas: _Schemas) -> dict[
     return {"required": required, "content": {JSON: {"schema": schema}}}
 
 
-def _query_parameters(route: Route, request: Descriptor, schemas: _Schemas) -> list[dict[str, Any]]:
+def _query_parameters(route: Route, request: Descriptor, schemas: Schemas) -> list[dict[str, Any]]:
     if route.body == "*":
         return []  # every field not in the path is in the body
     taken = _path_bound(route) | {route.body}
@@ -286,7 +286,7 @@ def _collect_query(
     message: Descriptor,
     prefix: str,
     taken: frozenset[str],
-    schemas: _Schemas,
+    schemas: Schemas,
     found: list[dict[str, Any]],
     trail: tuple[str, ...],
 ) -> None:
@@ -306,7 +306,7 @@ def _collect_query(
 
 
 def _query_parameter(
-    name: str, field: FieldDescriptor, top_level: bool, schemas: _Schemas
+    name: str, field: FieldDescriptor, top_level: bool, schemas: Schemas
 ) -> dict[str, Any]:
     parameter: dict[str, Any] = {"name": name, "in": "query", "schema": schemas.field(field)}
     if field.is_repeated:

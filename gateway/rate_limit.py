@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # float refills land a hair short of a whole token (0.1 + 0.2 != 0.3): a client that waited
@@ -77,6 +78,20 @@ class TokenBuckets:
     def _evict(self) -> None:
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
+
+
+class KeyLimiter:
+    """The per-key limit that REST, the console and the gRPC pass-through share: one bucket
+    per API key (by its subject, `key:<key_id>`) whichever door a call comes through, so a
+    key cannot double its rate by alternating doors."""
+
+    def __init__(self, buckets: TokenBuckets, clock: Callable[[], float] = time.monotonic) -> None:
+        self.buckets = buckets
+        self._clock = clock
+
+    def wait_s(self, key: str) -> float:
+        """0.0: go ahead (a token was taken); otherwise the seconds to wait."""
+        return self.buckets.take(key, self._clock())
 
 
 def retry_after_header(wait_s: float) -> str:

@@ -16,7 +16,7 @@ from google.protobuf import message
 from gateway import errors
 from gateway.caller_tokens import CallerTokens
 from gateway.http_rules import Route, RouteTable
-from gateway.rate_limit import TokenBuckets
+from gateway.rate_limit import KeyLimiter, retry_after_header
 from gateway.transcode import (
     BodyTooLargeError,
     TranscodeError,
@@ -31,6 +31,10 @@ log = logging.getLogger("membership.gateway.rest")
 
 JSON = "application/json"
 MAX_QUERY_PARAMS = 100
+# RFC 6750 §3: no credentials -> the bare challenge; a key that fails -> invalid_token
+CHALLENGE_MISSING = "Bearer"
+CHALLENGE_INVALID = 'Bearer error="invalid_token"'
+CHALLENGE_SCOPE = 'Bearer error="insufficient_scope"'
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,21 @@ def _reply(status: int, payload: bytes, headers: Mapping[str, str] | None = None
     return web.Response(status=status, body=payload, content_type=JSON, headers=headers)
 
 
+def error_response(reply: errors.Answer, extra: Mapping[str, str] | None = None) -> web.Response:
+    return _reply(reply.status, reply.body, {**reply.headers, **(extra or {})})
+
+
 def _error(
-    code: grpc.StatusCode, reason: str, text: str, violations: list[tuple[str, str]] | None = None
+    code: grpc.StatusCode,
+    reason: str,
+    text: str,
+    violations: list[tuple[str, str]] | None = None,
+    *,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    status, payload = errors.gateway_error(code, reason, text, violations or [])
-    return _reply(status, payload)
+    reply = errors.gateway_error(code, reason, text, violations or [], status=status)
+    return error_response(reply, headers)
 
 
 def allowed(route: Route, role: str) -> bool:
@@ -78,17 +92,15 @@ class RestGateway:
         channels: Mapping[str, grpc.aio.Channel],
         authenticate: Authenticator,
         tokens: CallerTokens,
-        buckets: TokenBuckets,
+        limiter: KeyLimiter,
         settings: RestSettings,
-        clock: Callable[[], float],
     ) -> None:
         self._table = table
         self._channels = channels
         self._authenticate = authenticate
         self._tokens = tokens
-        self._buckets = buckets
+        self._limiter = limiter
         self._settings = settings
-        self._clock = clock
 
     @property
     def authenticate(self) -> Authenticator:
@@ -120,10 +132,14 @@ class RestGateway:
             if key:
                 apply_idempotency_key(call, key)
         except (BodyTooLargeError, web.HTTPRequestEntityTooLarge):
-            _, payload = errors.gateway_error(
-                grpc.StatusCode.INVALID_ARGUMENT, "BODY_TOO_LARGE", "the request body is too large"
+            # INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: the same body will never fit, a
+            # client must not retry it
+            return _error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "BODY_TOO_LARGE",
+                "the request body is too large",
+                status=413,
             )
-            return _reply(413, payload)
         except TranscodeError as exc:
             return _error(
                 grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", str(exc), exc.violations
@@ -134,23 +150,32 @@ class RestGateway:
         methods = self._table.allowed_methods(path)
         if not methods:
             return _error(grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND", "no such route")
-        _, payload = errors.gateway_error(
-            grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_ALLOWED", "method not allowed here"
+        return _error(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed here",
+            status=405,
+            headers={"Allow": ", ".join(sorted(methods))},
         )
-        return _reply(405, payload, {"Allow": ", ".join(sorted(methods))})
 
     async def _principal(self, request: web.Request) -> Principal | web.Response:
         header = request.headers.get("Authorization", "")
         scheme, _, api_key = header.partition(" ")
         if scheme.lower() != "bearer" or not api_key:
             return _error(
-                grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING", "an API key is required"
+                grpc.StatusCode.UNAUTHENTICATED,
+                "API_KEY_MISSING",
+                "an API key is required",
+                headers={"WWW-Authenticate": CHALLENGE_MISSING},
             )
         try:
             return await self._authenticate(api_key.strip())
         except PermissionError:
             return _error(
-                grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID", "the API key is not valid"
+                grpc.StatusCode.UNAUTHENTICATED,
+                "API_KEY_INVALID",
+                "the API key is not valid",
+                headers={"WWW-Authenticate": CHALLENGE_INVALID},
             )
 
     def _refused(self, route: Route, principal: Principal) -> web.Response | None:
@@ -159,13 +184,17 @@ class RestGateway:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "SCOPE_MISSING",
                 f"the {principal.role} role may not call {route.method}",
+                headers={"WWW-Authenticate": CHALLENGE_SCOPE},
             )
-        wait_s = self._buckets.take(principal.key_id, self._clock())
+        # the same bucket as the gRPC pass-through's: one per key, whichever door
+        wait_s = self._limiter.wait_s(principal.subject)
         if wait_s > 0:
-            status, payload = errors.gateway_error(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", "too many requests"
+            return _error(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "RATE_LIMITED",
+                "too many requests",
+                headers={"Retry-After": retry_after_header(wait_s)},
             )
-            return _reply(status, payload, {"Retry-After": str(max(1, round(wait_s + 0.5)))})
         return None
 
     async def _forward(
@@ -184,8 +213,8 @@ class RestGateway:
         try:
             response = await rpc(call, timeout=self._settings.request_timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as err:
-            status, payload = errors.from_rpc_error(err)
-            return _reply(status, payload, {"X-Request-Id": request_id})
+            # carries Retry-After when the backend said when to retry (RetryInfo)
+            return error_response(errors.from_rpc_error(err), {"X-Request-Id": request_id})
         except asyncio.CancelledError:
             raise
         return _reply(200, response_json(response), {"X-Request-Id": request_id})

@@ -21,7 +21,7 @@ from membership.accounts.v1 import accounts_pb2
 from membership.points.v1 import points_pb2
 from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
 
-from gateway import console, webhooks
+from gateway import console, console_cookies, webhooks
 from gateway.caller_tokens import CallerTokens
 from gateway.grpc_proxy import (
     DEFAULT_LISTEN_ADDR,
@@ -33,7 +33,8 @@ from gateway.grpc_proxy import (
 from gateway.http_rules import RouteTable, routes_of
 from gateway.keys import InvalidApiKey, KeyVerifier
 from gateway.openapi import openapi_document
-from gateway.rate_limit import TokenBuckets
+from gateway.openapi_webhooks import with_webhooks
+from gateway.rate_limit import KeyLimiter, TokenBuckets
 from gateway.rest import Authenticator, Principal, RestGateway, RestSettings, application
 from gateway.webhook_endpoint import WebhookEndpoint
 from services.runtime import scrape
@@ -71,6 +72,8 @@ class GatewaySettings:
     metrics_addr: str = ""
     # settlement client id -> its webhook secrets (two while rotating)
     webhook_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
+    # the console's session cookie is marked Secure (TLS ends in front of the gateway)
+    secure_cookies: bool = True
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -96,6 +99,7 @@ def load_gateway_settings(env: Mapping[str, str]) -> GatewaySettings:
         ),
         webhook_secrets=webhooks.load_secrets(env),
         metrics_addr=env.get("MEMBERSHIP_GATEWAY_METRICS_ADDR", ""),
+        secure_cookies=console_cookies.secure_cookies_setting(env),
     )
 
 
@@ -173,16 +177,19 @@ async def _serve(settings: Settings, gw: GatewaySettings, pool: asyncpg.Pool) ->
         tokens,
         gw.request_timeout_s,
     )
+    # one limiter for both doors: a key's calls over REST and gRPC draw on one bucket
+    limiter = KeyLimiter(TokenBuckets(gw.rate_per_s, gw.burst, 100_000), time.monotonic)
     rest = RestGateway(
         table,
         channels,
         _authenticator(KeyVerifier(pool)),
         tokens,
-        TokenBuckets(gw.rate_per_s, gw.burst, 100_000),
+        limiter,
         RestSettings(gw.request_timeout_s, gw.max_body_bytes),
-        time.monotonic,
     )
-    document = json.dumps(openapi_document(table.routes, "wallet-membership", "v1")).encode()
+    document = json.dumps(
+        with_webhooks(openapi_document(table.routes, "wallet-membership", "v1"), table)
+    ).encode()
 
     def extra(app: web.Application) -> None:
         async def openapi(_: web.Request) -> web.Response:
@@ -190,14 +197,18 @@ async def _serve(settings: Settings, gw: GatewaySettings, pool: asyncpg.Pool) ->
 
         app.router.add_get("/openapi.json", openapi)
         hooks.add_to(app)
-        console.add_to(app, rest)
+        console.add_to(app, rest, pool, secure_cookies=gw.secure_cookies)
 
     runner = web.AppRunner(application(rest, extra), access_log=None)
     await runner.setup()
     host, _, port = gw.http_addr.rpartition(":")
     site = web.TCPSite(runner, host, int(port), reuse_port=False)
     proxy = GrpcProxy(
-        backends_from(settings), rest.authenticate, signer_minter(signer), settings=settings
+        backends_from(settings),
+        rest.authenticate,
+        signer_minter(signer),
+        settings=settings,
+        rate_limit=limiter.wait_s,
     )
     try:
         await site.start()

@@ -131,3 +131,13 @@ async def insert_delivery(
         status,
         body,
     )
+
+
+async def key_names(conn: Conn, key_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """(name, role) of each of `key_ids` that exists, revoked and expired keys included
+    (a timeline names who acted then). One query for the whole (bounded) batch."""
+    records = await conn.fetch(
+        "SELECT key_id, name, role FROM gateway.api_keys WHERE key_id = ANY($1::text[])",
+        key_ids,
+    )
+    return {r["key_id"]: (r["name"], r["role"]) for r in records}

@@ -23,6 +23,7 @@ import asyncpg
 
 from gateway import keys as gateway_keys
 from gateway import store as gateway_store
+from gateway.console_cookies import SECURE_COOKIES_ENV
 from membership_cli import children as procs
 from membership_cli.embedded_pg import EmbeddedPostgres
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, CliError, usage_error
@@ -179,6 +180,22 @@ def token_command(keys_dir: Path) -> str:
     return f"MEMBERSHIP_KEYS_DIR={keys_dir} {command}"
 
 
+def admin_key_command(data_dir: Path) -> str:
+    """How to make an admin API key for this suite (same data dir, same DATABASE_URL)."""
+    command = 'membership apikey create --role admin --name "<who it is for>"'
+    if data_dir == (Path.cwd() / DEFAULT_DATA_DIR).resolve():
+        return command
+    return f"{command} --data-dir {data_dir}"
+
+
+def admin_key_lines(admin_key: str | None, data_dir: Path) -> list[str]:
+    """The bootstrap key the first time; every later start says how to get one, since a
+    first run stopped before it printed the key never shows it again (only a hash is kept)."""
+    if admin_key:
+        return [f"Bootstrap admin API key (shown once, stored only as a hash): {admin_key}"]
+    return [f"Need an admin API key?  {admin_key_command(data_dir)}"]
+
+
 def announce(
     children: list[procs.Child],
     db: Database,
@@ -208,6 +225,7 @@ def announce(
             },
             # printed once, the first time; only its hash is stored
             "bootstrap_admin_key": admin_key,
+            "admin_key_command": admin_key_command(data_dir),
         }
         print(json.dumps(summary), flush=True)
         return
@@ -216,8 +234,7 @@ def announce(
     lines += [f"  {c.name:<9} {c.addr:<21} pid {c.pid}" for c in children]
     lines += [f"  REST      {rest}  (OpenAPI: {rest}/openapi.json)"]
     lines += [f"  console   {rest}/console/  (sign in with an officer or admin key)"]
-    if admin_key:
-        lines += [f"Bootstrap admin API key (shown once, stored only as a hash): {admin_key}"]
+    lines += admin_key_lines(admin_key, data_dir)
     lines += [f"Get a caller token:  {hint}", "Check health:        membership health"]
     lines += ["Suite status:        membership status"]
     lines += ["Stop with Ctrl-C."]
@@ -230,6 +247,9 @@ def run_services(
     addrs = service_addrs()
     admin_key = bootstrap_admin_key(db.url)
     env = procs.child_env(os.environ, db.url, keys_dir, addrs)
+    # the console is served on plain http here, where a browser drops Secure cookies; an
+    # operator who puts TLS in front of `membership run` sets it on again
+    env.setdefault(SECURE_COOKIES_ENV, "0")
     children = procs.spawn_all(addrs, env, quiet_stdout=options.json_output)
     try:
         if not wait_until_serving(children, options.startup_timeout_s, stop):

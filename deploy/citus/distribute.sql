@@ -143,6 +143,11 @@ SELECT create_distributed_table('points.processing_pauses', 'member_id',
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.processing_pauses'::regclass);
 
+SELECT create_distributed_table('points.unknown_members', 'member_id',
+                                colocate_with => 'accounts.members')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.unknown_members'::regclass);
+
 -- references privacy.purpose_notices (reference, distributed above)
 SELECT create_distributed_table('privacy.consent_records', 'member_id',
                                 colocate_with => 'accounts.members')

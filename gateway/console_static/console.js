@@ -1,15 +1,19 @@
 // Compliance console: plain JavaScript modules, no build step. Every call goes to
 // /console/*; the API key stays on the server, state-changing calls carry the session's
 // CSRF token. This module signs in and out and starts the panels.
-import { $, api, call, el, label, say, setCsrf, whenSignedOut } from "./console_lib.js";
+import { $, call, say, setCsrf, whenSignedOut } from "./console_lib.js";
+import { initActions } from "./console_actions.js";
+import { checkAudit, initAudit, loadEvents, resetAudit } from "./console_audit.js";
 import { initConsent, loadPurposes, loadStats } from "./console_consent.js";
-import { closeRequest, initDetail, openRequest } from "./console_detail.js";
+import { closeRequest, openRequest } from "./console_detail.js";
+import { actorNode, nameActors } from "./console_names.js";
 import { initQueue, loadQueue, resetQueue } from "./console_queue.js";
 
 function showSignIn() {
   setCsrf("");
   closeRequest();
   resetQueue();
+  resetAudit();
   $("#app").hidden = true;
   $("#who").hidden = true;
   $("#signin").hidden = false;
@@ -19,29 +23,16 @@ function showSignIn() {
 function showApp(session) {
   setCsrf(session.csrf_token);
   $("#who-role").textContent = session.role;
-  $("#who-key").textContent = `key ${session.key_id}`;
+  $("#who-key").replaceChildren(actorNode(`key:${session.key_id}`));
   $("#who").hidden = false;
   $("#signin").hidden = true;
   $("#app").hidden = false;
+  nameActors($("#who"));
   loadQueue();
   loadStats();
   loadPurposes();
   checkAudit();
-}
-
-async function checkAudit() {
-  const box = $("#audit-status");
-  box.textContent = "Checking…";
-  try {
-    const got = await api("GET", "auditEvents:verifyChain");
-    const checked = got.entriesChecked || 0;
-    box.replaceChildren(got.intact
-      ? el("span", { class: "intact" }, `Intact: ${checked} event(s) checked, last seq ${got.lastSeq || 0}.`)
-      : el("span", { class: "broken" },
-        `BROKEN: ${label(got.problem, "CHAIN_PROBLEM_")} at seq ${got.firstBrokenSeq || "?"} (${checked} intact before it).`));
-  } catch (err) {
-    box.replaceChildren(el("span", { class: "broken" }, `Could not check: ${err.message}`));
-  }
+  loadEvents();
 }
 
 $("#signin-form").addEventListener("submit", async (event) => {
@@ -63,10 +54,10 @@ $("#sign-out").addEventListener("click", async () => {
   showSignIn();
 });
 
-$("#audit-check").addEventListener("click", checkAudit);
 whenSignedOut(showSignIn);
 initQueue(openRequest);
-initDetail();
+initActions();
+initAudit();
 initConsent();
 
 fetch("/console/session", { credentials: "same-origin" })

@@ -1,7 +1,8 @@
 // Consent: how many members consent to each purpose now (GetConsentStatistics), and the
 // purpose catalogue. Each panel reports its own failure, so a server without the
 // statistics call still shows the rest of the console.
-import { $, api, count, el, say, when } from "./console_lib.js";
+import { $, api, count, el, say } from "./console_lib.js";
+import { when } from "./console_labels.js";
 
 const percent = (part, whole) => (whole > 0 ? `${((100 * part) / whole).toFixed(1)} %` : "—");
 

@@ -1,22 +1,47 @@
-// One data request: its fields, where fulfilment stands, its timeline and the officer's
-// actions. Approving fulfils the request at once through the other services (there is no
-// separate "complete" step), so after approving the panel follows the request until it
-// leaves IN_PROGRESS, for a bounded time, and then offers the export if there is one.
-import {
-  $, api, csrfToken, dueOf, el, errorText, fields, label, newRequestId, say, short, stateOf, typeOf,
-  when,
-} from "./console_lib.js";
+// One data request: its fields, where fulfilment stands and its timeline; the officer's
+// actions are in console_actions.js. Approving fulfils the request at once through the
+// other services (there is no separate "complete" step), so after approving the panel
+// follows the request until it leaves IN_PROGRESS, for a bounded time, and then offers the
+// export if there is one. A fulfilment that stopped (a step refused, or its retries used
+// up: console_stop.js) is not followed: it waits for the officer, who is told what stopped
+// and offered "Approve again" and "Reject". Times are Beijing time; actors are named by
+// their key's name.
+import { $, api, el, fields, label, say, short, stateOf, typeOf } from "./console_lib.js";
+import { actionText, coded, dueOf, stepText, when } from "./console_labels.js";
+import { actorNode, nameActors } from "./console_names.js";
 import { loadQueue, markSelected } from "./console_queue.js";
+import { stopDetails, stopId, stoppedOf, whyText } from "./console_stop.js";
 
 const POLL_MS = 1000;
 const POLL_LIMIT = 30; // then fulfilment is left to the service's background resumption
 const EXPORTING = new Set(["ACCESS", "PORTABILITY"]);
-const FINAL = new Set(["COMPLETED", "REJECTED", "CANCELLED"]);
+export const FINAL = new Set(["COMPLETED", "REJECTED", "CANCELLED"]);
+// what the service allows each action from (services/privacy/data_requests.py)
+const EXTENDABLE = new Set(["RECEIVED", "IDENTITY_VERIFIED", "IN_PROGRESS"]);
+const CANCELLABLE = new Set(["RECEIVED", "IDENTITY_VERIFIED"]);
+const APPROVE_NOTE = "Fulfilment starts at once through the other services and completes by itself; if one is down it resumes in the background.";
+const APPROVE_AGAIN_NOTE = "Runs the stopped step again, as a new approval: only once its cause is gone. If it is refused again, the request stops again.";
 
 let current = null; // the request shown
 let pollTimer = 0;
 
-const idOf = (r) => short(r.name, "dataRequests/");
+export const currentRequest = () => current;
+export const idOf = (r) => short(r.name, "dataRequests/");
+
+function deadline(r) {
+  const parts = [`${dueOf(r)} (Beijing date)`];
+  if (r.dueTime) parts.push(`overdue from ${when(r.dueTime)}`);
+  if (r.workingDays) parts.push(`${r.workingDays} working day(s) in total`);
+  let text = parts.join("; ");
+  if (r.overdue) text += " — OVERDUE";
+  if (r.deadlineProvisional) text += " (provisional: that year's official holiday schedule is not loaded yet)";
+  return text;
+}
+
+function extension(x) {
+  return el("div", {}, `+${x.extraWorkingDays || 0} working day(s), ${when(x.createTime)}, by `,
+    actorNode(x.actor), x.reason ? `: ${x.reason}` : "");
+}
 
 function detailFields(r) {
   const pairs = [
@@ -24,9 +49,12 @@ function detailFields(r) {
     ["State", label(r.state, "DATA_REQUEST_STATE_")],
     ["Member", short(r.member, "members/")],
     ["Received", when(r.createTime)],
-    ["Due", dueOf(r) + (r.overdue ? " (overdue)" : "")],
+    ["Due", deadline(r)],
     ["Channel", label(r.channel, "CHANNEL_")],
   ];
+  if (r.extensions && r.extensions.length) {
+    pairs.push(["Extensions", el("div", {}, ...r.extensions.map(extension))]);
+  }
   if (r.rejectionReason) pairs.push(["Rejection reason", r.rejectionReason]);
   if (r.purposes && r.purposes.length) pairs.push(["Purposes", r.purposes.join(", ")]);
   if (r.correction) {
@@ -42,26 +70,46 @@ function progressText(r) {
   switch (stateOf(r)) {
     case "RECEIVED": return "Waiting for the member's identity to be verified.";
     case "IDENTITY_VERIFIED": return "Identity verified. Approving fulfils the request at once.";
-    case "IN_PROGRESS": return `Fulfilling: ${done} of ${steps.length} step(s) done.`;
+    case "IN_PROGRESS": return stoppedOf(r)
+      ? `Stopped at “${stepText(r.stepFailure.step)}” with ${done} of ${steps.length} step(s) done: waiting for an officer's decision.`
+      : `Fulfilling: ${done} of ${steps.length} step(s) done.`;
     case "COMPLETED": return `Completed ${when(r.updateTime)}.${r.deletionOutcome
       ? ` Outcome: ${label(r.deletionOutcome, "DELETION_OUTCOME_")}.` : ""}`;
     case "REJECTED": return "Rejected; the member is told the reason.";
-    case "CANCELLED": return "Cancelled by the member.";
+    case "CANCELLED": return "Cancelled (withdrawn by the member).";
     default: return "";
   }
 }
 
-function stepItem(s) {
+function stepItem(s, stoppedAt) {
+  const stopped = stoppedAt === s.step && !s.doneTime;
   const status = s.doneTime ? `done ${when(s.doneTime)}`
-    : s.lastError ? `waiting (last attempt: ${s.lastError})` : "pending";
-  return el("li", { class: s.doneTime ? "done" : "pending" }, el("span", { class: "mono" }, s.step), ` · ${status}`);
+    : stopped ? `stopped (last attempt: ${s.lastError || "?"})`
+      : s.lastError ? `waiting (last attempt: ${s.lastError})` : "pending";
+  return el("li", { class: s.doneTime ? "done" : stopped ? "stopped" : "pending", "data-step": s.step },
+    coded(stepText(s.step), s.step), ` · ${status}`);
+}
+
+// what stopped and why; on a rejected request the failure stays, as the cause
+function showStop(r) {
+  const box = $("#stop-box");
+  box.hidden = !r.stepFailure;
+  box.classList.toggle("waiting", Boolean(stoppedOf(r)));
+  if (!r.stepFailure) return;
+  const { title, items, hint } = stopDetails(r);
+  $("#stop-title").textContent = title;
+  $("#stop-fields").replaceChildren(...items);
+  $("#stop-hint").textContent = hint;
+  $("#stop-hint").hidden = !hint;
 }
 
 function showProgress(r, note = "") {
   const box = $("#progress");
-  box.className = `progress state-${stateOf(r).toLowerCase()}`;
+  box.className = `progress state-${stateOf(r).toLowerCase()}${stoppedOf(r) ? " stopped" : ""}`;
   $("#progress-text").textContent = progressText(r) + (note ? ` ${note}` : "");
-  $("#steps").replaceChildren(...(r.steps || []).map(stepItem));
+  const stoppedAt = stoppedOf(r) ? r.stepFailure.step : "";
+  $("#steps").replaceChildren(...(r.steps || []).map((s) => stepItem(s, stoppedAt)));
+  showStop(r);
   const exportable = stateOf(r) === "COMPLETED" && EXPORTING.has(typeOf(r));
   $("#export-box").hidden = !exportable;
   if (!exportable) return;
@@ -74,28 +122,51 @@ function showProgress(r, note = "") {
 }
 
 // only the actions the request's state allows are offered
-function showActions(r) {
+export function showActions(r) {
   const state = stateOf(r);
-  $("#verify-code").disabled = $("#verify-btn").disabled = state !== "RECEIVED";
-  $("#approve-btn").disabled = state !== "IDENTITY_VERIFIED";
-  $("#reject-reason").disabled = $("#reject-btn").disabled = FINAL.has(state);
+  const stopped = Boolean(stoppedOf(r));
+  // what was done for the member cannot be taken back: the service refuses to reject then
+  const partly = (r.steps || []).some((s) => s.doneTime);
+  const off = (disabled, ...ids) => { for (const id of ids) $(id).disabled = disabled; };
+  off(state !== "RECEIVED", "#verify-code", "#verify-btn");
+  off(state !== "IDENTITY_VERIFIED" && !stopped, "#approve-btn");
+  $("#approve-btn").textContent = stopped ? "Approve again" : "Approve and fulfil";
+  $("#approve-note").textContent = stopped ? APPROVE_AGAIN_NOTE : APPROVE_NOTE;
+  off(FINAL.has(state) || (state === "IN_PROGRESS" && partly), "#reject-reason", "#reject-btn");
+  off(!EXTENDABLE.has(state), "#extend-days", "#extend-reason", "#extend-btn");
+  off(!CANCELLABLE.has(state), "#cancel-confirm", "#cancel-btn");
   $("#actions-hint").textContent = FINAL.has(state) ? "The request is final: no more actions."
     : state === "RECEIVED" ? "Verify the member's identity before approving."
-      : state === "IN_PROGRESS" ? "Fulfilment is running; it can still be rejected if it cannot finish."
-        : "";
+      : stopped && partly ? "Fulfilment stopped after part of it was done: approve it again once the cause is gone (it can no longer be rejected or cancelled)."
+        : stopped ? "Fulfilment stopped and waits for you: approve it again once the cause is gone, or reject it with a reason. It can no longer be cancelled."
+          : state === "IN_PROGRESS" && partly ? "Fulfilment is running and part of it is done: it can no longer be rejected or cancelled."
+            : state === "IN_PROGRESS"
+              ? "Fulfilment is running; it can still be rejected if it cannot finish. It can no longer be cancelled."
+              : "";
+}
+
+// a step's failure reads "will be retried" only when fulfilment did not stop right after it
+function timelineItem(e, i, events) {
+  const next = events[i + 1];
+  const stopped = /^step\..+\.failed$/.test(e.action || "") ? Boolean(next && next.action === "fulfilment.stopped") : undefined;
+  return el("li", { "data-action": e.action },
+    coded(actionText(e.action, stopped), e.action, "strong"), " · ", label(e.state, "DATA_REQUEST_STATE_"),
+    " · ", el("span", { class: "muted" }, `${when(e.createTime)} by `), actorNode(e.actor),
+    e.note ? el("div", { class: "muted" }, e.note) : "");
 }
 
 export function show(r, polls = 0) {
   const switched = !current || current.name !== r.name;
-  const finished = !switched && stateOf(current) === "IN_PROGRESS" && stateOf(r) !== "IN_PROGRESS";
+  // a fulfilment followed here ended, or stopped (anew: a request approved again may stop again)
+  const finished = !switched && stateOf(current) === "IN_PROGRESS" && !stoppedOf(current)
+    && stateOf(r) !== "IN_PROGRESS";
+  const stopped = !switched && Boolean(stoppedOf(r)) && stopId(r) !== stopId(current);
   current = r;
   markSelected(r.name);
   $("#detail-title").textContent = `Request ${idOf(r)}`;
   $("#detail-fields").replaceChildren(...fields(detailFields(r)));
-  $("#timeline").replaceChildren(...(r.events || []).map((e) => el("li", {},
-    el("strong", {}, e.action), " · ", label(e.state, "DATA_REQUEST_STATE_"), " · ",
-    el("span", { class: "muted" }, `${when(e.createTime)} by ${e.actor || "?"}`),
-    e.note ? el("div", { class: "muted" }, e.note) : "")));
+  $("#timeline").replaceChildren(...(r.events || []).map(timelineItem));
+  nameActors($("#detail"));
   if (switched) $("#member-fields").replaceChildren();
   showProgress(r);
   showActions(r);
@@ -103,14 +174,18 @@ export function show(r, polls = 0) {
   if (finished) {
     say(`Fulfilment of ${idOf(r)} ended: ${label(r.state, "DATA_REQUEST_STATE_")}.`);
     loadQueue();
+  } else if (stopped) {
+    say(`Fulfilment of ${idOf(r)} stopped at “${stepText(r.stepFailure.step)}”: ${whyText(r.stepFailure)}. It needs a decision: approve again or reject.`, true);
+    loadQueue();
   }
   follow(r, polls);
 }
 
-// while fulfilment runs, read the request again every second, a bounded number of times
+// while fulfilment runs, read the request again every second, a bounded number of times; a
+// stopped one has nothing scheduled, so there is nothing to follow
 function follow(r, polls) {
   clearTimeout(pollTimer);
-  if (stateOf(r) !== "IN_PROGRESS") return;
+  if (stateOf(r) !== "IN_PROGRESS" || stoppedOf(r)) return;
   if (polls >= POLL_LIMIT) {
     showProgress(r, "Still running: the service resumes it in the background; open it again later.");
     return;
@@ -140,95 +215,4 @@ export function closeRequest() {
   current = null;
   markSelected("");
   $("#detail").hidden = true;
-}
-
-async function act(what, path, body) {
-  if (!current) return false;
-  try {
-    const updated = await api("POST", `${current.name}:${path}`, body);
-    say(`${what}: ${idOf(updated)} is now ${label(updated.state, "DATA_REQUEST_STATE_")}.`);
-    show(updated);
-    loadQueue();
-    return true;
-  } catch (err) {
-    say(`${what} refused: ${err.message}`, true);
-    return false;
-  }
-}
-
-async function download() {
-  if (!current) return;
-  const id = idOf(current);
-  $("#export-btn").disabled = true;
-  try {
-    const response = await fetch(`/console/export/${encodeURIComponent(id)}`, {
-      method: "POST", headers: { "X-CSRF-Token": csrfToken() }, credentials: "same-origin",
-    });
-    if (!response.ok) {
-      let body = {};
-      try { body = await response.json(); } catch (_) { body = {}; }
-      throw new Error(errorText(body, response.status));
-    }
-    const url = URL.createObjectURL(await response.blob());
-    const link = el("a", { href: url, download: `export-${id}.zip`, hidden: true });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
-    say(`Export of ${id} downloaded.`);
-  } catch (err) {
-    say(`Download refused: ${err.message}`, true);
-  }
-  openRequest(current.name); // downloads left changed
-}
-
-async function showMember(purpose) {
-  if (!current) return;
-  const query = purpose ? `?view=MEMBER_VIEW_FULL&purpose=${encodeURIComponent(purpose)}` : "";
-  try {
-    const m = await api("GET", `${current.member}${query}`);
-    $("#member-fields").replaceChildren(...fields([
-      ["View", label(m.view || "MEMBER_VIEW_MASKED", "MEMBER_VIEW_")],
-      ["Phone", m.phone || ""], ["Email", m.email || ""], ["Name", m.displayName || ""],
-      ["Status", label(m.status, "MEMBER_STATUS_")],
-    ]));
-  } catch (err) {
-    say(`Member refused: ${err.message}`, true);
-  }
-}
-
-export function initDetail() {
-  $("#detail-close").addEventListener("click", closeRequest);
-  $("#verify-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const code = $("#verify-code").value.trim();
-    if (!code) { say("Enter the one-time code the member received.", true); return; }
-    if (await act("Identity verified", "verifyIdentity", { code })) $("#verify-code").value = "";
-  });
-  $("#approve-btn").addEventListener("click", () => {
-    $("#approve-btn").disabled = true; // one click, one fulfilment
-    act("Approved", "approve", { requestId: newRequestId() })
-      .then((ok) => { if (!ok && current) showActions(current); });
-  });
-  $("#reject-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const reason = $("#reject-reason").value.trim();
-    if (!reason) {
-      say("A reason is required to reject a request (it is told to the member).", true);
-      $("#reject-reason").focus();
-      return;
-    }
-    if (await act("Rejected", "reject", { reason })) $("#reject-reason").value = "";
-  });
-  $("#export-btn").addEventListener("click", download);
-  $("#member-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const purpose = $("#member-purpose").value.trim();
-    if (!purpose) {
-      say("State a purpose to see the member in clear; without one the view stays masked.", true);
-      showMember("");
-      return;
-    }
-    showMember(purpose).then(() => { $("#member-purpose").value = ""; });
-  });
 }

@@ -1,5 +1,5 @@
 // Shared helpers of the console's modules: DOM building, the status line, calls to
-// /console/* with the session's CSRF token, and formatting of API values.
+// /console/* with the session's CSRF token, the page address's query, API values.
 
 export const $ = (sel) => document.querySelector(sel);
 
@@ -65,9 +65,6 @@ export const api = (method, path, body) => call(method, `/console/api/v1/${path}
 
 export const short = (value, prefix) => (value || "").replace(prefix, "");
 export const label = (value, prefix) => short(value, prefix).toLowerCase().replace(/_/g, " ");
-export const when = (ts) => (ts ? new Date(ts).toLocaleString() : "—");
-const pad = (n) => String(n).padStart(2, "0");
-export const dueOf = (r) => (r.dueDate ? `${r.dueDate.year}-${pad(r.dueDate.month)}-${pad(r.dueDate.day)}` : "—");
 export const stateOf = (r) => short(r && r.state, "DATA_REQUEST_STATE_");
 export const typeOf = (r) => short(r && r.type, "DATA_REQUEST_TYPE_");
 
@@ -84,3 +81,15 @@ export function newRequestId() {
 }
 
 export const fields = (pairs) => pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]);
+
+// The page address's query keeps the panels' filters, so a reload (or a shared link)
+// shows the same; each panel owns its own parameter names.
+export const pageQuery = () => new URLSearchParams(window.location.search);
+
+export function setPageQuery(names, values) {
+  const query = pageQuery();
+  for (const name of names) query.delete(name);
+  for (const [name, value] of values) if (value) query.append(name, value);
+  const search = query.toString();
+  window.history.replaceState(null, "", `${window.location.pathname}${search ? `?${search}` : ""}`);
+}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -306,6 +306,36 @@ class Members:
             return member
 
         return await in_transaction(self._pool, work)
+
+    async def preview_update(self, member_id: str, changes: dict[str, str]) -> Member:
+        """UpdateMember with validate_only (AIP-163): the checks of `update` that need no
+        write (the member's status, a phone or email another member holds) and the member
+        as the update would show it. Nothing is encrypted, written or recorded; a later
+        update under the same key still runs. (A value taken meanwhile, or one that two
+        updates race for, is still refused by the update itself.)"""
+        kinds = sorted(k for k, v in changes.items() if k in LOOKUP_CONTEXTS and v)
+        digests = (
+            await self._privacy.blind_indexes(
+                [(LOOKUP_CONTEXTS[k], changes[k].encode()) for k in kinds]
+            )
+            if kinds
+            else []
+        )
+        async with self._pool.acquire() as conn:
+            stored = await self._load(conn, member_id)
+            require_editable(stored.member.status)
+            for kind, digest in zip(kinds, digests, strict=True):
+                holder = await store.find_by_digest(conn, kind, digest)
+                if holder is not None and holder != member_id:
+                    raise _taken(kind)
+        shown = {c: MASKS[c](v) if v else "" for c, v in changes.items()}
+        member = stored.member
+        return replace(
+            member,
+            phone=shown.get("phone", member.phone),
+            email=shown.get("email", member.email),
+            display_name=shown.get("display_name", member.display_name),
+        )
 
     async def _replay_update(
         self, conn: Conn, member_id: str, request_id: str, request_hash: bytes, lock: bool = False

@@ -160,6 +160,8 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             for p in paths
         }
         v.raise_if_any()
+        if request.validate_only:
+            return to_pb(await self._members.preview_update(member_id, changes))
         return to_pb(await self._members.update(member_id, request.request_id, changes))
 
     async def _change(self, name: str, request_id: str, reason: str, action: Action) -> pb.Member:

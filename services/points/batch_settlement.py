@@ -19,6 +19,7 @@ from services.points.store import batch_settlement as bstore
 from services.points.store.referrals import DueReferral
 from services.points.store.settlement import Credit, SettlementRow
 from services.points.store.tiers import TierView
+from services.points.unknown_members import member_unknown
 from services.runtime.db import Conn
 from services.runtime.errors import DomainError, failed_precondition, idempotency_key_reused
 
@@ -97,13 +98,11 @@ def _settle(
 ) -> SettlementResult:
     key = (payment.member_id, payment.idempotency_key)
     if payment.member_id not in view.available:
-        raise failed_precondition(
-            "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
-        )
+        raise member_unknown()
     prior = view.seen.done.get(key) or view.in_batch.get(key)
     if prior is not None:
         if prior[0] != payment.fingerprint():
-            raise idempotency_key_reused()
+            raise idempotency_key_reused("payment_id")
         return SettlementResult.from_json(prior[1])
     member = view.seen.members[payment.member_id]
     state = member.state

@@ -17,6 +17,7 @@ from services.points.ledger import RulesInForce
 from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE
 from services.points.store import ledger as store
 from services.points.store import settlement as fast
+from services.points.unknown_members import member_unknown
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
     bad_field,
@@ -137,7 +138,7 @@ class Grants:
         floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
         locked = await fast.lock_known_member(conn, request.member_id, floor)
         if locked is None:
-            raise failed_precondition("MEMBER_UNKNOWN", "points does not know this member (yet)")
+            raise member_unknown()
         seen = await fast.read_under_lock(conn, request.member_id, request.key, now.date())
         if seen.request_hash is not None and seen.result is not None:
             if seen.request_hash != request.fingerprint():

@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,6 +30,7 @@ from services.points.referrals import pay_referral_bonuses
 from services.points.spending import expire_due_holds
 from services.points.store import jobs as store
 from services.points.store import tiers as tier_store
+from services.points.store import unknown_members as unknown_store
 from services.points.store.ledger import next_ids
 from services.points.tier_review import review_due
 from services.runtime.db import Conn, in_transaction
@@ -39,6 +40,9 @@ log = logging.getLogger("membership.points.jobs")
 DEFAULT_BATCH_SIZE = 500
 # a run stops after this many batches even if work is left; the next run goes on
 DEFAULT_MAX_BATCHES = 40
+# a member id refused for good is kept this long after its last refusal (for the metric and
+# for a caller that still retries it); a later write for it starts a new grace period
+UNKNOWN_MEMBER_RETENTION = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,8 @@ async def _lot_batch(change: LotChange, conn: Conn, now: datetime, limit: int) -
         return BatchResult(0, 0)
     available = await store.lock_balances(conn, [member_id for member_id, _ in keys])
     lots = await store.lock_due_lots(conn, change.kind, now, keys)
-    # a lot refunded to nothing while pending has no points to move, only a state
+    # a lot refunded to nothing while pending, or spent or held to nothing before its
+    # expiry, has no points to move, only a state
     empty = [(lot.member_id, lot.lot_id) for lot in lots if lot.remaining == 0]
     await store.mark_lots(conn, empty, change.new_state)
     moving = [lot for lot in lots if lot.remaining > 0]
@@ -243,6 +248,12 @@ async def pay_referrals(conn: Conn, now: datetime, limit: int) -> BatchResult:
     return BatchResult(seen, paid, issued=points)
 
 
+async def purge_unknown_members(conn: Conn, now: datetime, limit: int) -> BatchResult:
+    """Forgets refused member ids that arrived, or that nobody asked about for a while."""
+    purged = await unknown_store.purge(conn, now - UNKNOWN_MEMBER_RETENTION, limit)
+    return BatchResult(purged, purged)
+
+
 # in this order: a lot that matures and expires in the same run ends expired, and points an
 # expired hold gives back to a lot expire with it
 JOBS: tuple[Job, ...] = (
@@ -251,6 +262,7 @@ JOBS: tuple[Job, ...] = (
     Job("expiry", expire_lots),
     Job("tier_review", review_tiers),
     Job("referral_bonus", pay_referrals),
+    Job("unknown_member_purge", purge_unknown_members),
 )
 
 

@@ -18,6 +18,7 @@ from services.points.settlement import Payment, PointsState, SettlementResult, e
 from services.points.store import ledger as store
 from services.points.store import settlement as fast
 from services.points.store import tiers as tier_store
+from services.points.unknown_members import member_unknown
 from services.runtime.coalesce import Coalescer
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
@@ -116,9 +117,7 @@ class Ledger:
         floor = -rules.negative_floor if rules.refund_policy == "allow_negative" else 0
         locked = await fast.lock_known_member(conn, payment.member_id, floor)
         if locked is None:
-            raise failed_precondition(
-                "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
-            )
+            raise member_unknown()
         day = earn.local_day(rules, payment.occurred_at)
         now = self._clock()
         window = tiers.window_days(rules, now)
@@ -127,7 +126,7 @@ class Ledger:
         if seen.request_hash is not None and seen.result is not None:
             # a repeat answers with the first result, whatever the member's state is now
             if seen.request_hash != payment.fingerprint():
-                raise idempotency_key_reused()
+                raise idempotency_key_reused("payment_id")
             return SettlementResult.from_json(seen.result), True
         if seen.state != "ACTIVE":
             raise failed_precondition(
@@ -347,5 +346,6 @@ class Ledger:
     async def balance(self, member_id: str) -> tuple[store.BalanceRow, list[tuple[int, datetime]]]:
         async with self._pool.acquire() as conn:
             require_readable(await self._members.state_of(conn, member_id))
-            row = await store.get_balance(conn, member_id) or store.BalanceRow(0, 0, 0, 0)
-            return row, await store.expiring_soonest(conn, member_id, 5)
+            now = self._clock()
+            row = await store.get_balance(conn, member_id, now) or store.BalanceRow(0, 0, 0, 0)
+            return row, await store.expiring_soonest(conn, member_id, 5, now)

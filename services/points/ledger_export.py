@@ -6,7 +6,7 @@ reward redemptions (one row per sku) on the first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import groupby
 
 import asyncpg
@@ -67,7 +67,7 @@ class LedgerExport:
             page = rows[:size]
             ids = [r.txn_id for r in page]
             transfers = await txn_store.transfers_of(conn, member_id, ids)
-            balance = await ledger_store.get_balance(conn, member_id)
+            balance = await ledger_store.get_balance(conn, member_id, datetime.now(UTC))
             tiers = await tier_store.tier_rows(conn, [member_id])
             lots = await store.lots_of(conn, member_id, ids)
             holds = await store.holds_of(conn, member_id, ids)

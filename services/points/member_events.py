@@ -18,10 +18,12 @@ from datetime import datetime
 
 import asyncpg
 
+from services.points import unknown_members
 from services.points.store import members as store
+from services.points.store import unknown_members as unknown_store
 from services.points.store.members import MemberRecord, MemberRow
 from services.runtime.db import Conn, in_transaction
-from services.runtime.errors import ViolationCollector
+from services.runtime.errors import DomainError, ViolationCollector
 from services.runtime.names import is_member_id
 
 __all__ = [
@@ -113,8 +115,11 @@ def _validate(events: Sequence[MemberEvent]) -> None:
 class MemberDirectory:
     """The members points knows, kept up to date by ApplyMemberEvents."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, unknown_grace_s: float = unknown_members.DEFAULT_GRACE_S
+    ) -> None:
         self._pool = pool
+        self._unknown_grace_s = unknown_grace_s
 
     async def apply(self, events: Sequence[MemberEvent]) -> tuple[int, int]:
         """Applies the events in one transaction: (applied, skipped), where skipped events
@@ -138,6 +143,7 @@ class MemberDirectory:
                     changed.append(row)
             if changed:
                 await store.upsert_members(conn, changed)
+                await unknown_store.forget(conn, [row.member_id for row in changed])
             return applied
 
         applied = await in_transaction(self._pool, work)
@@ -146,6 +152,34 @@ class MemberDirectory:
             "member events applied", extra={"fields": {"applied": applied, "skipped": skipped}}
         )
         return applied, skipped
+
+    async def refusals(self, member_ids: Sequence[str], now: datetime) -> dict[str, DomainError]:
+        """What to answer writes for these members points does not know (unknown_members):
+        each refusal is recorded in a transaction of its own, since the write it refuses
+        rolls back. A member that arrived meanwhile gets the retryable answer."""
+
+        async def work(conn: Conn) -> tuple[dict[str, datetime], list[str]]:
+            first = await unknown_store.record_refusals(conn, member_ids, now)
+            grace = self._unknown_grace_s
+            late = [m for m, at in first.items() if unknown_members.past_grace(at, now, grace)]
+            return first, await unknown_store.mark_given_up(conn, late, now)
+
+        first, given_up = await in_transaction(self._pool, work)
+        for member_id in given_up:
+            # member ids are pseudonymous, not personal information: operators need the id
+            log.warning(
+                "writes for a member accounts never announced are now refused for good",
+                extra={"fields": {"member_id": member_id}},
+            )
+        return {
+            member_id: unknown_members.refusal(
+                first.get(member_id, now), now, self._unknown_grace_s
+            )
+            for member_id in member_ids
+        }
+
+    async def refusal(self, member_id: str, now: datetime) -> DomainError:
+        return (await self.refusals([member_id], now))[member_id]
 
     async def state_of(self, conn: Conn, member_id: str) -> MemberRecord | None:
         """The member as points knows it, read on the caller's connection (inside its

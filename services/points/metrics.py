@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
+from services.points.store import unknown_members as unknown_store
 from services.runtime.db import Conn
 from services.runtime.scrape import Probe, Samples
 
@@ -89,7 +90,7 @@ def job_succeeded(job: str) -> None:
 # only these constants go into SQL text
 _DUE = {
     "maturation": ("points.lots", "available_at", "state = 'PENDING'"),
-    "expiry": ("points.lots", "expires_at", "state = 'AVAILABLE' AND remaining > 0"),
+    "expiry": ("points.lots", "expires_at", "state = 'AVAILABLE'"),
     "hold_expiry": ("points.holds", "expires_at", "state = 'HELD'"),
 }
 
@@ -105,11 +106,23 @@ async def _oldest_due(conn: Conn) -> Samples:
     return samples
 
 
+async def _unknown_members(conn: Conn) -> Samples:
+    waiting, given_up = await unknown_store.counts(conn)
+    return [(("waiting",), float(waiting)), (("given_up",), float(given_up))]
+
+
 PROBES = (
     Probe(
         "membership_points_job_oldest_due_seconds",
         "How long the oldest item a job should have handled has been due (0: none)",
         ("job",),
         _oldest_due,
+    ),
+    Probe(
+        "membership_points_unknown_members",
+        "Member ids whose writes points refused because accounts had not announced them:"
+        " still answered 'retry' (waiting) or refused for good after the grace (given_up)",
+        ("state",),
+        _unknown_members,
     ),
 )

@@ -10,7 +10,7 @@ transaction's transfers must equal it:
 
 - settlement: what was awarded: program:issued -> member:pending|available (a pending lot's
   debt repayment, pending -> available, is internal to the member and nets to 0);
-- refund: minus what was taken from the member (lots, or below zero); the write-off
+- refund: minus what was taken from the member (lots, holds, or below zero); the write-off
   program:uncollectable -> program:issued moves no member account;
 - maturation: what became available (pending -> available, as `available` sees it);
 - expiry: minus what was forfeited (available -> program:expired);
@@ -43,6 +43,7 @@ import asyncpg
 from services.points.ledger_accounts import (
     MEMBER_ACCOUNTS,
     MEMBER_AVAILABLE,
+    MEMBER_HELD,
     MEMBER_PENDING,
     PROGRAM_ACCOUNTS,
 )
@@ -56,7 +57,8 @@ KNOWN_ACCOUNTS: tuple[str, ...] = MEMBER_ACCOUNTS + PROGRAM_ACCOUNTS
 
 POINTS_MEANING: dict[str, tuple[str, ...]] = {
     "settlement": (MEMBER_AVAILABLE, MEMBER_PENDING),
-    "refund": (MEMBER_AVAILABLE, MEMBER_PENDING),
+    # a refund also takes back points open holds hold (services/points/clawback.py)
+    "refund": (MEMBER_AVAILABLE, MEMBER_PENDING, MEMBER_HELD),
     "maturation": (MEMBER_AVAILABLE,),
     "expiry": (MEMBER_AVAILABLE,),
     # a grant's points arrive available at once (a debt repayment shrinks only the lot)

@@ -1,10 +1,10 @@
 """Refunds of settled payments: points clawed back exactly once per (member, refund_id).
 
 The points to take back are `earn.clawback_increment` over the running refunded total, so
-repeated partial refunds take exactly what one full refund would. They are taken from the
-payment's own lot first (pending, then its available rest), then from the member's other
-available lots, soonest-expiring first; one transfer per lot touched, each naming its lot.
-What is still missing follows the refund policy:
+repeated partial refunds take exactly what one full refund would. Where they come from is
+services/points/clawback.py: the payment's own lot, the holds on it, the member's other
+usable lots, then their other held points; one transfer per lot (and hold) touched, each
+naming its lot. What is still missing follows the refund policy:
 
 - `within_balance`: written off. A transfer program:uncollectable -> program:issued records
   it, so program:issued nets every clawback and program:uncollectable shows what was lost;
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,12 +26,21 @@ from typing import Any
 import asyncpg
 
 from services.points import earn, metrics, tiers
+from services.points.clawback import Clawback, Take, plan_clawback
 from services.points.ledger import RulesInForce
-from services.points.ledger_accounts import ISSUED, MEMBER_AVAILABLE, MEMBER_PENDING, UNCOLLECTABLE
+from services.points.ledger_accounts import (
+    ISSUED,
+    MEMBER_AVAILABLE,
+    MEMBER_HELD,
+    MEMBER_PENDING,
+    UNCOLLECTABLE,
+)
 from services.points.restrictions import refuse_if_restricted
 from services.points.store import ledger as ledger_store
+from services.points.store import members as member_store
 from services.points.store import refunds as store
 from services.points.store import tiers as tier_store
+from services.points.unknown_members import member_unknown
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import (
     bad_field,
@@ -81,6 +90,8 @@ class RefundResult:
     remaining_minor: int
     rule_version: int
     txn_id: int
+    # of points_clawed_back, what open holds held (results stored before: 0)
+    points_from_holds: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,48 +99,6 @@ class RefundResult:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> RefundResult:
         return cls(**doc)
-
-
-@dataclass(frozen=True)
-class Take:
-    lot_id: int
-    account: str  # the member account the points leave: member:pending or member:available
-    points: int
-
-
-@dataclass(frozen=True)
-class Clawback:
-    points: int  # what the refund claws back in all
-    takes: tuple[Take, ...]
-    uncollectable: int  # within_balance: what the member no longer had
-    below_zero: int  # allow_negative: what `available` goes below its lots by
-
-    @property
-    def from_member(self) -> int:
-        return sum(t.points for t in self.takes) + self.below_zero
-
-    def from_account(self, account: str) -> int:
-        return sum(t.points for t in self.takes if t.account == account)
-
-
-def plan_clawback(
-    points: int, own_lot_id: int | None, lots: Sequence[store.LotRow], policy: str
-) -> Clawback:
-    """Where `points` come from; `lots` are in spending order (expires_at, lot_id)."""
-    rest, takes = points, []
-    own = [lot for lot in lots if lot.lot_id == own_lot_id]
-    others = [lot for lot in lots if lot.lot_id != own_lot_id and lot.state == "AVAILABLE"]
-    # an expired or cancelled own lot has nothing left to give: other lots then pay
-    usable_own = [lot for lot in own if lot.state in ("PENDING", "AVAILABLE")]
-    for lot in usable_own + others:
-        taken = min(rest, lot.remaining)
-        if taken > 0:
-            account = MEMBER_PENDING if lot.state == "PENDING" else MEMBER_AVAILABLE
-            takes.append(Take(lot.lot_id, account, taken))
-            rest -= taken
-    if policy == "allow_negative":
-        return Clawback(points, tuple(takes), 0, rest)
-    return Clawback(points, tuple(takes), rest, 0)
 
 
 class Refunds:
@@ -155,7 +124,7 @@ class Refunds:
         if done is None:
             return None
         if done.request_hash != request.fingerprint():
-            raise idempotency_key_reused()
+            raise idempotency_key_reused("refund_id")
         return RefundResult.from_json(done.result)
 
     async def _refund_in(self, conn: Conn, request: RefundRequest) -> tuple[RefundResult, bool]:
@@ -166,6 +135,8 @@ class Refunds:
         await refuse_if_restricted(conn, request.member_id)
         payment = await store.find_settled_payment(conn, request.member_id, request.payment_id)
         if payment is None:
+            if await member_store.get_member(conn, request.member_id) is None:
+                raise member_unknown()  # the refund raced the member's registration
             raise not_found("payment")
         if payment.currency != request.currency:
             raise bad_field("amount.currency_code", "must be the currency of the payment")
@@ -196,8 +167,13 @@ class Refunds:
             payment.points, payment.amount_minor, so_far.refunded_minor, request.amount_minor
         )
         lots = await store.lock_lots(conn, request.member_id, payment.lot_id) if points else []
-        rules = self._rules.rules
-        plan = plan_clawback(points, payment.lot_id, lots, rules.refund_policy)
+        rules, now = self._rules.rules, self._clock()
+        plan = plan_clawback(points, payment.lot_id, lots, (), rules.refund_policy, now)
+        if not plan.covered_by(payment.lot_id):
+            # the holds on the own lot come before other lots: read (and lock) them only
+            # when the own lot alone does not cover the clawback
+            held = await store.lock_held_parts(conn, request.member_id)
+            plan = plan_clawback(points, payment.lot_id, lots, held, rules.refund_policy, now)
         after = available - plan.from_account(MEMBER_AVAILABLE) - plan.below_zero
         if plan.below_zero and after < -rules.negative_floor:
             raise failed_precondition(
@@ -228,6 +204,7 @@ class Refunds:
             currency=payment.currency,
             points_clawed_back=plan.from_member,
             points_uncollectable=plan.uncollectable,
+            points_from_holds=plan.from_account(MEMBER_HELD),
             refunded_total_minor=total,
             remaining_minor=payment.amount_minor - total,
             rule_version=self._rules.version,
@@ -282,6 +259,8 @@ class Refunds:
             for t in plan.takes
         ]
         for take in plan.takes:
+            if take.hold_id is not None:
+                continue
             # a pending lot refunded to nothing is cancelled: it will never mature
             await store.take_from_lot(
                 conn,
@@ -300,13 +279,17 @@ class Refunds:
                         txn_id, account, ISSUED, points, payment.lot_id, version
                     )
                 )
+        held = [t for t in plan.takes if t.hold_id is not None]
+        if held:
+            await store.take_from_holds(conn, member_id, held, txn_id, self._clock())
         if transfers:
             await ledger_store.insert_transfers(conn, member_id, transfers)
         pending = plan.from_account(MEMBER_PENDING)
         available = plan.from_account(MEMBER_AVAILABLE) + plan.below_zero
-        if pending or available:
+        from_holds = plan.from_account(MEMBER_HELD)
+        if pending or available or from_holds:
             await ledger_store.add_to_balance(
-                conn, member_id, pending=-pending, available=-available
+                conn, member_id, pending=-pending, available=-available, held=-from_holds
             )
 
 
@@ -374,9 +357,7 @@ def _rounding_steps(
 
 
 def _source_steps(plan: Clawback) -> list[dict[str, str]]:
-    steps = [
-        _step("take", t.points, f"{t.points} from lot {t.lot_id} ({t.account})") for t in plan.takes
-    ]
+    steps = [_take_step(t) for t in plan.takes]
     if plan.below_zero:
         steps.append(
             _step(
@@ -395,6 +376,13 @@ def _source_steps(plan: Clawback) -> list[dict[str, str]]:
             )
         )
     return steps
+
+
+def _take_step(take: Take) -> dict[str, str]:
+    if take.hold_id is None:
+        return _step("take", take.points, f"{take.points} from lot {take.lot_id} ({take.account})")
+    note = f"{take.points} held by hold {take.hold_id} from lot {take.lot_id}, taken from the hold"
+    return _step("take_held", take.points, note)
 
 
 def _step(name: str, value: int, note: str) -> dict[str, str]:

@@ -29,6 +29,10 @@ INT64_MAX = 2**63 - 1
 MAX_DAYS = 3660  # bounds keep date arithmetic far from datetime's limits
 MAX_MONTHS = 1200
 REFUND_POLICIES = ("within_balance", "allow_negative")
+# how late a payment may settle when the rules do not say (max_settlement_delay_days)
+DEFAULT_MAX_SETTLEMENT_DELAY_DAYS = 90
+# every month has at least this many days: a lot lives longer than 28 x expiry_months days
+SHORTEST_MONTH_DAYS = 28
 GRANT_REASONS = ("CHECK_IN", "TASK", "REFERRAL", "GOODWILL")
 
 _CURRENCY_CODE = re.compile(r"[A-Z]{3}")
@@ -98,6 +102,16 @@ class Rules:
     referral_bonus_referrer: int
     referral_bonus_referee: int
     hold_ttl_s: int
+    # how many days after `occur_time` a payment may still settle; None: the default
+    # (settlement_delay_limit_days). Never more than a lot lives, so no payment settles
+    # into points that expired before they were credited.
+    max_settlement_delay_days: int | None = None
+
+    @property
+    def settlement_delay_limit_days(self) -> int:
+        if self.max_settlement_delay_days is not None:
+            return self.max_settlement_delay_days
+        return min(DEFAULT_MAX_SETTLEMENT_DELAY_DAYS, SHORTEST_MONTH_DAYS * self.expiry_months)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -363,11 +377,19 @@ def _refund(doc: Mapping[str, Any]) -> tuple[str, int]:
     return policy, floor
 
 
+def _settlement_delay(doc: Mapping[str, Any], expiry_months: int) -> int | None:
+    key = "max_settlement_delay_days"
+    if doc.get(key) is None:
+        return None  # rule versions stored before the rule existed read the same
+    return _int(key, doc[key], 1, SHORTEST_MONTH_DAYS * expiry_months)
+
+
 def parse_rules(doc: Mapping[str, Any]) -> Rules:
     """Validate a rules document (from TOML or stored JSON); RulesError at the first fault."""
     doc = _table("", doc, _TOP_KEYS)
     multipliers = _category_multipliers(doc)
     refund_policy, negative_floor = _refund(doc)
+    expiry_months = _field_int(doc, "", "expiry_months", 1, MAX_MONTHS)
     return Rules(
         currencies=_currencies(doc),
         category_multipliers_bps=multipliers,
@@ -375,7 +397,7 @@ def parse_rules(doc: Mapping[str, Any]) -> Rules:
         cap_per_payment=_optional_int(doc, "", "cap_per_payment", 1),
         cap_per_member_day=_optional_int(doc, "", "cap_per_member_day", 1),
         pending_days=_field_int(doc, "", "pending_days", 0, MAX_DAYS),
-        expiry_months=_field_int(doc, "", "expiry_months", 1, MAX_MONTHS),
+        expiry_months=expiry_months,
         timezone=_timezone(doc),
         tiers=_tiers(doc),
         qualifying_window_days=_field_int(doc, "", "qualifying_window_days", 1, MAX_DAYS),
@@ -386,6 +408,7 @@ def parse_rules(doc: Mapping[str, Any]) -> Rules:
         referral_bonus_referrer=_field_int(doc, "", "referral_bonus_referrer"),
         referral_bonus_referee=_field_int(doc, "", "referral_bonus_referee"),
         hold_ttl_s=_field_int(doc, "", "hold_ttl_s", 1, MAX_DAYS * 86_400),
+        max_settlement_delay_days=_settlement_delay(doc, expiry_months),
     )
 
 

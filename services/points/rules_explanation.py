@@ -53,6 +53,16 @@ class MemberRules:
         return max(0, -self.facts.available)
 
 
+@dataclass(frozen=True)
+class ProgramRules:
+    """What GetProgram answers, before it is put into protobuf."""
+
+    rule_version: int
+    effective_at: datetime | None
+    rules: Rules
+    summary: tuple[str, ...]
+
+
 class RulesExplainer:
     def __init__(
         self, pool: asyncpg.Pool, in_force: RulesInForce, clock: Callable[[], datetime]
@@ -60,6 +70,13 @@ class RulesExplainer:
         self._pool = pool
         self._in_force = in_force
         self._clock = clock
+
+    async def program(self) -> ProgramRules:
+        rules, version = self._in_force.rules, self._in_force.version
+        async with self._pool.acquire() as conn:
+            effective_at = await store.rules_loaded_at(conn, version)
+        summary = program_summary(rules, version, effective_at)
+        return ProgramRules(version, effective_at, rules, summary)
 
     async def explain(self, member_id: str) -> MemberRules:
         """NOT_FOUND when points does not know the member; restricted members are explained."""
@@ -76,6 +93,17 @@ class RulesExplainer:
 
 
 # ---- summary sentences ----------------------------------------------------------------------
+
+
+def program_summary(rules: Rules, version: int, effective_at: datetime | None) -> tuple[str, ...]:
+    """The rules alone, as GetProgram answers them for every member."""
+    return (
+        version_sentence(version, effective_at),
+        *earning_sentences(rules, None),
+        *tier_sentences(rules),
+        *refund_sentences(rules, 0),
+        spending_sentence(rules),
+    )
 
 
 def summarise(
@@ -143,7 +171,8 @@ def points(rate: Fraction) -> str:
     return f"{show(rate)} point{'' if rate == 1 else 's'}"
 
 
-def earning_sentences(rules: Rules, tier: Tier) -> list[str]:
+def earning_sentences(rules: Rules, tier: Tier | None) -> list[str]:
+    """With `tier`: as it applies to a member of that tier; None: the program's."""
     rates = ", ".join(
         f"{points(c.points_per_unit)} per 1 {code}" for code, c in rules.currencies.items()
     )
@@ -154,9 +183,14 @@ def earning_sentences(rules: Rules, tier: Tier) -> list[str]:
     if rules.non_earning_categories:
         never = ", ".join(sorted(rules.non_earning_categories))
         said.append(f"Payments in these categories never earn points: {never}.")
+    which = (
+        "The tier's multiplier"
+        if tier is None
+        else f"The tier's multiplier ({times(tier.earn_multiplier_bps)} for {tier.code})"
+    )
     said += [
-        f"The tier's multiplier ({times(tier.earn_multiplier_bps)} for {tier.code}) applies"
-        " after the category's, and the result is rounded down to whole points once.",
+        f"{which} applies after the category's, and the result is rounded down to whole"
+        " points once.",
         cap_sentence(rules),
         pending_sentence(rules),
         f"A referral gives the referrer {rules.referral_bonus_referrer} and the referred"
@@ -183,9 +217,11 @@ def pending_sentence(rules: Rules) -> str:
         else f"A payment's points stay pending for {plural(days, 'day')} (the return window),"
         " then can be spent"
     )
+    late = rules.settlement_delay_limit_days
     return (
         f"{usable}; they expire at the end of the {ordinal(rules.expiry_months)} month after"
-        f" the month they were earned ({rules.timezone})."
+        f" the month they were earned ({rules.timezone}). Both count from when the payment"
+        f" happened; a payment more than {plural(late, 'day')} old is not settled."
     )
 
 
@@ -257,7 +293,8 @@ def progress_sentences(progress: tiers.Progress) -> list[str]:
 def refund_sentences(rules: Rules, owed: int) -> list[str]:
     said = [
         "A refund takes back the refunded share of the payment's points, rounded up: first"
-        " from the payment's own points, then from the soonest-expiring available points.",
+        " from the payment's own points, then from held points of that payment, then from"
+        " the soonest-expiring available points, then from other held points.",
     ]
     if rules.refund_policy == "allow_negative":
         said.append(

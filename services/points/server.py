@@ -86,7 +86,7 @@ async def build(pool: asyncpg.Pool, settings: Settings) -> PointsComponent:
     path = Path(os.environ.get(RULES_FILE_ENV) or program_rules.DEFAULT_RULES_FILE)
     rules = await load_rules_in_force(pool, path)
     await sync_rewards(pool, rules)  # the catalogue names tiers of these rules
-    members = MemberDirectory(pool)
+    members = MemberDirectory(pool, settings.points_unknown_member_grace_s)
     ledger = Ledger(pool, members, rules, system_clock)
     jobs = JobLoop(JobRunner(pool), system_clock, settings.points_jobs_interval_s)
     return PointsComponent(PointsDeps(pool, ledger, members, system_clock), jobs)

@@ -65,4 +65,6 @@ class GrantRpcs(RpcGroup):
         self, request: pb.GrantPointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.Grant:
         grants = Grants(self.deps.pool, self.deps.ledger.rules, self.deps.clock)
-        return grant_pb(await grants.grant(current_caller(), grant_request_of(request)))
+        grant = grant_request_of(request)
+        granted = grants.grant(current_caller(), grant)
+        return grant_pb(await self.for_known_member(grant.member_id, granted))

@@ -72,6 +72,7 @@ def hold_pb(hold: HoldRow) -> pb.ExportedHold:
         transaction_id=hold.hold_txn_id,
         create_time=timestamp(hold.created_at),
         close_time=timestamp(hold.closed_at),
+        points_clawed_back=hold.clawed_back_points,
     )
 
 

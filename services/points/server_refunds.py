@@ -49,6 +49,7 @@ def refund_pb(result: RefundResult) -> pb.Refund:
         ),
         rule_version=result.rule_version,
         transaction=f"{member}/transactions/{result.txn_id}",
+        points_clawed_back_from_holds=result.points_from_holds,
     )
 
 
@@ -59,4 +60,4 @@ class RefundRpcs(RpcGroup):
         refund = refund_of(request)
         # cheap: the rules in force are the ledger's, read at every call
         refunds = Refunds(self.deps.pool, self.deps.ledger.rules, self.deps.clock)
-        return refund_pb(await refunds.refund(refund))
+        return refund_pb(await self.for_known_member(refund.member_id, refunds.refund(refund)))

@@ -97,5 +97,8 @@ class RewardRpcs(RpcGroup):
     async def RedeemReward(
         self, request: pb.RedeemRewardRequest, context: grpc.aio.ServicerContext
     ) -> pb.RewardRedemption:
-        result = await self._rewards().redeem_reward(redeem_reward_of(request))
+        redeem = redeem_reward_of(request)
+        result = await self.for_known_member(
+            redeem.member_id, self._rewards().redeem_reward(redeem)
+        )
         return reward_redemption_pb(result)

@@ -1,4 +1,5 @@
-"""gRPC <-> domain: ExplainMemberRules (internal, for the privacy service)."""
+"""gRPC <-> domain: GetProgram (the program in force) and ExplainMemberRules (internal,
+for the privacy service)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ import grpc
 from membership.points.v1 import points_pb2 as pb
 
 from services.points.rules import Rules, fraction_text
-from services.points.rules_explanation import MemberRules, RulesExplainer
+from services.points.rules_explanation import MemberRules, ProgramRules, RulesExplainer
 from services.points.server_base import RpcGroup, timestamp
 from services.points.server_grants import REASONS_PB
 from services.points.server_members import CAUSES, MEMBER_STATES
 from services.points.server_privacy import restriction_pb
 from services.points.server_tiers import progress_pb, tier_pb
-from services.runtime.errors import ViolationCollector
+from services.runtime.errors import ViolationCollector, bad_field
 from services.runtime.names import member_id_of, member_name
 
+PROGRAM_NAME = "program"
 REFUND_POLICIES = {
     "within_balance": pb.REFUND_POLICY_WITHIN_BALANCE,
     "allow_negative": pb.REFUND_POLICY_ALLOW_NEGATIVE,
@@ -24,7 +26,7 @@ STATE_OF = {text: value for value, text in MEMBER_STATES.items()}
 CAUSE_OF = {text: value for value, text in CAUSES.items()}
 
 
-def earning_pb(rules: Rules, tier_multiplier_bps: int) -> pb.EarningRules:
+def earning_pb(rules: Rules, tier_multiplier_bps: int = 0) -> pb.EarningRules:
     return pb.EarningRules(
         currencies=[
             pb.CurrencyEarnRate(
@@ -48,26 +50,47 @@ def earning_pb(rules: Rules, tier_multiplier_bps: int) -> pb.EarningRules:
             pb.GrantLimit(reason=REASONS_PB[reason], max_points=g.max_points)
             for reason, g in rules.grants.items()
         ],
+        max_settlement_delay_days=rules.settlement_delay_limit_days,
     )
 
 
-def tiers_pb(got: MemberRules) -> pb.TierRules:
-    rules, state = got.rules, got.facts.tier
+def program_tiers_pb(rules: Rules) -> pb.TierRules:
     return pb.TierRules(
         tiers=[tier_pb(t) for t in rules.tiers],
         qualifying_window_days=rules.qualifying_window_days,
         downgrade_grace_days=rules.downgrade_grace_days,
-        progress=progress_pb(got.member_id, got.progress),
-        tier_rule_version=0 if state is None else state.rule_version,
     )
 
 
-def refunds_pb(got: MemberRules) -> pb.RefundRules:
+def tiers_pb(got: MemberRules) -> pb.TierRules:
+    state = got.facts.tier
+    message = program_tiers_pb(got.rules)
+    message.progress.CopyFrom(progress_pb(got.member_id, got.progress))
+    message.tier_rule_version = 0 if state is None else state.rule_version
+    return message
+
+
+def refunds_pb(rules: Rules, points_owed: int = 0) -> pb.RefundRules:
     return pb.RefundRules(
-        policy=REFUND_POLICIES[got.rules.refund_policy],
-        negative_floor=got.rules.negative_floor,
+        policy=REFUND_POLICIES[rules.refund_policy],
+        negative_floor=rules.negative_floor,
         clawback_rounding=pb.ROUNDING_UP,
-        points_owed=got.points_owed,
+        points_owed=points_owed,
+    )
+
+
+def program_pb(got: ProgramRules) -> pb.Program:
+    rules = got.rules
+    return pb.Program(
+        name=PROGRAM_NAME,
+        rule_version=got.rule_version,
+        rule_effective_time=timestamp(got.effective_at),
+        time_zone=rules.timezone,
+        earning=earning_pb(rules),
+        tiers=program_tiers_pb(rules),
+        refunds=refunds_pb(rules),
+        spending=pb.SpendingRules(hold_ttl_seconds=rules.hold_ttl_s),
+        summary=list(got.summary),
     )
 
 
@@ -80,7 +103,7 @@ def explanation_pb(got: MemberRules) -> pb.MemberRulesExplanation:
         time_zone=rules.timezone,
         earning=earning_pb(rules, got.progress.tier.earn_multiplier_bps),
         tiers=tiers_pb(got),
-        refunds=refunds_pb(got),
+        refunds=refunds_pb(got.rules, got.points_owed),
         spending=pb.SpendingRules(hold_ttl_seconds=rules.hold_ttl_s),
         member_state=STATE_OF.get(facts.state, pb.MEMBER_STATE_UNSPECIFIED),
         restricted=facts.restriction is not None,
@@ -93,6 +116,14 @@ def explanation_pb(got: MemberRules) -> pb.MemberRulesExplanation:
 
 
 class RulesRpcs(RpcGroup):
+    async def GetProgram(
+        self, request: pb.GetProgramRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Program:
+        if request.name != PROGRAM_NAME:
+            raise bad_field("name", f"must be {PROGRAM_NAME}")
+        explainer = RulesExplainer(self.deps.pool, self.deps.ledger.rules, self.deps.clock)
+        return program_pb(await explainer.program())
+
     async def ExplainMemberRules(
         self, request: pb.ExplainMemberRulesRequest, context: grpc.aio.ServicerContext
     ) -> pb.MemberRulesExplanation:

@@ -25,6 +25,7 @@ HOLD_STATES = {
     "CAPTURED": pb.HOLD_STATE_CAPTURED,
     "RELEASED": pb.HOLD_STATE_RELEASED,
     "EXPIRED": pb.HOLD_STATE_EXPIRED,
+    "CLAWED_BACK": pb.HOLD_STATE_CLAWED_BACK,
 }
 
 
@@ -101,6 +102,7 @@ def hold_pb(view: HoldView) -> pb.Hold:
         expire_time=timestamp(view.expires_at),
         transaction=f"{member}/transactions/{view.txn_id}",
         rule_version=view.rule_version,
+        points_clawed_back=view.clawed_back_points,
     )
 
 
@@ -124,12 +126,15 @@ class SpendingRpcs(RpcGroup):
     async def HoldPoints(
         self, request: pb.HoldPointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.Hold:
-        return hold_pb(await self._spending().hold(hold_of(request)))
+        hold = hold_of(request)
+        return hold_pb(await self.for_known_member(hold.member_id, self._spending().hold(hold)))
 
     async def CapturePoints(
         self, request: pb.CapturePointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.Hold:
-        return hold_pb(await self._spending().capture(capture_of(request)))
+        capture = capture_of(request)
+        captured = self._spending().capture(capture)
+        return hold_pb(await self.for_known_member(capture.member_id, captured))
 
     async def ReleaseHold(
         self, request: pb.ReleaseHoldRequest, context: grpc.aio.ServicerContext
@@ -139,4 +144,6 @@ class SpendingRpcs(RpcGroup):
     async def RedeemPoints(
         self, request: pb.RedeemPointsRequest, context: grpc.aio.ServicerContext
     ) -> pb.Redemption:
-        return redemption_pb(await self._spending().redeem(redeem_of(request)))
+        redeem = redeem_of(request)
+        redeemed = self._spending().redeem(redeem)
+        return redemption_pb(await self.for_known_member(redeem.member_id, redeemed))

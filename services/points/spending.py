@@ -48,10 +48,18 @@ from services.points.store import jobs as jobs_store
 from services.points.store import ledger as ledger_store
 from services.points.store import refunds as refunds_store
 from services.points.store import spending as store
+from services.points.unknown_members import member_unknown
 from services.runtime.db import Conn, in_transaction
-from services.runtime.errors import failed_precondition, idempotency_key_reused, not_found
+from services.runtime.errors import (
+    DomainError,
+    failed_precondition,
+    idempotency_key_reused,
+    not_found,
+)
 
 KIND_OF_STATE = {"CAPTURED": "capture", "RELEASED": "release", "EXPIRED": "hold_expiry"}
+# the request field each key prefix comes from, for IDEMPOTENCY_KEY_REUSED
+KEY_FIELD = {"hold": "hold_id", "capture": "capture_id"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,14 @@ class Settling:
     now: datetime
 
 
+def hold_not_held(state: str) -> DomainError:
+    if state == "CLAWED_BACK":
+        return failed_precondition(
+            "HOLD_NOT_HELD", "a refund took back every point of the hold: nothing is held"
+        )
+    return failed_precondition("HOLD_NOT_HELD", f"the hold is already {state.lower()}")
+
+
 async def _replay(
     conn: Conn, member_id: str, key: str, fingerprint: bytes
 ) -> dict[str, Any] | None:
@@ -73,7 +89,7 @@ async def _replay(
     if done is None:
         return None
     if done.request_hash != fingerprint:
-        raise idempotency_key_reused()
+        raise idempotency_key_reused(KEY_FIELD.get(key.partition(":")[0], "request_id"))
     return done.result
 
 
@@ -185,9 +201,7 @@ class Spending:
     async def _require_active(self, conn: Conn, member_id: str) -> None:
         member = await self._members.state_of(conn, member_id)
         if member is None:
-            raise failed_precondition(
-                "MEMBER_UNKNOWN", "points does not know this member (yet); retry later"
-            )
+            raise member_unknown()
         if member.state != "ACTIVE":
             raise failed_precondition(
                 f"MEMBER_{member.state}", f"a {member.state} member cannot spend points"
@@ -278,7 +292,7 @@ class Spending:
         if hold is None:
             raise not_found("hold")
         if hold.state != "HELD":
-            raise failed_precondition("HOLD_NOT_HELD", f"the hold is already {hold.state.lower()}")
+            raise hold_not_held(hold.state)
         if hold.expires_at <= now:
             raise failed_precondition("HOLD_EXPIRED", "the hold expired")
         return hold
@@ -296,7 +310,8 @@ class Spending:
         await self._require_active(conn, request.member_id)
         if request.points > hold.points:
             raise failed_precondition(
-                "CAPTURE_EXCEEDS_HOLD", "the capture is above the points held"
+                "CAPTURE_EXCEEDS_HOLD",
+                "the capture is above the points held (a refund may have taken some back)",
             )
         how = Settling("CAPTURED", request.points, key, fingerprint, self._rules.version, now)
         return await settle_hold(conn, hold, how), False
@@ -316,7 +331,7 @@ class Spending:
         if hold is None:
             raise not_found("hold")
         if hold.state != "HELD":
-            raise failed_precondition("HOLD_NOT_HELD", f"the hold is already {hold.state.lower()}")
+            raise hold_not_held(hold.state)
         how = Settling("RELEASED", 0, key, fingerprint, self._rules.version, now)
         return await settle_hold(conn, hold, how)
 

@@ -89,6 +89,7 @@ class HoldView:
     expires_at: datetime
     txn_id: int  # of the hold's latest change
     rule_version: int
+    clawed_back_points: int = 0  # taken back by refunds (views stored before: 0)
 
     @classmethod
     def of(cls, row: HoldRow, state: str, captured: int, txn_id: int) -> HoldView:
@@ -101,6 +102,7 @@ class HoldView:
             row.expires_at,
             txn_id,
             row.rule_version,
+            row.clawed_back_points,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ REFERENCE_TYPES = {
     "hold_expiry": "hold_id",
     "redeem": "request_id",
     "reward": "request_id",
+    "referral": "member_id",  # the referred member, in both members' ledgers
 }
 MAX_KINDS = 20
 MAX_KIND_LEN = 40

@@ -21,14 +21,23 @@ MAX_CHANNEL = 32
 
 
 def _occurred_at(
-    v: ViolationCollector, request: pb.SettlePaymentRequest, now: datetime
+    v: ViolationCollector, request: pb.SettlePaymentRequest, now: datetime, max_delay_days: int
 ) -> datetime:
+    """Not in the future, and not older than the rules let a payment settle: points of a
+    payment that old would be credited already expired (and before the program time zone's
+    history, a date would carry a local-mean-time offset)."""
     if not request.HasField("occur_time"):
         v.add("occur_time", "required")
         return now
     occurred = request.occur_time.ToDatetime(tzinfo=UTC)
     if occurred > now + MAX_CLOCK_SKEW:
         v.add("occur_time", "must not be in the future")
+    elif occurred < now - timedelta(days=max_delay_days):
+        v.add(
+            "occur_time",
+            f"more than {max_delay_days} days ago: too late to settle"
+            " (program rule max_settlement_delay_days)",
+        )
     return occurred
 
 
@@ -39,7 +48,7 @@ def _amount(v: ViolationCollector, request: pb.SettlePaymentRequest) -> None:
         v.add("amount.amount_minor", f"must be between 1 and {MAX_AMOUNT_MINOR}")
 
 
-def payment_of(request: pb.SettlePaymentRequest, now: datetime) -> Payment:
+def payment_of(request: pb.SettlePaymentRequest, now: datetime, max_delay_days: int) -> Payment:
     v = ViolationCollector()
     member_id = member_id_of(v, request.member, "member")
     v.request_id(request.payment_id, "payment_id")
@@ -48,7 +57,7 @@ def payment_of(request: pb.SettlePaymentRequest, now: datetime) -> Payment:
     if not CATEGORY.fullmatch(request.merchant_category):
         v.add("merchant_category", "required: a lower-case category code")
     v.text(request.channel, "channel", MAX_CHANNEL, required=False)
-    occurred_at = _occurred_at(v, request, now)
+    occurred_at = _occurred_at(v, request, now, max_delay_days)
     v.raise_if_any()
     return Payment(
         member_id=member_id,
@@ -62,9 +71,11 @@ def payment_of(request: pb.SettlePaymentRequest, now: datetime) -> Payment:
     )
 
 
-def payment_or_error(request: pb.SettlePaymentRequest, now: datetime) -> Payment | DomainError:
+def payment_or_error(
+    request: pb.SettlePaymentRequest, now: datetime, max_delay_days: int
+) -> Payment | DomainError:
     try:
-        return payment_of(request, now)
+        return payment_of(request, now, max_delay_days)
     except DomainError as err:
         return err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from google.type import date_pb2
 from membership.privacy.v1 import data_rights_pb2 as pb
@@ -99,6 +100,21 @@ def _fill_type_fields(message: pb.DataRequest, row: RequestRow) -> None:
     if row.explanation is not None:
         message.explanation.rules_json = row.explanation["rules"]
         message.explanation.transaction_explanations_json.extend(row.explanation["transactions"])
+    if row.step_failure is not None:
+        message.step_failure.CopyFrom(_step_failure_pb(row.step_failure))
+
+
+def _step_failure_pb(stopped: dict[str, Any]) -> pb.StepFailure:
+    failure = pb.StepFailure(
+        step=stopped["step"],
+        service=stopped["service"],
+        code=stopped["code"],
+        reason=stopped["reason"],
+        fields=stopped["fields"],
+        retries_exhausted=stopped["retries_exhausted"],
+    )
+    failure.create_time.FromDatetime(datetime.fromisoformat(stopped["at"]))
+    return failure
 
 
 def _fill_timeline(message: pb.DataRequest, view: RequestView) -> None:

@@ -2,27 +2,35 @@
 
 Lifecycle: RECEIVED -> IDENTITY_VERIFIED -> IN_PROGRESS -> COMPLETED, or REJECTED (with a
 reason told to the member, Art. 50) or CANCELLED (the member withdrew it). Nothing is done
-for the member before their identity is verified; every other move is FAILED_PRECONDITION.
+for the member before their identity is verified; every other move is FAILED_PRECONDITION,
+a second rejection or cancellation too unless it replays the first (same request_id and
+payload).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from services.runtime.errors import (
     DomainError,
     FieldViolation,
     bad_field,
     failed_precondition,
+    idempotency_key_reused,
     invalid_argument,
     permission_denied,
 )
+
+if TYPE_CHECKING:
+    from services.privacy.store_requests import RequestRow
 
 TYPES = (
     "ACCESS",
@@ -85,10 +93,22 @@ def new_request_id() -> str:
     return "dr" + "".join(secrets.choice(alphabet) for _ in range(20))
 
 
-def illegal_transition(action: str, state: str) -> DomainError:
-    error = failed_precondition(
-        "ILLEGAL_TRANSITION", f"a request in state {state} cannot be {action.replace('_', ' ')}"
-    )
+# how each refused action reads in ILLEGAL_TRANSITION's message (action names are not verbs)
+REFUSALS: dict[str, str] = {
+    "issue_code": "cannot get a verification code",
+    "verify": "cannot be verified",
+    "approve": "cannot be approved",
+    "reject": "cannot be rejected",
+    "cancel": "cannot be cancelled",
+    "extend": "cannot have its deadline extended",
+}
+
+
+def illegal_transition(action: str, state: str, why: str = "") -> DomainError:
+    """FAILED_PRECONDITION `ILLEGAL_TRANSITION`, e.g. "a request in state COMPLETED cannot
+    be rejected"; `why` adds the cause when the state alone is not it."""
+    message = f"a request in state {state} {REFUSALS[action]}"
+    error = failed_precondition("ILLEGAL_TRANSITION", f"{message}: {why}" if why else message)
     error.metadata = {"state": state, "action": action}
     return error
 
@@ -96,6 +116,29 @@ def illegal_transition(action: str, state: str) -> DomainError:
 def require_allowed(action: str, state: str) -> None:
     if state not in ALLOWED_FROM[action]:
         raise illegal_transition(action, state)
+
+
+def close_fingerprint(action: str, reason: str = "") -> bytes:
+    """Of a rejection or cancellation: the method enters it, so a key used to reject cannot
+    cancel (nor the other way round)."""
+    return hashlib.sha256(json.dumps([action, reason]).encode()).digest()
+
+
+def closed_by(row: RequestRow, key: str, fingerprint: bytes) -> bool:
+    """Whether this call repeats the one that closed the request (same key, same payload);
+    the same key with another payload is refused. Without a key nothing is a repeat."""
+    if not key or row.close_request_id != key:
+        return False
+    assert row.close_request_hash is not None, "a closing key is stored with its fingerprint"
+    if not hmac.compare_digest(row.close_request_hash, fingerprint):
+        raise idempotency_key_reused()
+    return True
+
+
+def with_close_key(row: RequestRow, key: str, fingerprint: bytes) -> RequestRow:
+    if not key:
+        return row
+    return replace(row, close_request_id=key, close_request_hash=fingerprint)
 
 
 @dataclass(frozen=True)

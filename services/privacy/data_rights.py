@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -30,6 +30,8 @@ from services.runtime.errors import failed_precondition, idempotency_key_reused,
 from services.runtime.identity import Caller
 
 T = TypeVar("T")
+# (member id, a correction's changes, the create request's key): raises what accounts refuses
+CorrectionCheck = Callable[[str, Sequence[tuple[str, str]], str], Awaitable[None]]
 
 CORRECTION_CONTEXT = FieldContext("privacy", "data_requests", "correction")
 CORRECTION_INDEX = "privacy.data_requests.correction"
@@ -65,12 +67,14 @@ class DataRights:
         crypto: FieldCrypto,
         consents: Consents,
         calendar: deadlines.WorkingCalendar,
+        check_correction: CorrectionCheck,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._pool = pool
         self._crypto = crypto
         self._consents = consents
         self._calendar = calendar
+        self._check_correction = check_correction
         self.clock = clock
 
     # -- reads ----------------------------------------------------------------------------
@@ -132,6 +136,10 @@ class DataRights:
             if done is not None:
                 return await self._replay(conn, done, fingerprint)
             await require_member(conn, new.member_id)
+        if new.correction:
+            # accounts' rules, checked by accounts: a value it would refuse is refused now,
+            # not found out after the approval
+            await self._check_correction(new.member_id, new.correction, key)
         ciphertext = await self._encrypt_correction(new.member_id, correction_json)
         row = self._new_row(new, key, fingerprint, ciphertext)
         # a concurrent repeat of the same request may win; then answer like it
@@ -287,11 +295,16 @@ class DataRights:
 
     # -- decisions ------------------------------------------------------------------------
 
-    async def reject(self, caller: Caller, request_id: str, reason: str) -> RequestView:
+    async def reject(
+        self, caller: Caller, request_id: str, reason: str, key: str = ""
+    ) -> RequestView:
+        """`key`: the idempotency key, optional ("" for v1 callers sending none; then a
+        repeat is an illegal transition like any other move out of a final state)."""
         text = rules.checked_reason(reason)
+        fingerprint = rules.close_fingerprint("reject", text)
 
         async def work(conn: Conn, row: RequestRow, now: datetime) -> RequestRow:
-            if row.state == rules.REJECTED and row.rejection_reason == text:
+            if rules.closed_by(row, key, fingerprint):
                 return row  # a repeat (the first answer was lost)
             rules.require_allowed("reject", row.state)
             if row.state == rules.IN_PROGRESS and not await store_requests.fulfilment_idle(
@@ -302,20 +315,25 @@ class DataRights:
                 )
             if any(s.done_at for s in row.steps):
                 # what was done for the member cannot be undone by a rejection
-                raise rules.illegal_transition("reject", f"{row.state} (partly fulfilled)")
-            row = _closed(replace(row, state=rules.REJECTED, rejection_reason=text), now)
+                raise rules.illegal_transition("reject", row.state, "part of it was fulfilled")
+            row = replace(row, state=rules.REJECTED, rejection_reason=text)
+            row = _closed(rules.with_close_key(row, key, fingerprint), now)
             await store_requests.save_request(conn, row)
             await record(conn, caller, row, "rejected", now, text)
             return row
 
         return await self._change(request_id, work)
 
-    async def cancel(self, caller: Caller, request_id: str) -> RequestView:
+    async def cancel(self, caller: Caller, request_id: str, key: str = "") -> RequestView:
+        """`key` as for `reject`."""
+        fingerprint = rules.close_fingerprint("cancel")
+
         async def work(conn: Conn, row: RequestRow, now: datetime) -> RequestRow:
-            if row.state == rules.CANCELLED:
-                return row  # a repeat
+            if rules.closed_by(row, key, fingerprint):
+                return row  # a repeat (the first answer was lost)
             rules.require_allowed("cancel", row.state)
-            row = _closed(replace(row, state=rules.CANCELLED), now)
+            row = replace(row, state=rules.CANCELLED)
+            row = _closed(rules.with_close_key(row, key, fingerprint), now)
             await store_requests.save_request(conn, row)
             await record(conn, caller, row, "cancelled", now)
             return row

@@ -67,7 +67,9 @@ async def build_data_rights(
         credentials,
         settings.outgoing_timeout_s,
     )
-    rights = DataRights(pool, crypto, consents, deadlines.default_calendar())
+    rights = DataRights(
+        pool, crypto, consents, deadlines.default_calendar(), services.check_correction
+    )
     exports = Exports(pool, crypto, PRIVACY_CALLER, rights.clock)
     # appends to this process's file only; reads every writer's file in its folder (the
     # replicas sharing one volume each have their own)

@@ -37,7 +37,8 @@ MAX_TRANSACTIONS = 1_000_000
 
 # DataRequest fields the bundle shows; the others are withheld. `correction` is personal
 # information shown only to callers cleared to read it (once applied it is in the profile
-# anyway); `steps` is fulfilment bookkeeping with internal errors. The unit test checks the
+# anyway); `steps` and `step_failure` are fulfilment bookkeeping with internal errors (the
+# timeline says what happened in words). The unit test checks the
 # two sets cover the message, so a new field needs a decision here before a member sees it.
 REQUEST_FIELDS_SHOWN = frozenset({
     "name", "member", "type", "channel", "state", "purposes", "transactions", "create_time",
@@ -45,7 +46,7 @@ REQUEST_FIELDS_SHOWN = frozenset({
     "verification_method", "attestation_method", "rejection_reason", "deletion_outcome",
     "export", "explanation", "events", "update_time", "initial_working_days",
 })  # fmt: skip
-REQUEST_FIELDS_WITHHELD = frozenset({"correction", "steps"})
+REQUEST_FIELDS_WITHHELD = frozenset({"correction", "steps", "step_failure"})
 # left out of the timeline and extensions too: staff identities (caller subjects), which
 # are not the member's information and help only someone probing the back office
 _ACTOR = "actor"
@@ -291,7 +292,8 @@ def _hold_json(hold: points_pb.ExportedHold) -> str:
         f"{_time_member('expireTime', hold.HasField('expire_time'), hold.expire_time)}"
         f',"ruleVersion":"{rule_version}","transactionId":"{transaction_id}"'
         f"{_time_member('createTime', hold.HasField('create_time'), hold.create_time)}"
-        f"{_time_member('closeTime', hold.HasField('close_time'), hold.close_time)}}}"
+        f"{_time_member('closeTime', hold.HasField('close_time'), hold.close_time)}"
+        f',"pointsClawedBack":"{hold.points_clawed_back}"}}'
     )
 
 
@@ -390,7 +392,8 @@ SCHEMA: dict[str, object] = {
     "messages": {path: kind.DESCRIPTOR.full_name for path, kind in _SCHEMA_MESSAGES},
     "consents.history[]": "purpose, action (GRANT or WITHDRAW), noticeVersion, channel "
     "(membership.privacy.v1.Channel), time; oldest first",
-    "dataRequests[]": "without correction, steps, and the actor of events and extensions",
+    "dataRequests[]": "without correction, steps, stepFailure, and the actor of events and "
+    "extensions",
     "ledgerCsv": "RFC 4180, UTF-8: one row per points.transactions[] element, same order; "
     "*_points_delta: net points into (+) or out of (-) that balance of the member; text "
     "cells starting with = + - @ tab or CR have an apostrophe prefixed",

@@ -5,8 +5,10 @@ the request's lock, does each step not yet done, marks it done, and completes th
 after the last. Every step is idempotent (the other services' calls carry request ids derived
 from the data request's), so a step that ran but was not marked (a crash) runs again safely.
 A step that fails because a service is down or slow is retried later with backoff, by the
-background resumer or by repeating the approval; a refusal (bad data, a conflict) stops the
-request for an officer to reject it with a reason.
+background resumer or by repeating the approval; a refusal (bad data, a conflict, the
+member's status), or retries used up, stops the request: it stays IN_PROGRESS with its
+`step_failure` (step, service, code, reason, field names) and a `fulfilment.stopped` timeline
+entry, for an officer to reject it with a reason or approve it again.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -48,15 +51,46 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_MAX, timedelta(seconds=2 ** min(attempts, 12)))
 
 
-def classify(exc: Exception) -> tuple[str, bool]:
-    """What a step's failure records (service and status, never a message) and whether a
-    later attempt may succeed."""
+@dataclass(frozen=True)
+class Failure:
+    """What a step's failure records: who, the status code and reason, the fields refused;
+    never a message (it could quote a value). `transient`: a later attempt may succeed."""
+
+    summary: str
+    service: str
+    code: str
+    transient: bool
+    reason: str = ""
+    fields: tuple[str, ...] = ()
+
+    def stopped(self, step: str, retries_exhausted: bool, at: datetime) -> dict[str, Any]:
+        """The request's `step_failure` once fulfilment stops here."""
+        return {
+            "step": step,
+            "service": self.service,
+            "code": self.code,
+            "reason": self.reason,
+            "fields": list(self.fields),
+            "retries_exhausted": retries_exhausted,
+            "at": at.isoformat(),
+        }
+
+
+def classify(exc: Exception) -> Failure:
     if isinstance(exc, ServiceCallError):
-        return exc.summary, exc.transient
+        return Failure(exc.summary, exc.service, exc.code, exc.transient, exc.reason, exc.fields)
     if isinstance(exc, DomainError):
-        return f"{exc.code.name} {exc.reason}", exc.code in TRANSIENT_CODES
+        fields = tuple(dict.fromkeys(v.field for v in exc.violations))
+        summary = f"{exc.code.name} {exc.reason}"
+        return Failure(
+            summary, "privacy", exc.code.name, exc.code in TRANSIENT_CODES, exc.reason, fields
+        )
     # the database or the journal's disk away, a bug: retried, and visible in the logs
-    return type(exc).__name__, True
+    return Failure(type(exc).__name__, "privacy", type(exc).__name__, True)
+
+
+def _stopped_note(step: str, failure: Failure) -> str:
+    return f"{step}: {failure.summary}; waiting for an officer to reject or approve again"
 
 
 class Fulfiller:
@@ -92,7 +126,14 @@ class Fulfiller:
                 return  # a repeat: run whatever is left
             now = self._clock()
             if row.state == rules.IN_PROGRESS:
-                row = replace(row, attempts=0, next_attempt_at=now + RUN_LEASE, updated_at=now)
+                row = replace(
+                    row,
+                    attempts=0,
+                    next_attempt_at=now + RUN_LEASE,
+                    # the officer saw why it stopped; this run records it again if need be
+                    step_failure=None,
+                    updated_at=now,
+                )
                 await store_requests.save_request(conn, row)
                 await record(conn, caller, row, "resumed", now)
                 return
@@ -153,7 +194,14 @@ class Fulfiller:
             steps = [
                 replace(s, done_at=now, last_error="") if s.name == name else s for s in row.steps
             ]
-            row = replace(row, steps=steps, attempts=0, updated_at=now, **outcome)  # type: ignore[arg-type]
+            row = replace(
+                row,
+                steps=steps,
+                attempts=0,
+                step_failure=None,
+                updated_at=now,
+                **outcome,  # type: ignore[arg-type]
+            )
             await store_requests.save_request(conn, row)
             await record(conn, PRIVACY_CALLER, row, f"step.{name}", now)
             return row
@@ -161,32 +209,39 @@ class Fulfiller:
         return await in_transaction(self._pool, work)
 
     async def _failed(self, request_id: str, name: str, exc: Exception) -> None:
-        summary, transient = classify(exc)
+        failure = classify(exc)
 
-        async def work(conn: Conn) -> None:
+        async def work(conn: Conn) -> bool:
             row = await store_requests.get_request(conn, request_id, for_update=True)
             if row is None or row.state != rules.IN_PROGRESS:
-                return
+                return False
             now = self._clock()
             attempts = row.attempts + 1
             # an erasure under way must finish: it retries for as long as it takes
-            retry = transient and (row.type == "DELETION" or attempts < MAX_ATTEMPTS)
-            steps = [replace(s, last_error=summary) if s.name == name else s for s in row.steps]
+            retry = failure.transient and (row.type == "DELETION" or attempts < MAX_ATTEMPTS)
+            steps = [
+                replace(s, last_error=failure.summary) if s.name == name else s for s in row.steps
+            ]
             row = replace(
                 row,
                 steps=steps,
                 attempts=attempts,
                 next_attempt_at=now + backoff(attempts) if retry else None,
+                step_failure=None if retry else failure.stopped(name, failure.transient, now),
                 updated_at=now,
             )
             await store_requests.save_request(conn, row)
-            await record(conn, PRIVACY_CALLER, row, f"step.{name}.failed", now, summary)
+            await record(conn, PRIVACY_CALLER, row, f"step.{name}.failed", now, failure.summary)
+            if not retry:  # said in the timeline too: nothing more happens on its own
+                note = _stopped_note(name, failure)
+                await record(conn, PRIVACY_CALLER, row, "fulfilment.stopped", now, note)
+            return retry
 
+        will_retry = await in_transaction(self._pool, work)
         log.warning(
             "data request step failed",
-            extra={"fields": {"step": name, "error": summary, "will_retry": transient}},
+            extra={"fields": {"step": name, "error": failure.summary, "will_retry": will_retry}},
         )
-        await in_transaction(self._pool, work)
 
     async def _complete(self, request_id: str) -> None:
         async def work(conn: Conn) -> None:

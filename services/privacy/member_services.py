@@ -8,16 +8,20 @@ refused: a conflict, bad data), so fulfilment knows whether to schedule a retry.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2, json_format, message, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
 from membership.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from membership.points.v1 import points_pb2, points_pb2_grpc
 
+from services.privacy.data_requests import CORRECTABLE
 from services.runtime.clients import ReconnectingChannel, ServiceCredentials
+from services.runtime.errors import DomainError, FieldViolation, invalid_argument, unavailable
 
 LEDGER_PAGE_SIZE = 10_000
 # 100 pages of 10,000: a million transactions; more is refused rather than exported partly
@@ -39,19 +43,78 @@ TRANSIENT = frozenset(
 )
 
 
-class ServiceCallError(Exception):
-    """A call to another service failed; `transient`: retrying later may succeed."""
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# UpdateMember's fields, as a correction's (services never share code: accounts' names are
+# read off its API)
+CORRECTION_FIELDS = {f"member.{name}": f"correction.{name}" for name in CORRECTABLE}
 
-    def __init__(self, service: str, code: str, transient: bool) -> None:
+# refusals of a correction's check that depend on what may change before the approval
+ACCEPTED_AT_CREATION = frozenset({"FAILED_PRECONDITION", "ALREADY_EXISTS", "NOT_FOUND"})
+
+Violation = tuple[str, str]  # (field, description): rules, never values (AIP-193)
+
+
+class ServiceCallError(Exception):
+    """A call to another service failed; `transient`: retrying later may succeed. `reason`
+    and `violations` come from the google.rpc.Status the service attached, if any."""
+
+    def __init__(
+        self,
+        service: str,
+        code: str,
+        transient: bool,
+        reason: str = "",
+        violations: Sequence[Violation] = (),
+    ) -> None:
         super().__init__(f"{service}: {code}")
         self.service = service
         self.code = code
         self.transient = transient
+        self.reason = reason
+        self.violations = tuple(violations)
 
     @property
     def summary(self) -> str:
-        """For the request's step record: service and status code, never a message."""
-        return f"{self.service}: {self.code}"
+        """For the request's step record: service, status code and reason, never a message."""
+        reason = f" {self.reason}" if self.reason and self.reason != self.code else ""
+        return f"{self.service}: {self.code}{reason}"
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f for f, _ in self.violations))
+
+    def renamed(self, names: dict[str, str]) -> ServiceCallError:
+        """The same failure with the callee's field paths named as the caller knows them."""
+        violations = [(names.get(f, f), d) for f, d in self.violations]
+        return ServiceCallError(self.service, self.code, self.transient, self.reason, violations)
+
+
+def _correction_refused(exc: ServiceCallError) -> DomainError:
+    """Accounts' violations as CreateDataRequest's; any other field refused is privacy's
+    own mistake in building the check."""
+    known = {f"correction.{name}" for name in CORRECTABLE}
+    if not exc.violations or any(f not in known for f, _ in exc.violations):
+        return DomainError.internal("accounts refused the correction check's request")
+    return invalid_argument([FieldViolation(f"data_request.{f}", d) for f, d in exc.violations])
+
+
+def _refusal(err: grpc.aio.AioRpcError) -> tuple[str, list[Violation]]:
+    """The ErrorInfo reason and BadRequest violations of a failed call (none if absent or
+    unreadable: a service down sends none)."""
+    status = status_pb2.Status()
+    for key, value in err.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            with contextlib.suppress(message.DecodeError):
+                status = status_pb2.Status.FromString(value)
+            break
+    reason, violations = "", []
+    for detail in status.details:
+        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(bad):
+            violations += [(v.field, v.description) for v in bad.field_violations]
+    return reason, violations
 
 
 class MemberServices:
@@ -82,7 +145,11 @@ class MemberServices:
         try:
             return await self._channels[service].call(call)
         except grpc.aio.AioRpcError as err:
-            raise ServiceCallError(service, err.code().name, err.code() in TRANSIENT) from None
+            reason, violations = _refusal(err)
+            transient = err.code() in TRANSIENT
+            raise ServiceCallError(
+                service, err.code().name, transient, reason, violations
+            ) from None
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -133,8 +200,14 @@ class MemberServices:
         return bool(page.transactions)
 
     async def update_member(
-        self, member_id: str, changes: Sequence[tuple[str, str]], request_id: str
+        self,
+        member_id: str,
+        changes: Sequence[tuple[str, str]],
+        request_id: str,
+        validate_only: bool = False,
     ) -> None:
+        """A correction's changes (plaintext: accounts encrypts what it stores). A refusal
+        names the fields as the correction's (`correction.phone`)."""
         member = accounts_pb2.Member(name=f"members/{member_id}")
         for field_name, value in changes:
             setattr(member, field_name, value)
@@ -142,8 +215,34 @@ class MemberServices:
             member=member,
             update_mask=field_mask_pb2.FieldMask(paths=[f for f, _ in changes]),
             request_id=request_id,
+            validate_only=validate_only,
         )
-        await self._call("accounts", "UpdateMember", request)
+        try:
+            await self._call("accounts", "UpdateMember", request)
+        except ServiceCallError as exc:
+            raise exc.renamed(CORRECTION_FIELDS) from None
+
+    async def check_correction(
+        self, member_id: str, changes: Sequence[tuple[str, str]], request_id: str
+    ) -> None:
+        """At CreateDataRequest: accounts checks the values with the rules of any update
+        (UpdateMember, validate_only: nothing written, nothing recorded), so that privacy
+        neither imports nor copies them. A value refused is INVALID_ARGUMENT naming the
+        request's field; accounts out of reach is UNAVAILABLE (nothing was recorded, a retry
+        is safe). What can change before the approval (the member's status, a phone another
+        member holds) is for the fulfilment to meet and the officer to judge."""
+        try:
+            await self.update_member(member_id, changes, request_id, validate_only=True)
+        except ServiceCallError as exc:
+            if exc.transient:
+                raise unavailable(
+                    "ACCOUNTS_UNAVAILABLE", "accounts could not check the correction; retry"
+                ) from None
+            if exc.code == "INVALID_ARGUMENT":
+                raise _correction_refused(exc) from None
+            if exc.code not in ACCEPTED_AT_CREATION:
+                # privacy's own setup (its token, its scope): no caller can do anything
+                raise DomainError.internal("accounts refused to check a correction") from None
 
     async def erase_member(self, member_id: str, request_id: str, reason: str) -> None:
         request = accounts_pb2.EraseMemberDataRequest(

@@ -38,6 +38,13 @@ def _request_id_of(
     return match.group(1)
 
 
+def _optional_key(v: ViolationCollector, key: str) -> None:
+    """Reject and Cancel gained their key after v1 callers existed: optional, but checked
+    like any key when given."""
+    if key:
+        v.request_id(key)
+
+
 def _correction(v: ViolationCollector, c: pb.Correction) -> tuple[tuple[str, str], ...]:
     changes = []
     for field_name in rules.CORRECTABLE:
@@ -184,16 +191,22 @@ class DataRightsServicer(pb_grpc.DataRightsServiceServicer):
     ) -> pb.DataRequest:
         v = ViolationCollector()
         request_id = _request_id_of(v, request.name)
+        _optional_key(v, request.request_id)
         v.raise_if_any()
-        return request_pb(await self._rights.reject(current_caller(), request_id, request.reason))
+        view = await self._rights.reject(
+            current_caller(), request_id, request.reason, request.request_id
+        )
+        return request_pb(view)
 
     async def CancelDataRequest(
         self, request: pb.CancelDataRequestRequest, context: grpc.aio.ServicerContext
     ) -> pb.DataRequest:
         v = ViolationCollector()
         request_id = _request_id_of(v, request.name)
+        _optional_key(v, request.request_id)
         v.raise_if_any()
-        return request_pb(await self._rights.cancel(current_caller(), request_id))
+        view = await self._rights.cancel(current_caller(), request_id, request.request_id)
+        return request_pb(view)
 
     async def ExtendDataRequestDeadline(
         self, request: pb.ExtendDataRequestDeadlineRequest, context: grpc.aio.ServicerContext

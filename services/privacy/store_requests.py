@@ -1,4 +1,4 @@
-"""SQL of data-subject requests (migration 004): requests, timeline, steps, erasures."""
+"""SQL of data-subject requests (migrations 004, 005): requests, timeline, steps, erasures."""
 
 from __future__ import annotations
 
@@ -100,6 +100,11 @@ class RequestRow:
     deletion_outcome: str = ""
     explanation: dict[str, Any] | None = None
     closed_at: datetime | None = None
+    # why fulfilment stopped and waits for an officer (fulfilment.py); None while it goes on
+    step_failure: dict[str, Any] | None = None
+    # the idempotency key of the rejection or cancellation that closed the request
+    close_request_id: str | None = None
+    close_request_hash: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,10 @@ _COLUMNS = (
     " correction_ciphertext,"
     " code_hash, code_expires_at, code_attempts_left, codes_issued, verification_method,"
     " attestation_method, attestation_reference, verified_at, approve_request_id, steps,"
-    " next_attempt_at, attempts, rejection_reason, deletion_outcome, explanation, closed_at"
+    " next_attempt_at, attempts, rejection_reason, deletion_outcome, explanation, closed_at,"
+    " step_failure, close_request_id, close_request_hash"
 )
-_JSON_COLUMNS = ("extensions", "steps", "explanation")
+_JSON_COLUMNS = ("extensions", "steps", "explanation", "step_failure")
 
 
 def _steps_json(steps: Sequence[Step]) -> str:
@@ -151,8 +157,14 @@ def _row(r: asyncpg.Record) -> RequestRow:
     values = dict(r)
     values["extensions"] = json.loads(values["extensions"])
     values["steps"] = _steps_of(values["steps"])
-    values["explanation"] = json.loads(values["explanation"]) if values["explanation"] else None
-    for column in ("create_request_hash", "correction_ciphertext", "code_hash"):
+    for column in ("explanation", "step_failure"):
+        values[column] = json.loads(values[column]) if values[column] else None
+    for column in (
+        "create_request_hash",
+        "correction_ciphertext",
+        "code_hash",
+        "close_request_hash",
+    ):
         if values[column] is not None:
             values[column] = bytes(values[column])
     values["purposes"] = list(values["purposes"])

@@ -52,6 +52,8 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "ApplyProcessingEvents": "points.internal.privacy",
     # the rules applying to a member, for an explanation request (PIPL Art. 48)
     POINTS + "ExplainMemberRules": "points.internal.privacy",
+    # the program in force (tiers, earn rates, windows): what the app shows every member
+    POINTS + "GetProgram": "points.program.read",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",
@@ -94,6 +96,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.update",
             "accounts.members.close",
             "points.balance.read",
+            "points.program.read",
             "points.points.spend",
             # check-in and task rewards, small goodwill
             "points.points.grant",
@@ -116,6 +119,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "accounts.members.list",
             SCOPE_READ_PII,
             "points.balance.read",
+            "points.program.read",
             "privacy.consent.read",
             "privacy.audit.read",
             "privacy.consent.statistics",
@@ -140,6 +144,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "privacy.audit.read",
             "privacy.consent.statistics",
             "points.balance.read",
+            "points.program.read",
             "points.ledger.reconcile",
             "points.points.spend",
             "points.points.grant",

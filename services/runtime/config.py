@@ -41,6 +41,9 @@ class Settings:
     points_jobs_interval_s: float
     # how long privacy reuses its consent statistics (a scan of every member's consents)
     consent_statistics_ttl_s: float
+    # how long points answers writes for a member it has not heard of with "retry"
+    # (services/points/unknown_members.py), counted from the first such write
+    points_unknown_member_grace_s: float = 86_400.0
 
     def addr_of(self, service: str) -> str:
         return self.service_addrs[service]
@@ -93,6 +96,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         consent_statistics_ttl_s=_number(
             env, "MEMBERSHIP_CONSENT_STATISTICS_TTL_S", 60.0, 0.0, 3600.0
+        ),
+        points_unknown_member_grace_s=_number(
+            env, "MEMBERSHIP_POINTS_UNKNOWN_MEMBER_GRACE_S", 86_400.0, 1.0, 30 * 86_400.0
         ),
     )
     if settings.log_level not in LOG_LEVELS:

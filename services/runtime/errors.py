@@ -42,6 +42,9 @@ class DomainError(Exception):
     message: str
     violations: Sequence[FieldViolation] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # set on retryable refusals: sent as google.rpc.RetryInfo, so a caller (and the gateway's
+    # Retry-After) knows when trying again makes sense
+    retry_after_s: float | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -71,18 +74,22 @@ def already_exists(reason: str, message: str) -> DomainError:
     return DomainError(Code.ALREADY_EXISTS, reason, message)
 
 
-def idempotency_key_reused() -> DomainError:
-    return already_exists(
-        "IDEMPOTENCY_KEY_REUSED", "request_id was already used with a different request"
+def idempotency_key_reused(key_field: str = "request_id") -> DomainError:
+    """`key_field` names the request's idempotency key: request_id, or the domain id that is
+    one (payment_id, refund_id, hold_id, capture_id)."""
+    error = already_exists(
+        "IDEMPOTENCY_KEY_REUSED", f"{key_field} was already used with a different request"
     )
+    error.metadata = {"key_field": key_field}
+    return error
 
 
 def failed_precondition(reason: str, message: str) -> DomainError:
     return DomainError(Code.FAILED_PRECONDITION, reason, message)
 
 
-def unavailable(reason: str, message: str) -> DomainError:
-    return DomainError(Code.UNAVAILABLE, reason, message)
+def unavailable(reason: str, message: str, retry_after_s: float | None = None) -> DomainError:
+    return DomainError(Code.UNAVAILABLE, reason, message, retry_after_s=retry_after_s)
 
 
 def permission_denied(reason: str, message: str) -> DomainError:

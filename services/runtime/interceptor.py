@@ -56,6 +56,18 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
+# gRPC's retry pushback: a negative value tells a client's retry policy not to retry
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def _trailing(error: DomainError, status: grpc.Status) -> Any:
+    """A refusal that says when to try again (RetryInfo) is for the end caller to retry:
+    a channel's transparent retry a few milliseconds later would only repeat it."""
+    if error.retry_after_s is None:
+        return status.trailing_metadata
+    return (*status.trailing_metadata, (PUSHBACK_KEY, "-1"))
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, verifier: TokenVerifier, service: str) -> None:
         self._verifier = verifier
@@ -131,7 +143,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except DomainError as err:
                 outcome = err.code.value
                 status = to_rpc_status(err, self._domain)
-                await context.abort(grpc_code(err), status.details, status.trailing_metadata)
+                await context.abort(grpc_code(err), status.details, _trailing(err, status))
             except grpc.aio.AbortError:
                 outcome = "ABORTED_BY_HANDLER"
                 raise

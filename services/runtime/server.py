@@ -106,7 +106,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # flight get 30 s) makes them reconnect, so replicas an autoscaler adds get traffic
         ("grpc.max_connection_age_ms", 300_000),
         ("grpc.max_connection_age_grace_ms", 30_000),
-        ("grpc.max_concurrent_streams", 256),
+        # no per-connection stream cap: `maximum_concurrent_rpcs` bounds the work, and a
+        # stream cap below it made a burst on one channel see transport refusals
+        # (UNAVAILABLE "RST_STREAM error code 7") instead of RESOURCE_EXHAUSTED
         # a second server on a busy port must fail, not silently share the traffic
         ("grpc.so_reuseport", 0),
     ]

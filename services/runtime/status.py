@@ -49,13 +49,21 @@ def to_rpc_status(error: DomainError, domain: str) -> grpc.Status:
             ]
         )
         details.append(_pack(bad_request))
+    if error.retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+        details.append(_pack(retry))
     status = status_pb2.Status(
         code=_CODES[error.code.value][1], message=error.message, details=details
     )
     return rpc_status.to_status(status)
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

@@ -77,7 +77,9 @@ COMPLETED = dpb.DATA_REQUEST_STATE_COMPLETED
 WAIT_COMPLETED_S = 900.0  # generous: a slow fulfilment is measured, not cut short
 CATEGORIES = ("dining", "supermarket", "travel", "retail", "top_up")
 CONSENT_PURPOSES = ("marketing", "personalization", "payment_records")
-HISTORY_DAYS = 360  # the preloaded payments spread over this many days before now
+# the preloaded payments spread over this many days before now (within the program's
+# max_settlement_delay_days)
+HISTORY_DAYS = 80
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,7 @@ class Requests:
             ),
             **self._data_rights(),
             "ExplainMemberRules": lambda: ptpb.ExplainMemberRulesRequest(member="members/macl"),
+            "GetProgram": lambda: ptpb.GetProgramRequest(name="program"),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(

@@ -9,7 +9,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 from membership.accounts.v1 import accounts_pb2 as pb
 
-from tests.support.accounts import register, table_counts
+from tests.support.accounts import fetchval, register, table_counts
 from tests.support.rpc_errors import expect_error
 from tests.support.suite import Suite
 
@@ -282,3 +282,75 @@ async def test_concurrent_swaps_of_phones_never_fail_internally(suite: Suite) ->
         phone, email, _ = await _full(suite, member.name)
         assert await _lookup(suite, phone=phone) == member.member_id
         assert await _lookup(suite, email=email) == member.member_id
+
+
+def _validate(request: pb.UpdateMemberRequest) -> pb.UpdateMemberRequest:
+    request.validate_only = True
+    return request
+
+
+async def _audit_rows(suite: Suite) -> int:
+    return int(await fetchval(suite.dsn, "SELECT count(*) FROM privacy.audit_log"))
+
+
+async def test_validate_only_checks_like_an_update_and_changes_nothing(suite: Suite) -> None:
+    """AIP-163: what privacy asks before it accepts a correction request."""
+    alice = await _alice(suite)
+    await register(suite, OTHER_PHONE)
+    before, audited = await table_counts(suite.dsn), await _audit_rows(suite)
+    refusals: list[tuple[pb.UpdateMemberRequest, grpc.StatusCode, str, set[str] | None]] = [
+        (
+            _update(alice.name, "v1", ["phone"], phone="12"),
+            INVALID,
+            "INVALID_ARGUMENT",
+            {"member.phone"},
+        ),
+        (
+            _update(alice.name, "v1", ["email"], email="nope"),
+            INVALID,
+            "INVALID_ARGUMENT",
+            {"member.email"},
+        ),
+        (
+            _update(alice.name, "", ["display_name"], display_name="x"),
+            INVALID,
+            "INVALID_ARGUMENT",
+            {"request_id"},
+        ),
+        (_update(alice.name, "v1", ["phone"], phone=OTHER_PHONE), EXISTS, "PHONE_TAKEN", None),
+        (
+            _update("members/mnosuchmember", "v1", ["display_name"], display_name="x"),
+            NOT_FOUND,
+            "NOT_FOUND",
+            None,
+        ),
+    ]
+    for request, code, reason, fields in refusals:
+        await expect_error(_call(suite, _validate(request)), code, reason=reason, fields=fields)
+
+    preview = await _call(
+        suite, _validate(_update(alice.name, "v1", ["display_name"], display_name="Anna"))
+    )
+    assert (preview.display_name, preview.email) == ("A***", "a***@example.com")
+    assert preview.update_time == alice.update_time
+    own = await _call(suite, _validate(_update(alice.name, "v2", ["phone"], phone=PHONE)))
+    assert own.phone == "138****8000"  # one's own number is not taken
+    # nothing written, no key recorded, nothing encrypted or read in clear
+    assert await table_counts(suite.dsn) == before
+    assert await _audit_rows(suite) == audited
+    assert await _full(suite, alice.name) == (E164, EMAIL, "Alice")
+    # the key is still free: the update itself runs
+    updated = await _call(suite, _update(alice.name, "v1", ["display_name"], display_name="Anna"))
+    assert updated.display_name == "A***" and updated.update_time != alice.update_time
+
+
+async def test_validate_only_refuses_a_closed_member(suite: Suite) -> None:
+    alice = await _alice(suite)
+    await suite.accounts.CloseMember(
+        pb.CloseMemberRequest(name=alice.name, request_id="c1", reason="member asked"),
+        metadata=suite.auth("wallet-backend"),
+    )
+    request = _validate(_update(alice.name, "v1", ["display_name"], display_name="Ghost"))
+    await expect_error(
+        _call(suite, request), grpc.StatusCode.FAILED_PRECONDITION, reason="MEMBER_CLOSED"
+    )

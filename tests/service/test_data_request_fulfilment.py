@@ -147,6 +147,11 @@ async def test_a_correction_to_a_phone_taken_stops_for_the_officer_to_reject(
     step = steps_of(stopped)["accounts.update"]
     assert "ALREADY_EXISTS" in step.last_error and not step.HasField("done_time")
     assert taken not in str(stopped)
+    # the answer says it stopped, and why (test_data_request_corrections.py: more cases)
+    assert (stopped.step_failure.code, stopped.step_failure.reason) == (
+        "ALREADY_EXISTS",
+        "PHONE_TAKEN",
+    )
 
     # a refusal is not retried: nothing is scheduled, the resumer leaves it alone
     request_id = created.name.removeprefix("dataRequests/")

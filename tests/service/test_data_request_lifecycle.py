@@ -183,11 +183,12 @@ async def test_a_rejection_needs_a_reason_and_is_final(suite: Suite) -> None:
     )
     assert (await get(suite, created.name)).state == pb.DATA_REQUEST_STATE_RECEIVED
     reject.reason = "the requester could not be identified"
+    reject.request_id = "reject-1"
     rejected = await suite.data_rights.RejectDataRequest(reject, metadata=officer(suite))
     assert rejected.state == pb.DATA_REQUEST_STATE_REJECTED
     assert rejected.rejection_reason == reject.reason and not rejected.overdue
-    # a repeat of the rejection (its answer was lost) answers the same; anything else is
-    # an illegal transition
+    # a repeat of the rejection with its key (its answer was lost) answers the same;
+    # anything else is an illegal transition (test_data_request_decisions.py: every case)
     again = await suite.data_rights.RejectDataRequest(reject, metadata=officer(suite))
     assert again.state == pb.DATA_REQUEST_STATE_REJECTED
     other_reason = pb.RejectDataRequestRequest(name=created.name, reason="another reason")

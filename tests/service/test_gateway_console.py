@@ -1,5 +1,8 @@
 """The compliance console at /console: officer sessions (cookie, CSRF), the proxy to the REST
-API with the session's key, the export download, and the page itself in headless Chromium."""
+API with the session's key, the export download. The page itself runs in headless Chromium in
+test_gateway_console_browser.py; the queue filters, deadline extension, cancellation, closing
+replayed under its idempotency key, audit browsing and actor names in
+test_gateway_console_work.py."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -15,17 +19,24 @@ import pytest
 from membership.privacy.v1 import data_rights_pb2 as pb
 from yarl import URL
 
-from gateway.server import RunningGateway
-from tests.service.test_gateway_rest import gateway, new_key
+from gateway.server import RunningGateway, start_gateway
+from tests.service.test_gateway_rest import SETTINGS, new_key
 from tests.support.accounts import fetchval, next_phone, register
 from tests.support.data_rights import create, fulfilled, member_with_ledger
 from tests.support.suite import Suite
 
-__all__ = ["gateway"]  # the fixture, imported for pytest
-
 ACCESS = pb.DATA_REQUEST_TYPE_ACCESS
 RESTRICTION = pb.DATA_REQUEST_TYPE_RESTRICTION
 CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+async def gateway(suite: Suite) -> AsyncIterator[RunningGateway]:
+    """The gateway as `make run` starts it: plain http on 127.0.0.1, so no Secure cookies
+    (a browser, and aiohttp's jar, would not send them back over http)."""
+    running = await start_gateway(suite.settings, replace(SETTINGS, secure_cookies=False))
+    yield running
+    await running.stop()
 
 
 @pytest.fixture
@@ -91,7 +102,7 @@ async def test_an_officer_signs_in_and_state_changes_need_the_csrf_token(
     assert status == 200 and body["role"] == "officer" and body["csrf_token"]
     cookie = response.headers["Set-Cookie"]
     assert "wm_console=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert "Path=/console" in cookie and "Secure" not in cookie  # plain http here
+    assert "Path=/console" in cookie and "Secure" not in cookie  # set off, as by make run
     status, page, _ = await console.request("GET", "/console/api/v1/dataRequests")
     assert status == 200 and [r["name"] for r in page["dataRequests"]] == [request.name]
 

@@ -1,6 +1,11 @@
 """The compliance console in a real headless Chromium (Playwright driving Debian's chromium):
 sign in, the queue in deadline order and in pages, reject with and without a reason, fulfil an
-ACCESS request and download its export, the consent statistics; a screenshot is kept."""
+ACCESS request and download its export, the consent statistics; a screenshot is kept. Then a
+day's queue without the API: the queue filtered (state, type, overdue, member; kept across a
+reload), a deadline extended, a request cancelled for the member, a correction whose step is
+refused shown as stopped (queue and detail), approved again and rejected through a lost answer
+that replays, audit events browsed with a filter, actors named by their key, times in Beijing
+time, steps by their human label."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,9 @@ from membership.privacy.v1 import data_rights_pb2 as pb
 
 from gateway.server import RunningGateway
 from tests.service.test_data_request_lifecycle import rights
-from tests.service.test_gateway_rest import gateway, new_key
+from tests.service.test_gateway_console import gateway
+from tests.service.test_gateway_console_browser_day import work_a_day_in_the_console
+from tests.service.test_gateway_rest import new_key
 from tests.support.accounts import register
 from tests.support.data_rights import create, member_with_ledger, officer, wallet
 from tests.support.suite import Suite
@@ -52,16 +59,43 @@ async def queue_order(suite: Suite) -> list[str]:
     return [r.name for r in listed.data_requests]
 
 
-async def test_the_console_in_headless_chromium(
-    suite: Suite, gateway: RunningGateway, clock: list[datetime], tmp_path: Path
-) -> None:
+@pytest.fixture
+async def chromium() -> AsyncIterator[tuple[Any, Any]]:
+    """A headless Chromium and Playwright's `expect`; the test is skipped without them
+    (failed where MEMBERSHIP_REQUIRE_BROWSER=1)."""
     if shutil.which(CHROMIUM) is None:
         missing = f"{CHROMIUM} is missing (bash tests/support/ensure_chromium.sh installs it)"
         if REQUIRE_BROWSER:
             pytest.fail(missing)
         pytest.skip(missing)
     playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
-    expect = playwright_api.expect
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser, playwright_api.expect
+        finally:
+            await browser.close()
+
+
+async def test_a_days_queue_in_headless_chromium(
+    suite: Suite,
+    gateway: RunningGateway,
+    clock: list[datetime],
+    chromium: tuple[Any, Any],
+    tmp_path: Path,
+) -> None:
+    browser, expect = chromium
+    await work_a_day_in_the_console(suite, gateway, clock, browser, expect, tmp_path)
+
+
+async def test_the_console_in_headless_chromium(
+    suite: Suite,
+    gateway: RunningGateway,
+    clock: list[datetime],
+    chromium: tuple[Any, Any],
+    tmp_path: Path,
+) -> None:
+    browser, expect = chromium
 
     member = await register(suite)
     real_now = clock[0]
@@ -74,56 +108,49 @@ async def test_the_console_in_headless_chromium(
     assert order[0] == late.name and set(order) == {late.name, fresh.name, exported.name}
     officer_key = await new_key(suite, "officer")
 
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            context = await browser.new_context(
-                viewport={"width": 1280, "height": 1000}, accept_downloads=True
-            )
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            # pages of two: the third request is one "Load more" away
-            await page.goto(f"http://127.0.0.1:{gateway.http_port}/console/?pageSize=2")
-            await page.fill("#api-key", officer_key)
-            await page.click("#signin-form button[type=submit]")
-            rows = page.locator("#queue tbody tr")
-            await expect(rows).to_have_count(2)
-            await expect(page.locator("#queue-count")).to_contain_text("more on the next page")
-            await page.click("#queue-more")
-            await expect(rows).to_have_count(3)
-            await expect(page.locator("#queue-more")).to_be_hidden()
-            assert [await rows.nth(i).get_attribute("data-name") for i in range(3)] == order
-            assert "overdue" in (await rows.nth(0).get_attribute("class") or "")
-            assert "overdue" not in (await rows.nth(1).get_attribute("class") or "")
-            await expect(page.locator("#audit-status .intact")).to_be_visible()
-            # consent statistics: one row per purpose of the catalogue
-            catalogue = page.locator("#purposes tbody tr")
-            await expect(catalogue).not_to_have_count(0)
-            await expect(page.locator("#stats-status")).to_contain_text("computed")
-            await expect(page.locator("#consent-stats tbody tr")).to_have_count(
-                await catalogue.count()
-            )
+    context = await browser.new_context(
+        viewport={"width": 1280, "height": 1000}, accept_downloads=True
+    )
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # pages of two: the third request is one "Load more" away
+    await page.goto(f"http://127.0.0.1:{gateway.http_port}/console/?pageSize=2")
+    await page.fill("#api-key", officer_key)
+    await page.click("#signin-form button[type=submit]")
+    rows = page.locator("#queue tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(page.locator("#queue-count")).to_contain_text("more on the next page")
+    await page.click("#queue-more")
+    await expect(rows).to_have_count(3)
+    await expect(page.locator("#queue-more")).to_be_hidden()
+    assert [await rows.nth(i).get_attribute("data-name") for i in range(3)] == order
+    assert "overdue" in (await rows.nth(0).get_attribute("class") or "")
+    assert "overdue" not in (await rows.nth(1).get_attribute("class") or "")
+    await expect(page.locator("#audit-status .intact")).to_be_visible()
+    # consent statistics: one row per purpose of the catalogue
+    catalogue = page.locator("#purposes tbody tr")
+    await expect(catalogue).not_to_have_count(0)
+    await expect(page.locator("#stats-status")).to_contain_text("computed")
+    await expect(page.locator("#consent-stats tbody tr")).to_have_count(await catalogue.count())
 
-            await reject_in_the_console(page, expect, late.name)
-            # the queue reloads both pages: the rejected request is final now, so last
-            await expect(rows.nth(2)).to_have_attribute("data-name", late.name)
-            await expect(page.locator("#queue tr.overdue")).to_have_count(0)
+    await reject_in_the_console(page, expect, late.name)
+    # the queue reloads both pages: the rejected request is final now, so last
+    await expect(rows.nth(2)).to_have_attribute("data-name", late.name)
+    await expect(page.locator("#queue tr.overdue")).to_have_count(0)
 
-            await fulfil_in_the_console(suite, page, expect, exported.name)
-            async with page.expect_download() as download_info:
-                await page.click("#export-btn")
-            download = await download_info.value
-            saved = tmp_path / download.suggested_filename
-            await download.save_as(saved)
-            await expect(page.locator("#message")).to_contain_text("downloaded")
-            await expect(page.locator("#export-info")).to_contain_text("download(s) left")
-            await page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
+    await fulfil_in_the_console(suite, page, expect, exported.name)
+    async with page.expect_download() as download_info:
+        await page.click("#export-btn")
+    download = await download_info.value
+    saved = tmp_path / download.suggested_filename
+    await download.save_as(saved)
+    await expect(page.locator("#message")).to_contain_text("downloaded")
+    await expect(page.locator("#export-info")).to_contain_text("download(s) left")
+    await page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
 
-            await statistics_as_served(page, expect)
-            assert errors == []
-        finally:
-            await browser.close()
+    await statistics_as_served(page, expect)
+    assert errors == []
     assert (tmp_path / "console.png").stat().st_size > 0
     assert saved.name == f"export-{exported.name.removeprefix('dataRequests/')}.zip"
     with zipfile.ZipFile(saved) as bundle:

@@ -133,7 +133,13 @@ async def settle_through(gateway: Proxied, member_id: str) -> points_pb2.Settlem
             )
             return settled
         except grpc.aio.AioRpcError as exc:
-            unknown = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+            # points answers UNAVAILABLE MEMBER_UNKNOWN (with RetryInfo) until it hears of
+            # the member; older points said FAILED_PRECONDITION or NOT_FOUND
+            unknown = exc.code() in (
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.UNAVAILABLE,
+            )
             if not unknown or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)

@@ -155,6 +155,9 @@ async def test_openapi_document_lists_every_route(gateway: RunningGateway) -> No
     status, document, _ = await call(gateway, "GET", "/openapi.json", None)
     assert status == 200 and document["openapi"].startswith("3.")
     assert any("/v1/members" in path for path in document["paths"])
+    # the webhook routes too, which are not built from the http rules
+    for kind in ("payments", "refunds"):
+        assert "requestBody" in document["paths"][f"/v1/webhooks/{kind}"]["post"]
 
 
 SECRET = b"s" * 40

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from google.rpc import code_pb2
 from membership.points.v1 import points_pb2 as pb
 
 from tests.service.test_points_refunds import (
@@ -105,6 +106,11 @@ async def test_unknown_and_frozen_members_fail_alone(suite: Suite) -> None:
         suite, [payment("mnobody", "u-1"), payment(frozen, "f-1"), payment(good, "g-1")]
     )
     assert [r.error_reason for r in results] == ["MEMBER_UNKNOWN", "MEMBER_FROZEN", ""]
+    # not yet announced by accounts: retryable, with the delay to wait
+    assert results[0].error_code == code_pb2.UNAVAILABLE
+    assert results[0].retry_delay.ToNanoseconds() == 1_000_000_000
+    assert results[1].error_code == code_pb2.FAILED_PRECONDITION
+    assert not results[1].HasField("retry_delay")
     assert results[2].settlement.points == 24
     await ledger_holds(suite.dsn)
 

@@ -114,7 +114,7 @@ async def test_bad_grants_are_clear_errors_and_write_nothing(suite: Suite) -> No
         (grant(member_id, "", 5), grpc.StatusCode.INVALID_ARGUMENT, None, {"request_id"}),
         (grant("x/y", "b-3", 5), grpc.StatusCode.INVALID_ARGUMENT, None, {"member"}),
         (grant(frozen, "b-4", 5), grpc.StatusCode.FAILED_PRECONDITION, "MEMBER_FROZEN", None),
-        (grant("mnobody", "b-5", 5), grpc.StatusCode.FAILED_PRECONDITION, "MEMBER_UNKNOWN", None),
+        (grant("mnobody", "b-5", 5), grpc.StatusCode.UNAVAILABLE, "MEMBER_UNKNOWN", None),
     ]
     for request, code, reason, fields in cases:
         await expect_error(

@@ -51,6 +51,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "expiry": 0,
         "tier_review": 0,
         "referral_bonus": 0,
+        "unknown_member_purge": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available) == (settled.points, 0)
@@ -60,6 +61,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "expiry": 0,
         "tier_review": 0,
         "referral_bonus": 0,
+        "unknown_member_purge": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available, got.lifetime_earned) == (0, settled.points, 150)
@@ -111,6 +113,7 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "expiry": 0,
         "tier_review": 0,
         "referral_bonus": 0,
+        "unknown_member_purge": 0,
     }
     assert done(await runner.run_once(first_expiry)) == {
         "maturation": 0,
@@ -118,6 +121,7 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "expiry": 1,
         "tier_review": 0,
         "referral_bonus": 0,
+        "unknown_member_purge": 0,
     }
     got = await balance(suite, member_id)
     assert got.available == newer.points
@@ -158,6 +162,7 @@ async def test_a_second_run_at_the_same_time_does_nothing(
         "expiry": 2,
         "tier_review": 0,
         "referral_bonus": 0,
+        "unknown_member_purge": 0,
     }
     assert done(await runner.run_once(later)) == {
         "maturation": 0,
@@ -165,6 +170,7 @@ async def test_a_second_run_at_the_same_time_does_nothing(
         "expiry": 0,
         "tier_review": 0,
         "referral_bonus": 0,
+        "unknown_member_purge": 0,
     }
     rows = await db.fetchval(
         "SELECT count(*) FROM points.transactions WHERE member_id = $1", member_id
@@ -336,6 +342,7 @@ async def test_run_jobs_command(suite: Suite) -> None:
         "expiry": 1,
         "tier_review": 0,
         "referral_bonus": 0,
+        "unknown_member_purge": 0,
     }
     assert (await balance(suite, member_id)).lifetime_earned == settled.points
     code, out, _ = await _cli(suite.dsn, "--now", "2030-01-01T08:00:00+08:00")

@@ -9,7 +9,14 @@ from itertools import count
 import grpc
 from membership.points.v1 import points_pb2 as pb
 
-from tests.service.test_points_settlement import NOW, known_member, payment, settler, ts
+from tests.service.test_points_settlement import (
+    NOW,
+    announce,
+    known_member,
+    payment,
+    settler,
+    ts,
+)
 from tests.support.rpc_errors import expect_error
 from tests.support.suite import Suite
 
@@ -100,17 +107,7 @@ async def test_a_pause_may_arrive_before_the_member(suite: Suite) -> None:
     """Privacy's and accounts' outboxes are independent: the order they arrive in is not."""
     member_id = "mptsearly01"
     await apply(suite, event(member_id, CONSENT, True))
-    event_registered = pb.MemberEvent(
-        event_id=1,
-        member=f"members/{member_id}",
-        type=pb.MEMBER_EVENT_TYPE_REGISTERED,
-        state=pb.MEMBER_STATE_ACTIVE,
-        event_time=ts(NOW),
-    )
-    await suite.points.ApplyMemberEvents(
-        pb.ApplyMemberEventsRequest(events=[event_registered]),
-        metadata=suite.auth("service:accounts"),
-    )
+    await announce(suite, member_id)
     await expect_error(
         suite.points.SettlePayment(payment(member_id, "p-1"), metadata=settler(suite)),
         grpc.StatusCode.FAILED_PRECONDITION,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import asyncpg
 import grpc
@@ -49,14 +49,16 @@ async def build_ledger(suite: Suite, db: asyncpg.Connection) -> Built:
     )
     await settle(suite.points, suite, payment(member_id, "p-new", 5_000))
     cancelled = await settle(suite.points, suite, payment(member_id, "p-c", 1_234))
-    ancient = NOW - 500 * DAY  # expired before it settles: the expiry job takes it
-    await settle(suite.points, suite, payment(member_id, "p-anc", 2_000, occurred=ancient))
+    # earned months before the others, so it expires first: the second job run takes it
+    ancient = NOW - 85 * DAY
+    anc = await settle(suite.points, suite, payment(member_id, "p-anc", 2_000, occurred=ancient))
     await settle(suite.points, suite, payment(other_id, "p-o", 3_000))
     partial = await refunded(suite.points, suite, refund(member_id, "p-old", "r-1", 4_000))
     await refunded(suite.points, suite, refund(member_id, "p-c", "r-c", 1_234))
     pool = await create_pool(suite.dsn, 1, 2)
     try:
         await JobRunner(pool).run_once(NOW + 8 * DAY)
+        await JobRunner(pool).run_once(anc.expire_time.ToDatetime(tzinfo=UTC))
     finally:
         await pool.close()
     await refunded(suite.points, suite, refund(member_id, "p-anc", "r-anc", 2_000))

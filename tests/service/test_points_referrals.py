@@ -12,12 +12,12 @@ from membership.points.v1 import points_pb2 as pb
 from services.points.jobs import JobRunner
 from tests.service.test_points_settlement import (
     NOW,
+    announce,
     balance,
     known_member,
     ledger_holds,
     payment,
     settler,
-    ts,
 )
 from tests.support.suite import Suite
 
@@ -30,17 +30,7 @@ _ids = itertools.count(1)
 
 async def referred_member(suite: Suite, referrer: str) -> str:
     member_id = f"mref{next(_ids):06d}"
-    event = pb.MemberEvent(
-        event_id=1,
-        member=f"members/{member_id}",
-        type=pb.MEMBER_EVENT_TYPE_REGISTERED,
-        state=pb.MEMBER_STATE_ACTIVE,
-        event_time=ts(NOW),
-        referred_by=f"members/{referrer}",
-    )
-    await suite.points.ApplyMemberEvents(
-        pb.ApplyMemberEventsRequest(events=[event]), metadata=suite.auth("service:accounts")
-    )
+    await announce(suite, member_id, referred_by=referrer)
     return member_id
 
 

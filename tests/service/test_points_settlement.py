@@ -29,17 +29,28 @@ async def known_member(
 ) -> str:
     """A member as the accounts outbox would announce it; returns its id."""
     member_id = f"mpts{next(_ids):06d}"
+    await announce(suite, member_id, state)
+    return member_id
+
+
+async def announce(
+    suite: Suite,
+    member_id: str,
+    state: pb.MemberState.ValueType = pb.MEMBER_STATE_ACTIVE,
+    referred_by: str = "",
+) -> None:
+    """What the accounts outbox relay delivers to points for a new member."""
     event = pb.MemberEvent(
         event_id=1,
         member=f"members/{member_id}",
         type=pb.MEMBER_EVENT_TYPE_REGISTERED,
         state=state,
         event_time=ts(NOW),
+        referred_by=f"members/{referred_by}" if referred_by else "",
     )
     await suite.points.ApplyMemberEvents(
         pb.ApplyMemberEventsRequest(events=[event]), metadata=suite.auth("service:accounts")
     )
-    return member_id
 
 
 def payment(
@@ -241,7 +252,7 @@ async def test_members_who_may_not_earn(suite: Suite) -> None:
         )
     await expect_error(
         suite.points.SettlePayment(payment("munknown", "p-1"), metadata=settler(suite)),
-        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAVAILABLE,
         reason="MEMBER_UNKNOWN",
     )
 

@@ -30,7 +30,7 @@ from tests.support.rpc_errors import expect_error, parse_rpc_error
 from tests.support.suite import Metadata, Suite
 
 Stub = pb_grpc.PointsServiceStub
-OLDEST = NOW - timedelta(days=100)  # 70 days apart: always two different month ends
+OLDEST = NOW - timedelta(days=85)  # 55 days apart: always two different month ends
 OLDER = NOW - timedelta(days=30)
 
 

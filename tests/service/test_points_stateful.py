@@ -214,7 +214,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     async def balance(self, member: str) -> ledger_store.BalanceRow:
         async with self.pool.acquire() as conn:
-            row = await ledger_store.get_balance(conn, member)
+            row = await ledger_store.get_balance(conn, member, self.now)
         return row or ledger_store.BalanceRow(0, 0, 0, 0)
 
     @invariant()

@@ -45,7 +45,7 @@ async def settle(suite: Suite, member_id: str, amount_minor: int = 10_000) -> st
             return payment_id
         except grpc.aio.AioRpcError as exc:
             # points learns of the member from accounts' relay, within its poll interval
-            unknown = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
+            unknown = exc.code() == grpc.StatusCode.UNAVAILABLE
             if not unknown or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)

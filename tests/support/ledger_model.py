@@ -13,6 +13,7 @@ day, and holds closed at the instant they were made, or later by the jobs.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -53,6 +54,8 @@ def write_rules(folder: Path) -> Path:
     path = rules_file(
         folder,
         expiry_months=str(EXPIRY_MONTHS),
+        # payments settle at the machine's time; the rule must only fit the short expiry
+        max_settlement_delay_days=str(28 * EXPIRY_MONTHS),
         qualifying_window_days=str(WINDOW.days),
         downgrade_grace_days=str(GRACE.days),
     )
@@ -225,25 +228,63 @@ class LedgerModel:
         due -= clawback(paid.points, paid.minor, paid.refunded)
         paid.refunded += minor
         account = self.accounts[paid.member]
-        taken = self._claw(account, paid.lot, due)
+        taken = self._claw(paid.member, paid.lot, due, now)
         if due > 0:
             self._disqualify(account, paid.day, due, now)
         return taken, due - taken
 
-    def _claw(self, account: Account, own: Lot | None, due: int) -> int:
-        """From the payment's own lot first, then other available lots, soonest-expiring
-        first; a pending lot taken to nothing is cancelled."""
-        mine = [own] if own is not None and own.state in (PENDING, AVAILABLE) else []
-        others = [lot for lot in account.lots if lot is not own and lot.state == AVAILABLE]
+    def _claw(self, member: str, own: Lot | None, due: int, now: datetime) -> int:
+        """From the payment's own lot (pending, or available and not expired), the holds
+        on it, the member's other usable lots soonest-expiring first, then their other
+        held points; a pending lot taken to nothing is cancelled, a hold taken to nothing
+        closes (clawed back)."""
+        account = self.accounts[member]
+
+        def usable(lot: Lot) -> bool:
+            return lot.state == AVAILABLE and now < lot.expires_at
+
+        mine = [own] if own is not None and (own.state == PENDING or usable(own)) else []
+        others = [lot for lot in account.lots if lot is not own and usable(lot)]
         rest = due
-        for lot in mine + sorted(others, key=lambda lot: lot.expires_at):
-            part = min(rest, lot.remaining)
-            if part > 0:
-                lot.remaining -= part
-                rest -= part
-                if lot.state == PENDING and lot.remaining == 0:
-                    lot.state = CANCELLED
+        for lot in mine:
+            rest = self._from_lot(lot, rest)
+        rest = self._from_holds(member, lambda lot: lot is own, rest)
+        for lot in sorted(others, key=lambda lot: lot.expires_at):
+            rest = self._from_lot(lot, rest)
+        rest = self._from_holds(member, lambda lot: lot is not own, rest)
         return due - rest
+
+    @staticmethod
+    def _from_lot(lot: Lot, rest: int) -> int:
+        part = min(rest, lot.remaining)
+        lot.remaining -= part
+        if lot.state == PENDING and lot.remaining == 0 and part > 0:
+            lot.state = CANCELLED
+        return rest - part
+
+    def _held_parts(self, member: str) -> list[tuple[str, int, Lot]]:
+        """(hold id, index of the part, lot) in the lots' spending order, then hold id."""
+        lots = self.accounts[member].lots
+        parts = [
+            (hold_id, i, lot)
+            for hold_id, hold in self.holds.items()
+            if hold.member == member
+            for i, (lot, _) in enumerate(hold.parts)
+        ]
+        return sorted(parts, key=lambda p: (p[2].expires_at, lots.index(p[2]), p[0]))
+
+    def _from_holds(self, member: str, which: Callable[[Lot], bool], rest: int) -> int:
+        for hold_id, i, lot in self._held_parts(member):
+            if rest == 0 or not which(lot):
+                continue
+            hold = self.holds[hold_id]
+            part = min(rest, hold.parts[i][1])
+            hold.parts[i] = (lot, hold.parts[i][1] - part)
+            rest -= part
+        for hold_id in [h for h, hold in self.holds.items() if hold.member == member]:
+            if sum(p for _, p in self.holds[hold_id].parts) == 0:
+                del self.holds[hold_id]  # clawed back: nothing left to capture or release
+        return rest
 
     def _disqualify(self, account: Account, day: date, due: int, now: datetime) -> None:
         """The points leave the payment's day; a refund that itself takes the window sum
@@ -321,8 +362,8 @@ class LedgerModel:
         for hold_id in [h for h, hold in self.holds.items() if hold.expires_at <= now]:
             self.close_hold(hold_id, 0, now)
         for lot in lots:
-            # a lot whose points are all spent or held keeps its state: nothing to forfeit
-            if lot.state == AVAILABLE and lot.remaining > 0 and lot.expires_at <= now:
+            # a lot whose points are all spent or held closes too, with nothing to forfeit
+            if lot.state == AVAILABLE and lot.expires_at <= now:
                 lot.state, lot.remaining = EXPIRED, 0
         for account in self.accounts.values():
             review(account, now)

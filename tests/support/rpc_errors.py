@@ -30,6 +30,8 @@ class RpcError:
     # (field, description) pairs of BadRequest.field_violations, in order
     violations: tuple[tuple[str, str], ...] = ()
     has_status_details: bool = False
+    # google.rpc.RetryInfo's retry_delay, when the status carries one
+    retry_delay_s: float | None = None
 
     @property
     def fields(self) -> set[str]:
@@ -58,6 +60,7 @@ def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcError:
     status = status_pb2.Status.FromString(raw)
     reason, domain, metadata = "", "", {}
     violations: list[tuple[str, str]] = []
+    retry_delay_s: float | None = None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -67,6 +70,10 @@ def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcError:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations += [(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_delay_s = retry.retry_delay.ToNanoseconds() / 1e9
     return RpcError(
         code=err.code(),
         message=status.message,
@@ -75,6 +82,7 @@ def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcError:
         metadata=metadata,
         violations=tuple(violations),
         has_status_details=True,
+        retry_delay_s=retry_delay_s,
     )
 
 

@@ -72,7 +72,8 @@ _LOT_COLUMNS = (
 # which lots each job takes ($1 is the job's `now`); only these constants are put into SQL text
 _DUE = {
     "maturation": "state = 'PENDING' AND available_at <= $1",
-    "expiry": "state = 'AVAILABLE' AND remaining > 0 AND expires_at <= $1",
+    # spent or fully held lots too: they close (EXPIRED, nothing moves) like any other
+    "expiry": "state = 'AVAILABLE' AND expires_at <= $1",
 }
 _DUE_ORDER = {"maturation": "available_at", "expiry": "expires_at"}
 

@@ -101,11 +101,16 @@ async def lock_balance(conn: Conn, member_id: str, available_floor: int) -> Bala
     return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
 
 
-async def get_balance(conn: Conn, member_id: str) -> BalanceRow | None:
+async def get_balance(conn: Conn, member_id: str, now: datetime) -> BalanceRow | None:
+    """The balance as of `now`: points of lots already past their expiry are not counted
+    as available, whether or not the expiry job has run yet."""
     row = await conn.fetchrow(
-        "SELECT available, pending, held, lifetime_earned FROM points.balances"
-        " WHERE member_id = $1",
+        "SELECT b.available - COALESCE((SELECT sum(l.remaining) FROM points.lots l"
+        "  WHERE l.member_id = b.member_id AND l.state = 'AVAILABLE' AND l.remaining > 0"
+        "  AND l.expires_at <= $2), 0)::bigint AS available,"
+        " b.pending, b.held, b.lifetime_earned FROM points.balances b WHERE b.member_id = $1",
         member_id,
+        now,
     )
     if row is None:
         return None
@@ -113,15 +118,23 @@ async def get_balance(conn: Conn, member_id: str) -> BalanceRow | None:
 
 
 async def add_to_balance(
-    conn: Conn, member_id: str, *, available: int = 0, pending: int = 0, earned: int = 0
+    conn: Conn,
+    member_id: str,
+    *,
+    available: int = 0,
+    pending: int = 0,
+    earned: int = 0,
+    held: int = 0,
 ) -> None:
     await conn.execute(
         "UPDATE points.balances SET available = available + $2, pending = pending + $3,"
-        " lifetime_earned = lifetime_earned + $4, updated_at = now() WHERE member_id = $1",
+        " lifetime_earned = lifetime_earned + $4, held = held + $5, updated_at = now()"
+        " WHERE member_id = $1",
         member_id,
         available,
         pending,
         earned,
+        held,
     )
 
 
@@ -200,12 +213,16 @@ async def insert_transaction(conn: Conn, member_id: str, txn: NewTransaction) ->
     )
 
 
-async def expiring_soonest(conn: Conn, member_id: str, limit: int) -> list[tuple[int, datetime]]:
+async def expiring_soonest(
+    conn: Conn, member_id: str, limit: int, now: datetime
+) -> list[tuple[int, datetime]]:
+    """The next expiry dates after `now` (a date already past is not "expiring")."""
     rows = await conn.fetch(
         "SELECT sum(remaining) AS points, expires_at FROM points.lots"
-        " WHERE member_id = $1 AND state = 'AVAILABLE' AND remaining > 0"
+        " WHERE member_id = $1 AND state = 'AVAILABLE' AND remaining > 0 AND expires_at > $3"
         " GROUP BY expires_at ORDER BY expires_at LIMIT $2",
         member_id,
         limit,
+        now,
     )
     return [(int(r["points"]), r["expires_at"]) for r in rows]

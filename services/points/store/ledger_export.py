@@ -34,6 +34,7 @@ class HoldRow:
     hold_txn_id: int
     created_at: datetime
     closed_at: datetime | None
+    clawed_back_points: int
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ async def lots_of(conn: Conn, member_id: str, txn_ids: Sequence[int]) -> list[Lo
 async def holds_of(conn: Conn, member_id: str, txn_ids: Sequence[int]) -> list[HoldRow]:
     rows = await conn.fetch(
         "SELECT hold_id, state, points, captured_points, expires_at, rule_version, hold_txn_id,"
-        " created_at, closed_at FROM points.holds"
+        " created_at, closed_at, clawed_back_points FROM points.holds"
         " WHERE member_id = $1 AND hold_txn_id = ANY($2::bigint[]) ORDER BY hold_txn_id",
         member_id,
         list(txn_ids),

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.points.clawback import HeldPart, LotRow, Take
 from services.runtime.db import Conn
 
 
@@ -24,14 +25,6 @@ class SettledPayment:
 class RefundedSoFar:
     refunded_minor: int
     points_clawed_back: int
-
-
-@dataclass(frozen=True)
-class LotRow:
-    lot_id: int
-    state: str
-    remaining: int
-    expires_at: datetime
 
 
 def settlement_key(payment_id: str) -> str:
@@ -116,6 +109,61 @@ async def lock_lots(conn: Conn, member_id: str, own_lot_id: int | None) -> list[
     return [
         LotRow(int(r["lot_id"]), r["state"], int(r["remaining"]), r["expires_at"]) for r in rows
     ]
+
+
+async def lock_held_parts(conn: Conn, member_id: str) -> list[HeldPart]:
+    """What the member's open holds hold, per lot, in the lots' spending order then by hold
+    id (byte order, as Python sorts); the holds are locked (after the member's balance row
+    and lots, like every path)."""
+    rows = await conn.fetch(
+        "SELECT hl.hold_id, hl.lot_id, hl.points FROM points.hold_lots hl"
+        " JOIN points.holds h USING (member_id, hold_id)"
+        " JOIN points.lots l USING (member_id, lot_id)"
+        " WHERE hl.member_id = $1 AND h.state = 'HELD'"
+        ' ORDER BY l.expires_at, l.lot_id, hl.hold_id COLLATE "C" FOR UPDATE OF h, hl',
+        member_id,
+    )
+    return [HeldPart(r["hold_id"], int(r["lot_id"]), int(r["points"])) for r in rows]
+
+
+async def take_from_holds(
+    conn: Conn, member_id: str, takes: list[Take], txn_id: int, at: datetime
+) -> None:
+    """Lowers what each hold holds of each lot; a hold left with nothing is CLAWED_BACK."""
+    holds = [t.hold_id for t in takes]
+    lots = [t.lot_id for t in takes]
+    points = [t.points for t in takes]
+    taken = "unnest($2::text[], $3::bigint[], $4::bigint[]) AS t(hold_id, lot_id, points)"
+    match = "hl.member_id = $1 AND hl.hold_id = t.hold_id AND hl.lot_id = t.lot_id"
+    # parts taken whole go first: a part never holds 0 points (CHECK)
+    await conn.execute(
+        f"DELETE FROM points.hold_lots hl USING {taken} WHERE {match} AND hl.points = t.points",
+        member_id,
+        holds,
+        lots,
+        points,
+    )
+    await conn.execute(
+        f"UPDATE points.hold_lots hl SET points = hl.points - t.points FROM {taken} WHERE {match}",
+        member_id,
+        holds,
+        lots,
+        points,
+    )
+    await conn.execute(
+        "UPDATE points.holds h SET points = h.points - t.points,"
+        " clawed_back_points = h.clawed_back_points + t.points, last_txn_id = $3,"
+        " state = CASE WHEN h.points = t.points THEN 'CLAWED_BACK' ELSE h.state END,"
+        " closed_at = CASE WHEN h.points = t.points THEN $4 ELSE h.closed_at END"
+        " FROM (SELECT hold_id, sum(points) AS points"
+        "  FROM unnest($2::text[], $5::bigint[]) AS u(hold_id, points) GROUP BY hold_id) t"
+        " WHERE h.member_id = $1 AND h.hold_id = t.hold_id",
+        member_id,
+        holds,
+        txn_id,
+        at,
+        points,
+    )
 
 
 async def take_from_lot(

@@ -40,6 +40,7 @@ class HoldRow:
     expires_at: datetime
     rule_version: int
     last_txn_id: int
+    clawed_back_points: int = 0  # what refunds took back from it (not in `points`)
 
 
 # (lot_id, points)
@@ -108,8 +109,8 @@ async def insert_hold(conn: Conn, hold: HoldRow, created_at: datetime, taken: Lo
 
 async def lock_hold(conn: Conn, member_id: str, hold_id: str) -> HoldRow | None:
     row = await conn.fetchrow(
-        "SELECT state, points, captured_points, expires_at, rule_version, last_txn_id"
-        " FROM points.holds WHERE member_id = $1 AND hold_id = $2 FOR UPDATE",
+        "SELECT state, points, captured_points, expires_at, rule_version, last_txn_id,"
+        " clawed_back_points FROM points.holds WHERE member_id = $1 AND hold_id = $2 FOR UPDATE",
         member_id,
         hold_id,
     )
@@ -124,6 +125,7 @@ async def lock_hold(conn: Conn, member_id: str, hold_id: str) -> HoldRow | None:
         row["expires_at"],
         int(row["rule_version"]),
         int(row["last_txn_id"]),
+        int(row["clawed_back_points"]),
     )
 
 
