@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 DEFAULT_ADDRS = {
@@ -16,6 +17,7 @@ DEFAULT_ADDRS = {
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ENV_PREFIX = "MEMBERSHIP_"
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,9 @@ class Settings:
     # how long points answers writes for a member it has not heard of with "retry"
     # (services/points/unknown_members.py), counted from the first such write
     points_unknown_member_grace_s: float = 86_400.0
+    # every MEMBERSHIP_* variable the settings were loaded from: a service parses its own
+    # settings from here (services/<name>/settings.py), never from os.environ
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def addr_of(self, service: str) -> str:
         return self.service_addrs[service]
@@ -55,7 +60,8 @@ class Settings:
 N = TypeVar("N", int, float)
 
 
-def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N:
+def number_setting(env: Mapping[str, str], name: str, default: N, low: N, high: N) -> N:
+    """A number from `env[name]` within [low, high]; `default` when unset or empty."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -79,27 +85,28 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             name: env.get(f"MEMBERSHIP_{name.upper()}_ADDR", default)
             for name, default in DEFAULT_ADDRS.items()
         },
-        db_pool_min=_number(env, "MEMBERSHIP_DB_POOL_MIN", 1, 0, 100),
-        db_pool_max=_number(env, "MEMBERSHIP_DB_POOL_MAX", 10, 1, 200),
-        shutdown_grace_s=_number(env, "MEMBERSHIP_SHUTDOWN_GRACE_S", 5.0, 0.0, 120.0),
-        outgoing_timeout_s=_number(env, "MEMBERSHIP_OUTGOING_TIMEOUT_S", 3.0, 0.05, 60.0),
+        db_pool_min=number_setting(env, "MEMBERSHIP_DB_POOL_MIN", 1, 0, 100),
+        db_pool_max=number_setting(env, "MEMBERSHIP_DB_POOL_MAX", 10, 1, 200),
+        shutdown_grace_s=number_setting(env, "MEMBERSHIP_SHUTDOWN_GRACE_S", 5.0, 0.0, 120.0),
+        outgoing_timeout_s=number_setting(env, "MEMBERSHIP_OUTGOING_TIMEOUT_S", 3.0, 0.05, 60.0),
         log_level=env.get("MEMBERSHIP_LOG_LEVEL", "INFO").upper(),
-        max_message_bytes=_number(
+        max_message_bytes=number_setting(
             env, "MEMBERSHIP_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 << 20
         ),
-        max_concurrent_rpcs=_number(env, "MEMBERSHIP_MAX_CONCURRENT_RPCS", 256, 1, 10_000),
+        max_concurrent_rpcs=number_setting(env, "MEMBERSHIP_MAX_CONCURRENT_RPCS", 256, 1, 10_000),
         metrics_addrs={
             name: env.get(f"MEMBERSHIP_{name.upper()}_METRICS_ADDR", "") for name in DEFAULT_ADDRS
         },
-        points_jobs_interval_s=_number(
+        points_jobs_interval_s=number_setting(
             env, "MEMBERSHIP_POINTS_JOBS_INTERVAL_S", 30.0, 0.0, 86_400.0
         ),
-        consent_statistics_ttl_s=_number(
+        consent_statistics_ttl_s=number_setting(
             env, "MEMBERSHIP_CONSENT_STATISTICS_TTL_S", 60.0, 0.0, 3600.0
         ),
-        points_unknown_member_grace_s=_number(
+        points_unknown_member_grace_s=number_setting(
             env, "MEMBERSHIP_POINTS_UNKNOWN_MEMBER_GRACE_S", 86_400.0, 1.0, 30 * 86_400.0
         ),
+        env=MappingProxyType({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}),
     )
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(f"MEMBERSHIP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
