@@ -46,6 +46,8 @@ class Settings:
     # how long points answers writes for a member it has not heard of with "retry"
     # (services/points/unknown_members.py), counted from the first such write
     points_unknown_member_grace_s: float = 86_400.0
+    # PEM public keys trusted for caller tokens; empty: the local signing key's
+    token_public_keys: str = ""
     # every MEMBERSHIP_* variable the settings were loaded from: a service parses its own
     # settings from here (services/<name>/settings.py), never from os.environ
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -106,6 +108,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         points_unknown_member_grace_s=number_setting(
             env, "MEMBERSHIP_POINTS_UNKNOWN_MEMBER_GRACE_S", 86_400.0, 1.0, 30 * 86_400.0
         ),
+        token_public_keys=env.get("MEMBERSHIP_TOKEN_PUBLIC_KEYS", ""),
         env=MappingProxyType({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}),
     )
     if settings.log_level not in LOG_LEVELS:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -158,9 +157,9 @@ def load_or_create_signing_key(keys_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_verify_keys(keys_dir: Path) -> list[Ed25519PublicKey]:
-    """Trusted token keys: `MEMBERSHIP_TOKEN_PUBLIC_KEYS` (PEM blocks) or the local key."""
-    pems = os.environ.get("MEMBERSHIP_TOKEN_PUBLIC_KEYS", "")
+def load_verify_keys(keys_dir: Path, pems: str = "") -> list[Ed25519PublicKey]:
+    """Trusted token keys: `pems` (PEM blocks, `MEMBERSHIP_TOKEN_PUBLIC_KEYS` through the
+    settings) or the local key."""
     if pems:
         keys = []
         for block in pems.split("-----END PUBLIC KEY-----"):

@@ -144,7 +144,8 @@ async def _start_grpc(
     pool: asyncpg.Pool,
     component: Component,
 ) -> RunningService:
-    verifier = TokenVerifier(load_verify_keys(settings.keys_dir), settings.token_audience)
+    trusted = load_verify_keys(settings.keys_dir, settings.token_public_keys)
+    verifier = TokenVerifier(trusted, settings.token_audience)
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(verifier, spec.name)],
         options=server_options(settings),

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.webhooks import load_secrets_file
 from services.privacy.keyring import load_index_key, load_keyring
+from services.runtime.config import load_settings
 from services.runtime.identity import load_or_create_signing_key, load_verify_keys
 from tests.support.deploy_k8s import DEPLOY, LOCAL_SECRETS, load_make_secrets
 
@@ -52,11 +53,10 @@ def test_privacy_accepts_the_key_ring_and_the_index_key(secrets_dir: Path) -> No
     assert not keys_dir.exists()  # read from the environment, nothing written
 
 
-def test_services_trust_the_key_the_minters_sign_with(
-    secrets_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MEMBERSHIP_TOKEN_PUBLIC_KEYS", read(secrets_dir, "token-public-keys.pem"))
-    (trusted,) = load_verify_keys(secrets_dir / "unused")
+def test_services_trust_the_key_the_minters_sign_with(secrets_dir: Path) -> None:
+    env = {"MEMBERSHIP_TOKEN_PUBLIC_KEYS": read(secrets_dir, "token-public-keys.pem")}
+    settings = load_settings(env)
+    (trusted,) = load_verify_keys(secrets_dir / "unused", settings.token_public_keys)
     signing = load_or_create_signing_key(secrets_dir)  # reads caller-token-ed25519.pem
     raw = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert trusted.public_bytes(*raw) == signing.public_key().public_bytes(*raw)
