@@ -179,7 +179,7 @@ class GrpcPrivacy:
         self._timeout_s = timeout_s
 
     async def _call(
-        self, method: Callable[..., Awaitable[Response]], request: message.Message, rpc: str
+        self, method: Callable[..., Awaitable[Response]], request: message.Message, rpc: PrivacyRpc
     ) -> Response:
         """One call of privacy's `rpc` with a deadline and this service's token; failures
         as domain errors."""

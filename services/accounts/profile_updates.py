@@ -14,7 +14,7 @@ from services.accounts.domain.lifecycle import require_editable
 from services.accounts.domain.members import LookupKind, Member, masked, taken
 from services.accounts.domain.profile import changed_lookups, clears_email, update_canonical
 from services.accounts.members import load
-from services.accounts.personal_data import Digests
+from services.accounts.personal_data import Digests, Sealed
 from services.accounts.ports import INDEX_UPDATE_REQUEST, PrivacyPort
 from services.accounts.store import lookup as lookup_rows
 from services.accounts.store import members as member_rows
@@ -51,31 +51,12 @@ class ProfileUpdates:
             if done is not None:
                 return done
         sealed = await personal_data.seal(self._privacy, member_id, changes)
-
-        async def work(conn: Conn) -> Member:
-            # re-checked under the row lock: a concurrent repeat may have finished meanwhile
-            done = await _replay_update(
-                conn, member_id, request_id=request_id, request_hash=digests.request, lock=True
-            )
-            if done is not None:
-                return done
-            try:
-                await lookup_rows.write_lookups(conn, member_id, digests.lookups)
-            except UniqueViolation as exc:
-                raise taken(LookupKind(exc.constraint)) from exc
-            updated = await member_rows.update_personal(
-                conn, member_id, sealed.ciphertexts, sealed.masks
-            )
-            await request_rows.insert_member_request(
-                conn,
-                updated.member,
-                request_id=request_id,
-                method=Method.UPDATE,
-                request_hash=digests.request,
-            )
-            return updated.member
-
-        return await in_transaction(self._pool, work)
+        return await in_transaction(
+            self._pool,
+            lambda conn: _write_update(
+                conn, member_id, request_id=request_id, digests=digests, sealed=sealed
+            ),
+        )
 
     async def preview(self, member_id: str, changes: Mapping[str, str]) -> Member:
         """UpdateMember with validate_only (AIP-163): the checks of `update` that need no
@@ -99,6 +80,30 @@ class ProfileUpdates:
             email=shown.get("email", member.email),
             display_name=shown.get("display_name", member.display_name),
         )
+
+
+async def _write_update(
+    conn: Conn, member_id: str, *, request_id: str, digests: Digests, sealed: Sealed
+) -> Member:
+    # re-checked under the row lock: a concurrent repeat may have finished meanwhile
+    done = await _replay_update(
+        conn, member_id, request_id=request_id, request_hash=digests.request, lock=True
+    )
+    if done is not None:
+        return done
+    try:
+        await lookup_rows.write_lookups(conn, member_id, digests.lookups)
+    except UniqueViolation as exc:
+        raise taken(LookupKind(exc.constraint)) from exc
+    updated = await member_rows.update_personal(conn, member_id, sealed.ciphertexts, sealed.masks)
+    await request_rows.insert_member_request(
+        conn,
+        updated.member,
+        request_id=request_id,
+        method=Method.UPDATE,
+        request_hash=digests.request,
+    )
+    return updated.member
 
 
 async def _replay_update(

@@ -169,7 +169,7 @@ class UpdateRequest(NamedTuple):
 def update_request_of(request: pb.UpdateMemberRequest) -> UpdateRequest:
     v = ViolationCollector()
     v.request_id(request.request_id)
-    member_id = validation.member_id_of(v, request.member.name, "member.name")
+    member_id = validation.member_id_of(v, request.member.name, field="member.name")
     paths = validation.update_paths(v, list(request.update_mask.paths))
     changes = {
         p: validation.normalised(

@@ -46,7 +46,7 @@ def normalised(
         return ""
 
 
-def member_id_of(v: ViolationCollector, name: str, field: str = "name") -> str:
+def member_id_of(v: ViolationCollector, name: str, *, field: str = "name") -> str:
     return names.member_id_of(v, name, field)
 
 
