@@ -12,14 +12,12 @@ from typing import Any, NamedTuple
 from services.accounts.domain import reasons
 from services.accounts.domain.lifecycle import Status
 from services.accounts.domain.normalise import mask_display_name, mask_email, mask_phone
-from services.runtime import names
 from services.runtime.errors import DomainError, already_exists
 
 # Crockford's base32 without I, L, O, U: unambiguous when read aloud or typed
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MEMBER_ID_CHARS = 19
 REFERRAL_CODE_CHARS = 8
-RESOURCE_PREFIX = names.MEMBER_PREFIX
 
 # personal fields: column name -> encrypted, masked for display
 PERSONAL_FIELDS = ("phone", "email", "display_name")
@@ -53,9 +51,6 @@ def new_member_id() -> str:
 
 def new_referral_code() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(REFERRAL_CODE_CHARS))
-
-
-member_name = names.member_name
 
 
 @dataclass(frozen=True)
