@@ -1,11 +1,14 @@
-"""What accounts needs from the privacy service, as the domain sees it."""
+"""What accounts needs from the other services, as the domain sees it: the privacy service
+(ports_privacy.py speaks its gRPC) and points, the receiver of the member events
+(ports_points.py)."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+from services.accounts.domain.consents import Channel, ConsentGrant
+from services.accounts.domain.events import OutboxEvent
 
 SERVICE = "accounts"
 TABLE = "members"
@@ -16,40 +19,45 @@ INDEX_REGISTER_REQUEST = "accounts.requests.register"
 INDEX_UPDATE_REQUEST = "accounts.requests.update"
 
 
-class Channel(enum.Enum):
-    """Where the member gave consent (privacy's channels)."""
+class IndexInput(NamedTuple):
+    """A normalised value to hash, and the index (context) it is hashed for."""
 
-    APP = "app"
-    WEB = "web"
-    COUNTER = "counter"
-    PHONE = "phone"
+    context: str
+    value: bytes
 
 
-@dataclass(frozen=True)
-class ConsentGrant:
-    """Consent to one purpose, for the notice version the member was shown."""
+class PlainField(NamedTuple):
+    """A personal value of the member's row, by column."""
 
-    purpose: str
-    notice_version: int
+    column: str
+    plaintext: bytes
+
+
+class CipherField(NamedTuple):
+    """A stored ciphertext of the member's row, by column."""
+
+    column: str
+    ciphertext: bytes
 
 
 class PrivacyPort(Protocol):
-    async def blind_indexes(self, inputs: Sequence[tuple[str, bytes]]) -> list[bytes]:
-        """HMAC digests of (context, normalised value) pairs, in order."""
+    async def blind_indexes(self, inputs: Sequence[IndexInput]) -> list[bytes]:
+        """HMAC digests of the normalised values, in order."""
         ...
 
-    async def encrypt(self, member_id: str, fields: Sequence[tuple[str, bytes]]) -> list[bytes]:
-        """Ciphertexts of (column, plaintext) pairs of the member, in order."""
+    async def encrypt(self, member_id: str, fields: Sequence[PlainField]) -> list[bytes]:
+        """Ciphertexts of the member's fields, in order."""
         ...
 
     async def decrypt(
         self,
         member_id: str,
-        fields: Sequence[tuple[str, bytes]],
+        fields: Sequence[CipherField],
+        *,
         purpose: str,
         on_behalf_of: str,
     ) -> list[bytes]:
-        """Plaintexts of (column, ciphertext) pairs; audited by privacy."""
+        """Plaintexts of the member's fields, in order; audited by privacy."""
         ...
 
     async def record_consents(
@@ -57,9 +65,18 @@ class PrivacyPort(Protocol):
         member_id: str,
         grants: Sequence[ConsentGrant],
         channel: Channel,
+        *,
         request_id: str,
     ) -> None:
         """Records the member's consents; idempotent per (member_id, request_id). Refuses
         an unknown purpose (INVALID_ARGUMENT, field `consents[i].purpose`) and a notice
         version that is not the current one (FAILED_PRECONDITION NOTICE_VERSION_STALE)."""
+        ...
+
+
+class MemberEventsPort(Protocol):
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        """Delivers the events to points, in order; raises when points did not accept them
+        (nothing is then marked, the relay tries again), and MalformedEventError for an
+        event points' message cannot express."""
         ...

@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2, status_pb2
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.privacy.v1 import field_crypto_pb2 as ppb
 
-from services.accounts.privacy_client import translate_error
+from services.accounts.ports_privacy import translate_error
 from services.runtime.errors import Code
 from tests.support.accounts import register
 from tests.support.rpc_errors import STATUS_DETAILS_KEY, expect_error

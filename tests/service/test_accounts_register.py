@@ -13,9 +13,11 @@ import grpc
 import pytest
 from membership.accounts.v1 import accounts_pb2 as pb
 
-from services.accounts import store
-from services.accounts.members import Members, Registration
-from services.accounts.ports import Channel, ConsentGrant
+from services.accounts.domain.consents import Channel, ConsentGrant
+from services.accounts.domain.registration import Registration
+from services.accounts.registration import Registrations
+from services.accounts.store import requests as store
+from services.accounts.store.unique import UniqueViolation
 from services.runtime.db import create_pool
 from services.runtime.errors import Code, DomainError
 from tests.support.accounts import fetch, register, table_counts
@@ -242,7 +244,7 @@ async def test_limits_are_inclusive(suite: Suite) -> None:
 
 
 class _FakePrivacy:
-    """Deterministic digests and ciphertexts: enough to drive Members without privacy."""
+    """Deterministic digests and ciphertexts: enough to drive Registrations without privacy."""
 
     async def blind_indexes(self, inputs: Sequence[tuple[str, bytes]]) -> list[bytes]:
         return [hashlib.sha256(c.encode() + b"\0" + v).digest() for c, v in inputs]
@@ -268,14 +270,14 @@ async def test_request_id_clash_without_a_record_is_a_domain_error(
     not an assert (which `python -O` would strip, answering REQUEST_ID_TAKEN instead)."""
 
     async def clash(*args: object) -> None:
-        raise store.UniqueViolation("request_id")
+        raise UniqueViolation("request_id")
 
     monkeypatch.setattr(store, "insert_registration", clash)
     pool = await create_pool(database, 1, 2)
     try:
-        members = Members(pool, _FakePrivacy())
+        registrations = Registrations(pool, _FakePrivacy())
         with pytest.raises(DomainError) as caught:
-            await members.register(Registration("r1", "+8613800138000", "", "", ""))
+            await registrations.register(Registration("r1", "+8613800138000", "", "", ""))
         assert caught.value.code is Code.INTERNAL
         assert await pool.fetchval("SELECT count(*) FROM accounts.members") == 0
     finally:

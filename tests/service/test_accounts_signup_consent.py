@@ -15,9 +15,9 @@ from google.rpc import error_details_pb2, status_pb2
 from membership.accounts.v1 import accounts_pb2 as pb
 from membership.privacy.v1 import consent_pb2 as cpb
 
-from services.accounts import store
-from services.accounts.members import signup_consents_request_id
-from services.accounts.privacy_client import GRANT, translate_error
+from services.accounts.domain.consents import signup_consents_request_id
+from services.accounts.ports_privacy import GRANT, translate_error
+from services.accounts.store import members as store
 from services.runtime.db import Conn
 from services.runtime.errors import Code, DomainError, unavailable
 from tests.service.test_consent_enforcement import eventually

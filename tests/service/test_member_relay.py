@@ -19,14 +19,10 @@ from google.protobuf import timestamp_pb2
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.points.v1 import points_pb2 as pb
 
-from services.accounts import store as accounts_store
-from services.accounts.outbox_relay import (
-    Backoff,
-    MalformedEventError,
-    OutboxRelay,
-    PointsPublisher,
-    to_member_event,
-)
+from services.accounts.domain.events import OutboxEvent
+from services.accounts.outbox_relay import Backoff, MalformedEventError, OutboxRelay
+from services.accounts.ports_points import PointsPublisher, to_member_event
+from services.accounts.store import outbox as accounts_store
 from services.points.server import SPEC as POINTS
 from services.runtime.clients import ServiceCredentials
 from services.runtime.server import start_service
@@ -80,6 +76,12 @@ def event(
         referred_by=f"members/{referred_by}" if referred_by else "",
         event_time=when,
     )
+
+
+def registered_event(event_id: int, member_id: str) -> OutboxEvent:
+    """A registration as accounts' outbox holds it (what PointsPublisher takes)."""
+    payload = {"member_id": member_id, "referred_by": "", "status": "ACTIVE"}
+    return OutboxEvent(event_id, member_id, "member.registered", payload, T0)
 
 
 async def apply(
@@ -155,8 +157,7 @@ async def test_redelivery_is_skipped(suite: Suite, db: asyncpg.Connection) -> No
         _id(member.name),
     )
     events = [
-        to_member_event(accounts_store.OutboxEvent(**{**r, "payload": json.loads(r["payload"])}))
-        for r in rows
+        to_member_event(OutboxEvent(**{**r, "payload": json.loads(r["payload"])})) for r in rows
     ]
     assert await apply(suite, events) == (0, 2)
     assert await apply(suite, events) == (0, 2)
@@ -257,11 +258,13 @@ class FakePublisher:
         self.batches: list[list[pb.MemberEvent]] = []
         self.failures = failures
 
-    async def publish(self, events: Sequence[pb.MemberEvent]) -> None:
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        # what PointsPublisher would send (it converts the events before calling points)
+        sent = [to_member_event(e) for e in events]
         if self.failures:
             self.failures -= 1
             raise ConnectionError("points is down")
-        self.batches.append(list(events))
+        self.batches.append(sent)
 
 
 @pytest.fixture
@@ -373,7 +376,7 @@ def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
     ],
 )
 def test_malformed_outbox_events_are_not_sent(event_type: str, payload: dict[str, Any]) -> None:
-    outbox_event = accounts_store.OutboxEvent(9, "ma", event_type, payload, T0)
+    outbox_event = OutboxEvent(9, "ma", event_type, payload, T0)
     with pytest.raises(MalformedEventError) as raised:
         to_member_event(outbox_event)
     assert raised.value.event_id == 9
@@ -392,7 +395,7 @@ async def test_publisher_reconnects_after_unavailable(suite: Suite) -> None:
     publisher = PointsPublisher(connect, credentials, timeout_s=2)
     try:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await publisher.publish([event(1, "mnowhere", registered=True)])
+            await publisher.publish([registered_event(1, "mnowhere")])
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert len(channels) == 2
     finally:

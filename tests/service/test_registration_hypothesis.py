@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from membership.accounts.v1 import accounts_pb2 as pb
 
-from services.accounts import normalise
-from services.accounts.normalise import InvalidValue
+from services.accounts.domain import normalise
+from services.accounts.domain.normalise import InvalidValue
 from tests.support.accounts import table_counts
 from tests.support.rpc_errors import parse_rpc_error, rpc_error
 from tests.support.suite import Suite

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.accounts import validation
-from services.accounts.lifecycle import Status
-from services.accounts.model import Member
+from services.accounts.domain import validation
+from services.accounts.domain.lifecycle import Status
+from services.accounts.domain.members import Member
 from services.runtime.errors import DomainError
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -24,7 +24,7 @@ def test_snapshot_round_trip_ignores_extra_keys() -> None:
 def test_a_full_view_is_never_stored() -> None:
     """An explicit error, not an assert that `python -O` would strip (and then store the
     member's clear values with an idempotency key)."""
-    full = MEMBER.with_clear("+8613800138000", "a@example.com", "A")
+    full = MEMBER.with_clear(phone="+8613800138000", email="a@example.com", display_name="A")
     with pytest.raises(DomainError):
         full.to_snapshot()
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from services.accounts.lifecycle import (
+from services.accounts.domain.lifecycle import (
     TRANSITIONS,
     Action,
     Status,

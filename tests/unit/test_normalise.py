@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.accounts import normalise
-from services.accounts.normalise import InvalidValue
+from services.accounts.domain import normalise
+from services.accounts.domain.normalise import InvalidValue
 
 MAINLAND = "+8613800138000"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from services.accounts import normalise
-from services.accounts.ports import ConsentGrant
+from services.accounts.domain import normalise
+from services.accounts.domain.consents import ConsentGrant
 from services.runtime import names
 from services.runtime.errors import ViolationCollector
 
@@ -26,20 +26,27 @@ PURPOSE_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def normalised(
-    v: ViolationCollector, field: str, raw: str, fn: Callable[[str], str], required: bool = False
+    v: ViolationCollector,
+    raw: str,
+    rule: Callable[[str], str],
+    *,
+    field: str,
+    required: bool = False,
 ) -> str:
+    """`raw` after the normalisation `rule`, or "" after recording why not (or that it is
+    missing when `required`)."""
     if not raw.strip():
         if required:
             v.add(field, "required")
         return ""
     try:
-        return fn(raw)
+        return rule(raw)
     except normalise.InvalidValue as exc:
         v.add(field, str(exc))
         return ""
 
 
-def member_id_of(v: ViolationCollector, name: str, field: str = "name") -> str:
+def member_id_of(v: ViolationCollector, name: str, *, field: str = "name") -> str:
     return names.member_id_of(v, name, field)
 
 
@@ -60,14 +67,15 @@ def update_paths(v: ViolationCollector, paths: list[str]) -> list[str]:
     return sorted(set(paths) & UPDATABLE_FIELDS)
 
 
-def consents(v: ViolationCollector, items: Sequence[tuple[str, int]]) -> tuple[ConsentGrant, ...]:
-    """(purpose, notice version) pairs: at most 16, each purpose once, versions shown > 0."""
-    if len(items) > MAX_CONSENTS:
+def consents(v: ViolationCollector, grants: Sequence[ConsentGrant]) -> tuple[ConsentGrant, ...]:
+    """At most 16 grants, each purpose once, versions shown > 0."""
+    if len(grants) > MAX_CONSENTS:
         # one violation, not one per item: the work stays bounded whatever the caller sends
         v.add("consents", f"at most {MAX_CONSENTS} purposes")
         return ()
     seen: set[str] = set()
-    for i, (purpose_code, notice_version) in enumerate(items):
+    for i, grant in enumerate(grants):
+        purpose_code, notice_version = grant.purpose, grant.notice_version
         path = f"consents[{i}]"
         if not purpose_code:
             v.add(f"{path}.purpose", "required")
@@ -78,4 +86,4 @@ def consents(v: ViolationCollector, items: Sequence[tuple[str, int]]) -> tuple[C
         seen.add(purpose_code)
         if notice_version <= 0:
             v.add(f"{path}.notice_version", "required: the notice version shown")
-    return tuple(ConsentGrant(p, n) for p, n in items)
+    return tuple(grants)

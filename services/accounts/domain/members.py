@@ -1,24 +1,47 @@
-"""Accounts domain records."""
+"""Members as accounts shows and stores them: ids, masked and clear views, status history."""
 
 from __future__ import annotations
 
+import enum
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from services.accounts.lifecycle import Status
-from services.runtime import names
-from services.runtime.errors import DomainError
+from services.accounts.domain import reasons
+from services.accounts.domain.lifecycle import Status
+from services.accounts.domain.normalise import mask_display_name, mask_email, mask_phone
+from services.runtime.errors import DomainError, already_exists
 
 # Crockford's base32 without I, L, O, U: unambiguous when read aloud or typed
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MEMBER_ID_CHARS = 19
 REFERRAL_CODE_CHARS = 8
-RESOURCE_PREFIX = names.MEMBER_PREFIX
 
 # personal fields: column name -> encrypted, masked for display
 PERSONAL_FIELDS = ("phone", "email", "display_name")
+MASKS = {"phone": mask_phone, "email": mask_email, "display_name": mask_display_name}
+
+
+class LookupKind(enum.StrEnum):
+    """What a member can be looked up by (a blind index); accounts.member_lookup.kind."""
+
+    PHONE = "phone"
+    EMAIL = "email"
+
+
+TAKEN_REASONS = {LookupKind.PHONE: reasons.PHONE_TAKEN, LookupKind.EMAIL: reasons.EMAIL_TAKEN}
+
+
+def taken(kind: LookupKind) -> DomainError:
+    """Another member already holds this phone or email."""
+    return already_exists(TAKEN_REASONS[kind], f"another member already uses this {kind.value}")
+
+
+def masked(values: Mapping[str, str]) -> dict[str, str]:
+    """The display masks of personal values by column; an empty value stays empty."""
+    return {column: MASKS[column](value) if value else "" for column, value in values.items()}
 
 
 def new_member_id() -> str:
@@ -28,9 +51,6 @@ def new_member_id() -> str:
 
 def new_referral_code() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(REFERRAL_CODE_CHARS))
-
-
-member_name = names.member_name
 
 
 @dataclass(frozen=True)
@@ -79,7 +99,7 @@ class Member:
             updated_at=datetime.fromisoformat(doc["updated_at"]),
         )
 
-    def with_clear(self, phone: str, email: str, display_name: str) -> Member:
+    def with_clear(self, *, phone: str, email: str, display_name: str) -> Member:
         return replace(self, phone=phone, email=email, display_name=display_name, full=True)
 
 
@@ -89,6 +109,13 @@ class StoredMember:
 
     member: Member
     ciphertexts: dict[str, bytes | None] = field(default_factory=dict)
+
+
+class ListPosition(NamedTuple):
+    """Where a page of ListMembers ends: members are listed by (created_at, member_id)."""
+
+    created_at: datetime
+    member_id: str
 
 
 @dataclass(frozen=True)

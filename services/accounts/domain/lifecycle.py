@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import enum
 
+from services.accounts.domain import reasons
 from services.runtime.errors import DomainError, failed_precondition
 
 
-class Status(enum.Enum):
+class Status(enum.StrEnum):
+    """A member's status; the values are what accounts.members.status stores."""
+
     ACTIVE = "ACTIVE"
     FROZEN = "FROZEN"
     CLOSED = "CLOSED"
     ERASED = "ERASED"
 
 
-class Action(enum.Enum):
+class Action(enum.StrEnum):
     FREEZE = "FREEZE"
     UNFREEZE = "UNFREEZE"
     CLOSE = "CLOSE"
@@ -33,6 +36,14 @@ TRANSITIONS: dict[tuple[Status, Action], Status] = {
 
 PROFILE_EDITABLE = frozenset({Status.ACTIVE, Status.FROZEN})
 
+# the reason of a refusal because of the member's current status
+STATUS_REASONS: dict[Status, str] = {
+    Status.ACTIVE: reasons.MEMBER_ACTIVE,
+    Status.FROZEN: reasons.MEMBER_FROZEN,
+    Status.CLOSED: reasons.MEMBER_CLOSED,
+    Status.ERASED: reasons.MEMBER_ERASED,
+}
+
 
 def transition(current: Status, action: Action) -> Status:
     target = TRANSITIONS.get((current, action))
@@ -43,7 +54,7 @@ def transition(current: Status, action: Action) -> Status:
 
 def illegal_transition(current: Status, action: Action) -> DomainError:
     return failed_precondition(
-        f"MEMBER_{current.value}",
+        STATUS_REASONS[current],
         f"cannot {action.value.lower()} a member whose status is {current.value}",
     )
 
@@ -51,10 +62,12 @@ def illegal_transition(current: Status, action: Action) -> DomainError:
 def require_editable(current: Status) -> None:
     if current not in PROFILE_EDITABLE:
         raise failed_precondition(
-            f"MEMBER_{current.value}", f"the profile of a {current.value} member cannot change"
+            STATUS_REASONS[current], f"the profile of a {current.value} member cannot change"
         )
 
 
 def member_erased() -> DomainError:
     """The member's personal information was erased: nothing of it can be read or restored."""
-    return failed_precondition("MEMBER_ERASED", "the member's personal information was erased")
+    return failed_precondition(
+        reasons.MEMBER_ERASED, "the member's personal information was erased"
+    )

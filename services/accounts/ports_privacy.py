@@ -1,8 +1,9 @@
-"""gRPC adapter: the PrivacyPort over membership.privacy.v1.FieldCryptoService and
-ConsentService."""
+"""The PrivacyPort over gRPC: membership.privacy.v1.FieldCryptoService and ConsentService;
+privacy's refusals become accounts' own domain errors."""
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from membership.privacy.v1 import consent_pb2_grpc as cpb_grpc
 from membership.privacy.v1 import field_crypto_pb2 as pb
 from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
 
-from services.accounts.lifecycle import member_erased
-from services.accounts.ports import SERVICE, TABLE, Channel, ConsentGrant
+from services.accounts.domain import reasons
+from services.accounts.domain.consents import Channel, ConsentGrant
+from services.accounts.domain.lifecycle import member_erased
+from services.accounts.ports import SERVICE, TABLE, CipherField, IndexInput, PlainField
 from services.runtime.clients import ServiceCredentials
 from services.runtime.errors import (
     Code,
@@ -32,8 +35,19 @@ from services.runtime.names import member_name
 Response = TypeVar("Response", bound=message.Message)
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
-DECRYPT = "DecryptFields"
-GRANT = "GrantConsent"
+
+
+class PrivacyRpc(enum.StrEnum):
+    """The calls accounts makes to privacy: their errors translate per call."""
+
+    COMPUTE_BLIND_INDEX = "ComputeBlindIndex"
+    ENCRYPT_FIELDS = "EncryptFields"
+    DECRYPT_FIELDS = "DecryptFields"
+    GRANT_CONSENT = "GrantConsent"
+
+
+DECRYPT = PrivacyRpc.DECRYPT_FIELDS
+GRANT = PrivacyRpc.GRANT_CONSENT
 # a field of one of GrantConsent's grants; they are RegisterMember's `consents`, in order
 _GRANT_FIELD = re.compile(r"grants(\[[0-9]+\](?:\.[a-z_]+)?)")
 _GRANT_INDEX = re.compile(r"[0-9]{1,3}")
@@ -93,9 +107,12 @@ def translate_error(err: grpc.aio.AioRpcError, rpc: str) -> DomainError:
     """A refusal of privacy's `rpc` as accounts answers it to its own caller."""
     code = err.code()
     if code in _TRANSIENT:
-        return unavailable("PRIVACY_UNAVAILABLE", "the privacy service is unavailable; retry")
+        return unavailable(reasons.PRIVACY_UNAVAILABLE, "the privacy service is unavailable; retry")
     refusal = _details(err)
-    if code == grpc.StatusCode.FAILED_PRECONDITION and refusal.reason == "SUBJECT_KEY_DESTROYED":
+    if (
+        code == grpc.StatusCode.FAILED_PRECONDITION
+        and refusal.reason == reasons.SUBJECT_KEY_DESTROYED
+    ):
         return member_erased()
     consent_refusal = _consent_refusal(code, refusal) if rpc == GRANT else None
     if consent_refusal is not None:
@@ -108,7 +125,9 @@ def translate_error(err: grpc.aio.AioRpcError, rpc: str) -> DomainError:
         # accounts sent what its own row holds: a stored ciphertext that does not
         # authenticate there was moved or tampered with
         return DomainError(
-            Code.DATA_LOSS, "CIPHERTEXT_UNREADABLE", "a stored field of the member is unreadable"
+            Code.DATA_LOSS,
+            reasons.CIPHERTEXT_UNREADABLE,
+            "a stored field of the member is unreadable",
         )
     # anything else is a bug on one side or the other, not the caller's doing
     return DomainError.internal("privacy service rejected the call")
@@ -131,9 +150,11 @@ def _consent_refusal(code: grpc.StatusCode, refusal: _Refusal) -> DomainError | 
                     for f, v in zip(fields, refusal.violations, strict=True)
                 ]
             )
-    if code == grpc.StatusCode.FAILED_PRECONDITION and refusal.reason == "NOTICE_VERSION_STALE":
+    stale = refusal.reason == reasons.NOTICE_VERSION_STALE
+    if code == grpc.StatusCode.FAILED_PRECONDITION and stale:
         error = failed_precondition(
-            "NOTICE_VERSION_STALE", "the notice version shown is not the purpose's current one"
+            reasons.NOTICE_VERSION_STALE,
+            "the notice version shown is not the purpose's current one",
         )
         index = refusal.metadata.get("grant_index", "")
         if _GRANT_INDEX.fullmatch(index):
@@ -158,7 +179,7 @@ class GrpcPrivacy:
         self._timeout_s = timeout_s
 
     async def _call(
-        self, method: Callable[..., Awaitable[Response]], request: message.Message, rpc: str
+        self, method: Callable[..., Awaitable[Response]], request: message.Message, rpc: PrivacyRpc
     ) -> Response:
         """One call of privacy's `rpc` with a deadline and this service's token; failures
         as domain errors."""
@@ -173,31 +194,40 @@ class GrpcPrivacy:
     def _context(column: str) -> pb.FieldContext:
         return pb.FieldContext(service=SERVICE, table=TABLE, column=column)
 
-    async def blind_indexes(self, inputs: Sequence[tuple[str, bytes]]) -> list[bytes]:
+    async def blind_indexes(self, inputs: Sequence[IndexInput]) -> list[bytes]:
         request = pb.ComputeBlindIndexRequest(
-            inputs=[pb.BlindIndexInput(context=c, value=v) for c, v in inputs]
+            inputs=[pb.BlindIndexInput(context=i.context, value=i.value) for i in inputs]
         )
-        response = await self._call(self._stub.ComputeBlindIndex, request, "ComputeBlindIndex")
+        response = await self._call(
+            self._stub.ComputeBlindIndex, request, PrivacyRpc.COMPUTE_BLIND_INDEX
+        )
         return list(response.digests)
 
-    async def encrypt(self, member_id: str, fields: Sequence[tuple[str, bytes]]) -> list[bytes]:
+    async def encrypt(self, member_id: str, fields: Sequence[PlainField]) -> list[bytes]:
         request = pb.EncryptFieldsRequest(
             subject_id=member_id,
-            fields=[pb.PlainField(context=self._context(c), plaintext=p) for c, p in fields],
+            fields=[
+                pb.PlainField(context=self._context(f.column), plaintext=f.plaintext)
+                for f in fields
+            ],
         )
-        response = await self._call(self._stub.EncryptFields, request, "EncryptFields")
+        response = await self._call(self._stub.EncryptFields, request, PrivacyRpc.ENCRYPT_FIELDS)
         return list(response.ciphertexts)
 
     async def decrypt(
         self,
         member_id: str,
-        fields: Sequence[tuple[str, bytes]],
+        fields: Sequence[CipherField],
+        *,
         purpose: str,
         on_behalf_of: str,
     ) -> list[bytes]:
         request = pb.DecryptFieldsRequest(
             subject_id=member_id,
-            fields=[pb.CipherField(context=self._context(c), ciphertext=ct) for c, ct in fields],
+            fields=[
+                pb.CipherField(context=self._context(f.column), ciphertext=f.ciphertext)
+                for f in fields
+            ],
             purpose=purpose,
             on_behalf_of=on_behalf_of,
         )
@@ -209,6 +239,7 @@ class GrpcPrivacy:
         member_id: str,
         grants: Sequence[ConsentGrant],
         channel: Channel,
+        *,
         request_id: str,
     ) -> None:
         request = cpb.GrantConsentRequest(

@@ -1,0 +1,135 @@
+"""Registering a member: idempotent per request_id, unique by phone and email, with the
+consents given at sign-up recorded by privacy, and the member.registered event for points."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.accounts import personal_data
+from services.accounts.domain import events
+from services.accounts.domain.consents import signup_consents_request_id
+from services.accounts.domain.idempotency import replay_registration
+from services.accounts.domain.lifecycle import Status
+from services.accounts.domain.members import (
+    LookupKind,
+    Member,
+    new_member_id,
+    new_referral_code,
+    taken,
+)
+from services.accounts.domain.registration import (
+    REFERRAL_CODE_ATTEMPTS,
+    Registration,
+    referral_codes_exhausted,
+)
+from services.accounts.members import load
+from services.accounts.personal_data import Digests
+from services.accounts.ports import INDEX_REGISTER_REQUEST, PrivacyPort
+from services.accounts.store import lookup as lookup_rows
+from services.accounts.store import members as member_rows
+from services.accounts.store import outbox
+from services.accounts.store import requests as request_rows
+from services.accounts.store.unique import UniqueKey, UniqueViolation
+from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import DomainError, bad_field
+
+
+class Registrations:
+    def __init__(self, pool: asyncpg.Pool, privacy: PrivacyPort) -> None:
+        self._pool = pool
+        self._privacy = privacy
+
+    async def register(self, reg: Registration) -> Member:
+        digests = await personal_data.request_digests(
+            self._privacy,
+            context=INDEX_REGISTER_REQUEST,
+            canonical=reg.canonical(),
+            lookups=reg.lookups(),
+        )
+        try:
+            return await self._register(reg, digests)
+        except UniqueViolation as exc:
+            return await self._after_clash(reg.request_id, digests.request, exc)
+
+    async def _register(self, reg: Registration, digests: Digests) -> Member:
+        """Raises UniqueViolation when a phone, email or the request_id is taken."""
+        async with self._pool.acquire() as conn:
+            stored = await request_rows.get_registration(conn, reg.request_id)
+            done = replay_registration(stored, digests.request)
+            if done is not None:
+                return done
+            referrer = await _referrer(conn, reg.referral_code)
+            for kind, digest in digests.lookups.items():
+                if digest is not None and await lookup_rows.find_by_digest(conn, kind, digest):
+                    raise UniqueViolation(kind)
+        member_id = new_member_id()
+        # encrypting creates the member's data key, without which privacy does not know
+        # them; consents are recorded next and the member inserted last, so a refused
+        # consent leaves no member behind (see docs/decisions.md, consents at sign-up)
+        sealed = await personal_data.seal(self._privacy, member_id, reg.personal())
+        await self._record_consents(member_id, reg)
+        new = member_rows.NewMember(
+            member_id=member_id,
+            ciphertexts=sealed.ciphertexts,
+            masks=sealed.masks,
+            referred_by=referrer,
+        )
+        return await in_transaction(
+            self._pool, lambda conn: _insert(conn, reg.request_id, digests, new)
+        )
+
+    async def _record_consents(self, member_id: str, reg: Registration) -> None:
+        if reg.consents is None:
+            return
+        await self._privacy.record_consents(
+            member_id,
+            reg.consents.grants,
+            reg.consents.channel,
+            request_id=signup_consents_request_id(reg.request_id),
+        )
+
+    async def _after_clash(
+        self, request_id: str, request_hash: bytes, clash: UniqueViolation
+    ) -> Member:
+        """A concurrent repeat of this request may have won (its phone then clashes with
+        ours before its request_id does): answer like it; otherwise the key is taken."""
+        async with self._pool.acquire() as conn:
+            stored = await request_rows.get_registration(conn, request_id)
+        done = replay_registration(stored, request_hash)
+        if done is not None:
+            return done
+        if clash.constraint is UniqueKey.REQUEST_ID:
+            # registrations are never deleted, so whoever took the key must be there
+            raise DomainError.internal("request_id taken, but no registration holds it")
+        raise taken(LookupKind(clash.constraint)) from clash
+
+
+async def _referrer(conn: Conn, code: str) -> str | None:
+    if not code:
+        return None
+    referrer = await member_rows.find_by_referral_code(conn, code)
+    stored = referrer and await member_rows.get_member(conn, referrer)
+    if not stored or stored.member.status is not Status.ACTIVE:
+        raise bad_field("referral_code", "is not the code of an active member")
+    return referrer
+
+
+async def _insert(
+    conn: Conn, request_id: str, digests: Digests, new: member_rows.NewMember
+) -> Member:
+    await member_rows.insert_member(conn, new)
+    await _give_referral_code(conn, new.member_id)
+    await lookup_rows.write_lookups(conn, new.member_id, digests.lookups)
+    member = (await load(conn, new.member_id)).member
+    await request_rows.insert_registration(conn, request_id, digests.request, member)
+    await outbox.add_outbox_event(
+        conn, events.registered(new.member_id, referred_by=new.referred_by)
+    )
+    return member
+
+
+async def _give_referral_code(conn: Conn, member_id: str) -> None:
+    for _ in range(REFERRAL_CODE_ATTEMPTS):
+        if await member_rows.claim_referral_code(conn, member_id, code=new_referral_code()):
+            return
+    raise referral_codes_exhausted()

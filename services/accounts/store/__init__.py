@@ -1,0 +1,1 @@
+"""SQL of the accounts service (schema `accounts`), by topic; rows come back as domain types."""
