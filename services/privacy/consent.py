@@ -18,7 +18,7 @@ import asyncpg
 
 from services.privacy import store, store_consent, store_outbox
 from services.privacy.audit import AuditEvent
-from services.privacy.purpose_catalogue import Catalogue, Purpose
+from services.privacy.domain.purpose_catalogue import Catalogue, Purpose
 from services.privacy.store_consent import ConsentRecord
 from services.runtime.db import Conn
 from services.runtime.errors import (

@@ -19,7 +19,7 @@ import asyncpg
 
 from services.privacy import store_consent
 from services.privacy.consent import GRANT, WITHDRAW
-from services.privacy.purpose_catalogue import Catalogue, Purpose
+from services.privacy.domain.purpose_catalogue import Catalogue, Purpose
 from services.privacy.store_consent import ConsentTally
 from services.runtime.errors import Code, DomainError
 

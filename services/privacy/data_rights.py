@@ -18,9 +18,10 @@ from typing import TypeVar
 import asyncpg
 
 from services.privacy import data_requests as rules
-from services.privacy import deadlines, store, store_requests
+from services.privacy import store, store_requests
 from services.privacy.audit import AuditEvent
 from services.privacy.consent import Consents, necessary_purpose, require_member
+from services.privacy.domain import deadlines
 from services.privacy.envelope import FieldContext
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.store_exports import ExportRow, get_export

@@ -3,7 +3,6 @@ channels to accounts and points, the erasure journal and the background fulfilme
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,17 +10,19 @@ import asyncpg
 import grpc
 from membership.privacy.v1 import data_rights_pb2, data_rights_pb2_grpc
 
-from services.privacy import deadlines, store_requests
+from services.privacy import store_requests
 from services.privacy.consent import Consents
 from services.privacy.data_request_proto import request_pb
 from services.privacy.data_rights import PRIVACY_CALLER, DataRights
-from services.privacy.erasure_journal import ErasureJournal, journal_path
+from services.privacy.domain.deadlines import WorkingCalendar
+from services.privacy.erasure_journal import ErasureJournal
 from services.privacy.exports import Exports
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.fulfilment import Fulfiller
 from services.privacy.member_services import MemberServices
 from services.privacy.request_steps import StepExecutor
 from services.privacy.server_data_rights import DataRightsServicer
+from services.privacy.settings import PrivacySettings
 from services.runtime.clients import ReconnectingChannel, ServiceCredentials, open_channel
 from services.runtime.config import Settings
 
@@ -53,6 +54,8 @@ async def build_data_rights(
     crypto: FieldCrypto,
     consents: Consents,
     settings: Settings,
+    privacy_settings: PrivacySettings,
+    calendar: WorkingCalendar,
     credentials: ServiceCredentials,
 ) -> DataRightsParts:
     """Also re-erases, before the service serves, the members the erasure journal names
@@ -67,13 +70,11 @@ async def build_data_rights(
         credentials,
         settings.outgoing_timeout_s,
     )
-    rights = DataRights(
-        pool, crypto, consents, deadlines.default_calendar(), services.check_correction
-    )
+    rights = DataRights(pool, crypto, consents, calendar, services.check_correction)
     exports = Exports(pool, crypto, PRIVACY_CALLER, rights.clock)
     # appends to this process's file only; reads every writer's file in its folder (the
     # replicas sharing one volume each have their own)
-    journal = ErasureJournal(journal_path(os.environ, settings.keys_dir))
+    journal = ErasureJournal(privacy_settings.erasure_journal)
 
     async def history(member_id: str) -> Sequence[data_rights_pb2.DataRequest]:
         where = store_requests.ListFilter((), (), member_id, None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,21 +14,17 @@ from membership.privacy.v1 import field_crypto_pb2 as pb
 from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
 
 from services.privacy import metrics as privacy_metrics
-from services.privacy import store_consent
+from services.privacy import settings as privacy_settings
 from services.privacy.consent import Consents
 from services.privacy.consent_statistics import ConsentStatisticsCache
 from services.privacy.data_rights_wiring import SERVICE_NAME as DATA_RIGHTS_SERVICE
 from services.privacy.data_rights_wiring import DataRightsParts, build_data_rights
+from services.privacy.deadlines import load_calendar
 from services.privacy.envelope import FieldContext
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.keyring import load_index_key, load_keyring
 from services.privacy.processing_relay import PauseEventsOutbox, pause_relay
-from services.privacy.purpose_catalogue import (
-    DEFAULT_PURPOSES_FILE,
-    Catalogue,
-    PurposesError,
-    load_purposes_file,
-)
+from services.privacy.purpose_catalogue import load_purposes
 from services.privacy.rewrapper import Rewrapper
 from services.privacy.server_audit import AuditServicer
 from services.privacy.server_consent import ConsentServicer
@@ -40,10 +34,6 @@ from services.runtime.context import current_caller, request_id
 from services.runtime.errors import ViolationCollector
 from services.runtime.identity import TokenSigner, load_or_create_signing_key
 from services.runtime.server import ServiceSpec
-
-PURPOSES_FILE_ENV = "MEMBERSHIP_PRIVACY_PURPOSES_FILE"
-
-log = logging.getLogger("membership.privacy")
 
 MAX_FIELDS = 64
 MAX_PLAINTEXT_BYTES = 4096
@@ -240,28 +230,18 @@ def service_credentials(settings: Settings) -> ServiceCredentials:
     return ServiceCredentials(signer, "service:privacy")
 
 
-async def load_purposes(pool: asyncpg.Pool, path: Path) -> Catalogue:
-    """Parses the purposes file and syncs it into the catalogue tables; refuses a file that
-    rewrites a published notice version."""
-    catalogue = load_purposes_file(path)
-    async with pool.acquire() as conn:
-        changed = await store_consent.sync_catalogue(conn, catalogue)
-    if changed:
-        code, version = changed[0]
-        raise PurposesError(
-            f"purposes.{code}.notices",
-            f"version {version} was published with another material flag",
-        )
-    log.info("purposes loaded", extra={"fields": {"purposes": len(catalogue.purposes)}})
-    return catalogue
-
-
 async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:
-    crypto = FieldCrypto(pool, load_keyring(settings.keys_dir), load_index_key(settings.keys_dir))
-    path = Path(os.environ.get(PURPOSES_FILE_ENV) or DEFAULT_PURPOSES_FILE)
-    consents = Consents(pool, await load_purposes(pool, path))
+    own = privacy_settings.load(settings)
+    keys = own.keys
+    crypto = FieldCrypto(
+        pool,
+        load_keyring(keys.keys_dir, keys.keyring_json),
+        load_index_key(keys.keys_dir, keys.index_key),
+    )
+    consents = Consents(pool, await load_purposes(pool, own.purposes_file))
+    calendar = load_calendar(own.calendar_overrides)
     data_rights = await build_data_rights(
-        pool, crypto, consents, settings, service_credentials(settings)
+        pool, crypto, consents, settings, own, calendar, service_credentials(settings)
     )
     return PrivacyComponent(pool, crypto, consents, settings, data_rights)
 

@@ -10,7 +10,7 @@ from membership.privacy.v1 import consent_pb2_grpc as pb_grpc
 
 from services.privacy.consent import Consents, ConsentState, Grant, Status
 from services.privacy.consent_statistics import ConsentStatisticsCache
-from services.privacy.purpose_catalogue import MAX_NOTICE_VERSION, PURPOSE_CODE, Purpose
+from services.privacy.domain.purpose_catalogue import MAX_NOTICE_VERSION, PURPOSE_CODE, Purpose
 from services.runtime.context import current_caller
 from services.runtime.errors import ViolationCollector
 from services.runtime.names import member_id_of, member_name

@@ -10,9 +10,10 @@ from membership.privacy.v1 import data_rights_pb2 as pb
 from membership.privacy.v1 import data_rights_pb2_grpc as pb_grpc
 
 from services.privacy import data_requests as rules
-from services.privacy import deadlines, store_requests
+from services.privacy import store_requests
 from services.privacy.data_request_proto import STATE_NAMES, TYPE_NAMES, request_pb
 from services.privacy.data_rights import DataRights
+from services.privacy.domain import deadlines
 from services.privacy.exports import Exports
 from services.privacy.fulfilment import Fulfiller
 from services.privacy.server_consent import channel_of

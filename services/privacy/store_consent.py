@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.privacy.purpose_catalogue import Catalogue
+from services.privacy.domain.purpose_catalogue import Catalogue
 from services.runtime.db import Conn
 
 # serialises catalogue syncs when several replicas start with a new purposes file

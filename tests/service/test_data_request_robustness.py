@@ -13,8 +13,9 @@ import pytest
 from membership.privacy.v1 import data_rights_pb2 as pb
 
 from services.privacy.data_rights_wiring import DataRightsParts
-from services.privacy.erasure_journal import ErasureJournal, journal_path
+from services.privacy.erasure_journal import ErasureJournal
 from services.privacy.request_steps import StepExecutor
+from services.privacy.settings import journal_path
 from services.privacy.store_requests import RequestRow
 from tests.support.accounts import register
 from tests.support.data_rights import approve, create, get_request, officer, verify, wallet

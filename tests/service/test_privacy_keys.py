@@ -41,7 +41,7 @@ def component(suite: Suite) -> PrivacyComponent:
 
 
 def ring_on_disk(suite: Suite) -> keyring.KeyRing:
-    return keyring.load_keyring(suite.keys_dir, {})
+    return keyring.load_keyring(suite.keys_dir)
 
 
 async def rotation_audits(db: asyncpg.Connection) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.privacy.consent_statistics import summarise
-from services.privacy.purpose_catalogue import DEFAULT_PURPOSES_FILE, load_purposes_file
+from services.privacy.purpose_catalogue import load_purposes_file
+from services.privacy.settings import DEFAULT_PURPOSES_FILE
 from services.privacy.store_consent import ConsentTally
 
 AT = datetime(2026, 11, 22, tzinfo=UTC)
