@@ -25,23 +25,17 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
+
+from services.privacy.domain.erasures import JournalEntry
 
 # the other writers' files in the journal's folder (settings.JOURNAL_FILE matches too)
 WRITER_FILES = "erasure-*.jsonl"
 MAX_LINE_BYTES = 1024
 
 log = logging.getLogger("membership.privacy.erasure_journal")
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    member_id: str
-    data_request_id: str
-    erased_at: datetime
 
 
 class ErasureJournal:

@@ -14,7 +14,7 @@ from membership.accounts.v1 import accounts_pb2 as apb
 from membership.privacy.v1 import field_crypto_pb2 as pb
 
 from services.privacy import keyring
-from services.privacy.audit import GENESIS_HASH, first_broken_link
+from services.privacy.domain.audit import GENESIS_HASH, first_broken_link
 from services.privacy.field_crypto import FieldCrypto
 from tests.support.accounts import register
 from tests.support.privacy import (

@@ -12,7 +12,7 @@ import pytest
 from membership.privacy.v1 import consent_pb2 as cpb
 from membership.privacy.v1 import field_crypto_pb2 as ppb
 
-from services.privacy.audit import GENESIS_HASH, first_broken_link
+from services.privacy.domain.audit import GENESIS_HASH, first_broken_link
 from services.privacy.domain.purpose_catalogue import PurposesError
 from tests.support.consent import (
     check,
