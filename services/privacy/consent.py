@@ -51,7 +51,7 @@ class Consents:
         self._pool = pool
         self.catalogue = catalogue
 
-    def purpose(self, code: str, field_path: str = "purpose") -> Purpose:
+    def purpose(self, code: str, *, field_path: str = "purpose") -> Purpose:
         found = self.catalogue.get(code)
         if found is None:
             raise bad_field(field_path, "unknown purpose")
@@ -71,7 +71,7 @@ class Consents:
         items = [ConsentItem(g.purpose_code, g.notice_version) for g in grants]
         digest = request_hash(ConsentAction.GRANT, items, checked)
         async with self._pool.acquire() as conn, conn.transaction():
-            done = await self._locked_replay(conn, member_id, request_id, digest)
+            done = await self._locked_replay(conn, member_id, request_id=request_id, digest=digest)
             if done is not None:
                 return done
             for i, (purpose, g) in enumerate(zip(purposes, grants, strict=True)):
@@ -107,7 +107,7 @@ class Consents:
         unversioned = [ConsentItem(p.code, 0) for p in purposes]
         digest = request_hash(ConsentAction.WITHDRAW, unversioned, checked)
         async with self._pool.acquire() as conn, conn.transaction():
-            done = await self._locked_replay(conn, member_id, request_id, digest)
+            done = await self._locked_replay(conn, member_id, request_id=request_id, digest=digest)
             if done is not None:
                 return done
             records = records_of(
@@ -142,13 +142,13 @@ class Consents:
             return await store.history(conn, member_id, limit)
 
     async def _locked_replay(
-        self, conn: Conn, member_id: str, request_id: str, digest: bytes
+        self, conn: Conn, member_id: str, *, request_id: str, digest: bytes
     ) -> list[ConsentState] | None:
         """In the change's transaction: the member known and locked, and the first result if
         the request repeats one (the member's lock makes the check and the insert one step)."""
         await require_member(conn, member_id)
         await store.lock_member(conn, member_id)
-        done = await store.request_records(conn, member_id, request_id)
+        done = await store.request_records(conn, member_id, request_id=request_id)
         return self._replay(done, digest) if done else None
 
     def _replay(self, done: Sequence[ConsentRecord], digest: bytes) -> list[ConsentState]:
@@ -170,5 +170,5 @@ class Consents:
                 conn, member_id, PauseCause.CONSENT_WITHDRAWN, paused=paused
             )
         await audit_store.append_audit(
-            conn, change_event(caller.subject, caller.role, member_id, records)
+            conn, change_event(member_id, records, actor=caller.subject, actor_role=caller.role)
         )

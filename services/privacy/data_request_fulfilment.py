@@ -73,7 +73,7 @@ class Fulfiller:
     def _clock(self) -> Callable[[], datetime]:
         return self._requests.clock
 
-    async def approve(self, caller: Caller, request_id: str, key: str) -> RequestView:
+    async def approve(self, caller: Caller, request_id: str, *, key: str) -> RequestView:
         """IDENTITY_VERIFIED -> IN_PROGRESS, then a run. On an IN_PROGRESS request it
         resumes a fulfilment that stopped (a refusal an officer dealt with, retries used up)."""
 
@@ -152,12 +152,12 @@ class Fulfiller:
             request = rules.step_failed(request, name, failure, now)
             await store.save_request(conn, request)
             action = step_failed_action(name)
-            await record(conn, PRIVACY_CALLER, request, action, now, failure.summary)
+            await record(conn, PRIVACY_CALLER, request, action, now, note=failure.summary)
             retry = request.step_failure is None
             if not retry:  # said in the timeline too: nothing more happens on its own
                 note = failure.stopped_note(name)
                 stopped = TimelineAction.FULFILMENT_STOPPED
-                await record(conn, PRIVACY_CALLER, request, stopped, now, note)
+                await record(conn, PRIVACY_CALLER, request, stopped, now, note=note)
             return retry
 
         will_retry = await in_transaction(self._pool, work)
@@ -175,7 +175,7 @@ class Fulfiller:
             request = rules.completed(request, now)
             await store.save_request(conn, request)
             note = request.deletion_outcome
-            await record(conn, PRIVACY_CALLER, request, TimelineAction.COMPLETED, now, note)
+            await record(conn, PRIVACY_CALLER, request, TimelineAction.COMPLETED, now, note=note)
 
         await in_transaction(self._pool, work)
 

@@ -109,11 +109,11 @@ class StepExecutor:
         except ValueError as exc:  # too large, or inconsistent sources: not worth a retry
             raise failed_precondition(EXPORT_NOT_BUILT, str(exc)) from None
         archive = await asyncio.to_thread(make_archive, bundle)
-        await self.exports.keep(request.id, request.member_id, archive)
+        await self.exports.keep(request_id=request.id, member_id=request.member_id, archive=archive)
         return NOTHING
 
     async def _gather(self, request: DataRequest) -> ExportSources:
-        member = await self._accounts.export_member(request.member_id, request.name)
+        member = await self._accounts.export_member(request.member_id, purpose=request.name)
         ledger = await self._points.export_ledger(request.member_id)
         states = await self._consents.states(request.member_id)
         records = await self._consents.history(request.member_id, MAX_HISTORY)
@@ -142,7 +142,9 @@ class StepExecutor:
             request_id=request.name,
         )
         changes = [Change(f, v) for f, v in sorted(json.loads(plaintexts[0]).items())]
-        await self._accounts.update_member(request.member_id, changes, f"{request.id}-correction")
+        await self._accounts.update_member(
+            request.member_id, changes, request_id=f"{request.id}-correction"
+        )
         return NOTHING
 
     # -- DELETION ------------------------------------------------------------------------------
@@ -151,7 +153,7 @@ class StepExecutor:
         now = self._clock()
         # the journal first: from here on no restore can bring the member back, even if
         # this process dies before the database records the erasure
-        entry = JournalEntry(request.member_id, request.id, now)
+        entry = JournalEntry(member_id=request.member_id, data_request_id=request.id, erased_at=now)
         await asyncio.to_thread(self._journal.record, entry)
         await self._crypto.destroy_subject_key(
             PRIVACY_CALLER, request.member_id, request_id=request.name, reason=request.name
@@ -159,7 +161,9 @@ class StepExecutor:
 
         async def work(conn: Conn) -> None:
             retention = ledger_retention(now)
-            await erasure_store.insert_erasure(conn, request.member_id, request.id, retention, now)
+            await erasure_store.insert_erasure(
+                conn, request.member_id, retention, data_request_id=request.id, at=now
+            )
             await export_store.purge_member(conn, request.member_id, now)
             await self._close_other_requests(conn, request, now)
 
@@ -177,12 +181,12 @@ class StepExecutor:
             rejected = rejected_by_erasure(other, request, now)
             await store.save_request(conn, rejected)
             note = rejected.rejection_reason
-            await record(conn, PRIVACY_CALLER, rejected, TimelineAction.REJECTED, now, note)
+            await record(conn, PRIVACY_CALLER, rejected, TimelineAction.REJECTED, now, note=note)
 
     async def _erase_accounts(self, request: DataRequest) -> StepOutcome:
         try:
             await self._accounts.erase_member(
-                request.member_id, f"{request.id}-erase", reason=request.name
+                request.member_id, request_id=f"{request.id}-erase", reason=request.name
             )
         except ServiceCallError as exc:
             if exc.code != Code.NOT_FOUND.value:  # accounts never had the member: no erasure
@@ -194,7 +198,9 @@ class StepExecutor:
             retention = await erasure_store.get_retention(conn, request.member_id)
         retention = retention or ledger_retention(request.created_at)
         try:
-            known = await self._points.restrict_member(request.member_id, request.name, retention)
+            known = await self._points.restrict_member(
+                request.member_id, retention, request_id=request.name
+            )
         except ServiceCallError as exc:
             if exc.code != Code.ALREADY_EXISTS.value:  # restricted by an earlier erasure
                 raise

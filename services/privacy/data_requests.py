@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -19,6 +18,15 @@ import asyncpg
 from services.privacy.consent import Consents, require_member
 from services.privacy.domain import data_request_intake as intake
 from services.privacy.domain.consent import necessary_purpose
+from services.privacy.domain.data_request_decisions import (
+    checked_reason,
+    close_fingerprint,
+    closed,
+    closed_by,
+    extend_fingerprint,
+    extended,
+    rejected,
+)
 from services.privacy.domain.data_request_intake import Change, IssuedCode, NewRequest
 from services.privacy.domain.data_requests import (
     DataRequest,
@@ -31,11 +39,6 @@ from services.privacy.domain.data_requests import (
     Transition,
     VerificationMethod,
     audit_event,
-    close_fingerprint,
-    closed,
-    closed_by,
-    extend_fingerprint,
-    extended,
     fulfilment_running,
     illegal_transition,
     require_allowed,
@@ -51,28 +54,15 @@ from services.privacy.store import audit as audit_store
 from services.privacy.store import data_requests as store
 from services.privacy.store import exports as export_store
 from services.runtime.db import Conn, in_transaction
-from services.runtime.errors import (
-    Code,
-    DomainError,
-    FieldViolation,
-    idempotency_key_reused,
-    invalid_argument,
-    not_found,
-    unavailable,
-)
+from services.runtime.errors import idempotency_key_reused, not_found
 from services.runtime.identity import Caller
 
 CORRECTION_CONTEXT = FieldContext("privacy", "data_requests", "correction")
 CORRECTION_INDEX = "privacy.data_requests.correction"
 CODE_INDEX = "privacy.data_requests.code"
-ACCOUNTS_UNAVAILABLE = "ACCOUNTS_UNAVAILABLE"
 MAX_HISTORY_REQUESTS = 1000  # of a member, in their export bundle
 # privacy's own identity for work it does on itself (encrypting a correction, shredding)
 PRIVACY_CALLER = Caller("privacy", "service:privacy", frozenset(), "")
-# refusals of a correction's check that depend on what may change before the approval
-ACCEPTED_AT_CREATION = frozenset(
-    {Code.FAILED_PRECONDITION.value, Code.ALREADY_EXISTS.value, Code.NOT_FOUND.value}
-)
 
 RequestWork = Callable[[Conn, DataRequest, datetime], Awaitable[DataRequest]]
 
@@ -171,29 +161,22 @@ class DataRequests:
 
     def _check_purposes(self, new: NewRequest) -> None:
         for i, code in enumerate(new.purposes):
-            purpose = self._consents.purpose(code, f"data_request.purposes[{i}]")
+            purpose = self._consents.purpose(code, field_path=f"data_request.purposes[{i}]")
             if purpose.necessary:
                 raise necessary_purpose()
 
     async def _check_correction(self, member_id: str, changes: Sequence[Change], key: str) -> None:
         """At CreateDataRequest: accounts checks the values with the rules of any update
         (UpdateMember, validate_only: nothing written, nothing recorded), so that privacy
-        neither imports nor copies them. A value refused is INVALID_ARGUMENT naming the
-        request's field; accounts out of reach is UNAVAILABLE (nothing was recorded, a retry
-        is safe). What can change before the approval (the member's status, a phone another
-        member holds) is for the fulfilment to meet and the officer to judge."""
+        neither imports nor copies them (domain/data_request_intake.py reads its answer)."""
         try:
-            await self._accounts.update_member(member_id, changes, key, validate_only=True)
+            await self._accounts.update_member(
+                member_id, changes, request_id=key, validate_only=True
+            )
         except ServiceCallError as exc:
-            if exc.transient:
-                raise unavailable(
-                    ACCOUNTS_UNAVAILABLE, "accounts could not check the correction; retry"
-                ) from None
-            if exc.code == Code.INVALID_ARGUMENT.value:
-                raise _correction_refused(exc) from None
-            if exc.code not in ACCEPTED_AT_CREATION:
-                # privacy's own setup (its token, its scope): no caller can do anything
-                raise DomainError.internal("accounts refused to check a correction") from None
+            refused = intake.correction_check_refused(exc)
+            if refused is not None:
+                raise refused from None
 
     def _keyed(self, context: str, value: bytes) -> bytes:
         digests, _ = self._crypto.blind_indexes(PRIVACY_CALLER, [IndexInput(context, value)])
@@ -230,28 +213,26 @@ class DataRequests:
 
         return await in_transaction(self._pool, work)
 
-    async def verify_code(self, caller: Caller, request_id: str, code: str) -> RequestView:
+    async def verify_code(self, caller: Caller, request_id: str, *, code: str) -> RequestView:
         digest = self._keyed(CODE_INDEX, f"{request_id}:{code}".encode())
 
         async def work(conn: Conn) -> tuple[RequestView, bool]:
             request = await _require(conn, request_id, for_update=True)
             require_allowed(Transition.VERIFY, request.state)
             now = self.clock()
-            problem = intake.code_problem(request.code_expires_at, request.code_attempts_left, now)
+            problem = intake.code_problem(request, now)
             if problem is not None:
                 raise problem
             assert request.code_hash is not None
             if not hmac.compare_digest(request.code_hash, digest):
-                request = replace(
-                    request, code_attempts_left=request.code_attempts_left - 1, updated_at=now
-                )
+                request = intake.code_wrong(request, now)
                 await store.save_request(conn, request)
                 await record(conn, caller, request, TimelineAction.CODE_WRONG, now)
                 return await self._view(conn, request), False
             request = intake.verified(request, VerificationMethod.ONE_TIME_CODE, now=now)
             await store.save_request(conn, request)
             action = TimelineAction.IDENTITY_VERIFIED
-            await record(conn, caller, request, action, now, "one-time code")
+            await record(conn, caller, request, action, now, note="one-time code")
             return await self._view(conn, request), True
 
         # a wrong code is committed (the attempt counts) and then refused
@@ -261,9 +242,9 @@ class DataRequests:
         return view
 
     async def attest(
-        self, caller: Caller, request_id: str, method: str, reference: str
+        self, caller: Caller, request_id: str, *, method: str, reference: str
     ) -> RequestView:
-        intake.check_attestation(caller.role, method, reference)
+        intake.check_attestation(caller.role, method=method, reference=reference)
 
         async def work(conn: Conn) -> RequestView:
             request = await _require(conn, request_id, for_update=True)
@@ -278,7 +259,7 @@ class DataRequests:
             )
             await store.save_request(conn, request)
             note = f"attestation:{method}"
-            await record(conn, caller, request, TimelineAction.IDENTITY_VERIFIED, now, note)
+            await record(conn, caller, request, TimelineAction.IDENTITY_VERIFIED, now, note=note)
             return await self._view(conn, request)
 
         return await in_transaction(self._pool, work)
@@ -286,11 +267,11 @@ class DataRequests:
     # -- decisions ------------------------------------------------------------------------
 
     async def reject(
-        self, caller: Caller, request_id: str, reason: str, key: str = ""
+        self, caller: Caller, request_id: str, *, reason: str, key: str = ""
     ) -> RequestView:
         """`key`: the idempotency key, optional ("" for v1 callers sending none; then a
         repeat is an illegal transition like any other move out of a final state)."""
-        text = intake.checked_reason(reason)
+        text = checked_reason(reason)
         fingerprint = close_fingerprint(Transition.REJECT, text)
 
         async def work(conn: Conn, request: DataRequest, now: datetime) -> DataRequest:
@@ -306,15 +287,14 @@ class DataRequests:
                 raise illegal_transition(
                     Transition.REJECT, request.state, "part of it was fulfilled"
                 )
-            request = closed(request, State.REJECTED, key=key, fingerprint=fingerprint, now=now)
-            request = replace(request, rejection_reason=text)
+            request = rejected(request, text, key=key, fingerprint=fingerprint, now=now)
             await store.save_request(conn, request)
-            await record(conn, caller, request, TimelineAction.REJECTED, now, text)
+            await record(conn, caller, request, TimelineAction.REJECTED, now, note=text)
             return request
 
         return await self._change(request_id, work)
 
-    async def cancel(self, caller: Caller, request_id: str, key: str = "") -> RequestView:
+    async def cancel(self, caller: Caller, request_id: str, *, key: str = "") -> RequestView:
         """`key` as for `reject`."""
         fingerprint = close_fingerprint(Transition.CANCEL)
 
@@ -335,7 +315,7 @@ class DataRequests:
         fingerprint = extend_fingerprint(extra_days, reason)
 
         async def work(conn: Conn, request: DataRequest, now: datetime) -> DataRequest:
-            done = await store.get_extension(conn, request.id, key)
+            done = await store.get_extension(conn, request.id, key=key)
             if done is not None:
                 if not hmac.compare_digest(done, fingerprint):
                     raise idempotency_key_reused()
@@ -349,10 +329,10 @@ class DataRequests:
                 now=now,
                 calendar=self._calendar,
             )
-            await store.insert_extension(conn, request.id, key, fingerprint)
+            await store.insert_extension(conn, request.id, key=key, request_hash=fingerprint)
             await store.save_request(conn, request)
             note = request.extensions[-1].reason
-            await record(conn, caller, request, TimelineAction.DEADLINE_EXTENDED, now, note)
+            await record(conn, caller, request, TimelineAction.DEADLINE_EXTENDED, now, note=note)
             return request
 
         return await self._change(request_id, work)
@@ -364,17 +344,6 @@ class DataRequests:
             return await self._view(conn, request)
 
         return await in_transaction(self._pool, run)
-
-
-def _correction_refused(exc: ServiceCallError) -> DomainError:
-    """Accounts' violations as CreateDataRequest's; any other field refused is privacy's
-    own mistake in building the check."""
-    known = {f"correction.{name}" for name in intake.CORRECTABLE}
-    if not exc.violations or any(v.field not in known for v in exc.violations):
-        return DomainError.internal("accounts refused the correction check's request")
-    return invalid_argument(
-        [FieldViolation(f"data_request.{v.field}", v.description) for v in exc.violations]
-    )
 
 
 async def _require(conn: Conn, request_id: str, *, for_update: bool = False) -> DataRequest:
@@ -390,11 +359,15 @@ async def record(
     request: DataRequest,
     action: str,
     at: datetime,
+    *,
     note: str = "",
 ) -> None:
     """The timeline entry and the audit event of a change, in its transaction. The audit
     event names the member by id and the request; the note (a reason) stays in the
     timeline, out of the hash chain's clear fields."""
-    event = TimelineEvent(request.state, action, caller.subject, note, at)
+    event = TimelineEvent(
+        state=request.state, action=action, actor=caller.subject, note=note, created_at=at
+    )
     await store.append_event(conn, request.id, event)
-    await audit_store.append_audit(conn, audit_event(caller.subject, caller.role, request, action))
+    audited = audit_event(request, action, actor=caller.subject, actor_role=caller.role)
+    await audit_store.append_audit(conn, audited)

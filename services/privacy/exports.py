@@ -41,7 +41,7 @@ class Exports:
         # decryption audited) once per download, not once per part
         self._open: OrderedDict[bytes, bytes] = OrderedDict()
 
-    async def keep(self, request_id: str, member_id: str, archive: bytes) -> None:
+    async def keep(self, *, request_id: str, member_id: str, archive: bytes) -> None:
         """Encrypts the archive under the member's data key and keeps it (once: a repeat of
         the step keeps the first)."""
         ciphertexts, _ = await self._crypto.encrypt(
@@ -52,7 +52,7 @@ class Exports:
             self._pool, lambda conn: store.insert_export(conn, export, ciphertexts[0])
         )
 
-    async def download(self, caller: Caller, request_id: str, page_token: str) -> Part:
+    async def download(self, caller: Caller, request_id: str, *, page_token: str) -> Part:
         query = {"r": request_id}
         token = decode_token(page_token, query)
         if token is None:

@@ -17,6 +17,9 @@ from services.privacy.domain.field_crypto import (
     KEYRING_INCONSISTENT,
     KEYRING_READ_ONLY,
     CryptoAction,
+    DataKey,
+    Digests,
+    Encrypted,
     FieldValue,
     IndexInput,
     KekInfo,
@@ -60,19 +63,21 @@ class FieldCrypto:
             kek.key, kek.kek_id, row.subject_id, row.key_version, row.wrapped_key
         )
 
-    async def _data_key(self, conn: Conn, subject_id: str, *, create: bool) -> tuple[bytes, int]:
+    async def _data_key(self, conn: Conn, subject_id: str, *, create: bool) -> DataKey:
         row = await store.get_subject_key(conn, subject_id)
         if row is None and create:
             kek = self._keyring.primary
             wrapped = envelope.wrap_data_key(
                 kek.key, kek.kek_id, subject_id, 1, envelope.new_data_key()
             )
-            row = await store.insert_subject_key(conn, subject_id, kek.kek_id, wrapped)
+            row = await store.insert_subject_key(
+                conn, subject_id, kek_id=kek.kek_id, wrapped_key=wrapped
+            )
             # lost a race with a concurrent first encryption: use the winner's key
             row = row or await store.get_subject_key(conn, subject_id)
         if row is None:
             raise not_found("data key of the subject")
-        return self._unwrap(row), row.key_version
+        return DataKey(self._unwrap(row), row.key_version)
 
     @staticmethod
     def _require_owned(caller: Caller, services: Iterable[str]) -> None:
@@ -82,16 +87,17 @@ class FieldCrypto:
 
     async def encrypt(
         self, caller: Caller, subject_id: str, fields: Sequence[FieldValue]
-    ) -> tuple[list[bytes], str]:
+    ) -> Encrypted:
         """The ciphertexts, and the id of the data key (created on first use)."""
         self._require_owned(caller, [f.context.service for f in fields])
         async with self._pool.acquire() as conn:
-            data_key, version = await self._data_key(conn, subject_id, create=True)
-        key_id = envelope.data_key_id(version)
-        return [
-            envelope.encrypt_field(data_key, key_id, context, subject_id, plaintext)
+            data_key = await self._data_key(conn, subject_id, create=True)
+        key_id = envelope.data_key_id(data_key.version)
+        ciphertexts = [
+            envelope.encrypt_field(data_key.key, key_id, context, subject_id, plaintext)
             for context, plaintext in fields
-        ], key_id
+        ]
+        return Encrypted(ciphertexts, key_id)
 
     async def decrypt(
         self,
@@ -106,10 +112,10 @@ class FieldCrypto:
         """The plaintexts; every attempt is audited, a refused one too (it is evidence:
         another service's fields, moved ciphertext, a shredded key)."""
         event = decrypt_event(
-            caller.subject,
-            caller.role,
             subject_id,
             fields,
+            actor=caller.subject,
+            actor_role=caller.role,
             purpose=purpose,
             on_behalf_of=on_behalf_of,
             request_id=request_id,
@@ -117,8 +123,8 @@ class FieldCrypto:
         async with self._pool.acquire() as conn:
             try:
                 self._require_owned(caller, [f.context.service for f in fields])
-                data_key, version = await self._data_key(conn, subject_id, create=False)
-                plaintexts = decrypt_all(data_key, version, subject_id, fields)
+                data_key = await self._data_key(conn, subject_id, create=False)
+                plaintexts = decrypt_all(data_key, subject_id, fields)
             except DomainError:
                 refused = replace(event, action=CryptoAction.DECRYPT_REFUSED)
                 async with conn.transaction():
@@ -128,13 +134,12 @@ class FieldCrypto:
                 await audit_store.append_audit(conn, event)
         return plaintexts
 
-    def blind_indexes(
-        self, caller: Caller, inputs: Sequence[IndexInput]
-    ) -> tuple[list[bytes], str]:
+    def blind_indexes(self, caller: Caller, inputs: Sequence[IndexInput]) -> Digests:
         """Index contexts are `<service>.<table>.<column>`-like: a service indexes its own."""
         self._require_owned(caller, [i.context.partition(".")[0] for i in inputs])
         key = self._index_key
-        return [envelope.blind_index(key.key, ctx, value) for ctx, value in inputs], key.key_id
+        digests = [envelope.blind_index(key.key, ctx, value) for ctx, value in inputs]
+        return Digests(digests, key.key_id)
 
     async def destroy_subject_key(
         self, caller: Caller, subject_id: str, *, request_id: str, reason: str
@@ -150,7 +155,9 @@ class FieldCrypto:
             request_id=request_id,
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            destruction = await store.destroy_subject_key(conn, subject_id, request_id, reason)
+            destruction = await store.destroy_subject_key(
+                conn, subject_id, request_id=request_id, reason=reason
+            )
             await audit_store.append_audit(conn, event)
         return destruction.destroyed_at if destruction.had_key else None
 
@@ -229,7 +236,10 @@ class FieldCrypto:
         primary = self._keyring.primary
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await store.lock_keys_to_rewrap(
-                conn, primary.kek_id, after_subject_id, REWRAP_BATCH
+                conn,
+                primary_kek_id=primary.kek_id,
+                after_subject_id=after_subject_id,
+                limit=REWRAP_BATCH,
             )
             rewrapped, failures = self._rewrap_rows(primary, rows)
             await store.update_wrapped_keys(conn, primary.kek_id, rewrapped)

@@ -122,7 +122,7 @@ class AccountsPort:
     async def close(self) -> None:
         await self._remote.close()
 
-    async def export_member(self, member_id: str, purpose: str) -> MemberExport:
+    async def export_member(self, member_id: str, *, purpose: str) -> MemberExport:
         request = accounts_pb2.ExportMemberDataRequest(name=f"members/{member_id}", purpose=purpose)
         response = await self._remote.call(
             lambda stub, timeout, metadata: stub.ExportMemberData(
@@ -135,8 +135,8 @@ class AccountsPort:
         self,
         member_id: str,
         changes: Sequence[Change],
-        request_id: str,
         *,
+        request_id: str,
         validate_only: bool = False,
     ) -> None:
         """A correction's changes (plaintext: accounts encrypts what it stores). A refusal
@@ -159,7 +159,7 @@ class AccountsPort:
         except ServiceCallError as exc:
             raise exc.renamed(CORRECTION_FIELDS) from None
 
-    async def erase_member(self, member_id: str, request_id: str, *, reason: str) -> None:
+    async def erase_member(self, member_id: str, *, request_id: str, reason: str) -> None:
         request = accounts_pb2.EraseMemberDataRequest(
             name=f"members/{member_id}", request_id=request_id, reason=reason
         )
@@ -220,7 +220,9 @@ class PointsPort:
             raise
         return bool(page.transactions)
 
-    async def restrict_member(self, member_id: str, request_id: str, retention: Retention) -> bool:
+    async def restrict_member(
+        self, member_id: str, retention: Retention, *, request_id: str
+    ) -> bool:
         """Keeps the ledger restricted; False when points never knew the member."""
         end = timestamp_pb2.Timestamp()
         end.FromDatetime(retention.retention_end)

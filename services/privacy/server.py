@@ -50,19 +50,40 @@ from services.runtime.server import ServiceSpec
 
 
 @dataclass(frozen=True)
+class Remotes:
+    """The ports data requests call accounts and points on."""
+
+    accounts: AccountsPort
+    points: PointsPort
+
+    @classmethod
+    def open(cls, settings: Settings, credentials: ServiceCredentials) -> Remotes:
+        def channel_to(addr: str) -> ReconnectingChannel:
+            return ReconnectingChannel(lambda: open_channel(addr, settings.max_message_bytes))
+
+        timeout_s = settings.outgoing_timeout_s
+        return cls(
+            AccountsPort(channel_to(settings.addr_of("accounts")), credentials, timeout_s),
+            PointsPort(channel_to(settings.addr_of("points")), credentials, timeout_s),
+        )
+
+    async def close(self) -> None:
+        await self.accounts.close()
+        await self.points.close()
+
+
+@dataclass(frozen=True)
 class DataRequestParts:
-    """The data-request use cases and the ports they call accounts and points on."""
+    """The data-request use cases, and the ports they call on."""
 
     requests: DataRequests
     fulfiller: Fulfiller
     exports: Exports
-    accounts: AccountsPort
-    points: PointsPort
+    remotes: Remotes
 
     async def close(self) -> None:
         await self.fulfiller.close()  # before the channels it calls on
-        await self.accounts.close()
-        await self.points.close()
+        await self.remotes.close()
 
 
 class PrivacyComponent:
@@ -143,15 +164,9 @@ async def build_data_requests(
 ) -> DataRequestParts:
     """Also re-erases, before the service serves, the members the erasure journal names
     that a restored backup brought back."""
-
-    def channel_to(addr: str) -> ReconnectingChannel:
-        return ReconnectingChannel(lambda: open_channel(addr, settings.max_message_bytes))
-
-    timeout_s = settings.outgoing_timeout_s
-    accounts = AccountsPort(channel_to(settings.addr_of("accounts")), credentials, timeout_s)
-    points = PointsPort(channel_to(settings.addr_of("points")), credentials, timeout_s)
+    remotes = Remotes.open(settings, credentials)
     calendar = load_calendar(own.calendar_overrides)
-    requests = DataRequests(pool, crypto, consents, calendar, accounts)
+    requests = DataRequests(pool, crypto, consents, calendar, remotes.accounts)
     exports = Exports(pool, crypto, PRIVACY_CALLER, requests.clock)
     # appends to this process's file only; reads every writer's file in its folder (the
     # replicas sharing one volume each have their own)
@@ -162,22 +177,19 @@ async def build_data_requests(
         consents=consents,
         requests=requests,
         exports=exports,
-        accounts=accounts,
-        points=points,
+        accounts=remotes.accounts,
+        points=remotes.points,
         journal=journal,
         build_bundle=bundle_of,
         clock=requests.clock,
     )
-    parts = DataRequestParts(
-        requests, Fulfiller(pool, requests, steps, journal, calendar), exports, accounts, points
-    )
+    fulfiller = Fulfiller(pool, requests, steps, journal, calendar)
     try:
-        await parts.fulfiller.reapply_erasures()
+        await fulfiller.reapply_erasures()
     except BaseException:
-        await accounts.close()
-        await points.close()
+        await remotes.close()
         raise
-    return parts
+    return DataRequestParts(requests, fulfiller, exports, remotes)
 
 
 async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:

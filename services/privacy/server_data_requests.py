@@ -63,10 +63,13 @@ class DataRightsServicer(pb_grpc.DataRightsServiceServicer):
         proof = proto.proof_of(request)
         caller = current_caller()
         if proof.code is not None:
-            view = await self._requests.verify_code(caller, proof.request_id, proof.code)
+            view = await self._requests.verify_code(caller, proof.request_id, code=proof.code)
         else:
             view = await self._requests.attest(
-                caller, proof.request_id, proof.attestation_method, proof.attestation_reference
+                caller,
+                proof.request_id,
+                method=proof.attestation_method,
+                reference=proof.attestation_reference,
             )
         return proto.request_pb(view)
 
@@ -74,7 +77,7 @@ class DataRightsServicer(pb_grpc.DataRightsServiceServicer):
         self, request: pb.ApproveDataRequestRequest, context: grpc.aio.ServicerContext
     ) -> pb.DataRequest:
         request_id = proto.keyed_request_id_of(request.name, request.request_id)
-        view = await self._fulfiller.approve(current_caller(), request_id, request.request_id)
+        view = await self._fulfiller.approve(current_caller(), request_id, key=request.request_id)
         return proto.request_pb(view)
 
     async def RejectDataRequest(
@@ -82,7 +85,7 @@ class DataRightsServicer(pb_grpc.DataRightsServiceServicer):
     ) -> pb.DataRequest:
         request_id = proto.keyed_request_id_of(request.name, request.request_id, key_optional=True)
         view = await self._requests.reject(
-            current_caller(), request_id, request.reason, request.request_id
+            current_caller(), request_id, reason=request.reason, key=request.request_id
         )
         return proto.request_pb(view)
 
@@ -90,7 +93,7 @@ class DataRightsServicer(pb_grpc.DataRightsServiceServicer):
         self, request: pb.CancelDataRequestRequest, context: grpc.aio.ServicerContext
     ) -> pb.DataRequest:
         request_id = proto.keyed_request_id_of(request.name, request.request_id, key_optional=True)
-        view = await self._requests.cancel(current_caller(), request_id, request.request_id)
+        view = await self._requests.cancel(current_caller(), request_id, key=request.request_id)
         return proto.request_pb(view)
 
     async def ExtendDataRequestDeadline(
@@ -110,5 +113,7 @@ class DataRightsServicer(pb_grpc.DataRightsServiceServicer):
         self, request: pb.DownloadExportRequest, context: grpc.aio.ServicerContext
     ) -> pb.Export:
         request_id = proto.export_request_id_of(request.name)
-        part = await self._exports.download(current_caller(), request_id, request.page_token)
+        part = await self._exports.download(
+            current_caller(), request_id, page_token=request.page_token
+        )
         return proto.part_pb(request.name, part)

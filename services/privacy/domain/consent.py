@@ -135,7 +135,7 @@ def records_of(
 
 
 def change_event(
-    actor: str, actor_role: str, member_id: str, records: Sequence[ConsentRecord]
+    member_id: str, records: Sequence[ConsentRecord], *, actor: str, actor_role: str
 ) -> AuditEvent:
     """The audit event of a consent change (one action, one channel, one request)."""
     first = records[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from services.privacy.domain.data_request_decisions import rejected
 from services.privacy.domain.data_requests import (
     STEPS,
     DataRequest,
@@ -26,7 +27,6 @@ from services.privacy.domain.data_requests import (
     StepFailure,
     StepName,
     Transition,
-    closed,
     require_allowed,
 )
 from services.privacy.domain.service_calls import ServiceCallError
@@ -115,7 +115,13 @@ class Failure:
     def stopped(self, step: StepName, *, retries_exhausted: bool, at: datetime) -> StepFailure:
         """The request's `step_failure` once fulfilment stops here."""
         return StepFailure(
-            step, self.service, self.code, self.reason, self.fields, retries_exhausted, at
+            step=step,
+            service=self.service,
+            code=self.code,
+            reason=self.reason,
+            fields=self.fields,
+            retries_exhausted=retries_exhausted,
+            at=at,
         )
 
     def stopped_note(self, step: StepName) -> str:
@@ -164,5 +170,4 @@ def completed(request: DataRequest, now: datetime) -> DataRequest:
 def rejected_by_erasure(request: DataRequest, erased_by: DataRequest, now: datetime) -> DataRequest:
     """Another open request of an erased member: it can no longer be fulfilled."""
     reason = f"the member's personal information was erased by {erased_by.name}"
-    rejected = closed(request, State.REJECTED, key="", fingerprint=b"", now=now)
-    return replace(rejected, rejection_reason=reason)
+    return rejected(request, reason, key="", fingerprint=b"", now=now)

@@ -24,13 +24,16 @@ from services.privacy.domain.data_requests import (
     VerificationMethod,
     new_request_id,
 )
+from services.privacy.domain.service_calls import ServiceCallError
 from services.runtime.errors import (
+    Code,
     DomainError,
     FieldViolation,
     bad_field,
     failed_precondition,
     invalid_argument,
     permission_denied,
+    unavailable,
 )
 
 NO_VERIFICATION_CODE = "NO_VERIFICATION_CODE"
@@ -38,7 +41,6 @@ VERIFICATION_CODE_USED_UP = "VERIFICATION_CODE_USED_UP"
 VERIFICATION_CODE_EXPIRED = "VERIFICATION_CODE_EXPIRED"
 VERIFICATION_CODE_WRONG = "VERIFICATION_CODE_WRONG"
 ATTESTATION_NOT_ALLOWED = "ATTESTATION_NOT_ALLOWED"
-REASON_REQUIRED = "REASON_REQUIRED"
 
 CODE_DIGITS = 8
 CODE_TTL = timedelta(minutes=10)
@@ -47,7 +49,6 @@ CODE_ATTEMPTS = 5
 MAX_CODES_ISSUED = 5
 MAX_PURPOSES = 16
 MAX_TRANSACTIONS = 20
-MAX_REASON_CHARS = 500
 MAX_REFERENCE_CHARS = 128
 ATTESTATION_METHOD = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 TRANSACTION_NAME = re.compile(r"^members/([a-z0-9]{1,40})/transactions/([0-9]{1,19})$")
@@ -230,10 +231,9 @@ def code_issued(request: DataRequest, digest: bytes, now: datetime) -> DataReque
     )
 
 
-def code_problem(
-    expires_at: datetime | None, attempts_left: int, now: datetime
-) -> DomainError | None:
+def code_problem(request: DataRequest, now: datetime) -> DomainError | None:
     """Why no code can be checked now, if so (checked before comparing)."""
+    expires_at, attempts_left = request.code_expires_at, request.code_attempts_left
     if expires_at is None:
         return failed_precondition(
             NO_VERIFICATION_CODE, "no verification code was issued for this request"
@@ -249,6 +249,11 @@ def code_problem(
     return None
 
 
+def code_wrong(request: DataRequest, now: datetime) -> DataRequest:
+    """A wrong code uses up one attempt (committed, then refused: wrong_code)."""
+    return replace(request, code_attempts_left=request.code_attempts_left - 1, updated_at=now)
+
+
 def wrong_code(attempts_left: int) -> DomainError:
     error = bad_field("code", "does not match the code issued")
     error.reason = VERIFICATION_CODE_WRONG
@@ -256,7 +261,7 @@ def wrong_code(attempts_left: int) -> DomainError:
     return error
 
 
-def check_attestation(role: str, method: str, reference: str) -> None:
+def check_attestation(role: str, *, method: str, reference: str) -> None:
     if role != WALLET_ROLE:
         raise permission_denied(
             ATTESTATION_NOT_ALLOWED, "only the wallet backend can attest a member's identity"
@@ -295,13 +300,34 @@ def verified(
     )
 
 
-def checked_reason(reason: str) -> str:
-    """A rejection's reason, told to the member (PIPL Art. 50)."""
-    text = reason.strip()
-    if not text:
-        error = bad_field("reason", "required: a rejection must say why (PIPL Art. 50)")
-        error.reason = REASON_REQUIRED
-        raise error
-    if len(text) > MAX_REASON_CHARS or not text.isprintable():
-        raise bad_field("reason", f"at most {MAX_REASON_CHARS} printable characters")
-    return text
+# refusals of a correction's check that depend on what may change before the approval
+ACCEPTED_AT_CREATION = frozenset(
+    {Code.FAILED_PRECONDITION.value, Code.ALREADY_EXISTS.value, Code.NOT_FOUND.value}
+)
+ACCOUNTS_UNAVAILABLE = "ACCOUNTS_UNAVAILABLE"
+
+
+def correction_check_refused(exc: ServiceCallError) -> DomainError | None:
+    """What CreateDataRequest answers when accounts' check of a correction failed; None
+    when what it refused may change before the approval (the member's status, a phone
+    another member holds: for the fulfilment to meet and the officer to judge)."""
+    if exc.transient:
+        # nothing was recorded: a retry is safe
+        return unavailable(ACCOUNTS_UNAVAILABLE, "accounts could not check the correction; retry")
+    if exc.code == Code.INVALID_ARGUMENT.value:
+        return _correction_refused(exc)
+    if exc.code in ACCEPTED_AT_CREATION:
+        return None
+    # privacy's own setup (its token, its scope): no caller can do anything
+    return DomainError.internal("accounts refused to check a correction")
+
+
+def _correction_refused(exc: ServiceCallError) -> DomainError:
+    """Accounts' violations as CreateDataRequest's; any other field refused is privacy's
+    own mistake in building the check."""
+    known = {f"correction.{name}" for name in CORRECTABLE}
+    if not exc.violations or any(v.field not in known for v in exc.violations):
+        return DomainError.internal("accounts refused the correction check's request")
+    return invalid_argument(
+        [FieldViolation(f"data_request.{v.field}", v.description) for v in exc.violations]
+    )

@@ -1,6 +1,8 @@
 """Data-subject requests (PIPL Art. 44-50): types, the state machine and the fulfilment plan
-of each type. Pure rules (data_requests.py and data_request_fulfilment.py run them in
-transactions; the checks of what a request carries are domain/data_request_checks.py).
+of each type. Pure rules; beside them domain/data_request_intake.py (receiving, identity),
+domain/data_request_decisions.py (rejecting, cancelling, extending) and
+domain/data_request_fulfilment.py (approval, steps, failures). The use cases running them in
+transactions are data_requests.py and data_request_fulfilment.py.
 
 Lifecycle: RECEIVED -> IDENTITY_VERIFIED -> IN_PROGRESS -> COMPLETED, or REJECTED (with a
 reason told to the member, Art. 50) or CANCELLED (the member withdrew it). Nothing is done
@@ -13,19 +15,15 @@ The values of the enums below are what the database and the audit log hold.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
-from services.privacy.domain import deadlines
 from services.privacy.domain.audit import AuditEvent
 from services.privacy.domain.consent import Channel
 from services.privacy.domain.exports import Export
-from services.runtime.errors import DomainError, failed_precondition, idempotency_key_reused
+from services.runtime.errors import DomainError, failed_precondition
 
 ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
 FULFILMENT_RUNNING = "FULFILMENT_RUNNING"
@@ -322,37 +320,7 @@ def too_many_codes() -> DomainError:
     return failed_precondition(TOO_MANY_CODES, "no more codes for this request: verify another way")
 
 
-def close_fingerprint(action: Transition, reason: str = "") -> bytes:
-    """Of a rejection or cancellation: the method enters it, so a key used to reject cannot
-    cancel (nor the other way round)."""
-    return hashlib.sha256(json.dumps([action, reason]).encode()).digest()
-
-
-def extend_fingerprint(extra_days: int, reason: str) -> bytes:
-    return hashlib.sha256(json.dumps([extra_days, reason]).encode()).digest()
-
-
-def closed_by(request: DataRequest, key: str, fingerprint: bytes) -> bool:
-    """Whether this call repeats the one that closed the request (same key, same payload);
-    the same key with another payload is refused. Without a key nothing is a repeat."""
-    if not key or request.close_request_id != key:
-        return False
-    assert request.close_request_hash is not None, "a closing key is stored with its hash"
-    if not hmac.compare_digest(request.close_request_hash, fingerprint):
-        raise idempotency_key_reused()
-    return True
-
-
-def closed(
-    request: DataRequest, state: State, *, key: str, fingerprint: bytes, now: datetime
-) -> DataRequest:
-    """The request closed in `state` (REJECTED, CANCELLED), with the key that closed it."""
-    if key:
-        request = replace(request, close_request_id=key, close_request_hash=fingerprint)
-    return replace(request, state=state, closed_at=now, updated_at=now, next_attempt_at=None)
-
-
-def audit_event(actor: str, actor_role: str, request: DataRequest, action: str) -> AuditEvent:
+def audit_event(request: DataRequest, action: str, *, actor: str, actor_role: str) -> AuditEvent:
     """The audit event of a change: it names the member by id and the request; a note (a
     reason) stays in the timeline, out of the hash chain's clear fields."""
     return AuditEvent(
@@ -362,34 +330,4 @@ def audit_event(actor: str, actor_role: str, request: DataRequest, action: str) 
         subject_id=request.member_id,
         purpose=request.type,
         request_id=request.name,
-    )
-
-
-def extended(
-    request: DataRequest,
-    *,
-    extra_days: int,
-    reason: str,
-    actor: str,
-    now: datetime,
-    calendar: deadlines.WorkingCalendar,
-) -> DataRequest:
-    """The deadline moved on by `extra_days` working days (checked by deadlines.extend)."""
-    current = deadlines.Deadline(
-        request.received_on,
-        request.due_date,
-        request.due_at,
-        request.working_days,
-        request.deadline_provisional,
-    )
-    moved = deadlines.extend(current, extra_days, reason, calendar)
-    entry = DeadlineExtension(extra_days, moved.extensions[-1].reason, now, actor)
-    return replace(
-        request,
-        working_days=moved.working_days,
-        due_date=moved.due_date,
-        due_at=moved.due,
-        deadline_provisional=moved.provisional,
-        extensions=(*request.extensions, entry),
-        updated_at=now,
     )

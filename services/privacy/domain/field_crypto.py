@@ -43,6 +43,23 @@ class FieldValue(NamedTuple):
     value: bytes
 
 
+class Encrypted(NamedTuple):
+    ciphertexts: list[bytes]
+    data_key_id: str
+
+
+class Digests(NamedTuple):
+    digests: list[bytes]
+    index_key_id: str
+
+
+class DataKey(NamedTuple):
+    """A subject's data key, unwrapped, and its version."""
+
+    key: bytes
+    version: int
+
+
 class IndexInput(NamedTuple):
     """A normalised value to index, in its `<service>.<table>.<column>`-like context."""
 
@@ -133,11 +150,11 @@ def pending_rewrap(counts: KeyCounts, primary_kek_id: str) -> int:
 
 
 def decrypt_event(
-    actor: str,
-    actor_role: str,
     subject_id: str,
     fields: Sequence[FieldValue],
     *,
+    actor: str,
+    actor_role: str,
     purpose: str,
     on_behalf_of: str,
     request_id: str,
@@ -154,18 +171,16 @@ def decrypt_event(
     )
 
 
-def decrypt_all(
-    data_key: bytes, version: int, subject_id: str, fields: Sequence[FieldValue]
-) -> list[bytes]:
+def decrypt_all(data_key: DataKey, subject_id: str, fields: Sequence[FieldValue]) -> list[bytes]:
     """The plaintexts; INVALID_ARGUMENT naming every ciphertext that does not decrypt under
     the subject's data key in its context."""
     violations, plaintexts = [], []
     for i, (context, ciphertext) in enumerate(fields):
         try:
             parsed = envelope.parse_ciphertext(ciphertext)
-            if parsed.key_id != envelope.data_key_id(version):
+            if parsed.key_id != envelope.data_key_id(data_key.version):
                 raise envelope.CiphertextError("unknown data key id")
-            plaintexts.append(envelope.decrypt_field(data_key, context, subject_id, parsed))
+            plaintexts.append(envelope.decrypt_field(data_key.key, context, subject_id, parsed))
         except envelope.CiphertextError as exc:
             violations.append(FieldViolation(f"fields[{i}].ciphertext", str(exc)))
     if violations:

@@ -87,7 +87,7 @@ async def lock_member(conn: Conn, member_id: str) -> None:
     )
 
 
-async def request_records(conn: Conn, member_id: str, request_id: str) -> list[ConsentRecord]:
+async def request_records(conn: Conn, member_id: str, *, request_id: str) -> list[ConsentRecord]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM privacy.consent_records"
         " WHERE member_id = $1 AND request_id = $2 ORDER BY seq",

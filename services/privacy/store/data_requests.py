@@ -315,7 +315,7 @@ async def open_requests_of_member(conn: Conn, member_id: str) -> list[DataReques
     return [_request(r) for r in rows]
 
 
-async def get_extension(conn: Conn, request_id: str, key: str) -> bytes | None:
+async def get_extension(conn: Conn, request_id: str, *, key: str) -> bytes | None:
     value = await conn.fetchval(
         "SELECT request_hash FROM privacy.data_request_extensions"
         " WHERE data_request_id = $1 AND request_id = $2",
@@ -325,7 +325,7 @@ async def get_extension(conn: Conn, request_id: str, key: str) -> bytes | None:
     return bytes(value) if value is not None else None
 
 
-async def insert_extension(conn: Conn, request_id: str, key: str, request_hash: bytes) -> None:
+async def insert_extension(conn: Conn, request_id: str, *, key: str, request_hash: bytes) -> None:
     await conn.execute(
         "INSERT INTO privacy.data_request_extensions (data_request_id, request_id, request_hash)"
         " VALUES ($1, $2, $3)",

@@ -10,7 +10,7 @@ from services.runtime.db import Conn
 
 
 async def insert_erasure(
-    conn: Conn, member_id: str, data_request_id: str, retention: Retention, at: datetime
+    conn: Conn, member_id: str, retention: Retention, *, data_request_id: str, at: datetime
 ) -> None:
     await conn.execute(
         "INSERT INTO privacy.erasures"

@@ -42,7 +42,7 @@ async def get_subject_key(conn: Conn, subject_id: str) -> SubjectKey | None:
 
 
 async def insert_subject_key(
-    conn: Conn, subject_id: str, kek_id: str, wrapped_key: bytes
+    conn: Conn, subject_id: str, *, kek_id: str, wrapped_key: bytes
 ) -> SubjectKey | None:
     """Inserts version 1 of a subject's data key; None if one already exists."""
     row = await conn.fetchrow(
@@ -57,7 +57,7 @@ async def insert_subject_key(
 
 
 async def destroy_subject_key(
-    conn: Conn, subject_id: str, request_id: str, reason: str
+    conn: Conn, subject_id: str, *, request_id: str, reason: str
 ) -> Destruction:
     """Forgets the wrapped data key; for a subject without one, records a tombstone (version
     0) so that no key can be created for an erased subject later. Returns the first
@@ -80,7 +80,7 @@ async def destroy_subject_key(
 
 
 async def lock_keys_to_rewrap(
-    conn: Conn, primary_kek_id: str, after_subject_id: str, limit: int
+    conn: Conn, *, primary_kek_id: str, after_subject_id: str, limit: int
 ) -> list[SubjectKey]:
     """The next data keys (in subject order, after the cursor) not wrapped by the primary;
     rows another replica is re-wrapping are skipped."""
