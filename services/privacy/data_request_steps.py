@@ -189,7 +189,7 @@ class StepExecutor:
                 request.member_id, request_id=f"{request.id}-erase", reason=request.name
             )
         except ServiceCallError as exc:
-            if exc.code != Code.NOT_FOUND.value:  # accounts never had the member: no erasure
+            if exc.code != Code.NOT_FOUND.value:  # accounts never had the member: nothing to erase
                 raise
         return NOTHING
 

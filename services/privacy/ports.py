@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2, json_format, message, timestamp_pb2
@@ -54,7 +54,12 @@ Metadata = tuple[tuple[str, str], ...]
 Rpc = Callable[[Stub, float, Metadata], Awaitable[Response]]
 
 
-def _refusal(err: grpc.aio.AioRpcError) -> tuple[str, list[Violation]]:
+class Refusal(NamedTuple):
+    reason: str  # google.rpc.ErrorInfo's
+    violations: list[Violation]  # google.rpc.BadRequest's
+
+
+def _refusal(err: grpc.aio.AioRpcError) -> Refusal:
     """The ErrorInfo reason and BadRequest violations of a failed call (none if absent or
     unreadable: a service down sends none)."""
     status = status_pb2.Status()
@@ -70,7 +75,7 @@ def _refusal(err: grpc.aio.AioRpcError) -> tuple[str, list[Violation]]:
             reason = info.reason
         elif detail.Unpack(bad):
             violations += [Violation(v.field, v.description) for v in bad.field_violations]
-    return reason, violations
+    return Refusal(reason, violations)
 
 
 class _Remote(Generic[Stub]):
@@ -98,13 +103,13 @@ class _Remote(Generic[Stub]):
         try:
             return await self._channel.call(lambda ch: rpc(self._stub(ch), timeout, metadata))
         except grpc.aio.AioRpcError as err:
-            reason, violations = _refusal(err)
+            refusal = _refusal(err)
             raise ServiceCallError(
                 self._service,
                 err.code().name,
                 transient=err.code() in TRANSIENT,
-                reason=reason,
-                violations=violations,
+                reason=refusal.reason,
+                violations=refusal.violations,
             ) from None
 
     async def close(self) -> None:

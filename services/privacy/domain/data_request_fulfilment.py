@@ -169,5 +169,6 @@ def completed(request: DataRequest, now: datetime) -> DataRequest:
 
 def rejected_by_erasure(request: DataRequest, erased_by: DataRequest, now: datetime) -> DataRequest:
     """Another open request of an erased member: it can no longer be fulfilled."""
+    require_allowed(Transition.REJECT, request.state)  # every open state may be rejected
     reason = f"the member's personal information was erased by {erased_by.name}"
     return rejected(request, reason, key="", fingerprint=b"", now=now)
