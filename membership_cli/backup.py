@@ -42,7 +42,7 @@ from membership_cli.pg_tools import (
     tool_path,
     tool_version,
 )
-from services.privacy.erasure_journal import journal_path
+from services.privacy.settings import journal_path
 
 MANIFEST_FORMAT = "membership-backup/1"
 MANIFEST_SUFFIX = ".manifest.json"

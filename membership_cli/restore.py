@@ -59,7 +59,8 @@ from membership_cli.pg_tools import (
     suite_schemas,
     tool_path,
 )
-from services.privacy.erasure_journal import JOURNAL_ENV, ErasureJournal
+from services.privacy.erasure_journal import ErasureJournal
+from services.privacy.settings import JOURNAL_ENV
 
 RESTORING = re.compile(r'processing data for table "([^"]+)"')
 POST_DATA = re.compile(r"creating (INDEX|CONSTRAINT|FK CONSTRAINT|TRIGGER) ")

@@ -11,67 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 
-from services.privacy import store_consent
-from services.privacy.consent import GRANT, WITHDRAW
-from services.privacy.purpose_catalogue import Catalogue, Purpose
-from services.privacy.store_consent import ConsentTally
+from services.privacy.domain.consent_statistics import ConsentStatistics, summarise
+from services.privacy.domain.purpose_catalogue import Catalogue
+from services.privacy.store import consent as store
 from services.runtime.errors import Code, DomainError
 
 DEFAULT_TTL_S = 60.0
 # below the gateway's default request timeout (10 s), so an answer can reach the console
 QUERY_TIMEOUT_S = 8.0
+STATISTICS_TIMEOUT = "STATISTICS_TIMEOUT"
 # a failed computation is remembered this long, so callers do not start scan after scan
 FAILURE_TTL_S = 10.0
-
-
-@dataclass(frozen=True)
-class PurposeStatistics:
-    purpose_code: str
-    granted_members: int  # granted and not stale
-    stale_members: int
-    withdrawn_members: int
-    not_given_members: int
-
-
-@dataclass(frozen=True)
-class ConsentStatistics:
-    purposes: list[PurposeStatistics]  # catalogue order
-    members: int
-    compute_time: datetime
-
-
-def summarise(
-    catalogue: Catalogue, tallies: Sequence[ConsentTally], members: int, at: datetime
-) -> ConsentStatistics:
-    """Tallies by (purpose, action, notice version) into counts by status per purpose."""
-    by_purpose = {code: [0, 0, 0] for code in catalogue.purposes}  # granted, stale, withdrawn
-    for t in tallies:
-        counts = by_purpose.get(t.purpose_code)
-        purpose = catalogue.get(t.purpose_code)
-        if counts is None or purpose is None:
-            continue  # a purpose no longer in the catalogue
-        counts[_slot(purpose, t)] += t.members
-    return ConsentStatistics(
-        [
-            PurposeStatistics(code, g, s, w, max(members - g - s - w, 0))
-            for code, (g, s, w) in by_purpose.items()
-        ],
-        members,
-        at,
-    )
-
-
-def _slot(purpose: Purpose, tally: ConsentTally) -> int:
-    if tally.action == WITHDRAW:
-        return 2
-    assert tally.action == GRANT, tally.action
-    return 1 if purpose.is_stale(tally.notice_version) else 0
 
 
 class ConsentStatisticsCache:
@@ -117,11 +71,11 @@ class ConsentStatisticsCache:
         at = datetime.now(UTC)
         try:
             async with self._pool.acquire() as conn:
-                tallies, members = await store_consent.consent_tallies(conn, QUERY_TIMEOUT_S)
+                counts = await store.consent_tallies(conn, QUERY_TIMEOUT_S)
         except asyncpg.QueryCanceledError as exc:
             raise DomainError(
                 Code.DEADLINE_EXCEEDED,
-                "STATISTICS_TIMEOUT",
+                STATISTICS_TIMEOUT,
                 f"consent statistics took longer than {QUERY_TIMEOUT_S:.0f} s",
             ) from exc
-        return summarise(self._catalogue, tallies, members, at)
+        return summarise(self._catalogue, counts.tallies, counts.members, at)

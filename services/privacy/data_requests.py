@@ -1,280 +1,373 @@
-"""Data-subject requests (PIPL Art. 44-50): types, lifecycle, identity codes. Pure rules.
+"""Data-subject requests: receiving, identity, deadlines and the officers' decisions (the
+rules are domain/data_requests.py and domain/data_request_intake.py).
 
-Lifecycle: RECEIVED -> IDENTITY_VERIFIED -> IN_PROGRESS -> COMPLETED, or REJECTED (with a
-reason told to the member, Art. 50) or CANCELLED (the member withdrew it). Nothing is done
-for the member before their identity is verified; every other move is FAILED_PRECONDITION,
-a second rejection or cancellation too unless it replays the first (same request_id and
-payload).
+Every change of a request writes its timeline entry and its audit event in the same
+transaction. Approval and fulfilment (what an approved request does) are in
+data_request_fulfilment.py.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import hmac
-import json
-import re
-import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
-from services.runtime.errors import (
-    DomainError,
-    FieldViolation,
-    bad_field,
-    failed_precondition,
-    idempotency_key_reused,
-    invalid_argument,
-    permission_denied,
+import asyncpg
+
+from services.privacy.consent import Consents, require_member
+from services.privacy.domain import data_request_intake as intake
+from services.privacy.domain.consent import necessary_purpose
+from services.privacy.domain.data_request_decisions import (
+    checked_reason,
+    close_fingerprint,
+    closed,
+    closed_by,
+    extend_fingerprint,
+    extended,
+    rejected,
 )
-
-if TYPE_CHECKING:
-    from services.privacy.store_requests import RequestRow
-
-TYPES = (
-    "ACCESS",
-    "PORTABILITY",
-    "CORRECTION",
-    "DELETION",
-    "EXPLANATION",
-    "RESTRICTION",
-    "CONSENT_WITHDRAWAL",
+from services.privacy.domain.data_request_intake import Change, IssuedCode, NewRequest
+from services.privacy.domain.data_requests import (
+    DataRequest,
+    ListFilter,
+    ListPosition,
+    RequestView,
+    State,
+    TimelineAction,
+    TimelineEvent,
+    Transition,
+    VerificationMethod,
+    audit_event,
+    fulfilment_running,
+    illegal_transition,
+    require_allowed,
+    too_many_codes,
 )
-RECEIVED = "RECEIVED"
-IDENTITY_VERIFIED = "IDENTITY_VERIFIED"
-IN_PROGRESS = "IN_PROGRESS"
-COMPLETED = "COMPLETED"
-REJECTED = "REJECTED"
-CANCELLED = "CANCELLED"
-FINAL_STATES = frozenset({COMPLETED, REJECTED, CANCELLED})
+from services.privacy.domain.deadlines import WorkingCalendar
+from services.privacy.domain.envelope import FieldContext
+from services.privacy.domain.field_crypto import FieldValue, IndexInput
+from services.privacy.domain.service_calls import ServiceCallError
+from services.privacy.field_crypto import FieldCrypto
+from services.privacy.ports import AccountsPort
+from services.privacy.store import audit as audit_store
+from services.privacy.store import data_requests as store
+from services.privacy.store import exports as export_store
+from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import idempotency_key_reused, not_found
+from services.runtime.identity import Caller
 
-# what each action may start from; anything else is an illegal transition
-ALLOWED_FROM: dict[str, frozenset[str]] = {
-    "issue_code": frozenset({RECEIVED}),
-    "verify": frozenset({RECEIVED}),
-    "approve": frozenset({IDENTITY_VERIFIED}),
-    "reject": frozenset({RECEIVED, IDENTITY_VERIFIED, IN_PROGRESS}),
-    "cancel": frozenset({RECEIVED, IDENTITY_VERIFIED}),
-    "extend": frozenset({RECEIVED, IDENTITY_VERIFIED, IN_PROGRESS}),
-}
+CORRECTION_CONTEXT = FieldContext("privacy", "data_requests", "correction")
+CORRECTION_INDEX = "privacy.data_requests.correction"
+CODE_INDEX = "privacy.data_requests.code"
+MAX_HISTORY_REQUESTS = 1000  # of a member, in their export bundle
+# privacy's own identity for work it does on itself (encrypting a correction, shredding)
+PRIVACY_CALLER = Caller("privacy", "service:privacy", frozenset(), "")
 
-# fulfilment steps per type, in order; a request resumes at the first step not done
-STEPS: dict[str, tuple[str, ...]] = {
-    "ACCESS": ("export.build",),
-    "PORTABILITY": ("export.build",),
-    "CORRECTION": ("accounts.update",),
-    # the key first: from then on the member's ciphertext anywhere is unreadable, even if
-    # accounts or points are down for a while
-    "DELETION": ("subject_key.destroy", "accounts.erase", "points.restrict"),
-    "EXPLANATION": ("points.explain",),
-    "RESTRICTION": ("processing.pause",),
-    "CONSENT_WITHDRAWAL": ("consents.withdraw",),
-}
-
-CODE_DIGITS = 8
-CODE_TTL = timedelta(minutes=10)
-CODE_ATTEMPTS = 5
-# each code resets the attempts: bounding the codes bounds the guesses per request
-MAX_CODES_ISSUED = 5
-MAX_PURPOSES = 16
-MAX_TRANSACTIONS = 20
-MAX_REASON_CHARS = 500
-MAX_REFERENCE_CHARS = 128
-ATTESTATION_METHOD = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
-TRANSACTION_NAME = re.compile(r"^members/([a-z0-9]{1,40})/transactions/([0-9]{1,19})$")
-WALLET_ROLE = "wallet-backend"
-CORRECTABLE = ("phone", "email", "display_name")
+RequestWork = Callable[[Conn, DataRequest, datetime], Awaitable[DataRequest]]
 
 
-def new_request_id() -> str:
-    """`dr` + 20 lower-case base32 characters (100 random bits): an AIP-122 resource id."""
-    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
-    return "dr" + "".join(secrets.choice(alphabet) for _ in range(20))
+class DataRequests:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        crypto: FieldCrypto,
+        consents: Consents,
+        calendar: WorkingCalendar,
+        accounts: AccountsPort,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._pool = pool
+        self._crypto = crypto
+        self._consents = consents
+        self._calendar = calendar
+        self._accounts = accounts
+        self.clock = clock
 
+    # -- reads ----------------------------------------------------------------------------
 
-# how each refused action reads in ILLEGAL_TRANSITION's message (action names are not verbs)
-REFUSALS: dict[str, str] = {
-    "issue_code": "cannot get a verification code",
-    "verify": "cannot be verified",
-    "approve": "cannot be approved",
-    "reject": "cannot be rejected",
-    "cancel": "cannot be cancelled",
-    "extend": "cannot have its deadline extended",
-}
+    async def get(self, request_id: str) -> RequestView:
+        async with self._pool.acquire() as conn:
+            return await self._view(conn, await _require(conn, request_id))
 
+    async def _view(self, conn: Conn, request: DataRequest) -> RequestView:
+        events = await store.events_of(conn, request.id)
+        export = await export_store.get_export(conn, request.id)
+        return RequestView(request, events, export, self.clock())
 
-def illegal_transition(action: str, state: str, why: str = "") -> DomainError:
-    """FAILED_PRECONDITION `ILLEGAL_TRANSITION`, e.g. "a request in state COMPLETED cannot
-    be rejected"; `why` adds the cause when the state alone is not it."""
-    message = f"a request in state {state} {REFUSALS[action]}"
-    error = failed_precondition("ILLEGAL_TRANSITION", f"{message}: {why}" if why else message)
-    error.metadata = {"state": state, "action": action}
-    return error
+    async def history(self, member_id: str) -> list[RequestView]:
+        """The member's requests, as their export bundle shows them."""
+        return await self.list(ListFilter(member_id=member_id), None, MAX_HISTORY_REQUESTS)
 
-
-def require_allowed(action: str, state: str) -> None:
-    if state not in ALLOWED_FROM[action]:
-        raise illegal_transition(action, state)
-
-
-def close_fingerprint(action: str, reason: str = "") -> bytes:
-    """Of a rejection or cancellation: the method enters it, so a key used to reject cannot
-    cancel (nor the other way round)."""
-    return hashlib.sha256(json.dumps([action, reason]).encode()).digest()
-
-
-def closed_by(row: RequestRow, key: str, fingerprint: bytes) -> bool:
-    """Whether this call repeats the one that closed the request (same key, same payload);
-    the same key with another payload is refused. Without a key nothing is a repeat."""
-    if not key or row.close_request_id != key:
-        return False
-    assert row.close_request_hash is not None, "a closing key is stored with its fingerprint"
-    if not hmac.compare_digest(row.close_request_hash, fingerprint):
-        raise idempotency_key_reused()
-    return True
-
-
-def with_close_key(row: RequestRow, key: str, fingerprint: bytes) -> RequestRow:
-    if not key:
-        return row
-    return replace(row, close_request_id=key, close_request_hash=fingerprint)
-
-
-@dataclass(frozen=True)
-class NewRequest:
-    member_id: str
-    type: str
-    channel: str
-    purposes: tuple[str, ...] = ()
-    transactions: tuple[str, ...] = ()
-    correction: tuple[tuple[str, str], ...] = ()  # (field, new value), personal information
-    working_days: int = 0  # 0: the regulation's default
-
-    def fingerprint(self, keyed_correction: bytes) -> bytes:
-        """Idempotency fingerprint; the correction enters only as a keyed hash."""
-        canonical = json.dumps(
-            {
-                "member": self.member_id,
-                "type": self.type,
-                "channel": self.channel,
-                "purposes": list(self.purposes),
-                "transactions": list(self.transactions),
-                "correction": keyed_correction.hex(),
-                "working_days": self.working_days,
-            },
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(canonical.encode()).digest()
-
-
-def check_type_fields(new: NewRequest) -> None:
-    """Each type takes only its own fields (INVALID_ARGUMENT naming the field otherwise)."""
-    violations: list[FieldViolation] = []
-    wants = {
-        "purposes": new.type == "CONSENT_WITHDRAWAL",
-        "correction": new.type == "CORRECTION",
-        "transactions": new.type == "EXPLANATION",
-    }
-    given = {
-        "purposes": bool(new.purposes),
-        "correction": bool(new.correction),
-        "transactions": bool(new.transactions),
-    }
-    for name, wanted in wants.items():
-        path = f"data_request.{name}"
-        if given[name] and not wanted:
-            violations.append(FieldViolation(path, f"only for {_owner(name)} requests"))
-        if wanted and not given[name] and name != "transactions":
-            violations.append(FieldViolation(path, "required for this type"))
-    violations += _purpose_violations(new.purposes) + _transaction_violations(new)
-    if violations:
-        raise invalid_argument(violations)
-
-
-def _owner(name: str) -> str:
-    return {"purposes": "CONSENT_WITHDRAWAL", "correction": "CORRECTION"}.get(name, "EXPLANATION")
-
-
-def _purpose_violations(purposes: Sequence[str]) -> list[FieldViolation]:
-    out = []
-    if len(purposes) > MAX_PURPOSES:
-        out.append(FieldViolation("data_request.purposes", f"at most {MAX_PURPOSES}"))
-    if len(set(purposes)) != len(purposes):
-        out.append(FieldViolation("data_request.purposes", "each purpose at most once"))
-    return out
-
-
-def _transaction_violations(new: NewRequest) -> list[FieldViolation]:
-    out = []
-    if len(new.transactions) > MAX_TRANSACTIONS:
-        out.append(FieldViolation("data_request.transactions", f"at most {MAX_TRANSACTIONS}"))
-    for i, name in enumerate(new.transactions):
-        match = TRANSACTION_NAME.fullmatch(name)
-        if match is None or match.group(1) != new.member_id:
-            out.append(
-                FieldViolation(
-                    f"data_request.transactions[{i}]",
-                    "a transaction of the member: members/{member_id}/transactions/{id}",
-                )
+    async def list(
+        self, where: ListFilter, after: ListPosition | None, limit: int
+    ) -> list[RequestView]:
+        """Without their timelines."""
+        overdue_at = self.clock() if where.overdue_only else None
+        async with self._pool.acquire() as conn:
+            found = await store.list_requests(
+                conn, where, overdue_at=overdue_at, after=after, limit=limit
             )
-    return out
+            return [
+                RequestView(r, [], await export_store.get_export(conn, r.id), self.clock())
+                for r in found
+            ]
 
+    async def by_create_key(self, key: str) -> DataRequest:
+        async with self._pool.acquire() as conn:
+            found = await store.find_by_create_request_id(conn, key)
+        if found is None:
+            raise not_found("data request")
+        return found
 
-def new_code() -> str:
-    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+    # -- receiving ------------------------------------------------------------------------
 
-
-def code_problem(
-    expires_at: datetime | None, attempts_left: int, now: datetime
-) -> DomainError | None:
-    """Why no code can be checked now, if so (checked before comparing)."""
-    if expires_at is None:
-        return failed_precondition(
-            "NO_VERIFICATION_CODE", "no verification code was issued for this request"
+    async def create(self, caller: Caller, new: NewRequest, key: str) -> RequestView:
+        intake.check_type_fields(new)
+        self._check_purposes(new)
+        correction_json = new.correction_json()
+        keyed = self._keyed(CORRECTION_INDEX, correction_json) if correction_json else b""
+        fingerprint = new.fingerprint(keyed)
+        async with self._pool.acquire() as conn:
+            done = await store.find_by_create_request_id(conn, key)
+            if done is not None:
+                return await self._replay(conn, done, fingerprint)
+            await require_member(conn, new.member_id)
+        if new.correction:
+            # accounts' rules, checked by accounts: a value it would refuse is refused now,
+            # not found out after the approval
+            await self._check_correction(new.member_id, new.correction, key)
+        ciphertext = await self._encrypt_correction(new.member_id, correction_json)
+        request = intake.received(
+            new,
+            key=key,
+            fingerprint=fingerprint,
+            ciphertext=ciphertext,
+            now=self.clock(),
+            calendar=self._calendar,
         )
-    if attempts_left <= 0:
-        return failed_precondition(
-            "VERIFICATION_CODE_USED_UP", "the verification code is used up; issue a new one"
+        # a concurrent repeat of the same request may win; then answer like it
+        with contextlib.suppress(asyncpg.UniqueViolationError):
+            await in_transaction(self._pool, lambda conn: self._insert(conn, caller, request))
+        async with self._pool.acquire() as conn:
+            stored = await store.find_by_create_request_id(conn, key)
+            assert stored is not None, "the request or its concurrent repeat was written"
+            return await self._replay(conn, stored, fingerprint)
+
+    async def _replay(self, conn: Conn, request: DataRequest, fingerprint: bytes) -> RequestView:
+        if not hmac.compare_digest(request.create_request_hash, fingerprint):
+            raise idempotency_key_reused()
+        return await self._view(conn, request)
+
+    def _check_purposes(self, new: NewRequest) -> None:
+        for i, code in enumerate(new.purposes):
+            purpose = self._consents.purpose(code, field_path=f"data_request.purposes[{i}]")
+            if purpose.necessary:
+                raise necessary_purpose()
+
+    async def _check_correction(self, member_id: str, changes: Sequence[Change], key: str) -> None:
+        """At CreateDataRequest: accounts checks the values with the rules of any update
+        (UpdateMember, validate_only: nothing written, nothing recorded), so that privacy
+        neither imports nor copies them (domain/data_request_intake.py reads its answer)."""
+        try:
+            await self._accounts.update_member(
+                member_id, changes, request_id=key, validate_only=True
+            )
+        except ServiceCallError as exc:
+            refused = intake.correction_check_refused(exc)
+            if refused is not None:
+                raise refused from None
+
+    def _keyed(self, context: str, value: bytes) -> bytes:
+        digests, _ = self._crypto.blind_indexes(PRIVACY_CALLER, [IndexInput(context, value)])
+        return digests[0]
+
+    async def _encrypt_correction(self, member_id: str, plaintext: bytes) -> bytes | None:
+        if not plaintext:
+            return None
+        ciphertexts, _ = await self._crypto.encrypt(
+            PRIVACY_CALLER, member_id, [FieldValue(CORRECTION_CONTEXT, plaintext)]
         )
-    if now >= expires_at:
-        return failed_precondition(
-            "VERIFICATION_CODE_EXPIRED", "the verification code expired; issue a new one"
-        )
-    return None
+        return ciphertexts[0]
+
+    async def _insert(self, conn: Conn, caller: Caller, request: DataRequest) -> None:
+        await store.insert_request(conn, request)
+        await record(conn, caller, request, TimelineAction.CREATED, request.created_at)
+
+    # -- identity -------------------------------------------------------------------------
+
+    async def issue_code(self, caller: Caller, request_id: str) -> IssuedCode:
+        code = intake.new_code()
+        digest = self._keyed(CODE_INDEX, f"{request_id}:{code}".encode())
+
+        async def work(conn: Conn) -> IssuedCode:
+            request = await _require(conn, request_id, for_update=True)
+            require_allowed(Transition.ISSUE_CODE, request.state)
+            if request.codes_issued >= intake.MAX_CODES_ISSUED:
+                raise too_many_codes()
+            now = self.clock()
+            request = intake.code_issued(request, digest, now)
+            await store.save_request(conn, request)
+            await record(conn, caller, request, TimelineAction.CODE_ISSUED, now)
+            return IssuedCode(code, now + intake.CODE_TTL, intake.CODE_ATTEMPTS)
+
+        return await in_transaction(self._pool, work)
+
+    async def verify_code(self, caller: Caller, request_id: str, *, code: str) -> RequestView:
+        digest = self._keyed(CODE_INDEX, f"{request_id}:{code}".encode())
+
+        async def work(conn: Conn) -> tuple[RequestView, bool]:
+            request = await _require(conn, request_id, for_update=True)
+            require_allowed(Transition.VERIFY, request.state)
+            now = self.clock()
+            problem = intake.code_problem(request, now)
+            if problem is not None:
+                raise problem
+            assert request.code_hash is not None
+            if not hmac.compare_digest(request.code_hash, digest):
+                request = intake.code_wrong(request, now)
+                await store.save_request(conn, request)
+                await record(conn, caller, request, TimelineAction.CODE_WRONG, now)
+                return await self._view(conn, request), False
+            request = intake.verified(request, VerificationMethod.ONE_TIME_CODE, now=now)
+            await store.save_request(conn, request)
+            action = TimelineAction.IDENTITY_VERIFIED
+            await record(conn, caller, request, action, now, note="one-time code")
+            return await self._view(conn, request), True
+
+        # a wrong code is committed (the attempt counts) and then refused
+        view, matched = await in_transaction(self._pool, work)
+        if not matched:
+            raise intake.wrong_code(view.request.code_attempts_left)
+        return view
+
+    async def attest(
+        self, caller: Caller, request_id: str, *, method: str, reference: str
+    ) -> RequestView:
+        intake.check_attestation(caller.role, method=method, reference=reference)
+
+        async def work(conn: Conn) -> RequestView:
+            request = await _require(conn, request_id, for_update=True)
+            require_allowed(Transition.VERIFY, request.state)
+            now = self.clock()
+            request = intake.verified(
+                request,
+                VerificationMethod.WALLET_ATTESTATION,
+                attestation_method=method,
+                reference=reference,
+                now=now,
+            )
+            await store.save_request(conn, request)
+            note = f"attestation:{method}"
+            await record(conn, caller, request, TimelineAction.IDENTITY_VERIFIED, now, note=note)
+            return await self._view(conn, request)
+
+        return await in_transaction(self._pool, work)
+
+    # -- decisions ------------------------------------------------------------------------
+
+    async def reject(
+        self, caller: Caller, request_id: str, *, reason: str, key: str = ""
+    ) -> RequestView:
+        """`key`: the idempotency key, optional ("" for v1 callers sending none; then a
+        repeat is an illegal transition like any other move out of a final state)."""
+        text = checked_reason(reason)
+        fingerprint = close_fingerprint(Transition.REJECT, text)
+
+        async def work(conn: Conn, request: DataRequest, now: datetime) -> DataRequest:
+            if closed_by(request, key, fingerprint):
+                return request  # a repeat (the first answer was lost)
+            require_allowed(Transition.REJECT, request.state)
+            if request.state == State.IN_PROGRESS and not await store.fulfilment_idle(
+                conn, request.id
+            ):
+                raise fulfilment_running()
+            if request.partly_done:
+                # what was done for the member cannot be undone by a rejection
+                raise illegal_transition(
+                    Transition.REJECT, request.state, "part of it was fulfilled"
+                )
+            request = rejected(request, text, key=key, fingerprint=fingerprint, now=now)
+            await store.save_request(conn, request)
+            await record(conn, caller, request, TimelineAction.REJECTED, now, note=text)
+            return request
+
+        return await self._change(request_id, work)
+
+    async def cancel(self, caller: Caller, request_id: str, *, key: str = "") -> RequestView:
+        """`key` as for `reject`."""
+        fingerprint = close_fingerprint(Transition.CANCEL)
+
+        async def work(conn: Conn, request: DataRequest, now: datetime) -> DataRequest:
+            if closed_by(request, key, fingerprint):
+                return request  # a repeat (the first answer was lost)
+            require_allowed(Transition.CANCEL, request.state)
+            request = closed(request, State.CANCELLED, key=key, fingerprint=fingerprint, now=now)
+            await store.save_request(conn, request)
+            await record(conn, caller, request, TimelineAction.CANCELLED, now)
+            return request
+
+        return await self._change(request_id, work)
+
+    async def extend(
+        self, caller: Caller, request_id: str, *, extra_days: int, reason: str, key: str
+    ) -> RequestView:
+        fingerprint = extend_fingerprint(extra_days, reason)
+
+        async def work(conn: Conn, request: DataRequest, now: datetime) -> DataRequest:
+            done = await store.get_extension(conn, request.id, key=key)
+            if done is not None:
+                if not hmac.compare_digest(done, fingerprint):
+                    raise idempotency_key_reused()
+                return request
+            require_allowed(Transition.EXTEND, request.state)
+            request = extended(
+                request,
+                extra_days=extra_days,
+                reason=reason,
+                actor=caller.subject,
+                now=now,
+                calendar=self._calendar,
+            )
+            await store.insert_extension(conn, request.id, key=key, request_hash=fingerprint)
+            await store.save_request(conn, request)
+            note = request.extensions[-1].reason
+            await record(conn, caller, request, TimelineAction.DEADLINE_EXTENDED, now, note=note)
+            return request
+
+        return await self._change(request_id, work)
+
+    async def _change(self, request_id: str, work: RequestWork) -> RequestView:
+        async def run(conn: Conn) -> RequestView:
+            request = await _require(conn, request_id, for_update=True)
+            request = await work(conn, request, self.clock())
+            return await self._view(conn, request)
+
+        return await in_transaction(self._pool, run)
 
 
-def wrong_code(attempts_left: int) -> DomainError:
-    error = bad_field("code", "does not match the code issued")
-    error.reason = "VERIFICATION_CODE_WRONG"
-    error.metadata = {"attempts_left": str(attempts_left)}
-    return error
+async def _require(conn: Conn, request_id: str, *, for_update: bool = False) -> DataRequest:
+    found = await store.get_request(conn, request_id, for_update=for_update)
+    if found is None:
+        raise not_found("data request")
+    return found
 
 
-def check_attestation(role: str, method: str, reference: str) -> None:
-    if role != WALLET_ROLE:
-        raise permission_denied(
-            "ATTESTATION_NOT_ALLOWED", "only the wallet backend can attest a member's identity"
-        )
-    violations = []
-    if not ATTESTATION_METHOD.fullmatch(method):
-        violations.append(
-            FieldViolation("attestation.method", "a lower-case identifier, e.g. face_match")
-        )
-    if not 0 < len(reference) <= MAX_REFERENCE_CHARS or not reference.isprintable():
-        violations.append(
-            FieldViolation("attestation.reference", f"1-{MAX_REFERENCE_CHARS} printable characters")
-        )
-    if violations:
-        raise invalid_argument(violations)
-
-
-def checked_reason(reason: str) -> str:
-    text = reason.strip()
-    if not text:
-        error = bad_field("reason", "required: a rejection must say why (PIPL Art. 50)")
-        error.reason = "REASON_REQUIRED"
-        raise error
-    if len(text) > MAX_REASON_CHARS or not text.isprintable():
-        raise bad_field("reason", f"at most {MAX_REASON_CHARS} printable characters")
-    return text
+async def record(
+    conn: Conn,
+    caller: Caller,
+    request: DataRequest,
+    action: str,
+    at: datetime,
+    *,
+    note: str = "",
+) -> None:
+    """The timeline entry and the audit event of a change, in its transaction. The audit
+    event names the member by id and the request; the note (a reason) stays in the
+    timeline, out of the hash chain's clear fields."""
+    event = TimelineEvent(
+        state=request.state, action=action, actor=caller.subject, note=note, created_at=at
+    )
+    await store.append_event(conn, request.id, event)
+    audited = audit_event(request, action, actor=caller.subject, actor_role=caller.role)
+    await audit_store.append_audit(conn, audited)

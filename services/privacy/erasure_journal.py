@@ -15,7 +15,8 @@ database records but the journal lacks when it starts.
 Several writers (privacy replicas sharing one network volume) each append to their own file:
 appends from several NFS clients to one file are not atomic, so lines could be lost. The
 journal is the folder: a writer appends to its configured file only and reads every
-`erasure-*.jsonl` beside it (in Kubernetes, MEMBERSHIP_ERASURE_JOURNAL names a file per pod).
+`erasure-*.jsonl` beside it (in Kubernetes, MEMBERSHIP_ERASURE_JOURNAL names a file per pod;
+settings.journal_path).
 """
 
 from __future__ import annotations
@@ -24,29 +25,17 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-JOURNAL_ENV = "MEMBERSHIP_ERASURE_JOURNAL"
-JOURNAL_FILE = "erasure-journal.jsonl"
-# the other writers' files in the journal's folder (JOURNAL_FILE matches too)
+from services.privacy.domain.erasures import JournalEntry
+
+# the other writers' files in the journal's folder (settings.JOURNAL_FILE matches too)
 WRITER_FILES = "erasure-*.jsonl"
 MAX_LINE_BYTES = 1024
 
 log = logging.getLogger("membership.privacy.erasure_journal")
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    member_id: str
-    data_request_id: str
-    erased_at: datetime
-
-
-def journal_path(env: dict[str, str] | os._Environ[str], default_dir: Path) -> Path:
-    return Path(env.get(JOURNAL_ENV) or default_dir / JOURNAL_FILE)
 
 
 class ErasureJournal:

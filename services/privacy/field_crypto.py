@@ -5,67 +5,47 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
 
-from services.privacy import envelope, store
-from services.privacy.audit import AuditEvent
-from services.privacy.keyring import IndexKey, Kek, KeyRing, KeyRingError
-from services.privacy.policy import context_not_owned
-from services.runtime.db import Conn
-from services.runtime.errors import (
-    DomainError,
-    FieldViolation,
-    failed_precondition,
-    invalid_argument,
-    not_found,
+from services.privacy.domain import envelope
+from services.privacy.domain.audit import AuditEvent
+from services.privacy.domain.field_crypto import (
+    KEYRING_INCONSISTENT,
+    KEYRING_READ_ONLY,
+    CryptoAction,
+    DataKey,
+    Digests,
+    Encrypted,
+    FieldValue,
+    IndexInput,
+    KekInfo,
+    KeyRingReport,
+    RewrapBatch,
+    RewrapPass,
+    Rewrapped,
+    Rotation,
+    RotationResult,
+    SubjectKey,
+    decrypt_all,
+    decrypt_event,
+    key_destroyed,
+    pending_rewrap,
 )
+from services.privacy.domain.policy import context_not_owned
+from services.privacy.keyring import IndexKey, Kek, KeyRing, KeyRingError
+from services.privacy.store import audit as audit_store
+from services.privacy.store import keys as store
+from services.runtime.db import Conn
+from services.runtime.errors import DomainError, failed_precondition, not_found
 from services.runtime.identity import Caller
 
 log = logging.getLogger("membership.privacy.crypto")
 
 REWRAP_BATCH = 200
-
-
-@dataclass(frozen=True)
-class RotationResult:
-    previous_kek_id: str
-    primary_kek_id: str
-    data_keys_to_rewrap: int
-
-
-@dataclass(frozen=True)
-class KeyRingReport:
-    provider: str
-    keys: list[tuple[str, bool, float, int]]  # kek id, primary, created, wrapped data keys
-    data_keys_to_rewrap: int
-    destroyed_data_keys: int
-
-
-@dataclass(frozen=True)
-class RewrapBatch:
-    moved: int
-    failures: Counter[str]  # error type -> data keys that could not be unwrapped
-    last_subject_id: str | None  # the cursor for the next batch; None: nothing was left
-
-
-@dataclass(frozen=True)
-class RewrapPass:
-    moved: int
-    failures: Counter[str]
-
-    @property
-    def failed(self) -> int:
-        return sum(self.failures.values())
-
-
-def _key_destroyed() -> Exception:
-    return failed_precondition(
-        "SUBJECT_KEY_DESTROYED", "the subject's data key was destroyed (erased subject)"
-    )
 
 
 class FieldCrypto:
@@ -75,134 +55,111 @@ class FieldCrypto:
         self._index_key = index_key
         self.rewrap_wanted = asyncio.Event()
 
-    def _unwrap(self, row: store.SubjectKeyRow) -> bytes:
+    def _unwrap(self, row: SubjectKey) -> bytes:
         if row.wrapped_key is None or row.kek_id is None:
-            raise _key_destroyed()
+            raise key_destroyed()
         kek = self._keyring.get(row.kek_id)
         return envelope.unwrap_data_key(
             kek.key, kek.kek_id, row.subject_id, row.key_version, row.wrapped_key
         )
 
-    async def _data_key(self, conn: Conn, subject_id: str, create: bool) -> tuple[bytes, int]:
+    async def _data_key(self, conn: Conn, subject_id: str, *, create: bool) -> DataKey:
         row = await store.get_subject_key(conn, subject_id)
         if row is None and create:
             kek = self._keyring.primary
             wrapped = envelope.wrap_data_key(
                 kek.key, kek.kek_id, subject_id, 1, envelope.new_data_key()
             )
-            row = await store.insert_subject_key(conn, subject_id, kek.kek_id, wrapped)
+            row = await store.insert_subject_key(
+                conn, subject_id, kek_id=kek.kek_id, wrapped_key=wrapped
+            )
             # lost a race with a concurrent first encryption: use the winner's key
             row = row or await store.get_subject_key(conn, subject_id)
         if row is None:
             raise not_found("data key of the subject")
-        return self._unwrap(row), row.key_version
+        return DataKey(self._unwrap(row), row.key_version)
 
     @staticmethod
-    def _require_owned(caller: Caller, contexts: Sequence[envelope.FieldContext]) -> None:
-        error = context_not_owned(caller.role, (c.service for c in contexts))
+    def _require_owned(caller: Caller, services: Iterable[str]) -> None:
+        error = context_not_owned(caller.role, services)
         if error is not None:
             raise error
 
     async def encrypt(
-        self,
-        caller: Caller,
-        subject_id: str,
-        fields: Sequence[tuple[envelope.FieldContext, bytes]],
-    ) -> tuple[list[bytes], str]:
-        self._require_owned(caller, [c for c, _ in fields])
+        self, caller: Caller, subject_id: str, fields: Sequence[FieldValue]
+    ) -> Encrypted:
+        """The ciphertexts, and the id of the data key (created on first use)."""
+        self._require_owned(caller, [f.context.service for f in fields])
         async with self._pool.acquire() as conn:
-            data_key, version = await self._data_key(conn, subject_id, create=True)
-        key_id = envelope.data_key_id(version)
-        return [
-            envelope.encrypt_field(data_key, key_id, context, subject_id, plaintext)
+            data_key = await self._data_key(conn, subject_id, create=True)
+        key_id = envelope.data_key_id(data_key.version)
+        ciphertexts = [
+            envelope.encrypt_field(data_key.key, key_id, context, subject_id, plaintext)
             for context, plaintext in fields
-        ], key_id
+        ]
+        return Encrypted(ciphertexts, key_id)
 
     async def decrypt(
         self,
         caller: Caller,
         subject_id: str,
-        fields: Sequence[tuple[envelope.FieldContext, bytes]],
+        fields: Sequence[FieldValue],
+        *,
         purpose: str,
         on_behalf_of: str,
         request_id: str,
     ) -> list[bytes]:
-        event = AuditEvent(
+        """The plaintexts; every attempt is audited, a refused one too (it is evidence:
+        another service's fields, moved ciphertext, a shredded key)."""
+        event = decrypt_event(
+            subject_id,
+            fields,
             actor=caller.subject,
             actor_role=caller.role,
-            action="fields.decrypt",
-            subject_id=subject_id,
-            fields=[f"{c.service}.{c.table}.{c.column}" for c, _ in fields],
             purpose=purpose,
             on_behalf_of=on_behalf_of,
             request_id=request_id,
         )
         async with self._pool.acquire() as conn:
             try:
-                self._require_owned(caller, [c for c, _ in fields])
-                data_key, version = await self._data_key(conn, subject_id, create=False)
-                plaintexts = self._decrypt_all(data_key, version, subject_id, fields)
+                self._require_owned(caller, [f.context.service for f in fields])
+                data_key = await self._data_key(conn, subject_id, create=False)
+                plaintexts = decrypt_all(data_key, subject_id, fields)
             except DomainError:
-                # a refused attempt is evidence too (another service's fields, moved
-                # ciphertext, shredded key)
+                refused = replace(event, action=CryptoAction.DECRYPT_REFUSED)
                 async with conn.transaction():
-                    await store.append_audit(conn, replace(event, action="fields.decrypt_refused"))
+                    await audit_store.append_audit(conn, refused)
                 raise
             async with conn.transaction():
-                await store.append_audit(conn, event)
+                await audit_store.append_audit(conn, event)
         return plaintexts
 
-    @staticmethod
-    def _decrypt_all(
-        data_key: bytes,
-        version: int,
-        subject_id: str,
-        fields: Sequence[tuple[envelope.FieldContext, bytes]],
-    ) -> list[bytes]:
-        violations, plaintexts = [], []
-        for i, (context, ciphertext) in enumerate(fields):
-            try:
-                parsed = envelope.parse_ciphertext(ciphertext)
-                if parsed.key_id != envelope.data_key_id(version):
-                    raise envelope.CiphertextError("unknown data key id")
-                plaintexts.append(envelope.decrypt_field(data_key, context, subject_id, parsed))
-            except envelope.CiphertextError as exc:
-                violations.append(FieldViolation(f"fields[{i}].ciphertext", str(exc)))
-        if violations:
-            raise invalid_argument(violations)
-        return plaintexts
-
-    def blind_indexes(
-        self, caller: Caller, inputs: Sequence[tuple[str, bytes]]
-    ) -> tuple[list[bytes], str]:
+    def blind_indexes(self, caller: Caller, inputs: Sequence[IndexInput]) -> Digests:
         """Index contexts are `<service>.<table>.<column>`-like: a service indexes its own."""
-        error = context_not_owned(caller.role, (ctx.partition(".")[0] for ctx, _ in inputs))
-        if error is not None:
-            raise error
+        self._require_owned(caller, [i.context.partition(".")[0] for i in inputs])
         key = self._index_key
-        return [envelope.blind_index(key.key, ctx, value) for ctx, value in inputs], key.key_id
+        digests = [envelope.blind_index(key.key, ctx, value) for ctx, value in inputs]
+        return Digests(digests, key.key_id)
 
     async def destroy_subject_key(
-        self, caller: Caller, subject_id: str, request_id: str, reason: str
+        self, caller: Caller, subject_id: str, *, request_id: str, reason: str
     ) -> datetime | None:
         """Returns when the subject's data key was destroyed; None if they never had one
         (a tombstone then keeps one from being created later)."""
+        event = AuditEvent(
+            caller.subject,
+            caller.role,
+            CryptoAction.DESTROY_SUBJECT_KEY,
+            subject_id,
+            purpose=reason,
+            request_id=request_id,
+        )
         async with self._pool.acquire() as conn, conn.transaction():
-            destroyed_at, had_key = await store.destroy_subject_key(
-                conn, subject_id, request_id, reason
+            destruction = await store.destroy_subject_key(
+                conn, subject_id, request_id=request_id, reason=reason
             )
-            await store.append_audit(
-                conn,
-                AuditEvent(
-                    caller.subject,
-                    caller.role,
-                    "subject_key.destroy",
-                    subject_id,
-                    purpose=reason,
-                    request_id=request_id,
-                ),
-            )
-        return destroyed_at if had_key else None
+            await audit_store.append_audit(conn, event)
+        return destruction.destroyed_at if destruction.had_key else None
 
     async def rotate(self, caller: Caller, request_id: str) -> RotationResult:
         """Adds a key to the ring, records the rotation, then makes the key primary; a repeat
@@ -211,54 +168,53 @@ class FieldCrypto:
             done = await store.get_rotation(conn, request_id)
             if done is None:
                 done = await self._record_rotation(conn, caller, request_id)
-            self._make_primary(*done)
-            by_kek, _ = await store.count_keys_by_kek(conn)
+            self._make_primary(done)
+            counts = await store.count_keys_by_kek(conn)
         self.rewrap_wanted.set()
-        pending = sum(n for kek_id, n in by_kek.items() if kek_id != self._keyring.primary.kek_id)
-        return RotationResult(done[0], done[1], pending)
+        pending = pending_rewrap(counts, self._keyring.primary.kek_id)
+        return RotationResult(done.previous_kek_id, done.primary_kek_id, pending)
 
-    async def _record_rotation(
-        self, conn: Conn, caller: Caller, request_id: str
-    ) -> tuple[str, str]:
+    async def _record_rotation(self, conn: Conn, caller: Caller, request_id: str) -> Rotation:
         # the new key reaches the file first, as a non-primary key: if the database part
         # fails, nothing wraps with it and no rotation happened
         try:
             new = self._keyring.add_key()
         except KeyRingError as exc:
-            raise failed_precondition("KEYRING_READ_ONLY", str(exc)) from exc
-        previous = self._keyring.primary.kek_id  # add_key re-read the file
+            raise failed_precondition(KEYRING_READ_ONLY, str(exc)) from exc
+        # add_key re-read the file
+        rotation = Rotation(self._keyring.primary.kek_id, new.kek_id)
+        event = AuditEvent(
+            caller.subject,
+            caller.role,
+            CryptoAction.ROTATE,
+            purpose=new.kek_id,
+            request_id=request_id,
+        )
         async with conn.transaction():
-            await store.insert_rotation(conn, request_id, previous, new.kek_id)
-            await store.append_audit(
-                conn,
-                AuditEvent(
-                    caller.subject,
-                    caller.role,
-                    "kek.rotate",
-                    purpose=new.kek_id,
-                    request_id=request_id,
-                ),
-            )
-        return previous, new.kek_id
+            await store.insert_rotation(conn, request_id, rotation)
+            await audit_store.append_audit(conn, event)
+        return rotation
 
-    def _make_primary(self, previous_kek_id: str, new_kek_id: str) -> None:
+    def _make_primary(self, rotation: Rotation) -> None:
         """Only if the ring's primary is still the recorded previous key: a later rotation
         (or an operator) may have moved it on, and that must not be undone."""
         try:
-            self._keyring.make_primary(new_kek_id, only_if_primary=previous_kek_id)
+            self._keyring.make_primary(
+                rotation.primary_kek_id, only_if_primary=rotation.previous_kek_id
+            )
         except KeyRingError as exc:
-            raise failed_precondition("KEYRING_INCONSISTENT", str(exc)) from exc
+            raise failed_precondition(KEYRING_INCONSISTENT, str(exc)) from exc
 
     async def status(self) -> KeyRingReport:
         async with self._pool.acquire() as conn:
-            by_kek, destroyed = await store.count_keys_by_kek(conn)
+            counts = await store.count_keys_by_kek(conn)
         primary = self._keyring.primary.kek_id
         keys = [
-            (k.kek_id, k.kek_id == primary, k.created_at, by_kek.get(k.kek_id, 0))
+            KekInfo(k.kek_id, k.kek_id == primary, k.created_at, counts.by_kek.get(k.kek_id, 0))
             for k in self._keyring.all_keys()
         ]
-        pending = sum(n for kek_id, n in by_kek.items() if kek_id != primary)
-        return KeyRingReport(self._keyring.provider, keys, pending, destroyed)
+        pending = pending_rewrap(counts, primary)
+        return KeyRingReport(self._keyring.provider, keys, pending, counts.destroyed)
 
     async def rewrap_pass(self) -> RewrapPass:
         """Re-wraps every data key not under the primary key, walking in subject order with
@@ -280,16 +236,19 @@ class FieldCrypto:
         primary = self._keyring.primary
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await store.lock_keys_to_rewrap(
-                conn, primary.kek_id, after_subject_id, REWRAP_BATCH
+                conn,
+                primary_kek_id=primary.kek_id,
+                after_subject_id=after_subject_id,
+                limit=REWRAP_BATCH,
             )
             rewrapped, failures = self._rewrap_rows(primary, rows)
             await store.update_wrapped_keys(conn, primary.kek_id, rewrapped)
         return RewrapBatch(len(rewrapped), failures, rows[-1].subject_id if rows else None)
 
     def _rewrap_rows(
-        self, primary: Kek, rows: Sequence[store.SubjectKeyRow]
-    ) -> tuple[list[tuple[str, bytes]], Counter[str]]:
-        rewrapped: list[tuple[str, bytes]] = []
+        self, primary: Kek, rows: Sequence[SubjectKey]
+    ) -> tuple[list[Rewrapped], Counter[str]]:
+        rewrapped: list[Rewrapped] = []
         failures = Counter[str]()
         for row in rows:
             try:
@@ -302,5 +261,5 @@ class FieldCrypto:
             wrapped = envelope.wrap_data_key(
                 primary.key, primary.kek_id, row.subject_id, row.key_version, data_key
             )
-            rewrapped.append((row.subject_id, wrapped))
+            rewrapped.append(Rewrapped(row.subject_id, wrapped))
         return rewrapped, failures

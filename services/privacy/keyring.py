@@ -1,8 +1,8 @@
 """Key-encryption keys and the blind-index key, kept outside PostgreSQL.
 
 Providers: a local key-ring file under the keys folder (created on first run, mode 0600), or
-read-only environment variables for deployments that inject secrets. A KMS or Vault provider
-would implement the same `KeyRing` interface.
+read-only variables for deployments that inject secrets (settings.KeySources). A KMS or Vault
+provider would implement the same `KeyRing` interface.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 import threading
 import time
@@ -18,14 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.privacy.settings import KEYRING_ENV
 from services.runtime import secret_files
 
 KEK_BYTES = 32
 INDEX_KEY_BYTES = 32
 KEYRING_FILE = "kek-keyring.json"
 INDEX_KEY_FILE = "blind-index.key"
-ENV_KEYRING = "MEMBERSHIP_KEK_KEYRING"
-ENV_INDEX_KEY = "MEMBERSHIP_BLIND_INDEX_KEY"
 
 
 class KeyRingError(RuntimeError):
@@ -114,7 +112,7 @@ class KeyRing:
     def _writable_path(self) -> Path:
         if self._path is None:
             raise KeyRingError(
-                f"the {self.provider} key ring is read-only: add a key to {ENV_KEYRING}, "
+                f"the {self.provider} key ring is read-only: add a key to {KEYRING_ENV}, "
                 "make it primary and restart"
             )
         return self._path
@@ -151,10 +149,11 @@ class KeyRing:
         return True
 
 
-def load_keyring(keys_dir: Path, env: Mapping[str, str] | None = None) -> KeyRing:
-    env = os.environ if env is None else env
-    if env.get(ENV_KEYRING):
-        primary, keys = _decode_keyring(env[ENV_KEYRING])
+def load_keyring(keys_dir: Path, keyring_json: str = "") -> KeyRing:
+    """The ring given as JSON (MEMBERSHIP_KEK_KEYRING; read-only), else the file in
+    `keys_dir`, created with one key on first use."""
+    if keyring_json:
+        primary, keys = _decode_keyring(keyring_json)
         return KeyRing("env", None, primary, keys)
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = keys_dir / KEYRING_FILE
@@ -174,12 +173,12 @@ class IndexKey:
     key: bytes
 
 
-def load_index_key(keys_dir: Path, env: Mapping[str, str] | None = None) -> IndexKey:
-    """The blind-index HMAC key: separate from every encryption key."""
-    env = os.environ if env is None else env
+def load_index_key(keys_dir: Path, index_key: str = "") -> IndexKey:
+    """The blind-index HMAC key: separate from every encryption key. Given in base64
+    (MEMBERSHIP_BLIND_INDEX_KEY), else the file in `keys_dir`, created on first use."""
     encoded: bytes | str
-    if env.get(ENV_INDEX_KEY):
-        encoded = env[ENV_INDEX_KEY]
+    if index_key:
+        encoded = index_key
     else:
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = keys_dir / INDEX_KEY_FILE

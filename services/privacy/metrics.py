@@ -5,21 +5,17 @@ Counts only: the state is one of the schema's CHECK values, no request or member
 
 from __future__ import annotations
 
+from services.privacy.store import metrics as store
 from services.runtime.db import Conn
 from services.runtime.scrape import Probe, Samples, outbox_probe
 
 
 async def _by_state(conn: Conn) -> Samples:
-    rows = await conn.fetch("SELECT state, count(*) AS n FROM privacy.data_requests GROUP BY state")
-    return [((str(r["state"]),), float(r["n"])) for r in rows]
+    return [((c.state,), float(c.requests)) for c in await store.requests_by_state(conn)]
 
 
 async def _overdue(conn: Conn) -> Samples:
-    # the (closed, due_at, id) index answers it without a scan of closed requests
-    n = await conn.fetchval(
-        "SELECT count(*) FROM privacy.data_requests WHERE closed_at IS NULL AND due_at < now()"
-    )
-    return [((), float(n or 0))]
+    return [((), float(await store.overdue_requests(conn)))]
 
 
 PROBES = (

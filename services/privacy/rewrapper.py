@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 
-from services.privacy.field_crypto import FieldCrypto, RewrapPass
+from services.privacy.domain.field_crypto import RewrapPass
+from services.privacy.field_crypto import FieldCrypto
 
 log = logging.getLogger("membership.privacy.rewrap")
 

@@ -1,235 +1,148 @@
-"""gRPC <-> domain for membership.privacy.v1.FieldCryptoService."""
+"""The privacy service: its SPEC, and the wiring that builds each use case once and serves
+membership.privacy.v1's FieldCryptoService, ConsentService, AuditService and
+DataRightsService (one server_* module each)."""
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import grpc
-from google.protobuf import timestamp_pb2
-from membership.privacy.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consent_pb2_grpc
-from membership.privacy.v1 import field_crypto_pb2 as pb
-from membership.privacy.v1 import field_crypto_pb2_grpc as pb_grpc
+from membership.privacy.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    consent_pb2,
+    consent_pb2_grpc,
+    data_rights_pb2,
+    data_rights_pb2_grpc,
+    field_crypto_pb2,
+    field_crypto_pb2_grpc,
+)
 
 from services.privacy import metrics as privacy_metrics
-from services.privacy import store_consent
+from services.privacy import settings as privacy_settings
+from services.privacy.audit import AuditLog
 from services.privacy.consent import Consents
 from services.privacy.consent_statistics import ConsentStatisticsCache
-from services.privacy.data_rights_wiring import SERVICE_NAME as DATA_RIGHTS_SERVICE
-from services.privacy.data_rights_wiring import DataRightsParts, build_data_rights
-from services.privacy.envelope import FieldContext
+from services.privacy.data_request_fulfilment import Fulfiller
+from services.privacy.data_request_steps import StepExecutor
+from services.privacy.data_requests import PRIVACY_CALLER, DataRequests
+from services.privacy.deadlines import load_calendar
+from services.privacy.erasure_journal import ErasureJournal
+from services.privacy.exports import Exports
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.keyring import load_index_key, load_keyring
-from services.privacy.processing_relay import PauseEventsOutbox, pause_relay
-from services.privacy.purpose_catalogue import (
-    DEFAULT_PURPOSES_FILE,
-    Catalogue,
-    PurposesError,
-    load_purposes_file,
-)
+from services.privacy.ports import AccountsPort, PointsPort
+from services.privacy.ports_processing import ProcessingEventsPort
+from services.privacy.processing_relay import pause_relay
+from services.privacy.proto_export_bundle import bundle_of
+from services.privacy.purpose_catalogue import load_purposes
 from services.privacy.rewrapper import Rewrapper
 from services.privacy.server_audit import AuditServicer
 from services.privacy.server_consent import ConsentServicer
-from services.runtime.clients import ServiceCredentials, open_channel
+from services.privacy.server_data_requests import DataRightsServicer
+from services.privacy.server_field_crypto import FieldCryptoServicer
+from services.runtime.clients import ReconnectingChannel, ServiceCredentials, open_channel
 from services.runtime.config import Settings
-from services.runtime.context import current_caller, request_id
-from services.runtime.errors import ViolationCollector
 from services.runtime.identity import TokenSigner, load_or_create_signing_key
 from services.runtime.server import ServiceSpec
 
-PURPOSES_FILE_ENV = "MEMBERSHIP_PRIVACY_PURPOSES_FILE"
 
-log = logging.getLogger("membership.privacy")
+@dataclass(frozen=True)
+class Remotes:
+    """The ports data requests call accounts and points on."""
 
-MAX_FIELDS = 64
-MAX_PLAINTEXT_BYTES = 4096
-MAX_CIPHERTEXT_BYTES = 8192
-MAX_TEXT = 200
-SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-INDEX_CONTEXT = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
+    accounts: AccountsPort
+    points: PointsPort
 
+    @classmethod
+    def open(cls, settings: Settings, credentials: ServiceCredentials) -> Remotes:
+        def channel_to(addr: str) -> ReconnectingChannel:
+            return ReconnectingChannel(lambda: open_channel(addr, settings.max_message_bytes))
 
-def _check_subject(v: ViolationCollector, subject_id: str, path: str = "subject_id") -> None:
-    if not SUBJECT_ID.fullmatch(subject_id):
-        v.add(path, "required: 1-64 characters of A-Z a-z 0-9 _ . : -")
-
-
-def _contexts(
-    v: ViolationCollector, fields: Sequence[pb.PlainField | pb.CipherField]
-) -> list[FieldContext]:
-    if not 1 <= len(fields) <= MAX_FIELDS:
-        v.add("fields", f"between 1 and {MAX_FIELDS} fields")
-    contexts = []
-    for i, f in enumerate(fields):
-        for part in ("service", "table", "column"):
-            if not IDENTIFIER.fullmatch(getattr(f.context, part)):
-                v.add(f"fields[{i}].context.{part}", "required: a lower-case identifier")
-        contexts.append(FieldContext(f.context.service, f.context.table, f.context.column))
-    return contexts
-
-
-class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
-    def __init__(self, crypto: FieldCrypto) -> None:
-        self._crypto = crypto
-
-    async def EncryptFields(
-        self, request: pb.EncryptFieldsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.EncryptFieldsResponse:
-        v = ViolationCollector()
-        _check_subject(v, request.subject_id)
-        contexts = _contexts(v, request.fields)
-        for i, f in enumerate(request.fields):
-            if len(f.plaintext) > MAX_PLAINTEXT_BYTES:
-                v.add(f"fields[{i}].plaintext", f"at most {MAX_PLAINTEXT_BYTES} bytes")
-        v.raise_if_any()
-        ciphertexts, key_id = await self._crypto.encrypt(
-            current_caller(),
-            request.subject_id,
-            list(zip(contexts, [f.plaintext for f in request.fields], strict=True)),
-        )
-        return pb.EncryptFieldsResponse(ciphertexts=ciphertexts, data_key_id=key_id)
-
-    async def DecryptFields(
-        self, request: pb.DecryptFieldsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DecryptFieldsResponse:
-        v = ViolationCollector()
-        _check_subject(v, request.subject_id)
-        contexts = _contexts(v, request.fields)
-        for i, f in enumerate(request.fields):
-            if not 0 < len(f.ciphertext) <= MAX_CIPHERTEXT_BYTES:
-                v.add(f"fields[{i}].ciphertext", f"required, at most {MAX_CIPHERTEXT_BYTES} bytes")
-        v.text(request.purpose, "purpose", MAX_TEXT)
-        v.text(request.on_behalf_of, "on_behalf_of", MAX_TEXT, required=False)
-        v.raise_if_any()
-        plaintexts = await self._crypto.decrypt(
-            current_caller(),
-            request.subject_id,
-            list(zip(contexts, [f.ciphertext for f in request.fields], strict=True)),
-            request.purpose.strip(),
-            request.on_behalf_of,
-            request_id(),
-        )
-        return pb.DecryptFieldsResponse(plaintexts=plaintexts)
-
-    async def ComputeBlindIndex(
-        self, request: pb.ComputeBlindIndexRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ComputeBlindIndexResponse:
-        v = ViolationCollector()
-        if not 1 <= len(request.inputs) <= MAX_FIELDS:
-            v.add("inputs", f"between 1 and {MAX_FIELDS} inputs")
-        for i, item in enumerate(request.inputs):
-            if not INDEX_CONTEXT.fullmatch(item.context):
-                v.add(f"inputs[{i}].context", "required: lower-case dotted identifier")
-            if not 0 < len(item.value) <= MAX_PLAINTEXT_BYTES:
-                v.add(f"inputs[{i}].value", f"required, at most {MAX_PLAINTEXT_BYTES} bytes")
-        v.raise_if_any()
-        digests, key_id = self._crypto.blind_indexes(
-            current_caller(), [(i.context, i.value) for i in request.inputs]
-        )
-        return pb.ComputeBlindIndexResponse(digests=digests, index_key_id=key_id)
-
-    async def RotateKeyEncryptionKey(
-        self, request: pb.RotateKeyEncryptionKeyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RotateKeyEncryptionKeyResponse:
-        v = ViolationCollector()
-        v.request_id(request.request_id)
-        v.raise_if_any()
-        result = await self._crypto.rotate(current_caller(), request.request_id)
-        return pb.RotateKeyEncryptionKeyResponse(
-            primary_kek_id=result.primary_kek_id,
-            previous_kek_id=result.previous_kek_id,
-            data_keys_to_rewrap=result.data_keys_to_rewrap,
+        timeout_s = settings.outgoing_timeout_s
+        return cls(
+            AccountsPort(channel_to(settings.addr_of("accounts")), credentials, timeout_s),
+            PointsPort(channel_to(settings.addr_of("points")), credentials, timeout_s),
         )
 
-    async def GetKeyRingStatus(
-        self, request: pb.GetKeyRingStatusRequest, context: grpc.aio.ServicerContext
-    ) -> pb.KeyRingStatus:
-        report = await self._crypto.status()
-        keys = []
-        for kek_id, primary, created_at, wrapped in report.keys:
-            created = timestamp_pb2.Timestamp()
-            created.FromNanoseconds(int(created_at * 1e9))
-            keys.append(
-                pb.KeyEncryptionKeyInfo(
-                    kek_id=kek_id, primary=primary, create_time=created, wrapped_data_keys=wrapped
-                )
-            )
-        return pb.KeyRingStatus(
-            keys=keys,
-            data_keys_to_rewrap=report.data_keys_to_rewrap,
-            destroyed_data_keys=report.destroyed_data_keys,
-            provider=report.provider,
-        )
+    async def close(self) -> None:
+        await self.accounts.close()
+        await self.points.close()
 
-    async def DestroySubjectKey(
-        self, request: pb.DestroySubjectKeyRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DestroySubjectKeyResponse:
-        v = ViolationCollector()
-        _check_subject(v, request.subject_id)
-        v.request_id(request.request_id)
-        v.text(request.reason, "reason", MAX_TEXT)
-        v.raise_if_any()
-        destroyed_at = await self._crypto.destroy_subject_key(
-            current_caller(), request.subject_id, request.request_id, request.reason
-        )
-        response = pb.DestroySubjectKeyResponse(destroyed=destroyed_at is not None)
-        if destroyed_at is not None:
-            response.destroy_time.FromDatetime(destroyed_at)
-        return response
+
+@dataclass(frozen=True)
+class DataRequestParts:
+    """The data-request use cases, and the ports they call on."""
+
+    requests: DataRequests
+    fulfiller: Fulfiller
+    exports: Exports
+    remotes: Remotes
+
+    async def close(self) -> None:
+        await self.fulfiller.close()  # before the channels it calls on
+        await self.remotes.close()
 
 
 class PrivacyComponent:
     service_names = (
-        pb.DESCRIPTOR.services_by_name["FieldCryptoService"].full_name,
+        field_crypto_pb2.DESCRIPTOR.services_by_name["FieldCryptoService"].full_name,
         consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
         audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
-        DATA_RIGHTS_SERVICE,
+        data_rights_pb2.DESCRIPTOR.services_by_name["DataRightsService"].full_name,
     )
 
     def __init__(
         self,
         pool: asyncpg.Pool,
+        settings: Settings,
+        *,
         crypto: FieldCrypto,
         consents: Consents,
-        settings: Settings,
-        data_rights: DataRightsParts,
+        statistics_ttl_s: float,
+        data_requests: DataRequestParts,
+        credentials: ServiceCredentials,
     ) -> None:
         self.crypto = crypto
         self.consents = consents
-        self.consent_statistics = ConsentStatisticsCache(
-            pool, consents.catalogue, settings.consent_statistics_ttl_s
-        )
-        self.data_rights = data_rights
+        self.consent_statistics = ConsentStatisticsCache(pool, consents.catalogue, statistics_ttl_s)
+        self._data_requests = data_requests
+        self.data_requests = data_requests.requests
+        self.fulfiller = data_requests.fulfiller
+        self.exports = data_requests.exports
         self.rewrapper = Rewrapper(crypto)
-        self._audit = AuditServicer(pool)
-        self._outbox = PauseEventsOutbox(
+        self.audit = AuditLog(pool)
+        self._processing = ProcessingEventsPort(
             lambda: open_channel(settings.addr_of("points"), settings.max_message_bytes),
-            service_credentials(settings),
+            credentials,
             settings.outgoing_timeout_s,
         )
-        self._relay = pause_relay(pool, self._outbox)
+        self._relay = pause_relay(pool, self._processing)
 
     def add_to(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_FieldCryptoServiceServicer_to_server(FieldCryptoServicer(self.crypto), server)
+        field_crypto_pb2_grpc.add_FieldCryptoServiceServicer_to_server(
+            FieldCryptoServicer(self.crypto), server
+        )
         consent_pb2_grpc.add_ConsentServiceServicer_to_server(
             ConsentServicer(self.consents, self.consent_statistics), server
         )
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(self._audit, server)
-        self.data_rights.add_to(server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(self.audit), server)
+        data_rights_pb2_grpc.add_DataRightsServiceServicer_to_server(
+            DataRightsServicer(self.data_requests, self.fulfiller, self.exports), server
+        )
+        # requests left IN_PROGRESS (a service was down, this process restarted) resume
+        self.fulfiller.start()
         self.rewrapper.start()
         # processing pauses reach points from here on, also while points is down (retried)
         self._relay.start()
 
     async def close(self) -> None:
         await self.consent_statistics.close()
-        await self.data_rights.close()
+        await self._data_requests.close()
         await self._relay.close()  # before the channel it sends on
-        await self._outbox.close()
+        await self._processing.close()
         await self.rewrapper.stop()
 
 
@@ -240,30 +153,67 @@ def service_credentials(settings: Settings) -> ServiceCredentials:
     return ServiceCredentials(signer, "service:privacy")
 
 
-async def load_purposes(pool: asyncpg.Pool, path: Path) -> Catalogue:
-    """Parses the purposes file and syncs it into the catalogue tables; refuses a file that
-    rewrites a published notice version."""
-    catalogue = load_purposes_file(path)
-    async with pool.acquire() as conn:
-        changed = await store_consent.sync_catalogue(conn, catalogue)
-    if changed:
-        code, version = changed[0]
-        raise PurposesError(
-            f"purposes.{code}.notices",
-            f"version {version} was published with another material flag",
-        )
-    log.info("purposes loaded", extra={"fields": {"purposes": len(catalogue.purposes)}})
-    return catalogue
+async def build_data_requests(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    own: privacy_settings.PrivacySettings,
+    *,
+    crypto: FieldCrypto,
+    consents: Consents,
+    credentials: ServiceCredentials,
+) -> DataRequestParts:
+    """Also re-erases, before the service serves, the members the erasure journal names
+    that a restored backup brought back."""
+    remotes = Remotes.open(settings, credentials)
+    calendar = load_calendar(own.calendar_overrides)
+    requests = DataRequests(pool, crypto, consents, calendar, remotes.accounts)
+    exports = Exports(pool, crypto, PRIVACY_CALLER, requests.clock)
+    # appends to this process's file only; reads every writer's file in its folder (the
+    # replicas sharing one volume each have their own)
+    journal = ErasureJournal(own.erasure_journal)
+    steps = StepExecutor(
+        pool=pool,
+        crypto=crypto,
+        consents=consents,
+        requests=requests,
+        exports=exports,
+        accounts=remotes.accounts,
+        points=remotes.points,
+        journal=journal,
+        build_bundle=bundle_of,
+        clock=requests.clock,
+    )
+    fulfiller = Fulfiller(pool, requests, steps, journal, calendar)
+    try:
+        await fulfiller.reapply_erasures()
+    except BaseException:
+        await remotes.close()
+        raise
+    return DataRequestParts(requests, fulfiller, exports, remotes)
 
 
 async def build(pool: asyncpg.Pool, settings: Settings) -> PrivacyComponent:
-    crypto = FieldCrypto(pool, load_keyring(settings.keys_dir), load_index_key(settings.keys_dir))
-    path = Path(os.environ.get(PURPOSES_FILE_ENV) or DEFAULT_PURPOSES_FILE)
-    consents = Consents(pool, await load_purposes(pool, path))
-    data_rights = await build_data_rights(
-        pool, crypto, consents, settings, service_credentials(settings)
+    own = privacy_settings.load(settings)
+    keys = own.keys
+    crypto = FieldCrypto(
+        pool,
+        load_keyring(keys.keys_dir, keys.keyring_json),
+        load_index_key(keys.keys_dir, keys.index_key),
     )
-    return PrivacyComponent(pool, crypto, consents, settings, data_rights)
+    consents = Consents(pool, await load_purposes(pool, own.purposes_file))
+    credentials = service_credentials(settings)
+    data_requests = await build_data_requests(
+        pool, settings, own, crypto=crypto, consents=consents, credentials=credentials
+    )
+    return PrivacyComponent(
+        pool,
+        settings,
+        crypto=crypto,
+        consents=consents,
+        statistics_ttl_s=own.consent_statistics_ttl_s,
+        data_requests=data_requests,
+        credentials=credentials,
+    )
 
 
 SPEC = ServiceSpec(

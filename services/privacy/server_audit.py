@@ -1,157 +1,34 @@
-"""gRPC <-> domain for membership.privacy.v1.AuditService."""
+"""gRPC <-> domain for membership.privacy.v1.AuditService (messages: proto_audit.py, the use
+case: audit.py)."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-from typing import Literal
-
-import asyncpg
 import grpc
-from google.protobuf import timestamp_pb2
 from membership.privacy.v1 import audit_pb2 as pb
 from membership.privacy.v1 import audit_pb2_grpc as pb_grpc
 
-from services.privacy import store_audit
-from services.privacy.audit import AuditFilter, ChainProblem, ChainReport, StoredEntry
-from services.runtime import paging
-from services.runtime.errors import ViolationCollector, bad_field
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-HASH_BYTES = 32
-# as FieldCryptoService accepts subject ids, and as caller tokens bound their subjects
-SUBJECT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-MAX_ACTOR = 128
-# dotted lower-case words (`consent.grant`); a trailing dot makes it a prefix (`consent.`)
-ACTION = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.?$")
-MAX_ACTION = 64
-
-_PROBLEMS: dict[ChainProblem | None, pb.ChainProblem.ValueType] = {
-    None: pb.CHAIN_PROBLEM_UNSPECIFIED,
-    ChainProblem.HASH_MISMATCH: pb.CHAIN_PROBLEM_HASH_MISMATCH,
-    ChainProblem.LINK_BROKEN: pb.CHAIN_PROBLEM_LINK_BROKEN,
-    ChainProblem.HEAD_MISMATCH: pb.CHAIN_PROBLEM_HEAD_MISMATCH,
-}
-
-
-def page_size(requested: int) -> int:
-    """0 is the default; above the maximum is read as the maximum (AIP-158)."""
-    if requested < 0:
-        raise bad_field("page_size", "must not be negative")
-    return DEFAULT_PAGE_SIZE if requested == 0 else min(requested, MAX_PAGE_SIZE)
-
-
-def _time(
-    v: ViolationCollector,
-    request: pb.ListAuditEventsRequest,
-    field: Literal["start_time", "end_time"],
-) -> datetime | None:
-    if not request.HasField(field):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(request, field)
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        v.add(field, "not a valid time")
-        return None
-
-
-def filter_of(request: pb.ListAuditEventsRequest) -> AuditFilter:
-    v = ViolationCollector()
-    if request.subject_id and not SUBJECT_ID.fullmatch(request.subject_id):
-        v.add("subject_id", "1-64 characters of A-Z a-z 0-9 _ . : -")
-    if request.action and not (
-        len(request.action) <= MAX_ACTION and ACTION.fullmatch(request.action)
-    ):
-        v.add("action", "a dotted action such as `consent.grant`, or a prefix such as `consent.`")
-    v.bound(request.actor, "actor", MAX_ACTOR)
-    if not request.actor.isprintable():
-        v.add("actor", "must be printable")
-    start = _time(v, request, "start_time")
-    end = _time(v, request, "end_time")
-    if start and end and end <= start:
-        v.add("end_time", "must be after start_time")
-    v.raise_if_any()
-    return AuditFilter(request.subject_id, request.action, request.actor, start, end)
-
-
-def after_seq_of(token: str, where: AuditFilter) -> int:
-    """The seq a page token resumes after; 0 for the first page."""
-    position = paging.decode_token(token, where.token_key())
-    if position is None:
-        return 0
-    seq = position.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise bad_field("page_token", "not a page token of this list")
-    return seq
-
-
-def event_pb(entry: StoredEntry) -> pb.AuditEvent:
-    event = entry.event
-    message = pb.AuditEvent(
-        name=f"auditEvents/{entry.seq}",
-        seq=entry.seq,
-        actor=event.actor,
-        actor_role=event.actor_role,
-        on_behalf_of=event.on_behalf_of,
-        action=event.action,
-        subject_id=event.subject_id,
-        fields=list(event.fields),
-        purpose=event.purpose,
-        request_id=event.request_id,
-        prev_hash=entry.prev_hash,
-        entry_hash=entry.entry_hash,
-    )
-    message.occur_time.FromDatetime(entry.occurred_at)
-    return message
-
-
-def chain_bounds(request: pb.VerifyAuditChainRequest) -> tuple[int, int, bytes | None]:
-    """from_seq, to_seq and the expected head hash (None when not given)."""
-    v = ViolationCollector()
-    if request.from_seq < 0:
-        v.add("from_seq", "must not be negative")
-    if request.to_seq < 0:
-        v.add("to_seq", "must not be negative")
-    elif request.to_seq and request.to_seq < request.from_seq:
-        v.add("to_seq", "must not be before from_seq")
-    expected = request.expected_head_hash
-    if expected and len(expected) != HASH_BYTES:
-        v.add("expected_head_hash", f"{HASH_BYTES} bytes (a SHA-256 head hash)")
-    v.raise_if_any()
-    return request.from_seq, request.to_seq, expected or None
-
-
-def report_pb(report: ChainReport) -> pb.VerifyAuditChainResponse:
-    return pb.VerifyAuditChainResponse(
-        intact=report.intact,
-        entries_checked=report.entries_checked,
-        last_seq=report.last_seq,
-        head_hash=report.head_hash,
-        first_broken_seq=report.first_broken_seq,
-        problem=_PROBLEMS[report.problem],
-    )
+from services.privacy import proto_audit as proto
+from services.privacy.audit import AuditLog
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
 
     async def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAuditEventsResponse:
-        where = filter_of(request)
-        size = page_size(request.page_size)
-        after_seq = after_seq_of(request.page_token, where)
-        entries, more = await store_audit.list_page(self._pool, where, after_seq, size)
-        token = paging.encode_token({"seq": entries[-1].seq}, where.token_key()) if more else ""
+        where = proto.filter_of(request)
+        size = proto.page_size(request.page_size)
+        after_seq = proto.after_seq_of(request.page_token, where)
+        page = await self._audit.list_page(where, after_seq, size)
+        token = proto.next_page_token(page.entries[-1].seq, where) if page.more else ""
         return pb.ListAuditEventsResponse(
-            audit_events=[event_pb(e) for e in entries], next_page_token=token
+            audit_events=[proto.event_pb(e) for e in page.entries], next_page_token=token
         )
 
     async def VerifyAuditChain(
         self, request: pb.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyAuditChainResponse:
-        from_seq, to_seq, expected = chain_bounds(request)
-        return report_pb(await store_audit.verify(self._pool, from_seq, to_seq, expected))
+        bounds = proto.chain_range_of(request)
+        return proto.report_pb(await self._audit.verify(bounds))

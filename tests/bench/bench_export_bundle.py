@@ -37,7 +37,8 @@ from google.protobuf import json_format
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.points.v1 import points_pb2 as pb
 
-from services.privacy.export_bundle import Bundle, BundleSources, build_bundle
+from services.privacy.domain.export_bundle import Bundle
+from services.privacy.proto_export_bundle import BundleSources, build_bundle
 from tests.bench.common import machine_info
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "export_bundle.json"

@@ -31,7 +31,7 @@ from membership_cli.pg_tools import (
     parse_schema_versions,
     parse_table_data,
 )
-from services.privacy.erasure_journal import JOURNAL_ENV
+from services.privacy.settings import JOURNAL_ENV
 from tests.support.postgres import PostgresForTests
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing"

@@ -20,7 +20,7 @@ from membership.accounts.v1 import accounts_pb2
 from membership.points.v1 import points_pb2
 from membership.privacy.v1 import data_rights_pb2 as pb
 
-from services.privacy.erasure_journal import JOURNAL_ENV
+from services.privacy.settings import JOURNAL_ENV
 from tests.support.data_rights import fulfilled, member_with_ledger, officer
 from tests.support.postgres import PostgresForTests
 from tests.support.suite import Suite, running_suite

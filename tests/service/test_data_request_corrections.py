@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 import asyncpg
 import grpc
@@ -17,7 +18,8 @@ from membership.privacy.v1 import consent_pb2
 from membership.privacy.v1 import data_rights_pb2 as pb
 
 from services.accounts.server import SPEC as ACCOUNTS
-from services.privacy.data_rights import DataRights
+from services.privacy.data_requests import DataRequests
+from services.privacy.server import PrivacyComponent
 from services.runtime.server import start_service
 from tests.support.accounts import next_phone, register, table_counts
 from tests.support.data_rights import approve, create, get_request, officer, verify, wallet
@@ -30,8 +32,8 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 RECONNECT_S = 15.0
 
 
-def rights(suite: Suite) -> DataRights:
-    return suite.privacy_service.component.data_rights.rights  # type: ignore[attr-defined, no-any-return]
+def rights(suite: Suite) -> DataRequests:
+    return cast(PrivacyComponent, suite.privacy_service.component).data_requests
 
 
 def create_request(
@@ -181,7 +183,7 @@ async def test_a_step_the_members_status_forbids_stops_and_says_why(suite: Suite
     )
     assert listed.data_requests[0].step_failure.reason == "MEMBER_CLOSED"
     # nothing happens on its own: the officer rejects it, and the failure stays as the cause
-    assert await suite.privacy_service.component.data_rights.fulfiller.resume_due() == 0  # type: ignore[attr-defined]
+    assert await suite.privacy_service.component.fulfiller.resume_due() == 0  # type: ignore[attr-defined]
     rejected = await suite.data_rights.RejectDataRequest(
         pb.RejectDataRequestRequest(name=created.name, reason="the account is closed"),
         metadata=officer(suite),

@@ -11,6 +11,7 @@ import json
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -21,8 +22,8 @@ from membership.points.v1 import points_pb2 as ppb
 from membership.privacy.v1 import consent_pb2 as cpb
 from membership.privacy.v1 import data_rights_pb2 as pb
 
-from services.privacy import exports
-from services.privacy.data_rights_wiring import DataRightsParts
+from services.privacy.domain import exports
+from services.privacy.server import PrivacyComponent
 from tests.service.test_consent_enforcement import eventually
 from tests.service.test_points_settlement import payment, settler
 from tests.support.accounts import next_phone, register
@@ -47,9 +48,8 @@ IN_PROGRESS = pb.DATA_REQUEST_STATE_IN_PROGRESS
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
 
-def parts(suite: Suite) -> DataRightsParts:
-    component = suite.privacy_service.component
-    return component.data_rights  # type: ignore[attr-defined, no-any-return]
+def parts(suite: Suite) -> PrivacyComponent:
+    return cast(PrivacyComponent, suite.privacy_service.component)
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def clock(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dateti
     clock function when it was made, so it is set there too."""
     now = [datetime.now(SHANGHAI)]
     data_rights = parts(suite)
-    monkeypatch.setattr(data_rights.rights, "clock", lambda: now[0])
+    monkeypatch.setattr(data_rights.data_requests, "clock", lambda: now[0])
     monkeypatch.setattr(data_rights.exports, "_clock", lambda: now[0])
     yield now
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -12,7 +12,8 @@ import grpc
 import pytest
 from membership.privacy.v1 import data_rights_pb2 as pb
 
-from services.privacy.data_rights import DataRights
+from services.privacy.data_requests import DataRequests
+from services.privacy.server import PrivacyComponent
 from tests.support.accounts import next_request_id, register
 from tests.support.data_rights import approve, create, officer, verify, wallet
 from tests.support.rpc_errors import expect_error
@@ -23,9 +24,8 @@ ACCESS = pb.DATA_REQUEST_TYPE_ACCESS
 RESTRICTION = pb.DATA_REQUEST_TYPE_RESTRICTION
 
 
-def rights(suite: Suite) -> DataRights:
-    component = suite.privacy_service.component
-    return component.data_rights.rights  # type: ignore[attr-defined, no-any-return]
+def rights(suite: Suite) -> DataRequests:
+    return cast(PrivacyComponent, suite.privacy_service.component).data_requests
 
 
 @pytest.fixture

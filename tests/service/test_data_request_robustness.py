@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import grpc
 import pytest
 from membership.privacy.v1 import data_rights_pb2 as pb
 
-from services.privacy.data_rights_wiring import DataRightsParts
-from services.privacy.erasure_journal import ErasureJournal, journal_path
-from services.privacy.request_steps import StepExecutor
-from services.privacy.store_requests import RequestRow
+from services.privacy.data_request_steps import StepExecutor
+from services.privacy.domain.data_request_fulfilment import StepOutcome
+from services.privacy.domain.data_requests import DataRequest, StepName
+from services.privacy.erasure_journal import ErasureJournal
+from services.privacy.server import PrivacyComponent
+from services.privacy.settings import journal_path
 from tests.support.accounts import register
 from tests.support.data_rights import approve, create, get_request, officer, verify, wallet
 from tests.support.rpc_errors import expect_error
@@ -26,8 +29,8 @@ RESTRICTION = pb.DATA_REQUEST_TYPE_RESTRICTION
 DELETION = pb.DATA_REQUEST_TYPE_DELETION
 
 
-def parts(suite: Suite) -> DataRightsParts:
-    return suite.privacy_service.component.data_rights  # type: ignore[attr-defined, no-any-return]
+def parts(suite: Suite) -> PrivacyComponent:
+    return cast(PrivacyComponent, suite.privacy_service.component)
 
 
 async def test_a_rejection_waits_for_a_running_fulfilment_and_then_wins(
@@ -42,7 +45,7 @@ async def test_a_rejection_waits_for_a_running_fulfilment_and_then_wins(
     entered, release = asyncio.Event(), asyncio.Event()
     original = StepExecutor.execute
 
-    async def slow(self: StepExecutor, row: RequestRow, step: str) -> dict[str, object]:
+    async def slow(self: StepExecutor, row: DataRequest, step: StepName) -> StepOutcome:
         entered.set()
         await release.wait()
         raise OSError("the disk went away")
@@ -77,7 +80,7 @@ async def test_an_unforeseen_failure_does_not_hold_up_other_requests(
         await verify(suite, request.name)
     original = StepExecutor.execute
 
-    async def failing_once(self: StepExecutor, row: RequestRow, step: str) -> dict[str, object]:
+    async def failing_once(self: StepExecutor, row: DataRequest, step: StepName) -> StepOutcome:
         if f"dataRequests/{row.id}" == broken.name:
             raise RuntimeError("a bug")
         return await original(self, row, step)

@@ -14,7 +14,7 @@ from membership.accounts.v1 import accounts_pb2 as apb
 from membership.privacy.v1 import field_crypto_pb2 as pb
 
 from services.privacy import keyring
-from services.privacy.audit import GENESIS_HASH, first_broken_link
+from services.privacy.domain.audit import GENESIS_HASH, first_broken_link
 from services.privacy.field_crypto import FieldCrypto
 from tests.support.accounts import register
 from tests.support.privacy import (
@@ -522,7 +522,7 @@ async def test_rotation_rewraps_without_plaintext_and_keeps_old_data_readable(
     assert repeat.primary_kek_id == new_kek
     assert repeat.previous_kek_id == old_kek
     assert repeat.data_keys_to_rewrap == 0
-    ring = keyring.load_keyring(suite.keys_dir, {})
+    ring = keyring.load_keyring(suite.keys_dir)
     assert {k.kek_id for k in ring.all_keys()} == {old_kek, new_kek}
     assert ring.primary.kek_id == new_kek
 
@@ -553,8 +553,8 @@ async def test_a_stale_replica_does_not_rewrap_back_to_the_old_key(
     re-wrap data keys back under the old key nor drop the new key when it rotates."""
     stale = FieldCrypto(
         suite.privacy_service.pool,
-        keyring.load_keyring(suite.keys_dir, {}),
-        keyring.load_index_key(suite.keys_dir, {}),
+        keyring.load_keyring(suite.keys_dir),
+        keyring.load_index_key(suite.keys_dir),
     )
     await encrypt(suite, "m-1", [("phone", PHONE)])
     rotated = await suite.privacy.RotateKeyEncryptionKey(
@@ -570,7 +570,7 @@ async def test_a_stale_replica_does_not_rewrap_back_to_the_old_key(
     caller = Caller("admin:other", "admin", frozenset(), "t")
     result = await stale.rotate(caller, "rotate-2")
     assert result.previous_kek_id == rotated.primary_kek_id
-    ring = keyring.load_keyring(suite.keys_dir, {})
+    ring = keyring.load_keyring(suite.keys_dir)
     assert {k.kek_id for k in ring.all_keys()} == {
         rotated.previous_kek_id,
         rotated.primary_kek_id,

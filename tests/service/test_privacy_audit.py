@@ -16,8 +16,9 @@ from membership.accounts.v1 import accounts_pb2 as apb
 from membership.privacy.v1 import audit_pb2 as pb
 from membership.privacy.v1 import consent_pb2 as cpb
 
-from services.privacy import store, store_audit
-from services.privacy.audit import GENESIS_HASH, AuditEvent, entry_hash
+from services.privacy import audit
+from services.privacy.domain.audit import GENESIS_HASH, AuditEvent, entry_hash
+from services.privacy.store import audit as audit_store
 from tests.support.accounts import register
 from tests.support.consent import grant_request, known_member, wallet, withdraw_request
 from tests.support.privacy import (
@@ -278,7 +279,7 @@ async def test_a_range_and_small_batches_verify(
     await five_events(suite)
     events = await list_all(suite)
     # the walk goes on across batch boundaries (the services run in this process)
-    monkeypatch.setattr(store_audit, "VERIFY_BATCH_ROWS", 2)
+    monkeypatch.setattr(audit, "VERIFY_BATCH_ROWS", 2)
     whole = await verify(suite)
     assert (whole.intact, whole.entries_checked, whole.last_seq) == (True, 5, events[-1].seq)
     part = await verify(suite, from_seq=events[1].seq, to_seq=events[3].seq)
@@ -294,7 +295,7 @@ async def test_gaps_in_seq_from_rolled_back_appends_are_no_break(suite: Suite) -
     try:
         transaction = conn.transaction()
         await transaction.start()
-        await store.append_audit(conn, AuditEvent("test", "admin", "test.rolled_back"))
+        await audit_store.append_audit(conn, AuditEvent("test", "admin", "test.rolled_back"))
         await transaction.rollback()
     finally:
         await conn.close()
@@ -314,7 +315,7 @@ async def test_an_altered_event_is_a_hash_mismatch_at_its_seq(
     await tamper.execute(
         "UPDATE privacy.audit_log SET purpose = 'nothing to see' WHERE seq = $1", target.seq
     )
-    monkeypatch.setattr(store_audit, "VERIFY_BATCH_ROWS", 2)  # the break is in batch 2
+    monkeypatch.setattr(audit, "VERIFY_BATCH_ROWS", 2)  # the break is in batch 2
     result = await verify(suite)
     assert not result.intact
     assert result.problem == pb.CHAIN_PROBLEM_HASH_MISMATCH

@@ -12,8 +12,8 @@ import pytest
 from membership.privacy.v1 import consent_pb2 as cpb
 from membership.privacy.v1 import field_crypto_pb2 as ppb
 
-from services.privacy.audit import GENESIS_HASH, first_broken_link
-from services.privacy.purpose_catalogue import PurposesError
+from services.privacy.domain.audit import GENESIS_HASH, first_broken_link
+from services.privacy.domain.purpose_catalogue import PurposesError
 from tests.support.consent import (
     check,
     grant_request,
@@ -374,16 +374,14 @@ async def test_every_change_is_audited_on_the_chain(suite: Suite, db: asyncpg.Co
 # --- notice versions -------------------------------------------------------------------------
 
 
-async def test_a_material_notice_version_makes_consent_stale(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_a_material_notice_version_makes_consent_stale(suite: Suite, tmp_path: Path) -> None:
     member = await known_member(suite)
     await suite.consent.GrantConsent(
         grant_request(member, "marketing", "payment_records"), metadata=wallet(suite)
     )
     notices = "[{ version = 1, material = true }, { version = 2, material = true }]"
     path = purposes_file(tmp_path, "marketing", notices)
-    async with privacy_with_purposes(suite, monkeypatch, path) as consent:
+    async with privacy_with_purposes(suite, path) as consent:
         checked = await check(consent, suite, member, "marketing")
         assert (checked.allowed, checked.stale, checked.status) == (False, True, GRANTED)
         assert (checked.consented_notice_version, checked.current_notice_version) == (1, 2)
@@ -408,14 +406,12 @@ async def test_a_material_notice_version_makes_consent_stale(
         )
 
 
-async def test_a_non_material_notice_version_keeps_consent(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_a_non_material_notice_version_keeps_consent(suite: Suite, tmp_path: Path) -> None:
     member = await known_member(suite)
     await suite.consent.GrantConsent(grant_request(member, "marketing"), metadata=wallet(suite))
     notices = "[{ version = 1, material = true }, { version = 2, material = false }]"
     path = purposes_file(tmp_path, "marketing", notices)
-    async with privacy_with_purposes(suite, monkeypatch, path) as consent:
+    async with privacy_with_purposes(suite, path) as consent:
         checked = await check(consent, suite, member, "marketing")
         assert (checked.allowed, checked.stale) == (True, False)
         assert (checked.consented_notice_version, checked.current_notice_version) == (1, 2)
@@ -426,10 +422,8 @@ async def test_a_non_material_notice_version_keeps_consent(
         assert (marketing.stale, marketing.current_notice_version) == (False, 2)
 
 
-async def test_a_published_notice_version_cannot_be_rewritten(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_a_published_notice_version_cannot_be_rewritten(suite: Suite, tmp_path: Path) -> None:
     path = purposes_file(tmp_path, "marketing", "[{ version = 1, material = false }]")
     with pytest.raises(PurposesError, match="marketing"):
-        async with privacy_with_purposes(suite, monkeypatch, path):
+        async with privacy_with_purposes(suite, path):
             pass

@@ -14,7 +14,8 @@ from membership.privacy.v1 import consent_pb2_grpc
 from membership.privacy.v1 import field_crypto_pb2 as ppb
 
 from services.privacy.consent_statistics import ConsentStatisticsCache
-from services.privacy.purpose_catalogue import DEFAULT_PURPOSES_FILE, load_purposes_file
+from services.privacy.purpose_catalogue import load_purposes_file
+from services.privacy.settings import DEFAULT_PURPOSES_FILE
 from tests.support.consent import (
     grant_request,
     known_member,
@@ -93,12 +94,12 @@ async def test_erased_members_are_not_counted(suite: Suite) -> None:
 
 
 async def test_grants_to_an_outdated_material_notice_count_as_stale(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    suite: Suite, tmp_path: Path
 ) -> None:
     await three_members(suite)
     notices = "[{ version = 1, material = true }, { version = 2, material = true }]"
     async with privacy_with_purposes(
-        suite, monkeypatch, purposes_file(tmp_path, "marketing", notices)
+        suite, purposes_file(tmp_path, "marketing", notices)
     ) as consent:
         await consent.GrantConsent(
             grant_request("members/mstat3", "marketing", version=2, request_id="g-2"),

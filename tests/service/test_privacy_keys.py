@@ -12,8 +12,9 @@ import grpc
 import pytest
 from membership.privacy.v1 import field_crypto_pb2 as pb
 
-from services.privacy import field_crypto, keyring, store
+from services.privacy import field_crypto, keyring
 from services.privacy.server import PrivacyComponent
+from services.privacy.store import keys as key_store
 from services.runtime.identity import Caller
 from tests.support.privacy import (
     FAILED_PRECONDITION,
@@ -41,7 +42,7 @@ def component(suite: Suite) -> PrivacyComponent:
 
 
 def ring_on_disk(suite: Suite) -> keyring.KeyRing:
-    return keyring.load_keyring(suite.keys_dir, {})
+    return keyring.load_keyring(suite.keys_dir)
 
 
 async def rotation_audits(db: asyncpg.Connection) -> int:
@@ -251,7 +252,7 @@ async def test_a_rotation_failing_in_the_database_leaves_the_primary_alone(
         raise ConnectionError("database went away")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "insert_rotation", database_gone)
+        patch.setattr(key_store, "insert_rotation", database_gone)
         with pytest.raises(ConnectionError):
             await crypto.rotate(ADMIN, "rotate-1")
     ring = ring_on_disk(suite)

@@ -4,18 +4,17 @@ that loads one (as a deployment with a new privacy notice would)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import grpc
-import pytest
 from membership.privacy.v1 import consent_pb2 as cpb
 from membership.privacy.v1 import consent_pb2_grpc
 
-from services.privacy.purpose_catalogue import DEFAULT_PURPOSES_FILE
-from services.privacy.server import PURPOSES_FILE_ENV
 from services.privacy.server import SPEC as PRIVACY
+from services.privacy.settings import DEFAULT_PURPOSES_FILE, PURPOSES_FILE_ENV
 from services.runtime.server import start_service
 from tests.support.privacy import PHONE, encrypt
 from tests.support.suite import Metadata, Suite
@@ -47,11 +46,13 @@ def purposes_file(folder: Path, purpose: str, notices: str) -> Path:
 
 @contextlib.asynccontextmanager
 async def privacy_with_purposes(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, purposes: Path
+    suite: Suite, purposes: Path
 ) -> AsyncIterator[consent_pb2_grpc.ConsentServiceStub]:
-    """A second privacy service on the suite's database whose purposes file is `purposes`."""
-    monkeypatch.setenv(PURPOSES_FILE_ENV, str(purposes))
-    service = await start_service(PRIVACY, suite.settings, "127.0.0.1:0")
+    """A second privacy service on the suite's database whose purposes file is `purposes`
+    (named in its settings, as the variable would)."""
+    env = {**suite.settings.env, PURPOSES_FILE_ENV: str(purposes)}
+    settings = dataclasses.replace(suite.settings, env=env)
+    service = await start_service(PRIVACY, settings, "127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     try:
         yield consent_pb2_grpc.ConsentServiceStub(channel)

@@ -11,8 +11,8 @@ import asyncpg
 import grpc
 from membership.privacy.v1 import field_crypto_pb2 as pb
 
-from services.privacy import store
-from services.privacy.audit import StoredEntry
+from services.privacy.domain.audit import StoredEntry
+from services.privacy.store import audit as audit_store
 from tests.support.suite import Metadata, Suite
 
 ACCOUNTS_SUBJECT = "svc-accounts"
@@ -77,7 +77,7 @@ async def decrypt(
 
 
 async def audit_entries(conn: asyncpg.Connection) -> list[StoredEntry]:
-    return await store.read_audit(conn, 0, 100_000)
+    return await audit_store.read_audit(conn, 0, 100_000)
 
 
 async def kek_of(conn: asyncpg.Connection, subject_id: str) -> str | None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.privacy.consent_statistics import summarise
-from services.privacy.purpose_catalogue import DEFAULT_PURPOSES_FILE, load_purposes_file
-from services.privacy.store_consent import ConsentTally
+from services.privacy.domain.consent import ConsentAction, ConsentTally
+from services.privacy.domain.consent_statistics import summarise
+from services.privacy.purpose_catalogue import load_purposes_file
+from services.privacy.settings import DEFAULT_PURPOSES_FILE
+
+GRANT = ConsentAction.GRANT
 
 AT = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 def test_a_purpose_missing_from_the_catalogue_is_left_out() -> None:
     catalogue = load_purposes_file(DEFAULT_PURPOSES_FILE)
-    tallies = [ConsentTally("retired", "grant", 1, 5), ConsentTally("service", "grant", 1, 7)]
+    tallies = [ConsentTally("retired", GRANT, 1, 5), ConsentTally("service", GRANT, 1, 7)]
     result = summarise(catalogue, tallies, 7, AT)
     assert [p.purpose_code for p in result.purposes] == list(catalogue.purposes)
     service = result.purposes[0]

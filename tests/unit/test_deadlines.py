@@ -8,7 +8,6 @@ National Day off Oct 1 - 8, make-up working days Sun Sep 28 and Sat Oct 11.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,19 +18,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.privacy import deadlines
-from services.privacy.deadlines import (
+from services.privacy import settings as privacy_settings
+from services.privacy.deadlines import load_calendar, load_overrides
+from services.privacy.domain import deadlines as rules
+from services.privacy.domain.deadlines import (
     ZONE,
     CalendarError,
     CalendarOverrides,
     Deadline,
     WorkingCalendar,
     deadline,
-    default_calendar,
     extend,
     is_overdue,
-    load_overrides,
     parse_overrides,
 )
+from services.runtime.config import load_settings
 from services.runtime.errors import Code, DomainError
 
 CALENDAR = WorkingCalendar()
@@ -159,7 +160,7 @@ def test_extension_counts_after_the_due_date() -> None:
     assert extended.due_date == date(2025, 4, 27)
     assert extended.working_days == 30
     assert extended.received_on == first.received_on
-    assert extended.extensions == (deadlines.Extension(15, "identity documents requested"),)
+    assert extended.extensions == (rules.Extension(15, "identity documents requested"),)
     again = extend(extended, 1, "archive restore", CALENDAR)
     assert again.due_date == date(2025, 4, 28)
     assert [e.reason for e in again.extensions] == [
@@ -300,30 +301,23 @@ def test_missing_and_oversized_override_files_are_rejected(tmp_path: Path) -> No
         load_overrides(big)
 
 
-@pytest.fixture
-def fresh_default_calendar() -> Iterator[None]:
-    default_calendar.cache_clear()
-    yield
-    default_calendar.cache_clear()
+def settings_calendar(env: dict[str, str]) -> WorkingCalendar:
+    """The calendar the privacy service builds from these variables."""
+    return load_calendar(privacy_settings.load(load_settings(env)).calendar_overrides)
 
 
-@pytest.mark.usefixtures("fresh_default_calendar")
-def test_default_calendar_reads_the_overrides_named_by_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_settings_calendar_reads_the_overrides_named_by_the_variable(tmp_path: Path) -> None:
     path = tmp_path / "calendar.toml"
     path.write_text("holidays = [2025-03-18]\n", encoding="utf-8")
-    monkeypatch.setenv(deadlines.OVERRIDES_ENV, str(path))
-    assert deadline(at(2025, 3, 15)).due_date == date(2025, 4, 8)
+    calendar = settings_calendar({privacy_settings.CALENDAR_OVERRIDES_ENV: str(path)})
+    assert deadline(at(2025, 3, 15), calendar=calendar).due_date == date(2025, 4, 8)
 
 
-@pytest.mark.usefixtures("fresh_default_calendar")
-def test_default_calendar_without_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(deadlines.OVERRIDES_ENV, raising=False)
+def test_the_calendar_without_overrides() -> None:
     assert deadline(at(2025, 3, 15)).due_date == date(2025, 4, 7)
-    assert WorkingCalendar.from_env({deadlines.OVERRIDES_ENV: ""}).overrides == (
-        CalendarOverrides()
-    )
+    calendar = settings_calendar({privacy_settings.CALENDAR_OVERRIDES_ENV: ""})
+    assert deadline(at(2025, 3, 15), calendar=calendar).due_date == date(2025, 4, 7)
+    assert calendar.overrides == CalendarOverrides()
 
 
 # -- provisional ----------------------------------------------------------------------------

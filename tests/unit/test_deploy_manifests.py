@@ -14,7 +14,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from gateway.server import SERVICES as GATEWAY_BACKENDS
-from services.privacy.erasure_journal import JOURNAL_ENV, WRITER_FILES
+from services.privacy.erasure_journal import WRITER_FILES
+from services.privacy.settings import JOURNAL_ENV
 from services.runtime.config import DEFAULT_ADDRS
 from services.runtime.server import LIVENESS_SERVICE
 from tests.support.deploy_k8s import (

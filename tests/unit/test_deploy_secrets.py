@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.webhooks import load_secrets_file
+from services.privacy import settings as privacy_settings
 from services.privacy.keyring import load_index_key, load_keyring
 from services.runtime.config import load_settings
 from services.runtime.identity import load_or_create_signing_key, load_verify_keys
@@ -47,9 +48,10 @@ def test_privacy_accepts_the_key_ring_and_the_index_key(secrets_dir: Path) -> No
         "MEMBERSHIP_BLIND_INDEX_KEY": read(secrets_dir, "blind-index.key"),
     }
     keys_dir = secrets_dir / "unused"
-    ring = load_keyring(keys_dir, env)
+    keys = privacy_settings.load(load_settings(env)).keys
+    ring = load_keyring(keys_dir, keys.keyring_json)
     assert ring.provider == "env" and len(ring.primary.key) == 32
-    assert len(load_index_key(keys_dir, env).key) == 32
+    assert len(load_index_key(keys_dir, keys.index_key).key) == 32
     assert not keys_dir.exists()  # read from the environment, nothing written
 
 

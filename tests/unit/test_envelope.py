@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.privacy import envelope
-from services.privacy.envelope import CiphertextError, FieldContext
+from services.privacy.domain import envelope
+from services.privacy.domain.envelope import CiphertextError, FieldContext
 
 PHONE = FieldContext("accounts", "members", "phone")
 EMAIL = FieldContext("accounts", "members", "email")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.privacy.erasure_journal import ErasureJournal, JournalEntry, journal_path
+from services.privacy.domain.erasures import JournalEntry
+from services.privacy.erasure_journal import ErasureJournal
+from services.privacy.settings import journal_path
 
 AT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 

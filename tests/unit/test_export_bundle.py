@@ -19,15 +19,13 @@ from membership.points.v1 import points_pb2 as ppb
 from membership.privacy.v1 import consent_pb2 as cpb
 from membership.privacy.v1 import data_rights_pb2 as rpb
 
-from services.privacy import export_bundle
-from services.privacy.export_bundle import (
-    CSV_COLUMNS,
+from services.privacy import proto_export_bundle as export_bundle
+from services.privacy.domain.consent import ConsentAction
+from services.privacy.domain.export_bundle import CSV_COLUMNS, Bundle, BundleTooLarge
+from services.privacy.proto_export_bundle import (
     REQUEST_FIELDS_SHOWN,
     REQUEST_FIELDS_WITHHELD,
-    Bundle,
     BundleSources,
-    BundleTooLarge,
-    ConsentAction,
     ConsentHistoryEntry,
     build_bundle,
 )

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from services.privacy.audit import (
+from services.privacy.domain.audit import (
     GENESIS_HASH,
     AuditEvent,
     ChainProblem,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.privacy.policy import context_not_owned, may_handle
+from services.privacy.domain.policy import context_not_owned, may_handle
 from services.runtime.errors import Code
 
 

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from services.privacy.consent import CHANNELS
-from services.privacy.purpose_catalogue import (
-    DEFAULT_PURPOSES_FILE,
+from services.privacy.domain.consent import CHANNELS
+from services.privacy.domain.purpose_catalogue import (
     Notice,
     Purpose,
     PurposesError,
-    load_purposes_file,
     parse_purposes,
 )
-from services.privacy.server_consent import CHANNELS_BY_ENUM
+from services.privacy.proto import CHANNELS_BY_ENUM
+from services.privacy.purpose_catalogue import load_purposes_file
+from services.privacy.settings import DEFAULT_PURPOSES_FILE
 
 Doc = dict[str, Any]
 DEFAULT_DOC: Doc = tomllib.loads(DEFAULT_PURPOSES_FILE.read_text(encoding="utf-8"))

@@ -1,30 +1,28 @@
-"""SQL of the audit log's reads: listing events and the snapshot a chain check walks.
-
-Appends stay in `store.append_audit`, beside the changes they record.
-"""
+"""SQL of the audit log (migration 001): appends, in the transaction of the change each
+records, listing events, and the snapshot a chain check walks."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import asyncpg
 
-from services.privacy.audit import (
+from services.privacy.domain.audit import (
     GENESIS_HASH,
     AuditEvent,
     AuditFilter,
-    ChainReport,
     StoredEntry,
-    verify_chain,
+    entry_hash,
 )
 from services.runtime.db import Conn
 
+# serialises appends to the audit chain (namespace "memb", key "audit")
+AUDIT_LOCK = (0x6D656D62, 0x61756474)
 # a whole-chain check of millions of entries takes minutes; each batch is one statement, but
 # the snapshot lives as long as the walk (as points' Reconcile, 15 minutes)
 VERIFY_STATEMENT_TIMEOUT_S = 900
-# entries per query of a chain check: bounded memory, and few enough round trips
-VERIFY_BATCH_ROWS = 5_000
 
 MAX_SEQ = 2**63 - 1  # bigint
 
@@ -51,6 +49,45 @@ def _entry(r: asyncpg.Record) -> StoredEntry:
         bytes(r["prev_hash"]),
         bytes(r["entry_hash"]),
     )
+
+
+async def append_audit(conn: Conn, event: AuditEvent) -> int:
+    """Appends to the hash chain; call inside the transaction of the change it records."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *AUDIT_LOCK)
+    prev = await conn.fetchval("SELECT entry_hash FROM privacy.audit_log ORDER BY seq DESC LIMIT 1")
+    prev_hash = bytes(prev) if prev is not None else GENESIS_HASH
+    occurred_at = datetime.now(UTC)
+    seq = await conn.fetchval(
+        "INSERT INTO privacy.audit_log (occurred_at, actor, actor_role, on_behalf_of, action,"
+        " subject_id, fields, purpose, request_id, prev_hash, entry_hash)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
+        occurred_at,
+        event.actor,
+        event.actor_role,
+        event.on_behalf_of,
+        event.action,
+        event.subject_id,
+        list(event.fields),
+        event.purpose,
+        event.request_id,
+        prev_hash,
+        entry_hash(prev_hash, occurred_at, event),
+    )
+    return int(seq)
+
+
+async def read_audit(
+    conn: Conn, after_seq: int, limit: int, subject_id: str = ""
+) -> list[StoredEntry]:
+    """Entries after a seq, in seq order (of one subject, if given)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM privacy.audit_log WHERE seq > $1"
+        " AND ($3 = '' OR subject_id = $3) ORDER BY seq LIMIT $2",
+        after_seq,
+        limit,
+        subject_id,
+    )
+    return [_entry(r) for r in rows]
 
 
 async def list_events(
@@ -111,28 +148,3 @@ async def chain_batch(conn: Conn, after_seq: int, to_seq: int, limit: int) -> li
         timeout=VERIFY_STATEMENT_TIMEOUT_S,
     )
     return [_entry(r) for r in rows]
-
-
-async def list_page(
-    pool: asyncpg.Pool, where: AuditFilter, after_seq: int, size: int
-) -> tuple[list[StoredEntry], bool]:
-    """A page of matching events after a seq, and whether more follow."""
-    async with pool.acquire() as conn:
-        rows = await list_events(conn, where, after_seq, size + 1)
-    return rows[:size], len(rows) > size
-
-
-async def verify(
-    pool: asyncpg.Pool, from_seq: int, to_seq: int, expected_head_hash: bytes | None
-) -> ChainReport:
-    """Checks the chain from `from_seq` to `to_seq` (0: from the start, to the head) in one
-    snapshot, VERIFY_BATCH_ROWS entries per query: never the whole table in memory."""
-    async with chain_snapshot(pool) as conn:
-
-        async def read(after_seq: int, limit: int) -> list[StoredEntry]:
-            return await chain_batch(conn, after_seq, to_seq, limit)
-
-        start_hash = await hash_before(conn, from_seq)
-        return await verify_chain(
-            read, start_hash, max(from_seq - 1, 0), VERIFY_BATCH_ROWS, expected_head_hash
-        )

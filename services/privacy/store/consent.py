@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
-from services.privacy.purpose_catalogue import Catalogue
+from services.privacy.domain.consent import Channel, ConsentAction, ConsentRecord, ConsentTally
+from services.privacy.domain.purpose_catalogue import Catalogue
 from services.runtime.db import Conn
 
 # serialises catalogue syncs when several replicas start with a new purposes file
@@ -18,23 +18,22 @@ PURPOSES_LOCK = (0x6D656D62, 0x70757270)  # "memb", "purp"
 CONSENT_LOCK_NAMESPACE = 0x636F6E73
 
 
-@dataclass(frozen=True)
-class ConsentRecord:
+class PublishedNotice(NamedTuple):
     purpose_code: str
-    action: str  # "grant" | "withdraw"
-    notice_version: int
-    channel: str
-    recorded_at: datetime
-    request_id: str
-    request_hash: bytes
+    version: int
+
+
+class ConsentCounts(NamedTuple):
+    tallies: list[ConsentTally]
+    members: int  # members with any record
 
 
 def _record(row: asyncpg.Record) -> ConsentRecord:
     return ConsentRecord(
         row["purpose_code"],
-        row["action"],
+        ConsentAction(row["action"]),
         row["notice_version"],
-        row["channel"],
+        Channel(row["channel"]),
         row["recorded_at"],
         row["request_id"],
         bytes(row["request_hash"]),
@@ -44,10 +43,10 @@ def _record(row: asyncpg.Record) -> ConsentRecord:
 _COLUMNS = "purpose_code, action, notice_version, channel, recorded_at, request_id, request_hash"
 
 
-async def sync_catalogue(conn: Conn, catalogue: Catalogue) -> list[tuple[str, int]]:
-    """Upserts the purposes and adds new notice versions. Returns the (purpose, version)
-    pairs whose `material` flag in the file differs from the recorded one: published
-    notices are history, so the caller refuses to start on such a file."""
+async def sync_catalogue(conn: Conn, catalogue: Catalogue) -> list[PublishedNotice]:
+    """Upserts the purposes and adds new notice versions. Returns the published notices
+    whose `material` flag in the file differs from the recorded one: published notices are
+    history, so the caller refuses to start on such a file."""
     purposes = list(catalogue.purposes.values())
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *PURPOSES_LOCK)
@@ -75,7 +74,7 @@ async def sync_catalogue(conn: Conn, catalogue: Catalogue) -> list[tuple[str, in
         )
     wanted = {(code, version): material for code, version, material in notices}
     return sorted(
-        (r["purpose_code"], r["version"])
+        PublishedNotice(r["purpose_code"], r["version"])
         for r in rows
         if wanted.get((r["purpose_code"], r["version"]), r["material"]) != r["material"]
     )
@@ -88,7 +87,7 @@ async def lock_member(conn: Conn, member_id: str) -> None:
     )
 
 
-async def request_records(conn: Conn, member_id: str, request_id: str) -> list[ConsentRecord]:
+async def request_records(conn: Conn, member_id: str, *, request_id: str) -> list[ConsentRecord]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM privacy.consent_records"
         " WHERE member_id = $1 AND request_id = $2 ORDER BY seq",
@@ -143,16 +142,6 @@ async def history(conn: Conn, member_id: str, limit: int) -> list[ConsentRecord]
     return [_record(r) for r in rows]
 
 
-@dataclass(frozen=True)
-class ConsentTally:
-    """Members whose latest record for a purpose has this action and notice version."""
-
-    purpose_code: str
-    action: str
-    notice_version: int
-    members: int
-
-
 # the latest record of every member and purpose, without members whose key is destroyed
 # (erased); consent_records_latest serves the DISTINCT ON in index order
 _LATEST_OF_LIVE_MEMBERS = (
@@ -165,7 +154,7 @@ _LATEST_OF_LIVE_MEMBERS = (
 )
 
 
-async def consent_tallies(conn: Conn, timeout_s: float) -> tuple[list[ConsentTally], int]:
+async def consent_tallies(conn: Conn, timeout_s: float) -> ConsentCounts:
     """Every (purpose, action, notice version) with its member count, and the number of
     members with any record; one snapshot, bounded by `timeout_s`."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -181,7 +170,9 @@ async def consent_tallies(conn: Conn, timeout_s: float) -> tuple[list[ConsentTal
             "  WHERE k.subject_id = r.member_id AND k.destroyed_at IS NOT NULL)"
         )
     tallies = [
-        ConsentTally(r["purpose_code"], r["action"], r["notice_version"], r["members"])
+        ConsentTally(
+            r["purpose_code"], ConsentAction(r["action"]), r["notice_version"], r["members"]
+        )
         for r in rows
     ]
-    return tallies, int(members)
+    return ConsentCounts(tallies, int(members))

@@ -1,27 +1,22 @@
 """The export bundle of ACCESS and PORTABILITY data-subject requests (PIPL Art. 45): what the
-privacy service gathered about one member, as one JSON document and a CSV of the ledger.
+privacy service gathered about one member, as one JSON document and a CSV of the ledger
+(its sources, layout and archive: domain/export_bundle.py).
 
-Pure: no gRPC, no SQL. The JSON is the proto3 JSON mapping throughout (lowerCamelCase keys,
-enums by name, 64-bit integers as decimal strings, times RFC 3339 UTC), every scalar field
-present, keys in field-number order. MessageToDict would spend ~100 µs a transaction (a slow
-machine) of a 2 s budget, so transactions, lots and holds are written as JSON text directly,
-each protobuf field read once for the JSON and the CSV; the unit test proves that text equal
-to MessageToDict's output.
+No gRPC, no SQL: protobuf messages in, bytes out. The JSON is the proto3 JSON mapping
+throughout (lowerCamelCase keys, enums by name, 64-bit integers as decimal strings, times
+RFC 3339 UTC), every scalar field present, keys in field-number order. MessageToDict would
+spend ~100 µs a transaction (a slow machine) of a 2 s budget, so transactions, lots and holds
+are written as JSON text directly, each protobuf field read once for the JSON and the CSV;
+the unit test proves that text equal to MessageToDict's output.
 """
 
 from __future__ import annotations
 
-import csv
-import enum
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from functools import lru_cache
-from json.encoder import encode_basestring
+from datetime import datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, message, timestamp_pb2
 from google.protobuf.descriptor import Descriptor
@@ -30,8 +25,27 @@ from membership.points.v1 import points_pb2 as points_pb
 from membership.privacy.v1 import consent_pb2 as consent_pb
 from membership.privacy.v1 import data_rights_pb2 as rights_pb
 
-FORMAT = "wallet-membership.export"
-FORMAT_VERSION = 1
+from services.privacy import proto_consent
+from services.privacy.domain.consent import ConsentAction
+from services.privacy.domain.export_bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    Bundle,
+    BundleTooLarge,
+    ExportSources,
+    Pieces,
+    cell,
+    csv_bytes,
+    encoded,
+    json_object,
+    lines,
+    quote,
+    rfc3339,
+    utc_text,
+)
+from services.privacy.proto import channel_enum
+from services.privacy.proto_data_requests import request_pb
+
 # bounds the bundle's memory: about 0.6 kB of JSON and 0.2 kB of CSV a transaction
 MAX_TRANSACTIONS = 1_000_000
 
@@ -51,28 +65,8 @@ REQUEST_FIELDS_WITHHELD = frozenset({"correction", "steps", "step_failure"})
 # are not the member's information and help only someone probing the back office
 _ACTOR = "actor"
 
-CSV_COLUMNS = (
-    "transaction_id", "kind", "create_time", "points", "available_points_delta",
-    "pending_points_delta", "held_points_delta", "reference_type", "reference_id",
-    "rule_version", "description",
-)  # fmt: skip
-# a spreadsheet runs a cell starting with one of these as a formula (CSV injection)
-_FORMULA_STARTS = frozenset("=+-@\t\r")
 _AVAILABLE, _PENDING, _HELD = "member:available", "member:pending", "member:held"
-_quote = encode_basestring  # what json.dumps(ensure_ascii=False) quotes strings with
-
-
-class BundleTooLarge(ValueError):
-    """More transactions than MAX_TRANSACTIONS."""
-
-    def __init__(self, transaction_count: int) -> None:
-        super().__init__(f"{transaction_count} transactions; at most {MAX_TRANSACTIONS}")
-        self.transaction_count = transaction_count
-
-
-class ConsentAction(enum.Enum):
-    GRANT = "grant"  # the values privacy.consent_records.action holds
-    WITHDRAW = "withdraw"
+M = TypeVar("M", bound=message.Message)
 
 
 @dataclass(frozen=True)
@@ -96,39 +90,33 @@ class BundleSources:
     portable: bool  # PORTABILITY (adds the `schema` note) rather than ACCESS
 
 
-@dataclass(frozen=True)
-class Bundle:
-    json_bytes: bytes
-    ledger_csv: bytes
-
-
 def build_bundle(sources: BundleSources) -> Bundle:
     """The bundle. ValueError if the sources are not all one member's; BundleTooLarge."""
     member = _checked_member(sources)
     kind = "DATA_REQUEST_TYPE_" + ("PORTABILITY" if sources.portable else "ACCESS")
     pairs = [_transaction(e) for page in sources.ledger_pages for e in page.transactions]
     sections = [
-        ("format", _encoded(FORMAT)),
-        ("formatVersion", _encoded(FORMAT_VERSION)),
-        ("generatedAt", _encoded(_utc_text(sources.generated_at))),
-        ("request", _encoded({"name": sources.request_name, "type": kind, "member": member})),
-        ("member", _encoded(_member_section(sources.member_export))),
-        ("consents", _encoded(_consents_section(sources))),
+        ("format", encoded(FORMAT)),
+        ("formatVersion", encoded(FORMAT_VERSION)),
+        ("generatedAt", encoded(utc_text(sources.generated_at))),
+        ("request", encoded({"name": sources.request_name, "type": kind, "member": member})),
+        ("member", encoded(_member_section(sources.member_export))),
+        ("consents", encoded(_consents_section(sources))),
         ("points", _points_section(sources.ledger_pages, [text for text, _ in pairs])),
-        ("dataRequests", _encoded([_data_request(r) for r in sources.requests])),
+        ("dataRequests", encoded([_data_request(r) for r in sources.requests])),
     ]
     if sources.portable:
-        sections.append(("schema", _encoded(SCHEMA)))
+        sections.append(("schema", encoded(SCHEMA)))
     # top-level keys one a line: a text viewer shows the document a section at a time
-    document = "".join(_object(sections, "\n")) + "\n"
-    return Bundle(document.encode(), _csv_bytes([row for _, row in pairs]))
+    document = "".join(json_object(sections, "\n")) + "\n"
+    return Bundle(document.encode(), csv_bytes([row for _, row in pairs]))
 
 
 def _checked_member(sources: BundleSources) -> str:
     """The member's name; a bundle with another member's data in it would be a disclosure."""
     count = sum(len(page.transactions) for page in sources.ledger_pages)
     if count > MAX_TRANSACTIONS:
-        raise BundleTooLarge(count)
+        raise BundleTooLarge(count, MAX_TRANSACTIONS)
     member = sources.member_export.member.name
     if not member:
         raise ValueError("member_export names no member")
@@ -180,7 +168,7 @@ def _consents_section(sources: BundleSources) -> dict[str, Any]:
             "action": e.action.name,
             "noticeVersion": e.notice_version,  # int32: a JSON number, as in Consent
             "channel": consent_pb.Channel.Name(e.channel),
-            "time": _utc_text(e.time),
+            "time": utc_text(e.time),
         }
         for e in sources.consent_history
     ]
@@ -198,7 +186,7 @@ def _data_request(request: rights_pb.DataRequest) -> dict[str, Any]:
 # --- points: the high-volume messages written as JSON text --------------------------------
 
 
-def _points_section(pages: Sequence[points_pb.MemberLedgerExport], texts: list[str]) -> list[str]:
+def _points_section(pages: Sequence[points_pb.MemberLedgerExport], texts: list[str]) -> Pieces:
     # balance, tier and restriction come with every page: the first's are as of the newest
     # transactions. Reward redemptions come on the first page; all pages' are taken.
     first = pages[0] if pages else points_pb.MemberLedgerExport()
@@ -206,15 +194,15 @@ def _points_section(pages: Sequence[points_pb.MemberLedgerExport], texts: list[s
     tier = _message(first.tier) if first.HasField("tier") else None
     restriction = _message(first.restriction) if first.HasField("restriction") else None
     redemptions = [_message(r) for p in pages for r in p.reward_redemptions]
-    return _object(
+    return json_object(
         [
-            ("balance", _encoded(balance)),
-            ("tier", _encoded(tier)),
-            ("transactions", _lines(texts)),
-            ("lots", _lines([_lot_json(lot) for p in pages for lot in p.lots])),
-            ("holds", _lines([_hold_json(hold) for p in pages for hold in p.holds])),
-            ("rewardRedemptions", _encoded(redemptions)),
-            ("restriction", _encoded(restriction)),
+            ("balance", encoded(balance)),
+            ("tier", encoded(tier)),
+            ("transactions", lines(texts)),
+            ("lots", lines([_lot_json(lot) for p in pages for lot in p.lots])),
+            ("holds", lines([_hold_json(hold) for p in pages for hold in p.holds])),
+            ("rewardRedemptions", encoded(redemptions)),
+            ("restriction", encoded(restriction)),
         ]
     )
 
@@ -233,25 +221,27 @@ def _transaction(exported: points_pb.ExportedTransaction) -> tuple[str, list[obj
     t = exported.transaction
     name, kind, points, rule_version = _TRANSACTION_FIELDS(t)
     transfers, effect = _transfers(t)
-    created = _rfc3339(t.create_time) if t.HasField("create_time") else ""
+    created = ""
+    if t.HasField("create_time"):
+        created = rfc3339((ts := t.create_time).seconds, ts.nanos)
     ref_type, ref_value = (ref := t.reference).type, ref.value
     sentence = exported.sentence
     created_json = f',"createTime":"{created}"' if created else ""
     ref_json = (
-        f',"reference":{{"type":{_quote(ref_type)},"value":{_quote(ref_value)}}}'
+        f',"reference":{{"type":{quote(ref_type)},"value":{quote(ref_value)}}}'
         if t.HasField("reference")
         else ""
     )
     body = (
-        f'"transaction":{{"name":{_quote(name)},"kind":{_quote(kind)},"points":"{points}",'
+        f'"transaction":{{"name":{quote(name)},"kind":{quote(kind)},"points":"{points}",'
         f'"ruleVersion":"{rule_version}"{created_json}{ref_json},"transfers":[{transfers}]}},'
         if exported.HasField("transaction")
         else ""
     )
-    text = f'{{{body}"sentence":{_quote(sentence)}}}'
+    text = f'{{{body}"sentence":{quote(sentence)}}}'
     row: list[object] = [
-        _cell(name.rpartition("/")[2]), _cell(kind), created, points, *effect, _cell(ref_type),
-        _cell(ref_value), rule_version, _cell(sentence),
+        cell(name.rpartition("/")[2]), cell(kind), created, points, *effect, cell(ref_type),
+        cell(ref_value), rule_version, cell(sentence),
     ]  # fmt: skip
     return text, row
 
@@ -266,7 +256,7 @@ def _transfers(t: points_pb.Transaction) -> tuple[str, tuple[int, int, int]]:
         if target in effect:
             effect[target] += amount
         parts.append(
-            f'{{"fromAccount":{_quote(source)},"toAccount":{_quote(target)},'
+            f'{{"fromAccount":{quote(source)},"toAccount":{quote(target)},'
             f'"amount":"{amount}","lotId":"{lot_id}","ruleVersion":"{rule_version}"}}'
         )
     return ",".join(parts), (effect[_AVAILABLE], effect[_PENDING], effect[_HELD])
@@ -275,7 +265,7 @@ def _transfers(t: points_pb.Transaction) -> tuple[str, tuple[int, int, int]]:
 def _lot_json(lot: points_pb.ExportedLot) -> str:
     lot_id, transaction_id, state, points, remaining, rule_version = _LOT_FIELDS(lot)
     return (
-        f'{{"lotId":"{lot_id}","transactionId":"{transaction_id}","state":{_quote(state)},'
+        f'{{"lotId":"{lot_id}","transactionId":"{transaction_id}","state":{quote(state)},'
         f'"points":"{points}","remaining":"{remaining}"'
         f"{_time_member('earnTime', lot.HasField('earn_time'), lot.earn_time)}"
         f"{_time_member('availableTime', lot.HasField('available_time'), lot.available_time)}"
@@ -287,7 +277,7 @@ def _lot_json(lot: points_pb.ExportedLot) -> str:
 def _hold_json(hold: points_pb.ExportedHold) -> str:
     hold_id, state, points, captured, rule_version, transaction_id = _HOLD_FIELDS(hold)
     return (
-        f'{{"holdId":{_quote(hold_id)},"state":{_quote(state)},'
+        f'{{"holdId":{quote(hold_id)},"state":{quote(state)},'
         f'"points":"{points}","capturedPoints":"{captured}"'
         f"{_time_member('expireTime', hold.HasField('expire_time'), hold.expire_time)}"
         f',"ruleVersion":"{rule_version}","transactionId":"{transaction_id}"'
@@ -299,78 +289,7 @@ def _hold_json(hold: points_pb.ExportedHold) -> str:
 
 def _time_member(key: str, present: bool, ts: timestamp_pb2.Timestamp) -> str:
     """`,"key":"time"`, or nothing for an unset Timestamp (MessageToDict leaves it out)."""
-    return f',"{key}":"{_rfc3339(ts)}"' if present else ""
-
-
-def _encoded(value: object) -> list[str]:  # a JSON value as pieces (one) for _object
-    return [json.dumps(value, ensure_ascii=False, separators=(",", ":"))]
-
-
-def _lines(items: list[str]) -> list[str]:
-    """A JSON array of encoded items, one a line."""
-    return ["[\n", ",\n".join(items), "\n]"] if items else ["[]"]
-
-
-def _object(members: Sequence[tuple[str, list[str]]], line_break: str = "") -> list[str]:
-    # pieces joined once at the end: the ledger's arrays are megabytes, each copy costs
-
-    pieces = ["{" + line_break]
-    for i, (key, value) in enumerate(members):
-        pieces += ("," + line_break if i else "", _quote(key), ":", *value)
-    pieces.append(line_break + "}")
-    return pieces
-
-
-_EPOCH = date(1970, 1, 1)
-_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z, the Timestamp's range
-_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
-# the clock's text by table lookup: formatting it was half of a timestamp's cost
-_HOUR_MINUTE = tuple(f"T{h:02d}:{m:02d}:" for h in range(24) for m in range(60))
-_SECOND = tuple(f"{s:02d}" for s in range(60))
-
-
-@lru_cache(maxsize=4096)
-def _date_text(day: int) -> str:
-    """`YYYY-MM-DD` of a day since 1970-01-01 (a ledger's times fall on few days)."""
-    return (_EPOCH + timedelta(days=day)).isoformat()
-
-
-def _rfc3339(ts: timestamp_pb2.Timestamp) -> str:
-    """Timestamp.ToJsonString's text (0, 3, 6 or 9 fraction digits) in half its time."""
-    seconds, nanos = ts.seconds, ts.nanos
-    if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 1_000_000_000):
-        raise ValueError(f"timestamp out of range: {seconds}s {nanos}ns")
-    day, second_of_day = divmod(seconds, 86_400)
-    minute_of_day, second = divmod(second_of_day, 60)
-    clock = _date_text(day) + _HOUR_MINUTE[minute_of_day] + _SECOND[second]
-    if nanos == 0:
-        return clock + "Z"
-    if nanos % 1_000_000 == 0:
-        return f"{clock}.{nanos // 1_000_000:03d}Z"
-    if nanos % 1_000 == 0:
-        return f"{clock}.{nanos // 1_000:06d}Z"
-    return f"{clock}.{nanos:09d}Z"
-
-
-def _utc_text(moment: datetime) -> str:
-    if moment.utcoffset() is None:
-        raise ValueError("a naive datetime: the bundle's times must be timezone-aware")
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(moment)  # to UTC
-    return _rfc3339(ts)
-
-
-def _cell(text: str) -> str:
-    """A text cell a spreadsheet shows as text and never runs (OWASP CSV injection)."""
-    return "'" + text if text[:1] in _FORMULA_STARTS else text
-
-
-def _csv_bytes(rows: list[list[object]]) -> bytes:
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180: CRLF, quotes as needed
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
+    return f',"{key}":"{rfc3339(ts.seconds, ts.nanos)}"' if present else ""
 
 
 # --- the schema note of PORTABILITY ---------------------------------------------------------
@@ -398,3 +317,37 @@ SCHEMA: dict[str, object] = {
     "*_points_delta: net points into (+) or out of (-) that balance of the member; text "
     "cells starting with = + - @ tab or CR have an apostrophe prefixed",
 }
+
+
+# --- from what the fulfilment step gathered --------------------------------------------------
+
+
+def _opened(kind: type[M], exported: object) -> M:
+    """What another service exported, as the message it is (domain/export_bundle.py)."""
+    if not isinstance(exported, kind):
+        raise TypeError(f"expected {kind.DESCRIPTOR.full_name}, got {type(exported).__name__}")
+    return exported
+
+
+def bundle_of(sources: ExportSources) -> Bundle:
+    """The bundle of an ACCESS or PORTABILITY request; raises as build_bundle does."""
+    member = _opened(accounts_pb.ExportMemberDataResponse, sources.member.message)
+    pages = [_opened(points_pb.MemberLedgerExport, p) for p in sources.ledger.pages]
+    history = [
+        ConsentHistoryEntry(
+            r.purpose_code, r.action, r.notice_version, channel_enum(r.channel), r.recorded_at
+        )
+        for r in sources.consent_history
+    ]
+    return build_bundle(
+        BundleSources(
+            member_export=member,
+            ledger_pages=pages,
+            consents=[proto_consent.consent_pb(sources.member_id, s) for s in sources.consents],
+            consent_history=history,
+            requests=[request_pb(view, with_timeline=False) for view in sources.requests],
+            generated_at=sources.generated_at,
+            request_name=sources.request_name,
+            portable=sources.portable,
+        )
+    )

@@ -1,36 +1,29 @@
-"""SQL of the privacy service (schema `privacy`)."""
+"""SQL of subject data keys and key-ring rotations (migration 001)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 
-from services.privacy.audit import GENESIS_HASH, AuditEvent, StoredEntry, entry_hash
+from services.privacy.domain.field_crypto import (
+    Destruction,
+    KeyCounts,
+    Rewrapped,
+    Rotation,
+    SubjectKey,
+)
 from services.runtime.db import Conn, session_lock
 
-# serialises appends to the audit chain (namespace "memb", key "audit")
-AUDIT_LOCK = (0x6D656D62, 0x61756474)
 # serialises key-encryption-key rotations (namespace "memb", key "krin")
 KEY_RING_LOCK = (0x6D656D62, 0x6B72696E)
 
 
-@dataclass(frozen=True)
-class SubjectKeyRow:
-    subject_id: str
-    key_version: int
-    kek_id: str | None
-    wrapped_key: bytes | None
-    destroyed_at: datetime | None
-
-
-def _key_row(row: asyncpg.Record | None) -> SubjectKeyRow | None:
+def _key_row(row: asyncpg.Record | None) -> SubjectKey | None:
     if row is None:
         return None
-    return SubjectKeyRow(
+    return SubjectKey(
         row["subject_id"],
         row["key_version"],
         row["kek_id"],
@@ -39,7 +32,7 @@ def _key_row(row: asyncpg.Record | None) -> SubjectKeyRow | None:
     )
 
 
-async def get_subject_key(conn: Conn, subject_id: str) -> SubjectKeyRow | None:
+async def get_subject_key(conn: Conn, subject_id: str) -> SubjectKey | None:
     row = await conn.fetchrow(
         "SELECT subject_id, key_version, kek_id, wrapped_key, destroyed_at"
         " FROM privacy.subject_keys WHERE subject_id = $1",
@@ -49,8 +42,8 @@ async def get_subject_key(conn: Conn, subject_id: str) -> SubjectKeyRow | None:
 
 
 async def insert_subject_key(
-    conn: Conn, subject_id: str, kek_id: str, wrapped_key: bytes
-) -> SubjectKeyRow | None:
+    conn: Conn, subject_id: str, *, kek_id: str, wrapped_key: bytes
+) -> SubjectKey | None:
     """Inserts version 1 of a subject's data key; None if one already exists."""
     row = await conn.fetchrow(
         "INSERT INTO privacy.subject_keys (subject_id, key_version, kek_id, wrapped_key)"
@@ -64,8 +57,8 @@ async def insert_subject_key(
 
 
 async def destroy_subject_key(
-    conn: Conn, subject_id: str, request_id: str, reason: str
-) -> tuple[datetime, bool]:
+    conn: Conn, subject_id: str, *, request_id: str, reason: str
+) -> Destruction:
     """Forgets the wrapped data key; for a subject without one, records a tombstone (version
     0) so that no key can be created for an erased subject later. Returns the first
     destruction's time and whether a data key existed."""
@@ -83,12 +76,12 @@ async def destroy_subject_key(
     )
     if row is None:  # an upsert always returns its row
         raise RuntimeError("destroying a subject key returned no row")
-    return row["destroyed_at"], row["key_version"] > 0
+    return Destruction(row["destroyed_at"], row["key_version"] > 0)
 
 
 async def lock_keys_to_rewrap(
-    conn: Conn, primary_kek_id: str, after_subject_id: str, limit: int
-) -> list[SubjectKeyRow]:
+    conn: Conn, *, primary_kek_id: str, after_subject_id: str, limit: int
+) -> list[SubjectKey]:
     """The next data keys (in subject order, after the cursor) not wrapped by the primary;
     rows another replica is re-wrapping are skipped."""
     rows = await conn.fetch(
@@ -102,9 +95,7 @@ async def lock_keys_to_rewrap(
     return [r for r in (_key_row(row) for row in rows) if r is not None]
 
 
-async def update_wrapped_keys(
-    conn: Conn, kek_id: str, rewrapped: Sequence[tuple[str, bytes]]
-) -> None:
+async def update_wrapped_keys(conn: Conn, kek_id: str, rewrapped: Sequence[Rewrapped]) -> None:
     await conn.executemany(
         "UPDATE privacy.subject_keys SET kek_id = $1, wrapped_key = $3, rewrapped_at = now()"
         " WHERE subject_id = $2 AND wrapped_key IS NOT NULL",
@@ -112,7 +103,7 @@ async def update_wrapped_keys(
     )
 
 
-async def count_keys_by_kek(conn: Conn) -> tuple[dict[str, int], int]:
+async def count_keys_by_kek(conn: Conn) -> KeyCounts:
     # tombstones (version 0) of subjects erased before they had a key are no data keys
     rows = await conn.fetch(
         "SELECT kek_id, count(*) AS n FROM privacy.subject_keys WHERE key_version > 0"
@@ -120,7 +111,7 @@ async def count_keys_by_kek(conn: Conn) -> tuple[dict[str, int], int]:
     )
     by_kek = {r["kek_id"]: int(r["n"]) for r in rows if r["kek_id"] is not None}
     destroyed = sum(int(r["n"]) for r in rows if r["kek_id"] is None)
-    return by_kek, destroyed
+    return KeyCounts(by_kek, destroyed)
 
 
 def key_ring_lock(conn: Conn) -> AbstractAsyncContextManager[None]:
@@ -129,77 +120,29 @@ def key_ring_lock(conn: Conn) -> AbstractAsyncContextManager[None]:
     return session_lock(conn, *KEY_RING_LOCK)
 
 
-async def get_rotation(conn: Conn, request_id: str) -> tuple[str, str] | None:
+async def get_rotation(conn: Conn, request_id: str) -> Rotation | None:
     row = await conn.fetchrow(
         "SELECT previous_kek_id, primary_kek_id FROM privacy.key_rotations WHERE request_id = $1",
         request_id,
     )
-    return None if row is None else (row["previous_kek_id"], row["primary_kek_id"])
+    return None if row is None else Rotation(row["previous_kek_id"], row["primary_kek_id"])
 
 
-async def insert_rotation(
-    conn: Conn, request_id: str, previous_kek_id: str, primary_kek_id: str
-) -> None:
+async def insert_rotation(conn: Conn, request_id: str, rotation: Rotation) -> None:
     await conn.execute(
         "INSERT INTO privacy.key_rotations (request_id, previous_kek_id, primary_kek_id)"
         " VALUES ($1, $2, $3)",
         request_id,
-        previous_kek_id,
-        primary_kek_id,
+        rotation.previous_kek_id,
+        rotation.primary_kek_id,
     )
 
 
-async def append_audit(conn: Conn, event: AuditEvent) -> int:
-    """Appends to the hash chain; call inside the transaction of the change it records."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *AUDIT_LOCK)
-    prev = await conn.fetchval("SELECT entry_hash FROM privacy.audit_log ORDER BY seq DESC LIMIT 1")
-    prev_hash = bytes(prev) if prev is not None else GENESIS_HASH
-    occurred_at = datetime.now(UTC)
-    seq = await conn.fetchval(
-        "INSERT INTO privacy.audit_log (occurred_at, actor, actor_role, on_behalf_of, action,"
-        " subject_id, fields, purpose, request_id, prev_hash, entry_hash)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
-        occurred_at,
-        event.actor,
-        event.actor_role,
-        event.on_behalf_of,
-        event.action,
-        event.subject_id,
-        list(event.fields),
-        event.purpose,
-        event.request_id,
-        prev_hash,
-        entry_hash(prev_hash, occurred_at, event),
-    )
-    return int(seq)
-
-
-async def read_audit(
-    conn: Conn, after_seq: int, limit: int, subject_id: str = ""
-) -> list[StoredEntry]:
+async def live_subjects(conn: Conn, subject_ids: Sequence[str]) -> set[str]:
+    """Those of the subjects whose data key exists and was not destroyed."""
     rows = await conn.fetch(
-        "SELECT * FROM privacy.audit_log WHERE seq > $1 AND ($3 = '' OR subject_id = $3)"
-        " ORDER BY seq LIMIT $2",
-        after_seq,
-        limit,
-        subject_id,
+        "SELECT subject_id FROM privacy.subject_keys"
+        " WHERE subject_id = ANY($1::text[]) AND destroyed_at IS NULL",
+        list(subject_ids),
     )
-    return [
-        StoredEntry(
-            r["seq"],
-            r["occurred_at"],
-            AuditEvent(
-                r["actor"],
-                r["actor_role"],
-                r["action"],
-                r["subject_id"],
-                tuple(r["fields"]),
-                r["purpose"],
-                r["on_behalf_of"],
-                r["request_id"],
-            ),
-            bytes(r["prev_hash"]),
-            bytes(r["entry_hash"]),
-        )
-        for r in rows
-    ]
+    return {r["subject_id"] for r in rows}

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
+from services.privacy.domain.processing import PauseCause, PauseEvent
 from services.runtime.db import Conn
 
 # one relay at a time across replicas (namespace "memb", key "pout")
 OUTBOX_LOCK = (0x6D656D62, 0x706F7574)
 
 
-@dataclass(frozen=True)
-class PauseEvent:
-    event_id: int
-    member_id: str
-    cause: str
-    paused: bool
-    created_at: datetime
-
-
-async def enqueue_pause(conn: Conn, member_id: str, cause: str, paused: bool) -> None:
+async def enqueue_pause(conn: Conn, member_id: str, cause: PauseCause, *, paused: bool) -> None:
     """In the caller's transaction, with the change the pause follows from."""
     await conn.execute(
         "INSERT INTO privacy.outbox (member_id, cause, paused) VALUES ($1, $2, $3)",
@@ -42,7 +32,9 @@ async def unpublished(conn: Conn, limit: int) -> list[PauseEvent]:
         limit,
     )
     return [
-        PauseEvent(r["event_id"], r["member_id"], r["cause"], r["paused"], r["created_at"])
+        PauseEvent(
+            r["event_id"], r["member_id"], PauseCause(r["cause"]), r["paused"], r["created_at"]
+        )
         for r in rows
     ]
 

@@ -9,6 +9,7 @@ from services.runtime.errors import DomainError, permission_denied
 SERVICE_ROLE_PREFIX = "service:"
 # privacy answers data-subject requests, so it handles every service's fields
 PRIVACY_ROLE = "service:privacy"
+CONTEXT_NOT_OWNED = "CONTEXT_NOT_OWNED"
 
 
 def may_handle(role: str, service: str) -> bool:
@@ -25,5 +26,5 @@ def context_not_owned(role: str, services: Iterable[str]) -> DomainError | None:
     if all(may_handle(role, service) for service in services):
         return None
     return permission_denied(
-        "CONTEXT_NOT_OWNED", "a service may only encrypt and decrypt its own fields"
+        CONTEXT_NOT_OWNED, "a service may only encrypt and decrypt its own fields"
     )

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
+from services.privacy.domain.exports import DownloadWindow, Export
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class ExportRow:
-    data_request_id: str
-    member_id: str
-    archive_size_bytes: int
-    archive_sha256: bytes
-    downloads_remaining: int
-    created_at: datetime
-    expires_at: datetime
-    purged_at: datetime | None
-
 
 _COLUMNS = (
     "data_request_id, member_id, archive_size_bytes, archive_sha256, downloads_remaining,"
@@ -26,15 +15,13 @@ _COLUMNS = (
 )
 
 
-def _export(r: object) -> ExportRow:
-    values = dict(r)  # type: ignore[call-overload]
+def _export(r: asyncpg.Record) -> Export:
+    values = dict(r)
     values["archive_sha256"] = bytes(values["archive_sha256"])
-    return ExportRow(**values)
+    return Export(**values)
 
 
-async def get_export(
-    conn: Conn, data_request_id: str, for_update: bool = False
-) -> ExportRow | None:
+async def get_export(conn: Conn, data_request_id: str, for_update: bool = False) -> Export | None:
     lock = " FOR UPDATE" if for_update else ""
     r = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM privacy.data_exports WHERE data_request_id = $1{lock}",
@@ -43,7 +30,7 @@ async def get_export(
     return _export(r) if r else None
 
 
-async def insert_export(conn: Conn, row: ExportRow, ciphertext: bytes) -> None:
+async def insert_export(conn: Conn, row: Export, ciphertext: bytes) -> None:
     await conn.execute(
         "INSERT INTO privacy.data_exports (data_request_id, member_id, archive_ciphertext,"
         " archive_size_bytes, archive_sha256, downloads_remaining, created_at, expires_at)"
@@ -68,7 +55,7 @@ async def archive_ciphertext(conn: Conn, data_request_id: str) -> bytes | None:
 
 
 async def start_download(
-    conn: Conn, data_request_id: str, nonce: bytes, now: datetime, window_end: datetime
+    conn: Conn, data_request_id: str, nonce: bytes, *, now: datetime, window_end: datetime
 ) -> None:
     """Counts one download; its later parts are fetched under `nonce` until `window_end`.
     After the last allowed download the bundle expires with that window."""
@@ -89,15 +76,15 @@ async def start_download(
     )
 
 
-async def download_window(conn: Conn, nonce: bytes) -> tuple[str, datetime] | None:
+async def download_window(conn: Conn, nonce: bytes) -> DownloadWindow | None:
     r = await conn.fetchrow(
         "SELECT data_request_id, expires_at FROM privacy.export_downloads WHERE token_nonce = $1",
         nonce,
     )
-    return (r["data_request_id"], r["expires_at"]) if r else None
+    return DownloadWindow(r["data_request_id"], r["expires_at"]) if r else None
 
 
-async def due_for_purge(conn: Conn, now: datetime, limit: int) -> list[ExportRow]:
+async def due_for_purge(conn: Conn, now: datetime, limit: int) -> list[Export]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM privacy.data_exports WHERE purged_at IS NULL"
         " AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",

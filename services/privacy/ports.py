@@ -1,0 +1,270 @@
+"""What privacy needs from accounts and points to fulfil data-subject requests, over their
+internal RPCs (like connectors: privacy never reads their tables): one typed method per
+remote call, domain types in and out, protobuf inside.
+
+Every call has a deadline and this service's own token. A failure is a `ServiceCallError`
+that says whether retrying later can help (the service was down or slow) or not (it
+refused: a conflict, bad data), so fulfilment knows whether to schedule a retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, NamedTuple, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2, json_format, message, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
+from membership.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from membership.points.v1 import points_pb2, points_pb2_grpc
+
+from services.privacy.domain.data_request_intake import CORRECTABLE, Change
+from services.privacy.domain.erasures import Retention
+from services.privacy.domain.export_bundle import LedgerExport, MemberExport
+from services.privacy.domain.service_calls import LEDGER_TOO_LARGE, ServiceCallError, Violation
+from services.runtime.clients import ReconnectingChannel, ServiceCredentials
+from services.runtime.errors import Code
+
+ACCOUNTS = "accounts"
+POINTS = "points"
+LEDGER_PAGE_SIZE = 10_000
+# 100 pages of 10,000: a million transactions; more is refused rather than exported partly
+MAX_LEDGER_PAGES = 100
+EXPORT_TIMEOUT_S = 30.0
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# UpdateMember's fields, as a correction's (services never share code: accounts' names are
+# read off its API)
+CORRECTION_FIELDS = {f"member.{name}": f"correction.{name}" for name in CORRECTABLE}
+
+Stub = TypeVar("Stub")
+Response = TypeVar("Response")
+Metadata = tuple[tuple[str, str], ...]
+# a stub's RPC called with its deadline and metadata
+Rpc = Callable[[Stub, float, Metadata], Awaitable[Response]]
+
+
+class Refusal(NamedTuple):
+    reason: str  # google.rpc.ErrorInfo's
+    violations: list[Violation]  # google.rpc.BadRequest's
+
+
+def _refusal(err: grpc.aio.AioRpcError) -> Refusal:
+    """The ErrorInfo reason and BadRequest violations of a failed call (none if absent or
+    unreadable: a service down sends none)."""
+    status = status_pb2.Status()
+    for key, value in err.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            with contextlib.suppress(message.DecodeError):
+                status = status_pb2.Status.FromString(value)
+            break
+    reason, violations = "", []
+    for detail in status.details:
+        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(bad):
+            violations += [Violation(v.field, v.description) for v in bad.field_violations]
+    return Refusal(reason, violations)
+
+
+class _Remote(Generic[Stub]):
+    """Calls of one service's stub over a reconnecting channel: after an outage the next
+    attempt connects at once instead of waiting out a channel's own reconnection backoff
+    (up to two minutes)."""
+
+    def __init__(
+        self,
+        service: str,
+        channel: ReconnectingChannel,
+        stub: Callable[[grpc.aio.Channel], Stub],
+        credentials: ServiceCredentials,
+        timeout_s: float,
+    ) -> None:
+        self._service = service
+        self._channel = channel
+        self._stub = stub
+        self._credentials = credentials
+        self._timeout_s = timeout_s
+
+    async def call(self, rpc: Rpc[Stub, Response], timeout_s: float = 0.0) -> Response:
+        metadata = self._credentials.metadata()
+        timeout = timeout_s or self._timeout_s
+        try:
+            return await self._channel.call(lambda ch: rpc(self._stub(ch), timeout, metadata))
+        except grpc.aio.AioRpcError as err:
+            refusal = _refusal(err)
+            raise ServiceCallError(
+                self._service,
+                err.code().name,
+                transient=err.code() in TRANSIENT,
+                reason=refusal.reason,
+                violations=refusal.violations,
+            ) from None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class AccountsPort:
+    def __init__(
+        self, channel: ReconnectingChannel, credentials: ServiceCredentials, timeout_s: float
+    ) -> None:
+        self._remote = _Remote(
+            ACCOUNTS, channel, accounts_pb2_grpc.AccountsServiceStub, credentials, timeout_s
+        )
+
+    async def close(self) -> None:
+        await self._remote.close()
+
+    async def export_member(self, member_id: str, *, purpose: str) -> MemberExport:
+        request = accounts_pb2.ExportMemberDataRequest(name=f"members/{member_id}", purpose=purpose)
+        response = await self._remote.call(
+            lambda stub, timeout, metadata: stub.ExportMemberData(
+                request, timeout=timeout, metadata=metadata
+            )
+        )
+        return MemberExport(response)
+
+    async def update_member(
+        self,
+        member_id: str,
+        changes: Sequence[Change],
+        *,
+        request_id: str,
+        validate_only: bool = False,
+    ) -> None:
+        """A correction's changes (plaintext: accounts encrypts what it stores). A refusal
+        names the fields as the correction's (`correction.phone`)."""
+        member = accounts_pb2.Member(name=f"members/{member_id}")
+        for change in changes:
+            setattr(member, change.field, change.value)
+        request = accounts_pb2.UpdateMemberRequest(
+            member=member,
+            update_mask=field_mask_pb2.FieldMask(paths=[c.field for c in changes]),
+            request_id=request_id,
+            validate_only=validate_only,
+        )
+        try:
+            await self._remote.call(
+                lambda stub, timeout, metadata: stub.UpdateMember(
+                    request, timeout=timeout, metadata=metadata
+                )
+            )
+        except ServiceCallError as exc:
+            raise exc.renamed(CORRECTION_FIELDS) from None
+
+    async def erase_member(self, member_id: str, *, request_id: str, reason: str) -> None:
+        request = accounts_pb2.EraseMemberDataRequest(
+            name=f"members/{member_id}", request_id=request_id, reason=reason
+        )
+        await self._remote.call(
+            lambda stub, timeout, metadata: stub.EraseMemberData(
+                request, timeout=timeout, metadata=metadata
+            )
+        )
+
+
+class PointsPort:
+    def __init__(
+        self, channel: ReconnectingChannel, credentials: ServiceCredentials, timeout_s: float
+    ) -> None:
+        self._remote = _Remote(
+            POINTS, channel, points_pb2_grpc.PointsServiceStub, credentials, timeout_s
+        )
+
+    async def close(self) -> None:
+        await self._remote.close()
+
+    async def _ledger_page(
+        self, member_id: str, page_size: int, page_token: str = "", timeout_s: float = 0.0
+    ) -> points_pb2.MemberLedgerExport:
+        request = points_pb2.ExportMemberLedgerRequest(
+            member=f"members/{member_id}", page_size=page_size, page_token=page_token
+        )
+        return await self._remote.call(
+            lambda stub, timeout, metadata: stub.ExportMemberLedger(
+                request, timeout=timeout, metadata=metadata
+            ),
+            timeout_s,
+        )
+
+    async def export_ledger(self, member_id: str) -> LedgerExport:
+        """Every page of the member's ledger; an unknown member has none."""
+        pages: list[points_pb2.MemberLedgerExport] = []
+        token = ""
+        for _ in range(MAX_LEDGER_PAGES):
+            try:
+                page = await self._ledger_page(member_id, LEDGER_PAGE_SIZE, token, EXPORT_TIMEOUT_S)
+            except ServiceCallError as exc:
+                if exc.code == Code.NOT_FOUND.value and not pages:
+                    return LedgerExport(())
+                raise
+            pages.append(page)
+            token = page.next_page_token
+            if not token:
+                return LedgerExport(tuple(pages))
+        raise ServiceCallError(POINTS, LEDGER_TOO_LARGE, transient=False)
+
+    async def ledger_has_entries(self, member_id: str) -> bool:
+        try:
+            page = await self._ledger_page(member_id, page_size=1)
+        except ServiceCallError as exc:
+            if exc.code == Code.NOT_FOUND.value:
+                return False
+            raise
+        return bool(page.transactions)
+
+    async def restrict_member(
+        self, member_id: str, retention: Retention, *, request_id: str
+    ) -> bool:
+        """Keeps the ledger restricted; False when points never knew the member."""
+        end = timestamp_pb2.Timestamp()
+        end.FromDatetime(retention.retention_end)
+        request = points_pb2.RestrictMemberRequest(
+            member=f"members/{member_id}",
+            request_id=request_id,
+            legal_basis=retention.legal_basis,
+            retention_end_time=end,
+        )
+        try:
+            await self._remote.call(
+                lambda stub, timeout, metadata: stub.RestrictMember(
+                    request, timeout=timeout, metadata=metadata
+                )
+            )
+        except ServiceCallError as exc:
+            if exc.code == Code.NOT_FOUND.value:
+                return False
+            raise
+        return True
+
+    async def explain_rules(self, member_id: str) -> str:
+        """The rules applying to the member, as JSON (points' ExplainMemberRules)."""
+        request = points_pb2.ExplainMemberRulesRequest(member=f"members/{member_id}")
+        response = await self._remote.call(
+            lambda stub, timeout, metadata: stub.ExplainMemberRules(
+                request, timeout=timeout, metadata=metadata
+            )
+        )
+        return json_format.MessageToJson(response, indent=None)
+
+    async def explain_transaction(self, name: str) -> str:
+        """One transaction explained, as JSON (points' ExplainTransaction)."""
+        request = points_pb2.ExplainTransactionRequest(name=name)
+        response = await self._remote.call(
+            lambda stub, timeout, metadata: stub.ExplainTransaction(
+                request, timeout=timeout, metadata=metadata
+            )
+        )
+        return json_format.MessageToJson(response, indent=None)
