@@ -1,4 +1,4 @@
-"""The short-lived caller tokens the gateway forwards (DESIGN.md §4), one per API key and
+"""The short-lived caller tokens the gateway forwards (docs/design.md §4), one per API key and
 role, re-minted before they expire: signing each request would cost an Ed25519 signature."""
 
 from __future__ import annotations

@@ -341,7 +341,7 @@ class GrpcProxy:
         remaining: float | None = context.time_remaining()
         if remaining is None:
             return self._max_timeout_s
-        # a caller's very long deadline is capped too: bounded everything (DESIGN.md §8)
+        # a caller's very long deadline is capped too: bounded everything (docs/design.md §8)
         return min(max(remaining, 0.0), self._max_timeout_s)
 
 

@@ -2,7 +2,7 @@
 
 JSON follows the protobuf JSON mapping. Errors name the field (proto names, `a.b[0].c`) and
 describe the expected type without echoing the value: bodies may carry personal information,
-and error messages must not (DESIGN.md §3).
+and error messages must not (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -326,7 +326,7 @@ def _assign(target: Message, field: FieldDescriptor, values: Sequence[str]) -> N
 
 
 def idempotency_field(request_class: type[Message]) -> str | None:
-    """The field that is the request's idempotency key (DESIGN.md §3), None for reads."""
+    """The field that is the request's idempotency key (docs/design.md §3), None for reads."""
     fields = descriptor_of(request_class).fields_by_name
     for name in IDEMPOTENCY_FIELDS:
         field = fields.get(name)

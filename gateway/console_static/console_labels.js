@@ -56,7 +56,7 @@ const STEPS = {
   "consents.withdraw": "Withdraw the consents",
 };
 
-// timeline actions (services/privacy/data_rights.py and fulfilment.py)
+// timeline actions (services/privacy/data_requests.py and data_request_fulfilment.py)
 const ACTIONS = {
   created: "Request received",
   "verification_code.issued": "Verification code sent to the member",

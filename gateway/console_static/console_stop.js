@@ -1,7 +1,7 @@
 // A fulfilment that stopped: a step was refused (retrying would not help) or its retries
 // ran out, so the request waits, IN_PROGRESS with nothing scheduled, for an officer to
 // reject it with a reason or approve it again (DataRequest.step_failure, set by
-// services/privacy/fulfilment.py; kept on a request rejected after it, as the cause). The
+// services/privacy/data_request_fulfilment.py; kept on a request rejected after it, as the cause). The
 // service gives codes and field names only, never a value; here they become words, with
 // the raw codes beside them for support.
 import { el, fields, stateOf } from "./console_lib.js";

@@ -3,7 +3,7 @@
 Restoring an older backup brings back the data keys and personal information of members
 erased after it was taken. The journal is written outside PostgreSQL (so no restore rolls it
 back) when a member's data key is destroyed, and the privacy service re-erases every member
-it names before it serves (DESIGN.md §7: "The list of erased members is re-applied after any
+it names before it serves (docs/design.md §7: "The list of erased members is re-applied after any
 restore from backup").
 
 One JSON object per line: member id (a pseudonymous id, no personal information), the data

@@ -1,5 +1,5 @@
 """Erasures survive a restore: a member erased after a backup was taken is erased again when
-the suite starts on the restored database (DESIGN.md §7), through the real CLI, pg_dump,
+the suite starts on the restored database (docs/design.md §7), through the real CLI, pg_dump,
 pg_restore and services."""
 
 from __future__ import annotations

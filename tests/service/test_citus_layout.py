@@ -1,5 +1,5 @@
 """The Citus layout (deploy/citus/) against the migrated schemas, in real PostgreSQL: every
-member-scoped table keeps member_id in its primary key and in every unique key (DESIGN.md §5),
+member-scoped table keeps member_id in its primary key and in every unique key (docs/design.md §5),
 every table has a decision in distribute.sql, and the distribution and foreign keys are ones
 Citus accepts. No Citus here: the catalogue is read from plain PostgreSQL, which is where the
 rule is made or broken (in the migrations)."""
@@ -29,7 +29,7 @@ from tests.support.citus_layout import (
 from tests.support.postgres import PostgresForTests
 
 # The tables that have a member_id column but do not keep it in every unique key, and why.
-# This list is the only place where DESIGN.md §5 may be departed from; the test fails when
+# This list is the only place where docs/design.md §5 may be departed from; the test fails when
 # an entry is no longer needed. Every one is written up in deploy/citus/README.md.
 KNOWN_EXCEPTIONS: dict[str, str] = {
     "accounts.member_lookup": (

@@ -115,6 +115,32 @@ def sql_lines(module: Module) -> list[int]:
     )
 
 
+# where the environment is read: the runtime's settings (and the tracer's, which the
+# OpenTelemetry variables configure) and the gateway's entry point; everything else is given
+# its settings
+ENVIRONMENT_READERS = frozenset(
+    {"services.runtime.config", "services.runtime.tracing", "gateway.server"}
+)
+
+
+def environment_lines(module: Module) -> list[int]:
+    """Lines reading os.environ or os.getenv (or importing them from os)."""
+    tree = ast.parse(module.path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("environ", "getenv")
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
+            found.add(node.lineno)
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            if any(alias.name in ("environ", "getenv") for alias in node.names):
+                found.add(node.lineno)
+    return sorted(found)
+
+
 def _is_pb(target: str) -> bool:
     return target.rsplit(".", maxsplit=1)[-1].endswith(("_pb2", "_pb2_grpc")) or target.startswith(
         ("google.protobuf", "google.rpc", "grpc_status")
@@ -161,6 +187,11 @@ def violations(module: Module, known: dict[str, Module]) -> list[str]:
             found.append(f"{where}:{imp.line}: {problem}")
     if _sql_forbidden(module):
         found += [f"{where}:{line}: SQL outside store/" for line in sql_lines(module)]
+    if module.name not in ENVIRONMENT_READERS:
+        found += [
+            f"{where}:{line}: reads the environment outside the settings"
+            for line in environment_lines(module)
+        ]
     return sorted(set(found))
 
 

@@ -311,7 +311,7 @@ def decision_problems(layout: Layout, catalogue: Catalogue) -> list[str]:
 
 
 def member_key_problems(catalogue: Catalogue, exceptions: Mapping[str, str]) -> list[str]:
-    """DESIGN.md §5: member_id in the primary key and in every unique key of each table that
+    """docs/design.md §5: member_id in the primary key and in every unique key of each table that
     has a member_id column, but for the known exceptions (which must still be needed)."""
     problems = []
     for table, columns in sorted(catalogue.columns.items()):
@@ -386,7 +386,7 @@ def _group_problems(layout: Layout, entry: Distributed, exceptions: Mapping[str,
     if entry.column != MEMBER_COLUMN and entry.table not in exceptions:
         return [
             f"{entry.table} is distributed by {entry.column}, not member_id: a departure from"
-            " DESIGN.md §5 belongs in KNOWN_EXCEPTIONS with its reason"
+            " docs/design.md §5 belongs in KNOWN_EXCEPTIONS with its reason"
         ]
     return []
 

@@ -53,7 +53,7 @@ def violation(error: pytest.ExceptionInfo[DomainError]) -> str:
     return error.value.violations[0].field
 
 
-# -- the package's China calendar is what DESIGN.md §7 says it is ---------------------------
+# -- the package's China calendar is what docs/design.md §7 says it is ---------------------------
 
 
 @pytest.mark.parametrize(

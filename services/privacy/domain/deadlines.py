@@ -1,4 +1,4 @@
-"""Deadlines of data-subject requests in working days on the China calendar (DESIGN.md §7).
+"""Deadlines of data-subject requests in working days on the China calendar (docs/design.md §7).
 
 Counting rule: the day of receipt never counts. Working day 1 is the first working day after
 the receipt date (Asia/Shanghai), so a request received on a working day counts from the next
