@@ -13,9 +13,6 @@ from typing import Any
 
 from services.points.rules import INT64_MAX, Rules, RulesError
 
-DEFAULT_REWARDS_FILE = Path(__file__).with_name("program_rules") / "rewards.toml"
-REWARDS_FILE_ENV = "MEMBERSHIP_POINTS_REWARDS_FILE"
-
 SKU = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # costs times the largest quantity stay far inside int64
 MAX_POINTS_COST = 10**12

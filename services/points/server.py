@@ -3,7 +3,6 @@ mixin per topic (server_*.py); this module wires them to the domain and the runt
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.points import metrics as points_metrics
 from services.points import rules as program_rules
+from services.points import settings as points_settings
 from services.points.jobs import JobLoop, JobRunner
 from services.points.ledger import Ledger, RulesInForce
 from services.points.member_events import MemberDirectory
@@ -33,8 +33,6 @@ from services.points.server_transactions import TransactionRpcs
 from services.points.store.rules import register_rules
 from services.runtime.config import Settings
 from services.runtime.server import ServiceSpec
-
-RULES_FILE_ENV = "MEMBERSHIP_POINTS_RULES_FILE"
 
 
 class PointsServicer(
@@ -83,12 +81,13 @@ async def load_rules_in_force(pool: asyncpg.Pool, path: Path) -> RulesInForce:
 
 
 async def build(pool: asyncpg.Pool, settings: Settings) -> PointsComponent:
-    path = Path(os.environ.get(RULES_FILE_ENV) or program_rules.DEFAULT_RULES_FILE)
-    rules = await load_rules_in_force(pool, path)
-    await sync_rewards(pool, rules)  # the catalogue names tiers of these rules
-    members = MemberDirectory(pool, settings.points_unknown_member_grace_s)
+    config = points_settings.load(settings)
+    rules = await load_rules_in_force(pool, config.rules_file)
+    # the catalogue names tiers of these rules
+    await sync_rewards(pool, rules, config.rewards_file)
+    members = MemberDirectory(pool, config.unknown_member_grace_s)
     ledger = Ledger(pool, members, rules, system_clock)
-    jobs = JobLoop(JobRunner(pool), system_clock, settings.points_jobs_interval_s)
+    jobs = JobLoop(JobRunner(pool), system_clock, config.jobs_interval_s)
     return PointsComponent(PointsDeps(pool, ledger, members, system_clock), jobs)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import asyncpg
@@ -11,12 +10,7 @@ from membership.points.v1 import points_pb2 as pb
 
 from services.points.ledger import RulesInForce
 from services.points.rewards import RedeemRewardRequest, RewardQuery, RewardRedemption, Rewards
-from services.points.rewards_catalogue import (
-    DEFAULT_REWARDS_FILE,
-    REWARDS_FILE_ENV,
-    SKU,
-    load_catalogue_file,
-)
+from services.points.rewards_catalogue import SKU, load_catalogue_file
 from services.points.server_base import RpcGroup, timestamp
 from services.points.store import rewards as store
 from services.runtime.errors import ViolationCollector
@@ -25,9 +19,8 @@ from services.runtime.names import member_id_of, member_name
 MAX_QUANTITY = 10  # a cart-sized bound: keeps one call's points and stock take small
 
 
-async def sync_rewards(pool: asyncpg.Pool, rules: RulesInForce) -> None:
+async def sync_rewards(pool: asyncpg.Pool, rules: RulesInForce, path: Path) -> None:
     """Loads the catalogue file (validated against the rules in force) into points.rewards."""
-    path = Path(os.environ.get(REWARDS_FILE_ENV) or DEFAULT_REWARDS_FILE)
     entries = load_catalogue_file(path, rules.rules)
     async with pool.acquire() as conn:
         await store.sync_catalogue(conn, entries)

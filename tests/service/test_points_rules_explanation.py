@@ -40,16 +40,14 @@ async def explained(
 
 
 @pytest.fixture
-async def lenient(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> AsyncIterator[Stub]:
+async def lenient(suite: Suite, tmp_path: Path) -> AsyncIterator[Stub]:
     """A second points service on the database: allow_negative to -1000, no daily cap."""
     text = rules_file(tmp_path, refund_policy='"allow_negative"', negative_floor="1000")
     text.write_text(
         text.read_text(encoding="utf-8").replace("cap_per_member_day = 20000", ""),
         encoding="utf-8",
     )
-    async with points_with_rules(suite, monkeypatch, text) as stub:
+    async with points_with_rules(suite, text) as stub:
         yield stub
 
 

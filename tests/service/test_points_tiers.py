@@ -32,12 +32,10 @@ Stub = pb_grpc.PointsServiceStub
 
 
 @pytest.fixture
-async def no_grace(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> AsyncIterator[Stub]:
+async def no_grace(suite: Suite, tmp_path: Path) -> AsyncIterator[Stub]:
     """A second points service on the database whose rules have no downgrade grace."""
     rules = rules_file(tmp_path, downgrade_grace_days="0")
-    async with points_with_rules(suite, monkeypatch, rules) as stub:
+    async with points_with_rules(suite, rules) as stub:
         yield stub
 
 
