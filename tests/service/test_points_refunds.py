@@ -14,7 +14,7 @@ import pytest
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
-from services.points import earn
+from services.points.domain import clawback
 from tests.service.test_points_settlement import (
     NOW,
     balance,
@@ -247,7 +247,7 @@ async def test_concurrent_partial_refunds_never_exceed_the_payment(suite: Suite)
     assert {f.code() for f in failed} == {grpc.StatusCode.FAILED_PRECONDITION}
     assert max(r.refunded_total.amount_minor for r in done) == 900
     clawed = sum(r.points_clawed_back for r in done)
-    assert clawed == earn.clawback_points(settled.points, 1000, 900)
+    assert clawed == clawback.clawback_points(settled.points, 1000, 900)
     assert (await balance(suite, member_id)).pending == settled.points - clawed
     await ledger_holds(suite.dsn)
 

@@ -13,7 +13,9 @@ import pytest
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
-from services.points.rules import DEFAULT_RULES_FILE, fraction_text, load_rules_file
+from services.points.domain.rules import fraction_text
+from services.points.program import load_rules_file
+from services.points.settings import DEFAULT_RULES_FILE
 from services.runtime.access import METHOD_SCOPES, ROLE_SCOPES
 from tests.service.test_points_privacy import restrict_request, restricted
 from tests.service.test_points_processing import CONSENT, RESTRICTION, apply, event

@@ -1,63 +1,21 @@
-"""SQL of the points ledger: balances, transactions, transfers, lots, daily earnings."""
+"""SQL of the points ledger every topic writes: balances (and the lock every change of a
+member's points takes), transactions, transfers, lots, daily earnings."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
 
+from services.points.domain.ledger import (
+    Balance,
+    ExpiringPoints,
+    NewLot,
+    NewTransaction,
+    NewTransfer,
+    StoredTransaction,
+)
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class StoredTransaction:
-    txn_id: int
-    kind: str
-    request_hash: bytes
-    result: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class BalanceRow:
-    available: int
-    pending: int
-    held: int
-    lifetime_earned: int
-
-
-@dataclass(frozen=True)
-class NewLot:
-    lot_id: int
-    txn_id: int
-    state: str
-    points: int
-    earned_at: datetime
-    available_at: datetime
-    expires_at: datetime
-    rule_version: int
-
-
-@dataclass(frozen=True)
-class NewTransfer:
-    txn_id: int
-    from_account: str
-    to_account: str
-    amount: int
-    lot_id: int | None
-    rule_version: int
-
-
-@dataclass(frozen=True)
-class NewTransaction:
-    txn_id: int
-    kind: str
-    idempotency_key: str
-    request_hash: bytes
-    rule_version: int
-    points: int
-    result: dict[str, Any]
-    explanation: dict[str, Any]
 
 
 async def next_ids(conn: Conn, count: int) -> list[int]:
@@ -82,7 +40,7 @@ async def find_transaction(conn: Conn, member_id: str, key: str) -> StoredTransa
     )
 
 
-async def lock_balance(conn: Conn, member_id: str, available_floor: int) -> BalanceRow:
+async def lock_balance(conn: Conn, member_id: str, available_floor: int) -> Balance:
     """Creates the member's balance on first use and locks it for this transaction: every
     change of one member's points is serialised here, and only here."""
     await conn.execute(
@@ -98,10 +56,10 @@ async def lock_balance(conn: Conn, member_id: str, available_floor: int) -> Bala
     )
     if row is None:
         raise LookupError("balance row vanished after its insert")
-    return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
+    return Balance(row["available"], row["pending"], row["held"], row["lifetime_earned"])
 
 
-async def get_balance(conn: Conn, member_id: str, now: datetime) -> BalanceRow | None:
+async def get_balance(conn: Conn, member_id: str, now: datetime) -> Balance | None:
     """The balance as of `now`: points of lots already past their expiry are not counted
     as available, whether or not the expiry job has run yet."""
     row = await conn.fetchrow(
@@ -114,7 +72,7 @@ async def get_balance(conn: Conn, member_id: str, now: datetime) -> BalanceRow |
     )
     if row is None:
         return None
-    return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
+    return Balance(row["available"], row["pending"], row["held"], row["lifetime_earned"])
 
 
 async def add_to_balance(
@@ -175,7 +133,7 @@ async def insert_lot(conn: Conn, member_id: str, lot: NewLot) -> None:
     )
 
 
-async def insert_transfers(conn: Conn, member_id: str, transfers: list[NewTransfer]) -> None:
+async def insert_transfers(conn: Conn, member_id: str, transfers: Sequence[NewTransfer]) -> None:
     ids = await next_ids(conn, len(transfers))
     await conn.executemany(
         "INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account,"
@@ -215,7 +173,7 @@ async def insert_transaction(conn: Conn, member_id: str, txn: NewTransaction) ->
 
 async def expiring_soonest(
     conn: Conn, member_id: str, limit: int, now: datetime
-) -> list[tuple[int, datetime]]:
+) -> list[ExpiringPoints]:
     """The next expiry dates after `now` (a date already past is not "expiring")."""
     rows = await conn.fetch(
         "SELECT sum(remaining) AS points, expires_at FROM points.lots"
@@ -225,4 +183,38 @@ async def expiring_soonest(
         limit,
         now,
     )
-    return [(int(r["points"]), r["expires_at"]) for r in rows]
+    return [ExpiringPoints(int(r["points"]), r["expires_at"]) for r in rows]
+
+
+async def lock_balances(conn: Conn, member_ids: Sequence[str]) -> dict[str, int]:
+    """Locks in sorted member_id order, the order settlements lock in, so a job and a
+    settlement batch never wait on each other in a cycle; returns each `available`."""
+    rows = await conn.fetch(
+        "SELECT member_id, available FROM points.balances WHERE member_id = ANY($1::text[])"
+        " ORDER BY member_id FOR UPDATE",
+        sorted(set(member_ids)),
+    )
+    return {r["member_id"]: int(r["available"]) for r in rows}
+
+
+async def debt_of(conn: Conn, member_id: str) -> int:
+    """Points the member owes (available below zero); 0 without a balance row."""
+    value = await conn.fetchval(
+        "SELECT GREATEST(0, -available) FROM points.balances WHERE member_id = $1", member_id
+    )
+    return int(value or 0)
+
+
+async def take_from_lot(
+    conn: Conn, member_id: str, lot_id: int, points: int, *, cancel_when_empty: bool
+) -> None:
+    """Lowers a lot's remaining points; a pending lot left with none is CANCELLED."""
+    await conn.execute(
+        "UPDATE points.lots SET remaining = remaining - $3,"
+        " state = CASE WHEN $4 AND remaining - $3 = 0 THEN 'CANCELLED' ELSE state END"
+        " WHERE member_id = $1 AND lot_id = $2",
+        member_id,
+        lot_id,
+        points,
+        cancel_when_empty,
+    )

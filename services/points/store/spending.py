@@ -1,50 +1,17 @@
 """SQL of spending: holds, the lots they took, and the lots a spend takes from.
 
 Lock order (the one of every path that changes a member's points): the balance row
-(store.ledger.lock_balance), then the hold row, then lots FOR UPDATE in spending order
+(store/ledger.lock_balance), then the hold row, then lots FOR UPDATE in spending order
 (expires_at, lot_id).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from services.points.domain.ledger import LotState
+from services.points.domain.spending import HeldLot, HoldRow, HoldState, LotPoints, SpendableLot
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class SpendableLot:
-    lot_id: int
-    remaining: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class HeldLot:
-    """A lot a hold took points from, with the lot as it is now."""
-
-    lot_id: int
-    points: int  # what the hold took from it
-    state: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class HoldRow:
-    member_id: str
-    hold_id: str
-    state: str
-    points: int
-    captured_points: int
-    expires_at: datetime
-    rule_version: int
-    last_txn_id: int
-    clawed_back_points: int = 0  # what refunds took back from it (not in `points`)
-
-
-# (lot_id, points)
-LotPoints = list[tuple[int, int]]
 
 
 async def lock_spendable_lots(conn: Conn, member_id: str, now: datetime) -> list[SpendableLot]:
@@ -119,7 +86,7 @@ async def lock_hold(conn: Conn, member_id: str, hold_id: str) -> HoldRow | None:
     return HoldRow(
         member_id,
         hold_id,
-        row["state"],
+        HoldState(row["state"]),
         int(row["points"]),
         int(row["captured_points"]),
         row["expires_at"],
@@ -139,11 +106,14 @@ async def lock_held_lots(conn: Conn, member_id: str, hold_id: str) -> list[HeldL
         member_id,
         hold_id,
     )
-    return [HeldLot(int(r["lot_id"]), int(r["points"]), r["state"], r["expires_at"]) for r in rows]
+    return [
+        HeldLot(int(r["lot_id"]), int(r["points"]), LotState(r["state"]), r["expires_at"])
+        for r in rows
+    ]
 
 
 async def close_hold(
-    conn: Conn, hold: HoldRow, state: str, captured: int, txn_id: int, at: datetime
+    conn: Conn, hold: HoldRow, state: HoldState, *, captured: int, txn_id: int, at: datetime
 ) -> None:
     await conn.execute(
         "UPDATE points.holds SET state = $3, captured_points = $4, last_txn_id = $5,"
