@@ -33,10 +33,8 @@ from services.points.domain.referrals import DueReferral
 from services.points.domain.rules import RulesInForce, Tier
 from services.points.domain.settlement import (
     ItemOutcome,
-    LedgerIds,
     Payment,
     PointsState,
-    Prior,
     SettlementResult,
     earning_of,
     lot_terms,
@@ -161,7 +159,18 @@ class Settlement:
                 referral=referral,
             )
             return result, False
-        settled = settlement_of(in_force, now, payment, earned, ids=locked.ids, day=day, tier=tier)
+        ids = locked.ids
+        settled = settlement_of(
+            in_force,
+            now,
+            payment,
+            earned,
+            txn_id=ids.txn_id,
+            lot_id=ids.lot_id,
+            transfer_id=ids.transfer_id,
+            day=day,
+            tier=tier,
+        )
         await settlement_store.write_settlement(
             conn, member_id, settled.row, settled.credit, upgrade=after.upgrade, referral=referral
         )
@@ -324,9 +333,16 @@ def _settle(
     tier = tiers.tier_of(rules, seen.state)
     earned = view.seen.earned
     earning = earning_of(in_force, payment, tier, earned.get((member_id, day), 0))
-    ledger_ids = LedgerIds(next(ids), next(ids), next(ids))
     settled = settlement_of(
-        in_force, view.now, payment, earning, ids=ledger_ids, day=day, tier=tier
+        in_force,
+        view.now,
+        payment,
+        earning,
+        txn_id=next(ids),
+        lot_id=next(ids),
+        transfer_id=next(ids),
+        day=day,
+        tier=tier,
     )
     row = settled.row
     write.add(member_id, row, settled.credit)
@@ -336,7 +352,7 @@ def _settle(
     if after.upgrade is not None:
         write.tiers[member_id] = after.upgrade
     earned[(member_id, day)] = earned.get((member_id, day), 0) + row.points
-    view.in_batch[key] = Prior(row.request_hash, row.result)
+    view.in_batch[key] = row
     if member.referrer is not None and member_id not in write.referrals:
         write.referrals[member_id] = DueReferral(
             member_id, member.referrer, payment.payment_id, row.rule_version

@@ -52,7 +52,7 @@ class Payment:
 
     @property
     def idempotency_key(self) -> str:
-        return settlement_key(self.payment_id)
+        return f"{SETTLEMENT_KEY_PREFIX}:{self.payment_id}"  # settlement_key, inlined: hot
 
     def fingerprint(self) -> bytes:
         """What makes a repeat the same request (no personal information in a payment)."""
@@ -146,6 +146,17 @@ class Locked:
     ids: LedgerIds
 
 
+class Earlier(Protocol):
+    """A settlement under the payment's key: stored (`Prior`), or an earlier item of the
+    batch (`SettlementRow`)."""
+
+    @property
+    def request_hash(self) -> bytes: ...
+
+    @property
+    def result(self) -> dict[str, Any]: ...
+
+
 class Standing(Protocol):
     """What the refusals read of a member under its lock."""
 
@@ -171,7 +182,7 @@ class Seen:
 
 
 def replay_or_refuse(
-    payment: Payment, member: Standing | None, prior: Prior | None
+    payment: Payment, member: Standing | None, prior: Earlier | None
 ) -> SettlementResult | None:
     """The refusals of a settlement, in order (None: settle it): a member points does not
     know (`member` None), a repeat (it answers with the first result, whatever the member's
@@ -238,20 +249,19 @@ class Settled(NamedTuple):
 class LotTerms(NamedTuple):
     """A new lot's state and dates: pending for the return window unless that passed."""
 
-    state: PointsState
+    pending: bool
     available_at: datetime
     expires_at: datetime
 
     @property
-    def pending(self) -> bool:
-        return self.state is PointsState.PENDING
+    def state(self) -> PointsState:
+        return PointsState.PENDING if self.pending else PointsState.AVAILABLE
 
 
 def lot_terms(in_force: RulesInForce, now: datetime, payment: Payment) -> LotTerms:
     rules = in_force.rules
     available_at = earn.available_at(rules, payment.occurred_at)
-    state = PointsState.PENDING if available_at > now else PointsState.AVAILABLE
-    return LotTerms(state, available_at, earn.expires_at(rules, payment.occurred_at))
+    return LotTerms(available_at > now, available_at, earn.expires_at(rules, payment.occurred_at))
 
 
 def nothing_yet(
@@ -298,21 +308,25 @@ def settlement_of(
     payment: Payment,
     earning: Earning,
     *,
-    ids: LedgerIds,
+    txn_id: int,
+    lot_id: int,
+    transfer_id: int,
     day: date,
     tier: Tier,
 ) -> Settled:
-    """What settling the payment writes when there is no debt to repay. `day`: the
+    """What settling the payment writes when there is no debt to repay: the transaction
+    `txn_id` and, when it earned points, lot `lot_id` and transfer `transfer_id`. `day`: the
     payment's; `tier`: the one whose multiplier it earned at."""
-    result = nothing_yet(in_force, payment, earning.points, ids.txn_id, tier)
+    result = nothing_yet(in_force, payment, earning.points, txn_id, tier)
     credit = None
     if earning.points > 0:
         terms = lot_terms(in_force, now, payment)
+        pending = terms.pending
         credit = Credit(
-            lot_id=ids.lot_id,
-            transfer_id=ids.transfer_id,
-            state=LotState.PENDING if terms.pending else LotState.AVAILABLE,
-            to_account=MEMBER_PENDING if terms.pending else MEMBER_AVAILABLE,
+            lot_id=lot_id,
+            transfer_id=transfer_id,
+            state=LotState.PENDING if pending else LotState.AVAILABLE,
+            to_account=MEMBER_PENDING if pending else MEMBER_AVAILABLE,
             earned_at=payment.occurred_at,
             available_at=terms.available_at,
             expires_at=terms.expires_at,
@@ -320,7 +334,7 @@ def settlement_of(
         )
         result = replace(
             result,
-            state=terms.state,
+            state=PointsState.PENDING if pending else PointsState.AVAILABLE,
             available_at=terms.available_at,
             expires_at=terms.expires_at,
         )

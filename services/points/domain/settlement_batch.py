@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import NamedTuple
 
 from services.points.domain.ledger import ISSUED, LotState
 from services.points.domain.referrals import DueReferral
@@ -47,41 +46,51 @@ class BatchView:
     # each member's tier and window sum, as the batch's earlier items left them
     tiers: dict[str, TierView]
     now: datetime  # one clock reading (and so one window) for the whole batch
-    in_batch: dict[Key, Prior] = field(default_factory=dict)
+    # what the batch's earlier items settled (a repeat in the batch answers with it)
+    in_batch: dict[Key, SettlementRow] = field(default_factory=dict)
 
 
-class TransactionColumns(NamedTuple):
-    member_id: str
-    txn_id: int
-    key: str
-    request_hash: bytes
-    rule_version: int
-    points: int
-    result: str  # JSON
-    explanation: str  # JSON
+@dataclass(slots=True)
+class TransactionColumns:
+    """The batch's points.transactions rows, a list per column (the statement's arrays)."""
+
+    member_id: list[str] = field(default_factory=list)
+    txn_id: list[int] = field(default_factory=list)
+    key: list[str] = field(default_factory=list)
+    request_hash: list[bytes] = field(default_factory=list)
+    rule_version: list[int] = field(default_factory=list)
+    points: list[int] = field(default_factory=list)
+    result: list[str] = field(default_factory=list)  # JSON
+    explanation: list[str] = field(default_factory=list)  # JSON
 
 
-class LotColumns(NamedTuple):
-    member_id: str
-    lot_id: int
-    txn_id: int
-    state: str
-    points: int
-    earned_at: datetime
-    available_at: datetime
-    expires_at: datetime
-    rule_version: int
+@dataclass(slots=True)
+class LotColumns:
+    """The batch's new points.lots rows, a list per column."""
+
+    member_id: list[str] = field(default_factory=list)
+    lot_id: list[int] = field(default_factory=list)
+    txn_id: list[int] = field(default_factory=list)
+    state: list[str] = field(default_factory=list)
+    points: list[int] = field(default_factory=list)
+    earned_at: list[datetime] = field(default_factory=list)
+    available_at: list[datetime] = field(default_factory=list)
+    expires_at: list[datetime] = field(default_factory=list)
+    rule_version: list[int] = field(default_factory=list)
 
 
-class TransferColumns(NamedTuple):
-    member_id: str
-    transfer_id: int
-    txn_id: int
-    from_account: str
-    to_account: str
-    amount: int
-    lot_id: int
-    rule_version: int
+@dataclass(slots=True)
+class TransferColumns:
+    """The batch's new points.transfers rows, a list per column."""
+
+    member_id: list[str] = field(default_factory=list)
+    transfer_id: list[int] = field(default_factory=list)
+    txn_id: list[int] = field(default_factory=list)
+    from_account: list[str] = field(default_factory=list)
+    to_account: list[str] = field(default_factory=list)
+    amount: list[int] = field(default_factory=list)
+    lot_id: list[int] = field(default_factory=list)
+    rule_version: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -93,11 +102,12 @@ class BalanceDelta:
 
 @dataclass
 class BatchWrite:
-    """Rows of everything a batch writes (one statement: store/settlement_batch.py)."""
+    """Everything a batch writes, as the columns of one statement (store/settlement_batch.py):
+    appending to columns costs less per item than rows transposed at the end."""
 
-    transactions: list[TransactionColumns] = field(default_factory=list)
-    lots: list[LotColumns] = field(default_factory=list)
-    transfers: list[TransferColumns] = field(default_factory=list)
+    transactions: TransactionColumns = field(default_factory=TransactionColumns)
+    lots: LotColumns = field(default_factory=LotColumns)
+    transfers: TransferColumns = field(default_factory=TransferColumns)
     balances: dict[str, BalanceDelta] = field(default_factory=dict)
     days: dict[tuple[str, date], int] = field(default_factory=dict)  # also qualifying points
     tiers: dict[str, TierState] = field(default_factory=dict)  # upgrades: the final state
@@ -107,52 +117,45 @@ class BatchWrite:
     def add(self, member_id: str, row: SettlementRow, credit: Credit | None) -> None:
         """One settlement's transaction and, when it earned points, its lot, transfer,
         balance change and day total."""
-        self.transactions.append(
-            TransactionColumns(
-                member_id,
-                row.txn_id,
-                row.key,
-                row.request_hash,
-                row.rule_version,
-                row.points,
-                json.dumps(row.result),
-                json.dumps(row.explanation, ensure_ascii=False),
-            )
-        )
-        if credit is None:
-            return
-        self.lots.append(
-            LotColumns(
-                member_id,
-                credit.lot_id,
-                row.txn_id,
-                credit.state,
-                row.points,
-                credit.earned_at,
-                credit.available_at,
-                credit.expires_at,
-                row.rule_version,
-            )
-        )
-        self.transfers.append(
-            TransferColumns(
-                member_id,
-                credit.transfer_id,
-                row.txn_id,
-                ISSUED,
-                credit.to_account,
-                row.points,
-                credit.lot_id,
-                row.rule_version,
-            )
-        )
+        txn = self.transactions
+        txn.member_id.append(member_id)
+        txn.txn_id.append(row.txn_id)
+        txn.key.append(row.key)
+        txn.request_hash.append(row.request_hash)
+        txn.rule_version.append(row.rule_version)
+        txn.points.append(row.points)
+        txn.result.append(json.dumps(row.result))
+        txn.explanation.append(json.dumps(row.explanation, ensure_ascii=False))
+        if credit is not None:
+            self._add_credit(member_id, row, credit)
+
+    def _add_credit(self, member_id: str, row: SettlementRow, credit: Credit) -> None:
+        lot, points = self.lots, row.points
+        lot.member_id.append(member_id)
+        lot.lot_id.append(credit.lot_id)
+        lot.txn_id.append(row.txn_id)
+        lot.state.append(credit.state)
+        lot.points.append(points)
+        lot.earned_at.append(credit.earned_at)
+        lot.available_at.append(credit.available_at)
+        lot.expires_at.append(credit.expires_at)
+        lot.rule_version.append(row.rule_version)
+        moved = self.transfers
+        moved.member_id.append(member_id)
+        moved.transfer_id.append(credit.transfer_id)
+        moved.txn_id.append(row.txn_id)
+        moved.from_account.append(ISSUED)
+        moved.to_account.append(credit.to_account)
+        moved.amount.append(points)
+        moved.lot_id.append(credit.lot_id)
+        moved.rule_version.append(row.rule_version)
         delta = self.balances.get(member_id)
         if delta is None:
             delta = self.balances[member_id] = BalanceDelta()
         if credit.state == LotState.PENDING:
-            delta.pending += row.points
+            delta.pending += points
         else:
-            delta.available += row.points
-        delta.earned += row.points
+            delta.available += points
+        delta.earned += points
         day = (member_id, credit.day)
-        self.days[day] = self.days.get(day, 0) + row.points
+        self.days[day] = self.days.get(day, 0) + points

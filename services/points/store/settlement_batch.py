@@ -97,8 +97,44 @@ def _member_seen(r: tuple[Any, ...]) -> MemberSeen:
     return MemberSeen(state=r[1], referrer=r[2], tier=tier, qualifying=int(r[8]), paused=bool(r[9]))
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [[row[i] for row in rows] for i in range(width)]
+def _transaction_columns(c: TransactionColumns) -> tuple[list[Any], ...]:
+    return (
+        c.member_id,
+        c.txn_id,
+        c.key,
+        c.request_hash,
+        c.rule_version,
+        c.points,
+        c.result,
+        c.explanation,
+    )
+
+
+def _lot_columns(c: LotColumns) -> tuple[list[Any], ...]:
+    return (
+        c.member_id,
+        c.lot_id,
+        c.txn_id,
+        c.state,
+        c.points,
+        c.earned_at,
+        c.available_at,
+        c.expires_at,
+        c.rule_version,
+    )
+
+
+def _transfer_columns(c: TransferColumns) -> tuple[list[Any], ...]:
+    return (
+        c.member_id,
+        c.transfer_id,
+        c.txn_id,
+        c.from_account,
+        c.to_account,
+        c.amount,
+        c.lot_id,
+        c.rule_version,
+    )
 
 
 _WRITE = """
@@ -155,7 +191,7 @@ SELECT 1
 
 async def write_batch(conn: Conn, write: BatchWrite) -> None:
     """Everything the batch decided, in one statement (arrays through `unnest`)."""
-    if not write.transactions:
+    if not write.transactions.txn_id:
         return
     balances = sorted(write.balances.items())
     days = sorted(write.days.items())
@@ -163,9 +199,9 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
     referrals = sorted(write.referrals.items())
     await conn.execute(
         _WRITE,
-        *_columns(write.transactions, len(TransactionColumns._fields)),
-        *_columns(write.lots, len(LotColumns._fields)),
-        *_columns(write.transfers, len(TransferColumns._fields)),
+        *_transaction_columns(write.transactions),
+        *_lot_columns(write.lots),
+        *_transfer_columns(write.transfers),
         [m for m, _ in balances],
         [d.pending for _, d in balances],
         [d.available for _, d in balances],
