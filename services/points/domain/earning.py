@@ -18,6 +18,7 @@ import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -36,6 +37,7 @@ __all__ = [
     "NON_EARNING_CATEGORY",
     "ZERO_MULTIPLIER",
     "Earning",
+    "EarningStep",
     "Step",
     "UnknownCurrency",  # defined with the rules, raised here too
     "available_at",
@@ -57,9 +59,27 @@ _SHOWN_DECIMALS = 4  # for amounts that are not exact decimals (a rate such as "
 _SHOWN_SCALE = 10**_SHOWN_DECIMALS
 
 
+class EarningStep(StrEnum):
+    BASE = "base"
+    CATEGORY = "category"
+    TIER = "tier"
+    ROUND_DOWN = "round_down"
+    CAP_PER_PAYMENT = "cap_per_payment"
+    CAP_PER_MEMBER_DAY = "cap_per_member_day"
+
+
+# bound once: on the settlement path a module global costs less than an enum attribute
+_BASE = EarningStep.BASE
+_CATEGORY = EarningStep.CATEGORY
+_TIER = EarningStep.TIER
+_ROUND_DOWN = EarningStep.ROUND_DOWN
+_CAP_PER_PAYMENT = EarningStep.CAP_PER_PAYMENT
+_CAP_PER_MEMBER_DAY = EarningStep.CAP_PER_MEMBER_DAY
+
+
 @dataclass(frozen=True)
 class Step:
-    name: str  # base, category, tier, round_down, cap_per_payment, cap_per_member_day
+    name: str  # an EarningStep
     value: str  # the running result after this step: "a/b" before rounding, an integer after
     note: str  # the step in words, for `explain`
 
@@ -92,13 +112,13 @@ def compute_earning(
     num, den = _reduce(amount_minor * terms.numerator, terms.denominator)
     money = f"{_decimal(amount_minor, terms.minor_units, terms.scale)} {currency_code}"
     rate = f"{terms.rate} per 1 {currency_code}"
-    steps = [Step("base", f"{num}/{den}", f"{money} at {rate} is {_show(num, den)}")]
+    steps = [Step(_BASE, f"{num}/{den}", f"{money} at {rate} is {_show(num, den)}")]
     if category in rules.non_earning_categories:
-        steps.append(Step("category", "0", f"{category} payments never earn points"))
+        steps.append(Step(_CATEGORY, "0", f"{category} payments never earn points"))
         return Earning(0, tuple(steps), NON_EARNING_CATEGORY)
     num, den = _multiply(rules, num, den, category, tier_multiplier_bps, steps)
     points = num // den  # the one rounding of the computation
-    steps.append(Step("round_down", str(points), f"rounded down to {points}"))
+    steps.append(Step(_ROUND_DOWN, str(points), f"rounded down to {points}"))
     points = _cap_per_payment(rules, points, steps)
     points = _cap_per_day(rules, points, earned_today, steps)
     if points > INT64_MAX:
@@ -160,10 +180,10 @@ def _multiply(
         what = f"for {category}"
     num, den = _reduce(num * category_bps, den * BPS)
     note = f"{_times(category_bps)} {what} is {_show(num, den)}"
-    steps.append(Step("category", f"{num}/{den}", note))
+    steps.append(Step(_CATEGORY, f"{num}/{den}", note))
     num, den = _reduce(num * tier_bps, den * BPS)
     note = f"{_times(tier_bps)} for the tier is {_show(num, den)}"
-    steps.append(Step("tier", f"{num}/{den}", note))
+    steps.append(Step(_TIER, f"{num}/{den}", note))
     return num, den
 
 
@@ -180,7 +200,7 @@ def _cap_per_payment(rules: Rules, points: int, steps: list[Step]) -> int:
         points, note = cap, f"capped at {cap} per payment"
     else:
         note = f"within the cap of {cap} per payment"
-    steps.append(Step("cap_per_payment", str(points), note))
+    steps.append(Step(_CAP_PER_PAYMENT, str(points), note))
     return points
 
 
@@ -195,7 +215,7 @@ def _cap_per_day(rules: Rules, points: int, earned_today: int, steps: list[Step]
             points, note = left, f"limited to the {left} left of the daily cap of {cap}"
         else:
             note = f"within the daily cap of {cap} ({left} left today)"
-    steps.append(Step("cap_per_member_day", str(points), note))
+    steps.append(Step(_CAP_PER_MEMBER_DAY, str(points), note))
     return points
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from services.points.domain.clawback import Clawback, Take, clawback_points
@@ -18,6 +19,18 @@ from services.runtime.errors import DomainError, failed_precondition
 
 REFUND_EXCEEDS_PAYMENT = "REFUND_EXCEEDS_PAYMENT"
 NEGATIVE_LIMIT = "NEGATIVE_LIMIT"
+
+
+class RefundStep(StrEnum):
+    """The steps of a refund's stored explanation."""
+
+    PAYMENT = "payment"
+    REFUND = "refund"
+    CLAWBACK_ROUND_UP = "clawback_round_up"
+    TAKE = "take"  # from a lot
+    TAKE_HELD = "take_held"  # from what a hold holds of a lot
+    BELOW_ZERO = "below_zero"  # allow_negative
+    UNCOLLECTABLE = "uncollectable"  # within_balance
 
 
 @dataclass(frozen=True)
@@ -151,18 +164,18 @@ def _rounding_steps(
     paid, points = payment.amount_minor, payment.points
     return [
         step(
-            "payment",
+            RefundStep.PAYMENT,
             paid,
             f"the payment of {paid} {payment.currency} minor units earned {points} points",
         ),
         step(
-            "refund",
+            RefundStep.REFUND,
             request.amount_minor,
             f"this refund of {request.amount_minor},"
             f" after {before} refunded before, makes {total} refunded in all",
         ),
         step(
-            "clawback_round_up",
+            RefundStep.CLAWBACK_ROUND_UP,
             plan.points,
             f"ceil({points} x {total}/{paid}) ="
             f" {share_total} less the {share_before} clawed back before is {plan.points}",
@@ -171,11 +184,11 @@ def _rounding_steps(
 
 
 def _source_steps(plan: Clawback) -> list[dict[str, str]]:
-    steps = [_takestep(t) for t in plan.takes]
+    steps = [_take_step(t) for t in plan.takes]
     if plan.below_zero:
         steps.append(
             step(
-                "below_zero",
+                RefundStep.BELOW_ZERO,
                 plan.below_zero,
                 f"{plan.below_zero} taken below"
                 " zero (allow_negative); later earnings repay them first",
@@ -184,7 +197,7 @@ def _source_steps(plan: Clawback) -> list[dict[str, str]]:
     if plan.uncollectable:
         steps.append(
             step(
-                "uncollectable",
+                RefundStep.UNCOLLECTABLE,
                 plan.uncollectable,
                 f"{plan.uncollectable} the member no longer had, written off (within_balance)",
             )
@@ -192,8 +205,10 @@ def _source_steps(plan: Clawback) -> list[dict[str, str]]:
     return steps
 
 
-def _takestep(take: Take) -> dict[str, str]:
+def _take_step(take: Take) -> dict[str, str]:
     if take.hold_id is None:
-        return step("take", take.points, f"{take.points} from lot {take.lot_id} ({take.account})")
+        return step(
+            RefundStep.TAKE, take.points, f"{take.points} from lot {take.lot_id} ({take.account})"
+        )
     note = f"{take.points} held by hold {take.hold_id} from lot {take.lot_id}, taken from the hold"
-    return step("take_held", take.points, note)
+    return step(RefundStep.TAKE_HELD, take.points, note)

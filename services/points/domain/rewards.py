@@ -15,6 +15,7 @@ from typing import Any
 
 from services.points.domain.ledger import TransactionKind
 from services.points.domain.rules import Rules, Tier
+from services.points.domain.spending import SpendingStep
 from services.points.domain.strict import INT64_MAX, RulesError
 from services.runtime.errors import DomainError, failed_precondition
 
@@ -174,13 +175,13 @@ class RewardRedemption:
     def explanation(self, reward: Reward) -> dict[str, Any]:
         steps = [
             {
-                "name": "cost",
+                "name": SpendingStep.COST,
                 "value": str(self.points),
                 "note": f"{self.quantity} x {reward.points_cost} points for reward {self.sku}",
             },
         ] + [
             {
-                "name": "take",
+                "name": SpendingStep.TAKE,
                 "value": str(p),
                 "note": f"{p} from lot {i} (expires {at.isoformat()})",
             }

@@ -17,7 +17,13 @@ from typing import Any, NamedTuple, Protocol
 
 from services.points.domain import earning as earn
 from services.points.domain.earning import Earning
-from services.points.domain.ledger import MEMBER_AVAILABLE, MEMBER_PENDING, Account, LotState
+from services.points.domain.ledger import (
+    MEMBER_AVAILABLE,
+    MEMBER_PENDING,
+    Account,
+    LotState,
+    TransactionKind,
+)
 from services.points.domain.members import ACTIVE, member_not_active
 from services.points.domain.processing_pauses import processing_restricted
 from services.points.domain.rules import RulesInForce, Tier, UnknownCurrency
@@ -37,6 +43,12 @@ class PointsState(StrEnum):
     PENDING = "PENDING"
     AVAILABLE = "AVAILABLE"
     NONE = "NONE"
+
+
+# bound once: on the settlement path a module global costs less than an enum attribute
+_PENDING, _AVAILABLE, _NONE = PointsState.PENDING, PointsState.AVAILABLE, PointsState.NONE
+_LOT_PENDING, _LOT_AVAILABLE = LotState.PENDING, LotState.AVAILABLE
+_SETTLEMENT = TransactionKind.SETTLEMENT
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ class SettlementResult:
             "member_id": self.member_id,
             "payment_id": self.payment_id,
             "points": self.points,
-            "state": self.state.value,
+            "state": self.state,  # a StrEnum: JSON holds its value
             "available_at": self.available_at.isoformat() if self.available_at else None,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "tier_multiplier_bps": self.tier_multiplier_bps,
@@ -255,7 +267,7 @@ class LotTerms(NamedTuple):
 
     @property
     def state(self) -> PointsState:
-        return PointsState.PENDING if self.pending else PointsState.AVAILABLE
+        return _PENDING if self.pending else _AVAILABLE
 
 
 def lot_terms(in_force: RulesInForce, now: datetime, payment: Payment) -> LotTerms:
@@ -272,7 +284,7 @@ def nothing_yet(
         member_id=payment.member_id,
         payment_id=payment.payment_id,
         points=points,
-        state=PointsState.NONE,
+        state=_NONE,
         available_at=None,
         expires_at=None,
         tier_multiplier_bps=tier.earn_multiplier_bps,
@@ -325,7 +337,7 @@ def settlement_of(
         credit = Credit(
             lot_id=lot_id,
             transfer_id=transfer_id,
-            state=LotState.PENDING if pending else LotState.AVAILABLE,
+            state=_LOT_PENDING if pending else _LOT_AVAILABLE,
             to_account=MEMBER_PENDING if pending else MEMBER_AVAILABLE,
             earned_at=payment.occurred_at,
             available_at=terms.available_at,
@@ -334,7 +346,7 @@ def settlement_of(
         )
         result = replace(
             result,
-            state=PointsState.PENDING if pending else PointsState.AVAILABLE,
+            state=_PENDING if pending else _AVAILABLE,
             available_at=terms.available_at,
             expires_at=terms.expires_at,
         )
@@ -344,7 +356,7 @@ def settlement_of(
 def explanation_of(payment: Payment, earning: Earning, sentence: str) -> dict[str, Any]:
     """Each step of the computation as data, plus the readable sentence."""
     return {
-        "kind": "settlement",
+        "kind": _SETTLEMENT,
         "payment": {
             "currency": payment.currency,
             "amount_minor": payment.amount_minor,

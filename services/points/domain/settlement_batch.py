@@ -14,6 +14,7 @@ from services.points.domain.settlement import Credit, Prior, SettlementRow
 from services.points.domain.tiers import TierState, TierView
 
 Key = tuple[str, str]  # (member_id, idempotency key)
+_LOT_PENDING = LotState.PENDING  # bound once: the batch path reads it per item
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class BatchWrite:
         delta = self.balances.get(member_id)
         if delta is None:
             delta = self.balances[member_id] = BalanceDelta()
-        if credit.state == LotState.PENDING:
+        if credit.state == _LOT_PENDING:
             delta.pending += points
         else:
             delta.available += points

@@ -21,6 +21,18 @@ HOLD_EXPIRED = "HOLD_EXPIRED"
 CAPTURE_EXCEEDS_HOLD = "CAPTURE_EXCEEDS_HOLD"
 
 
+class SpendingStep(StrEnum):
+    """The steps of a spending transaction's stored explanation."""
+
+    TAKE = "take"  # from a lot (redemptions)
+    COST = "cost"  # of a reward
+    HELD = "held"
+    CAPTURED = "captured"
+    RETURNED = "returned"
+    EXPIRED = "expired"  # the lot expired while held
+    DEBT_REPAID = "debt_repaid"
+
+
 class HoldState(StrEnum):
     """points.holds.state (migrations 004 and 011)."""
 
@@ -232,7 +244,7 @@ class RedemptionResult:
 
     def explanation(self) -> dict[str, Any]:
         steps = [
-            step("take", p, f"{p} from lot {lot_id} (expires {at.isoformat()})")
+            step(SpendingStep.TAKE, p, f"{p} from lot {lot_id} (expires {at.isoformat()})")
             for lot_id, p, at in self.lots
         ]
         return {
@@ -302,15 +314,17 @@ def plan_settle(lots: Sequence[HeldLot], capture: int, now: datetime, owed: int)
 
 def explanation(kind: TransactionKind, view: HoldView, plan: SettlePlan) -> dict[str, Any]:
     """Each lot's part as data, plus a readable sentence."""
-    verb = "held" if kind == TransactionKind.HOLD else "captured"
+    verb = SpendingStep.HELD if kind == TransactionKind.HOLD else SpendingStep.CAPTURED
     steps = [step(verb, p, f"{p} {verb} from lot {lot_id}") for lot_id, p in plan.captured]
-    steps += [step("returned", p, f"{p} back to lot {i}") for i, p in plan.returned]
+    steps += [step(SpendingStep.RETURNED, p, f"{p} back to lot {i}") for i, p in plan.returned]
     steps += [
-        step("expired", p, f"{p} of lot {i} expired: the lot expired during the hold")
+        step(SpendingStep.EXPIRED, p, f"{p} of lot {i} expired: the lot expired during the hold")
         for i, p in plan.expired
     ]
     if plan.repaid:
-        steps.append(step("debt_repaid", plan.repaid, f"{plan.repaid} repaid the member's debt"))
+        steps.append(
+            step(SpendingStep.DEBT_REPAID, plan.repaid, f"{plan.repaid} repaid the member's debt")
+        )
     title = {
         TransactionKind.HOLD: f"Held {view.points} points until {view.expires_at.isoformat()}",
         TransactionKind.CAPTURE: f"Captured {view.captured_points} of {view.points} held points",
