@@ -12,7 +12,7 @@ such batches (group commit).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import date, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -25,12 +25,11 @@ from services.points.domain.settlement import (
     ItemOutcome,
     Payment,
     SettlementResult,
-    SettlementRow,
     earning_of,
     replay_or_refuse,
     settlement_of,
 )
-from services.points.domain.settlement_batch import BatchView, BatchWrite
+from services.points.domain.settlement_batch import BatchView, BatchWrite, Key
 from services.points.domain.tiers import TierView
 from services.points.members import MemberDirectory
 from services.points.settlement_in_debt import SettlementInDebt
@@ -156,7 +155,7 @@ def _decide(
     # a repeat answers with the first result and writes nothing: not counted as new work
     replayed = key in view.seen.done or key in view.in_batch
     try:
-        return ItemOutcome(_settle(in_force, view, payment, ids, write), None, replayed)
+        return ItemOutcome(_settle(in_force, view, payment, key, ids, write), None, replayed)
     except DomainError as err:
         return ItemOutcome(None, err)
 
@@ -165,11 +164,11 @@ def _settle(
     in_force: RulesInForce,
     view: BatchView,
     payment: Payment,
+    key: Key,
     ids: Iterator[int],
     write: BatchWrite,
 ) -> SettlementResult:
     member_id = payment.member_id
-    key = (member_id, payment.idempotency_key)
     member = view.seen.members.get(member_id) if member_id in view.available else None
     replay = replay_or_refuse(payment, member, view.seen.done.get(key) or view.in_batch.get(key))
     if replay is not None:
@@ -177,7 +176,8 @@ def _settle(
     assert member is not None  # refused above when unknown
     rules = in_force.rules
     day = local_day(rules, payment.occurred_at)
-    tier = tiers.tier_of(rules, view.tiers[member_id].state)
+    before = view.tiers[member_id]
+    tier = tiers.tier_of(rules, before.state)
     earning = earning_of(in_force, payment, tier, view.seen.earned.get((member_id, day), 0))
     settled = settlement_of(
         in_force,
@@ -190,32 +190,20 @@ def _settle(
         day=day,
         tier=tier,
     )
-    write.add(member_id, settled.row, settled.credit)
-    _seen_by_later_items(in_force, view, write, payment, member.referrer, settled.row, day)
-    return settled.result
-
-
-def _seen_by_later_items(
-    in_force: RulesInForce,
-    view: BatchView,
-    write: BatchWrite,
-    payment: Payment,
-    referrer: str | None,
-    row: SettlementRow,
-    day: date,
-) -> None:
-    """As a single call would leave it for the next: the member's tier and window sum (the
-    next item earns at an upgraded tier), the day's earnings (the daily cap), the key (a
-    repeat in the batch), and a referral bonus made due (once)."""
-    member_id, key = payment.member_id, (payment.member_id, payment.idempotency_key)
-    after = tiers.qualified(in_force, view.now, view.tiers[member_id], row.points, day)
+    row = settled.row
+    write.add(member_id, row, settled.credit)
+    # as a single call would leave it for the next item: its tier and window sum (the next
+    # item earns at an upgraded tier), the day's earnings (the daily cap), the key (a
+    # repeat in the batch), and a referral bonus made due (once)
+    after = tiers.qualified(in_force, view.now, before, row.points, day)
     view.tiers[member_id] = TierView(after.state, after.qualifying)
     if after.upgrade is not None:
         write.tiers[member_id] = after.upgrade
-    earned = view.seen.earned
-    earned[(member_id, day)] = earned.get((member_id, day), 0) + row.points
+    earned, member_day = view.seen.earned, (member_id, day)
+    earned[member_day] = earned.get(member_day, 0) + row.points
     view.in_batch[key] = row
-    if referrer is not None and member_id not in write.referrals:
+    if member.referrer is not None and member_id not in write.referrals:
         write.referrals[member_id] = DueReferral(
-            member_id, referrer, payment.payment_id, row.rule_version
+            member_id, member.referrer, payment.payment_id, row.rule_version
         )
+    return settled.result

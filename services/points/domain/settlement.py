@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
@@ -329,27 +329,32 @@ def settlement_of(
     """What settling the payment writes when there is no debt to repay: the transaction
     `txn_id` and, when it earned points, lot `lot_id` and transfer `transfer_id`. `day`: the
     payment's; `tier`: the one whose multiplier it earned at."""
-    result = nothing_yet(in_force, payment, earning.points, txn_id, tier)
-    credit = None
-    if earning.points > 0:
-        terms = lot_terms(in_force, now, payment)
-        pending = terms.pending
-        credit = Credit(
-            lot_id=lot_id,
-            transfer_id=transfer_id,
-            state=_LOT_PENDING if pending else _LOT_AVAILABLE,
-            to_account=MEMBER_PENDING if pending else MEMBER_AVAILABLE,
-            earned_at=payment.occurred_at,
-            available_at=terms.available_at,
-            expires_at=terms.expires_at,
-            day=day,
-        )
-        result = replace(
-            result,
-            state=_PENDING if pending else _AVAILABLE,
-            available_at=terms.available_at,
-            expires_at=terms.expires_at,
-        )
+    if earning.points <= 0:
+        result = nothing_yet(in_force, payment, earning.points, txn_id, tier)
+        return Settled(result, None, settlement_row(in_force, payment, earning, result, 0))
+    terms = lot_terms(in_force, now, payment)
+    pending = terms.pending
+    result = SettlementResult(
+        member_id=payment.member_id,
+        payment_id=payment.payment_id,
+        points=earning.points,
+        state=_PENDING if pending else _AVAILABLE,
+        available_at=terms.available_at,
+        expires_at=terms.expires_at,
+        tier_multiplier_bps=tier.earn_multiplier_bps,
+        rule_version=in_force.version,
+        txn_id=txn_id,
+    )
+    credit = Credit(
+        lot_id=lot_id,
+        transfer_id=transfer_id,
+        state=_LOT_PENDING if pending else _LOT_AVAILABLE,
+        to_account=MEMBER_PENDING if pending else MEMBER_AVAILABLE,
+        earned_at=payment.occurred_at,
+        available_at=terms.available_at,
+        expires_at=terms.expires_at,
+        day=day,
+    )
     return Settled(result, credit, settlement_row(in_force, payment, earning, result, 0))
 
 
