@@ -78,7 +78,7 @@ class Grants:
         if locked is None:
             raise member_unknown()
         seen = await settlement_store.read_under_lock(
-            conn, request.member_id, request.key, now.date()
+            conn, request.member_id, key=request.key, day=now.date()
         )
         if seen.prior is not None:
             if seen.prior.request_hash != request.fingerprint():

@@ -33,6 +33,7 @@ from services.points.domain.jobs import (
     JobName,
     JobReport,
     LotChange,
+    LotKey,
     balance_deltas,
     lot_move,
     repayments,
@@ -60,11 +61,11 @@ async def _lot_batch(change: LotChange, conn: Conn, now: datetime, limit: int) -
     keys = await job_store.due_lot_keys(conn, change.kind, now, limit)
     if not keys:
         return BatchResult(0, 0)
-    available = await ledger_store.lock_balances(conn, [member_id for member_id, _ in keys])
+    available = await ledger_store.lock_balances(conn, [k.member_id for k in keys])
     lots = await job_store.lock_due_lots(conn, change.kind, now, keys)
     # a lot refunded to nothing while pending, or spent or held to nothing before its
     # expiry, has no points to move, only a state
-    empty = [(lot.member_id, lot.lot_id) for lot in lots if lot.remaining == 0]
+    empty = [LotKey(lot.member_id, lot.lot_id) for lot in lots if lot.remaining == 0]
     await job_store.mark_lots(conn, empty, change.new_state)
     moving = [lot for lot in lots if lot.remaining > 0]
     ids = await ledger_store.next_ids(conn, 2 * len(moving)) if moving else []

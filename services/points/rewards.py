@@ -38,7 +38,7 @@ from services.points.domain.rewards import (
     parse_catalogue,
 )
 from services.points.domain.rules import Rules, RulesInForce, Tier
-from services.points.domain.spending import SpendableLot
+from services.points.domain.spending import LotPart, LotTaken, Taken
 from services.points.domain.strict import RulesError
 from services.points.spending import Spending
 from services.points.store import ledger as ledger_store
@@ -165,15 +165,16 @@ class Rewards(Spending):
         conn: Conn,
         request: RedeemRewardRequest,
         reward: Reward,
-        taken: Sequence[tuple[SpendableLot, int]],
+        taken: Sequence[Taken],
     ) -> RewardRedemption:
         member_id, version = request.member_id, self._rules.version
         points = reward.points_cost * request.quantity
         txn_id = (await ledger_store.next_ids(conn, 1))[0]
-        await self._move(conn, member_id, txn_id, REDEEMED, [(lot.lot_id, p) for lot, p in taken])
+        moved = [LotPart(t.lot.lot_id, t.points) for t in taken]
+        await self._move(conn, member_id, txn_id, REDEEMED, moved)
         await spending_store.add_to_balance(conn, member_id, available=-points, held=0)
         await reward_store.add_units(conn, member_id, reward.sku, request.quantity)
-        lots = tuple((lot.lot_id, p, lot.expires_at) for lot, p in taken)
+        lots = tuple(LotTaken(t.lot.lot_id, t.points, t.lot.expires_at) for t in taken)
         head = (request.request_id, reward.sku, request.quantity)
         result = RewardRedemption(member_id, *head, points, txn_id, version, lots)
         key, fingerprint = request.idempotency_key, request.fingerprint()

@@ -70,7 +70,9 @@ class SettlementInDebt:
         seen = None
         if locked is not None:
             key = payment.idempotency_key
-            seen = await settlement_store.read_under_lock(conn, member_id, key, day, window)
+            seen = await settlement_store.read_under_lock(
+                conn, member_id, key=key, day=day, window=window
+            )
         replay = replay_or_refuse(payment, seen, None if seen is None else seen.prior)
         if replay is not None:
             return replay, True

@@ -50,13 +50,14 @@ from services.points.domain.spending import (
     HoldRow,
     HoldState,
     HoldView,
+    LotPart,
     LotPoints,
     RedeemRequest,
     RedemptionResult,
     ReleaseRequest,
     SettlePlan,
     Settling,
-    SpendableLot,
+    Taken,
     explanation,
     hold_not_held,
     insufficient_points,
@@ -128,7 +129,7 @@ async def expire_due_holds(conn: Conn, now: datetime, limit: int) -> BatchResult
     keys = await spending_store.due_holds(conn, now, limit)
     if not keys:
         return BatchResult(0, 0)
-    await ledger_store.lock_balances(conn, [member_id for member_id, _ in keys])
+    await ledger_store.lock_balances(conn, [k.member_id for k in keys])
     expired = 0
     for member_id, hold_id in sorted(keys):
         hold = await spending_store.lock_hold(conn, member_id, hold_id)
@@ -192,18 +193,18 @@ class Spending:
         await ledger_store.lock_balance(conn, member_id, self._rules.rules.available_floor)
         return await _replay(conn, member_id, key, fingerprint)
 
-    async def _take(
-        self, conn: Conn, member_id: str, points: int, now: datetime
-    ) -> list[tuple[SpendableLot, int]]:
+    async def _take(self, conn: Conn, member_id: str, points: int, now: datetime) -> list[Taken]:
         """Takes `points` from the usable lots, soonest-expiring first, or raises with
         nothing written. A member in debt (available < 0) has no usable points."""
         if await ledger_store.debt_of(conn, member_id) > 0:
             raise insufficient_points("the member owes points and cannot spend")
         lots = await spending_store.lock_spendable_lots(conn, member_id, now)
         taken = plan_take(lots, points)
-        if sum(p for _, p in taken) < points:
+        if sum(t.points for t in taken) < points:
             raise insufficient_points("more points than the member has available")
-        await spending_store.change_lots(conn, member_id, [(lot.lot_id, -p) for lot, p in taken])
+        await spending_store.change_lots(
+            conn, member_id, [LotPart(t.lot.lot_id, -t.points) for t in taken]
+        )
         return taken
 
     async def _hold_in(self, conn: Conn, request: HoldRequest) -> HoldView:
@@ -229,7 +230,7 @@ class Spending:
             version,
             txn_id,
         )
-        moved = [(lot.lot_id, p) for lot, p in taken]
+        moved = [LotPart(t.lot.lot_id, t.points) for t in taken]
         await spending_store.insert_hold(conn, row, now, moved)
         await self._move(conn, request.member_id, txn_id, MEMBER_HELD, moved)
         await spending_store.add_to_balance(
@@ -323,7 +324,7 @@ class Spending:
             return RedemptionResult.from_json(done), True
         taken = await self._take(conn, request.member_id, request.points, self._clock())
         txn_id = (await ledger_store.next_ids(conn, 1))[0]
-        moved = [(lot.lot_id, p) for lot, p in taken]
+        moved = [LotPart(t.lot.lot_id, t.points) for t in taken]
         await self._move(conn, request.member_id, txn_id, REDEEMED, moved)
         await spending_store.add_to_balance(
             conn, request.member_id, available=-request.points, held=0

@@ -69,6 +69,11 @@ class LotMove:
     explanation: dict[str, Any]
 
 
+class LotKey(NamedTuple):
+    member_id: str
+    lot_id: int
+
+
 class BalanceDelta(NamedTuple):
     available: int
     pending: int

@@ -10,12 +10,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from services.points.domain.ledger import TransactionKind
 from services.points.domain.rules import Rules, Tier
-from services.points.domain.spending import SpendingStep
+from services.points.domain.spending import LotTaken, SpendingStep
 from services.points.domain.strict import INT64_MAX, RulesError
 from services.runtime.errors import DomainError, failed_precondition
 
@@ -161,15 +160,15 @@ class RewardRedemption:
     points: int
     txn_id: int
     rule_version: int
-    lots: tuple[tuple[int, int, datetime], ...]  # (lot_id, points, expires_at), spending order
+    lots: tuple[LotTaken, ...]  # spending order
 
     def to_json(self) -> dict[str, Any]:
-        lots = [[lot_id, p, at.isoformat()] for lot_id, p, at in self.lots]
+        lots = [lot.to_json() for lot in self.lots]
         return {k: v for k, v in vars(self).items() if k != "lots"} | {"lots": lots}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> RewardRedemption:
-        lots = tuple((int(i), int(p), datetime.fromisoformat(at)) for i, p, at in doc["lots"])
+        lots = tuple(LotTaken.from_json(lot) for lot in doc["lots"])
         return cls(**(doc | {"lots": lots}))
 
     def explanation(self, reward: Reward) -> dict[str, Any]:

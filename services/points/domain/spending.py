@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.points.domain.ledger import LotState, TransactionKind, step
 from services.runtime.errors import DomainError, failed_precondition
@@ -83,8 +83,42 @@ class HoldRow:
     clawed_back_points: int = 0  # what refunds took back from it (not in `points`)
 
 
-# (lot_id, points)
-LotPoints = list[tuple[int, int]]
+class LotPart(NamedTuple):
+    """Points of one lot (taken, held, moved or given back)."""
+
+    lot_id: int
+    points: int
+
+
+LotPoints = list[LotPart]
+
+
+class Taken(NamedTuple):
+    """What a spend takes from one lot."""
+
+    lot: SpendableLot
+    points: int
+
+
+class LotTaken(NamedTuple):
+    """A lot a redemption took points from, as its result records it (spending order)."""
+
+    lot_id: int
+    points: int
+    expires_at: datetime
+
+    def to_json(self) -> list[Any]:
+        return [self.lot_id, self.points, self.expires_at.isoformat()]
+
+    @classmethod
+    def from_json(cls, doc: list[Any]) -> LotTaken:
+        lot_id, points, expires_at = doc
+        return cls(int(lot_id), int(points), datetime.fromisoformat(expires_at))
+
+
+class HoldKey(NamedTuple):
+    member_id: str
+    hold_id: str
 
 
 @dataclass(frozen=True)
@@ -220,7 +254,7 @@ class RedemptionResult:
     points: int
     txn_id: int
     rule_version: int
-    lots: tuple[tuple[int, int, datetime], ...]  # (lot_id, points, expires_at), spending order
+    lots: tuple[LotTaken, ...]  # spending order
 
     @classmethod
     def of(
@@ -228,18 +262,18 @@ class RedemptionResult:
         request: RedeemRequest,
         txn_id: int,
         version: int,
-        taken: Sequence[tuple[SpendableLot, int]],
+        taken: Sequence[Taken],
     ) -> RedemptionResult:
-        lots = tuple((lot.lot_id, p, lot.expires_at) for lot, p in taken)
+        lots = tuple(LotTaken(t.lot.lot_id, t.points, t.lot.expires_at) for t in taken)
         return cls(request.member_id, request.request_id, request.points, txn_id, version, lots)
 
     def to_json(self) -> dict[str, Any]:
-        lots = [[lot_id, p, at.isoformat()] for lot_id, p, at in self.lots]
+        lots = [lot.to_json() for lot in self.lots]
         return {k: v for k, v in vars(self).items() if k != "lots"} | {"lots": lots}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> RedemptionResult:
-        lots = tuple((int(i), int(p), datetime.fromisoformat(at)) for i, p, at in doc["lots"])
+        lots = tuple(LotTaken.from_json(lot) for lot in doc["lots"])
         return cls(**(doc | {"lots": lots}))
 
     def explanation(self) -> dict[str, Any]:
@@ -259,13 +293,13 @@ class RedemptionResult:
         }
 
 
-def plan_take(lots: Sequence[SpendableLot], points: int) -> list[tuple[SpendableLot, int]]:
+def plan_take(lots: Sequence[SpendableLot], points: int) -> list[Taken]:
     """`points` from `lots` in the order given (spending order); less if they hold less."""
     rest, taken = points, []
     for lot in lots:
         part = min(rest, lot.remaining)
         if part > 0:
-            taken.append((lot, part))
+            taken.append(Taken(lot, part))
             rest -= part
     return taken
 
@@ -282,7 +316,7 @@ class SettlePlan:
 
     @property
     def returned_points(self) -> int:
-        return sum(p for _, p in self.returned)
+        return sum(part.points for part in self.returned)
 
 
 def plan_settle(lots: Sequence[HeldLot], capture: int, now: datetime, owed: int) -> SettlePlan:
@@ -296,19 +330,19 @@ def plan_settle(lots: Sequence[HeldLot], capture: int, now: datetime, owed: int)
         part = min(rest, lot.points)
         rest -= part
         if part:
-            captured.append((lot.lot_id, part))
+            captured.append(LotPart(lot.lot_id, part))
         back = lot.points - part
         if back == 0:
             continue
         if lot.state == LotState.AVAILABLE and now < lot.expires_at:
-            returned.append((lot.lot_id, back))
+            returned.append(LotPart(lot.lot_id, back))
             repay = min(owed, back)
             owed -= repay
             if back > repay:
-                restored.append((lot.lot_id, back - repay))
+                restored.append(LotPart(lot.lot_id, back - repay))
         else:
-            expired.append((lot.lot_id, back))
-    repaid = sum(p for _, p in returned) - sum(p for _, p in restored)
+            expired.append(LotPart(lot.lot_id, back))
+    repaid = sum(p.points for p in returned) - sum(p.points for p in restored)
     return SettlePlan(captured, returned, restored, expired, repaid)
 
 

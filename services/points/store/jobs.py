@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 
-from services.points.domain.jobs import BalanceDeltas, DueLot, LotMove
+from services.points.domain.jobs import BalanceDeltas, DueLot, LotKey, LotMove
 from services.points.domain.ledger import LotState
 from services.runtime.db import Conn
 
@@ -44,7 +45,7 @@ _DUE = {
 _DUE_ORDER = {"maturation": "available_at", "expiry": "expires_at"}
 
 
-async def due_lot_keys(conn: Conn, due: str, now: datetime, limit: int) -> list[tuple[str, int]]:
+async def due_lot_keys(conn: Conn, due: str, now: datetime, limit: int) -> list[LotKey]:
     """Candidates only: they are read again, locked, once their members' balances are."""
     rows = await conn.fetch(
         f"SELECT member_id, lot_id FROM points.lots WHERE {_DUE[due]}"
@@ -52,11 +53,11 @@ async def due_lot_keys(conn: Conn, due: str, now: datetime, limit: int) -> list[
         now,
         limit,
     )
-    return [(r["member_id"], int(r["lot_id"])) for r in rows]
+    return [LotKey(r["member_id"], int(r["lot_id"])) for r in rows]
 
 
 async def lock_due_lots(
-    conn: Conn, due: str, now: datetime, keys: list[tuple[str, int]]
+    conn: Conn, due: str, now: datetime, keys: Sequence[LotKey]
 ) -> list[DueLot]:
     """The candidates that are still due now that nothing else can change them."""
     rows = await conn.fetch(
@@ -65,8 +66,8 @@ async def lock_due_lots(
         " (SELECT * FROM unnest($2::text[], $3::bigint[]))"
         f" AND {_DUE[due]} ORDER BY member_id, lot_id FOR UPDATE",
         now,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+        [k.member_id for k in keys],
+        [k.lot_id for k in keys],
     )
     return [
         DueLot(
@@ -154,15 +155,15 @@ async def _update_balances(conn: Conn, deltas: BalanceDeltas) -> None:
     )
 
 
-async def mark_lots(conn: Conn, keys: list[tuple[str, int]], state: LotState) -> None:
+async def mark_lots(conn: Conn, keys: Sequence[LotKey], state: LotState) -> None:
     """State only, for lots with nothing left to move (no transfer may be of 0 points)."""
     if not keys:
         return
     await conn.execute(
         "UPDATE points.lots l SET state = $3 FROM unnest($1::text[], $2::bigint[])"
         " AS k(member_id, lot_id) WHERE l.member_id = k.member_id AND l.lot_id = k.lot_id",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+        [k.member_id for k in keys],
+        [k.lot_id for k in keys],
         state,
     )
 

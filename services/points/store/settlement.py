@@ -52,7 +52,12 @@ async def lock_known_member(conn: Conn, member_id: str, available_floor: int) ->
 
 
 async def read_under_lock(
-    conn: Conn, member_id: str, key: str, day: date, window: tuple[date, date] | None = None
+    conn: Conn,
+    member_id: str,
+    *,
+    key: str,
+    day: date,
+    window: tuple[date, date] | None = None,
 ) -> Seen:
     """`window`: the qualifying window's first and last day (callers that need no window
     sum, such as grants, leave it out)."""

@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.points.domain.ledger import LotState
-from services.points.domain.spending import HeldLot, HoldRow, HoldState, LotPoints, SpendableLot
+from services.points.domain.spending import (
+    HeldLot,
+    HoldKey,
+    HoldRow,
+    HoldState,
+    LotPoints,
+    SpendableLot,
+)
 from services.runtime.db import Conn
 
 
@@ -36,8 +43,8 @@ async def change_lots(conn: Conn, member_id: str, changes: LotPoints) -> None:
         " FROM unnest($2::bigint[], $3::bigint[]) AS c(lot_id, points)"
         " WHERE l.member_id = $1 AND l.lot_id = c.lot_id",
         member_id,
-        [c[0] for c in changes],
-        [c[1] for c in changes],
+        [c.lot_id for c in changes],
+        [c.points for c in changes],
     )
 
 
@@ -69,8 +76,8 @@ async def insert_hold(conn: Conn, hold: HoldRow, created_at: datetime, taken: Lo
         " SELECT $1, $2, * FROM unnest($3::bigint[], $4::bigint[])",
         hold.member_id,
         hold.hold_id,
-        [t[0] for t in taken],
-        [t[1] for t in taken],
+        [t.lot_id for t in taken],
+        [t.points for t in taken],
     )
 
 
@@ -127,7 +134,7 @@ async def close_hold(
     )
 
 
-async def due_holds(conn: Conn, now: datetime, limit: int) -> list[tuple[str, str]]:
+async def due_holds(conn: Conn, now: datetime, limit: int) -> list[HoldKey]:
     """Candidates of the hold_expiry job; each is locked and checked again."""
     rows = await conn.fetch(
         "SELECT member_id, hold_id FROM points.holds WHERE state = 'HELD' AND expires_at <= $1"
@@ -135,4 +142,4 @@ async def due_holds(conn: Conn, now: datetime, limit: int) -> list[tuple[str, st
         now,
         limit,
     )
-    return [(r["member_id"], r["hold_id"]) for r in rows]
+    return [HoldKey(r["member_id"], r["hold_id"]) for r in rows]
