@@ -7,10 +7,10 @@ from datetime import datetime
 
 import asyncpg
 
-from services.points.domain.ledger import NO_BALANCE, Balance, ExpiringPoints
+from services.points.domain.balance import NO_BALANCE, Balance, ExpiringPoints
 from services.points.domain.restrictions import require_readable
 from services.points.members import MemberDirectory
-from services.points.store import ledger as ledger_store
+from services.points.store import balance as balance_store
 
 EXPIRING_SHOWN = 5  # expiry dates in an answer
 
@@ -27,5 +27,5 @@ class Balances:
         async with self._pool.acquire() as conn:
             require_readable(await self._members.state_of(conn, member_id))
             now = self._clock()
-            row = await ledger_store.get_balance(conn, member_id, now) or NO_BALANCE
-            return row, await ledger_store.expiring_soonest(conn, member_id, EXPIRING_SHOWN, now)
+            row = await balance_store.get_balance(conn, member_id, now) or NO_BALANCE
+            return row, await balance_store.expiring_soonest(conn, member_id, EXPIRING_SHOWN, now)

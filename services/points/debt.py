@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from services.points.domain.debt import Repayment
 from services.points.domain.ledger import MEMBER_AVAILABLE, MEMBER_PENDING, NewTransfer
+from services.points.store import balance as balance_store
 from services.points.store import ledger as ledger_store
 from services.runtime.db import Conn
 
@@ -28,4 +29,4 @@ async def repay_from_new_lot(
             repayment.txn_id, MEMBER_PENDING, MEMBER_AVAILABLE, repaid, lot_id, rule_version
         )
         await ledger_store.insert_transfers(conn, member_id, [move])
-        await ledger_store.add_to_balance(conn, member_id, pending=-repaid, available=repaid)
+        await balance_store.add_to_balance(conn, member_id, pending=-repaid, available=repaid)

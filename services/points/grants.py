@@ -18,6 +18,7 @@ from services.points.domain.members import ACTIVE, member_not_active
 from services.points.domain.rules import RulesInForce
 from services.points.domain.settlement import Locked
 from services.points.domain.unknown_members import member_unknown
+from services.points.store import balance as balance_store
 from services.points.store import ledger as ledger_store
 from services.points.store import settlement as settlement_store
 from services.runtime.db import Conn, in_transaction
@@ -43,7 +44,7 @@ async def credit_available(conn: Conn, credit: AvailableCredit) -> int:
     await ledger_store.insert_lot(conn, member_id, lot)
     move = NewTransfer(txn_id, ISSUED, MEMBER_AVAILABLE, points, lot_id, version)
     await ledger_store.insert_transfers(conn, member_id, [move])
-    await ledger_store.add_to_balance(conn, member_id, available=points, earned=points)
+    await balance_store.add_to_balance(conn, member_id, available=points, earned=points)
     repaid = repaid_by(points, credit.available_before)
     repayment = Repayment(txn_id=txn_id, lot_id=lot_id, points=repaid, pending=False)
     await debt.repay_from_new_lot(conn, member_id, repayment, version)

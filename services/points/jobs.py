@@ -40,6 +40,7 @@ from services.points.domain.jobs import (
 )
 from services.points.referrals import pay_referral_bonuses
 from services.points.spending import expire_due_holds
+from services.points.store import balance as balance_store
 from services.points.store import jobs as job_store
 from services.points.store import ledger as ledger_store
 from services.points.store import unknown_members as unknown_store
@@ -61,7 +62,7 @@ async def _lot_batch(change: LotChange, conn: Conn, now: datetime, limit: int) -
     keys = await job_store.due_lot_keys(conn, change.kind, now, limit)
     if not keys:
         return BatchResult(0, 0)
-    available = await ledger_store.lock_balances(conn, [k.member_id for k in keys])
+    available = await balance_store.lock_balances(conn, [k.member_id for k in keys])
     lots = await job_store.lock_due_lots(conn, change.kind, now, keys)
     # a lot refunded to nothing while pending, or spent or held to nothing before its
     # expiry, has no points to move, only a state

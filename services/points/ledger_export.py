@@ -11,10 +11,10 @@ from itertools import groupby
 
 import asyncpg
 
-from services.points.domain.ledger import NO_BALANCE
+from services.points.domain.balance import NO_BALANCE
 from services.points.domain.ledger_export import ExportPage, exported_entry
 from services.points.domain.transactions import TransactionRow, TransferRow, Window
-from services.points.store import ledger as ledger_store
+from services.points.store import balance as balance_store
 from services.points.store import ledger_export as export_store
 from services.points.store import members as member_store
 from services.points.store import restrictions as restriction_store
@@ -52,7 +52,7 @@ class LedgerExport:
             page = rows[:size]
             ids = [r.txn_id for r in page]
             transfers = await transaction_store.transfers_of(conn, member_id, ids)
-            balance = await ledger_store.get_balance(conn, member_id, self._clock())
+            balance = await balance_store.get_balance(conn, member_id, self._clock())
             tiers = await tier_store.tier_rows(conn, [member_id])
             lots = await export_store.lots_of(conn, member_id, ids)
             holds = await export_store.holds_of(conn, member_id, ids)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from membership.points.v1 import points_pb2 as pb
 
-from services.points.domain.ledger import Balance, ExpiringPoints
+from services.points.domain.balance import Balance, ExpiringPoints
 from services.points.proto import timestamp
 from services.runtime.errors import ViolationCollector
 from services.runtime.names import member_id_of

@@ -43,6 +43,7 @@ from services.points.domain.refunds import (
 from services.points.domain.rules import RulesInForce
 from services.points.domain.unknown_members import member_unknown
 from services.points.restrictions import refuse_if_restricted
+from services.points.store import balance as balance_store
 from services.points.store import ledger as ledger_store
 from services.points.store import members as member_store
 from services.points.store import refunds as refund_store
@@ -94,7 +95,7 @@ class Refunds:
             raise bad_field("amount.currency_code", "must be the currency of the payment")
         floor = self._rules.rules.available_floor
         # lock order: the member's balance row, the payment's refunds row, then lots
-        balance = await ledger_store.lock_balance(conn, request.member_id, floor)
+        balance = await balance_store.lock_balance(conn, request.member_id, floor)
         done = await self._replay(conn, request)  # a duplicate may have committed meanwhile
         if done is not None:
             return done, True
@@ -237,6 +238,6 @@ class Refunds:
         available = plan.from_account(MEMBER_AVAILABLE) + plan.below_zero
         from_holds = plan.from_account(MEMBER_HELD)
         if pending or available or from_holds:
-            await ledger_store.add_to_balance(
+            await balance_store.add_to_balance(
                 conn, member_id, pending=-pending, available=-available, held=-from_holds
             )

@@ -38,6 +38,7 @@ from services.points.domain.settlement import (
     settlement_row,
 )
 from services.points.domain.tiers import TierState, TierView
+from services.points.store import balance as balance_store
 from services.points.store import ledger as ledger_store
 from services.points.store import settlement as settlement_store
 from services.points.store import tiers as tier_store
@@ -140,7 +141,7 @@ class SettlementInDebt:
         member_id, points = payment.member_id, earned.points
         (lot_id,) = await ledger_store.next_ids(conn, 1)
         result = nothing_yet(self._rules, payment, points, txn_id, tier)
-        owed = await ledger_store.debt_of(conn, member_id)  # before the credit raises `available`
+        owed = await balance_store.debt_of(conn, member_id)  # before the credit raises `available`
         result = await self._credit(conn, payment, result, lot_id, now)
         repaid = min(points, owed)
         pending = result.state is PointsState.PENDING
@@ -177,7 +178,7 @@ class SettlementInDebt:
         to_account = MEMBER_PENDING if terms.pending else MEMBER_AVAILABLE
         transfer = NewTransfer(txn_id, ISSUED, to_account, points, lot_id, version)
         await ledger_store.insert_transfers(conn, member_id, [transfer])
-        await ledger_store.add_to_balance(
+        await balance_store.add_to_balance(
             conn,
             member_id,
             pending=points if terms.pending else 0,

@@ -67,6 +67,7 @@ from services.points.domain.spending import (
 from services.points.domain.unknown_members import member_unknown
 from services.points.members import MemberDirectory
 from services.points.restrictions import refuse_if_restricted
+from services.points.store import balance as balance_store
 from services.points.store import ledger as ledger_store
 from services.points.store import spending as spending_store
 from services.runtime.db import Conn, in_transaction
@@ -87,7 +88,7 @@ async def _replay(
 async def settle_hold(conn: Conn, hold: HoldRow, how: Settling) -> HoldView:
     """Closes a HELD hold whose member's balance row is locked; writes one transaction."""
     lots = await spending_store.lock_held_lots(conn, hold.member_id, hold.hold_id)
-    owed = await ledger_store.debt_of(conn, hold.member_id)
+    owed = await balance_store.debt_of(conn, hold.member_id)
     plan = plan_settle(lots, how.captured, how.now, owed)
     txn_id = (await ledger_store.next_ids(conn, 1))[0]
     transfers = [
@@ -129,7 +130,7 @@ async def expire_due_holds(conn: Conn, now: datetime, limit: int) -> BatchResult
     keys = await spending_store.due_holds(conn, now, limit)
     if not keys:
         return BatchResult(0, 0)
-    await ledger_store.lock_balances(conn, [k.member_id for k in keys])
+    await balance_store.lock_balances(conn, [k.member_id for k in keys])
     expired = 0
     for member_id, hold_id in sorted(keys):
         hold = await spending_store.lock_hold(conn, member_id, hold_id)
@@ -190,13 +191,13 @@ class Spending:
     ) -> dict[str, Any] | None:
         """Locks the member's balance row; the first result if the key was already used
         (checked again under the lock: a concurrent duplicate may just have committed)."""
-        await ledger_store.lock_balance(conn, member_id, self._rules.rules.available_floor)
+        await balance_store.lock_balance(conn, member_id, self._rules.rules.available_floor)
         return await _replay(conn, member_id, key, fingerprint)
 
     async def _take(self, conn: Conn, member_id: str, points: int, now: datetime) -> list[Taken]:
         """Takes `points` from the usable lots, soonest-expiring first, or raises with
         nothing written. A member in debt (available < 0) has no usable points."""
-        if await ledger_store.debt_of(conn, member_id) > 0:
+        if await balance_store.debt_of(conn, member_id) > 0:
             raise insufficient_points("the member owes points and cannot spend")
         lots = await spending_store.lock_spendable_lots(conn, member_id, now)
         taken = plan_take(lots, points)

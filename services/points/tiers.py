@@ -21,7 +21,7 @@ from services.points.domain.restrictions import require_readable
 from services.points.domain.rules import RulesInForce
 from services.points.domain.tiers import Progress, TierState
 from services.points.members import MemberDirectory
-from services.points.store import ledger as ledger_store
+from services.points.store import balance as balance_store
 from services.points.store import program as program_store
 from services.points.store import tiers as tier_store
 from services.runtime.db import Conn
@@ -61,7 +61,7 @@ async def review_tiers(conn: Conn, now: datetime, limit: int) -> BatchResult:
 
 async def _review_due(conn: Conn, member_ids: list[str], now: datetime) -> int:
     """Reviews the members still due once locked; returns how many rows changed."""
-    await ledger_store.lock_balances(conn, member_ids)
+    await balance_store.lock_balances(conn, member_ids)
     rows = await tier_store.tier_rows(conn, member_ids)
     states = {m: s for m, s in rows.items() if tiers.review_due(s, now)}
     by_version: dict[int, list[str]] = defaultdict(list)

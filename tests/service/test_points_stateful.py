@@ -31,8 +31,8 @@ from hypothesis.stateful import (
 )
 
 from services.points.domain import tiers
+from services.points.domain.balance import NO_BALANCE, Balance
 from services.points.domain.grants import GrantRequest
-from services.points.domain.ledger import NO_BALANCE, Balance
 from services.points.domain.members import MemberEvent
 from services.points.domain.refunds import RefundRequest
 from services.points.domain.rules import GrantReason
@@ -52,7 +52,7 @@ from services.points.reconcile import Reconciler
 from services.points.refunds import Refunds
 from services.points.settlement import Settlement
 from services.points.spending import Spending
-from services.points.store import ledger as ledger_store
+from services.points.store import balance as balance_store
 from services.points.store import tiers as tier_store
 from services.runtime.errors import DomainError
 from services.runtime.identity import Caller
@@ -220,7 +220,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     async def balance(self, member: str) -> Balance:
         async with self.pool.acquire() as conn:
-            row = await ledger_store.get_balance(conn, member, self.now)
+            row = await balance_store.get_balance(conn, member, self.now)
         return row or NO_BALANCE
 
     @invariant()

@@ -65,25 +65,6 @@ class LotState(StrEnum):
 
 
 @dataclass(frozen=True)
-class Balance:
-    """A member's materialised balance (points.balances)."""
-
-    available: int
-    pending: int
-    held: int
-    lifetime_earned: int
-
-
-NO_BALANCE = Balance(0, 0, 0, 0)
-
-
-@dataclass(frozen=True)
-class ExpiringPoints:
-    points: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
 class StoredTransaction:
     """What a repeat of a request needs of the transaction its key recorded."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.points.domain.ledger import Balance
+from services.points.domain.balance import Balance
 from services.points.domain.restrictions import Restriction
 from services.points.domain.tiers import TierState
 from services.points.domain.transactions import (

@@ -1,7 +1,7 @@
 """SQL of the rewards catalogue (points.rewards, a small reference table) and of the units
 each member redeemed (points.reward_redemptions, member-scoped).
 
-Lock order of a reward redemption: the member's balance row (store/ledger.lock_balance), the
+Lock order of a reward redemption: the member's balance row (store/balance.lock_balance), the
 member's lots (store/spending.py), then the reward's row, last: its conditional UPDATE is the
 only lock on a row shared by every member, so it is held for as little as the commit.
 """

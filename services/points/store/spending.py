@@ -1,7 +1,7 @@
 """SQL of spending: holds, the lots they took, and the lots a spend takes from.
 
 Lock order (the one of every path that changes a member's points): the balance row
-(store/ledger.lock_balance), then the hold row, then lots FOR UPDATE in spending order
+(store/balance.lock_balance), then the hold row, then lots FOR UPDATE in spending order
 (expires_at, lot_id).
 """
 
