@@ -19,7 +19,8 @@ import asyncpg
 
 from membership_cli import launcher
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, CliError, usage_error
-from services.points.jobs import JobLimits, JobReport, JobRunner
+from services.points.domain.jobs import JobLimits, JobReport
+from services.points.jobs import JobRunner
 from services.runtime.db import create_pool
 
 RUN_JOBS_EPILOG = """\

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
+from services.points.domain.refunds import RefundResult
+from services.points.domain.settlement import ItemOutcome
+from services.points.store import jobs as job_store
 from services.points.store import unknown_members as unknown_store
 from services.runtime.db import Conn
 from services.runtime.scrape import Probe, Samples
 
-if TYPE_CHECKING:  # the modules that count import this one
-    from services.points.ledger import ItemOutcome
-    from services.points.refunds import RefundResult
+# the sources of membership_points_issued_total
+ISSUED_BY_SETTLEMENT = "settlement"
+ISSUED_BY_GRANT = "grant"
+ISSUED_BY_REFERRAL = "referral"
 
 SETTLEMENTS = Counter(
     "membership_points_settlements_total",
@@ -63,7 +66,7 @@ def settled(outcomes: Sequence[ItemOutcome]) -> None:
             SETTLEMENTS.labels("replayed").inc()
         elif outcome.result.points > 0:
             SETTLEMENTS.labels("earned").inc()
-            POINTS_ISSUED.labels("settlement").inc(outcome.result.points)
+            POINTS_ISSUED.labels(ISSUED_BY_SETTLEMENT).inc(outcome.result.points)
         else:
             SETTLEMENTS.labels("no_points").inc()
 
@@ -86,29 +89,13 @@ def job_succeeded(job: str) -> None:
     _last_success[job] = now
 
 
-# which due items each job works through, and the column that says since when they are due;
-# only these constants go into SQL text
-_DUE = {
-    "maturation": ("points.lots", "available_at", "state = 'PENDING'"),
-    "expiry": ("points.lots", "expires_at", "state = 'AVAILABLE'"),
-    "hold_expiry": ("points.holds", "expires_at", "state = 'HELD'"),
-}
-
-
 async def _oldest_due(conn: Conn) -> Samples:
-    samples: Samples = []
-    for job, (table, column, where) in _DUE.items():
-        age = await conn.fetchval(
-            f"SELECT COALESCE(EXTRACT(EPOCH FROM now() - min({column})), 0)::float8"
-            f" FROM {table} WHERE {where} AND {column} <= now()"
-        )
-        samples.append(((job,), max(float(age or 0.0), 0.0)))
-    return samples
+    return [((job,), age) for job, age in (await job_store.oldest_due(conn)).items()]
 
 
 async def _unknown_members(conn: Conn) -> Samples:
-    waiting, given_up = await unknown_store.counts(conn)
-    return [(("waiting",), float(waiting)), (("given_up",), float(given_up))]
+    counts = await unknown_store.counts(conn)
+    return [(("waiting",), float(counts.waiting)), (("given_up",), float(counts.given_up))]
 
 
 PROBES = (

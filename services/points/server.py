@@ -1,10 +1,9 @@
-"""gRPC <-> domain for membership.points.v1.PointsService: the servicer is the sum of one
-mixin per topic (server_*.py); this module wires them to the domain and the runtime."""
+"""Wiring of membership.points.v1.PointsService: `SPEC` for the runtime, the use cases built
+once from the settings, and the servicer as the sum of one mixin per topic (server_*.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,31 +13,45 @@ from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.points import metrics as points_metrics
-from services.points import rules as program_rules
+from services.points import settings as points_settings
+from services.points.balance import Balances
+from services.points.domain.rules import RulesInForce
+from services.points.grants import Grants
 from services.points.jobs import JobLoop, JobRunner
-from services.points.ledger import Ledger, RulesInForce
-from services.points.member_events import MemberDirectory
+from services.points.ledger_export import LedgerExport
+from services.points.members import MemberDirectory
+from services.points.processing_pauses import ProcessingPauses
+from services.points.program import Program, load_rules_in_force
+from services.points.reconcile import Reconciler
+from services.points.refunds import Refunds
+from services.points.restrictions import Restrictions
+from services.points.rewards import Rewards, sync_rewards
+from services.points.server_balance import BalanceRpcs
 from services.points.server_base import PointsDeps
 from services.points.server_grants import GrantRpcs
-from services.points.server_members import MemberEventRpcs
-from services.points.server_privacy import PrivacyRpcs
+from services.points.server_ledger_export import LedgerExportRpcs
+from services.points.server_members import MemberRpcs
+from services.points.server_processing_pauses import ProcessingPauseRpcs
+from services.points.server_program import ProgramRpcs
 from services.points.server_reconcile import ReconcileRpcs
 from services.points.server_refunds import RefundRpcs
-from services.points.server_rewards import RewardRpcs, sync_rewards
-from services.points.server_rules import RulesRpcs
+from services.points.server_restrictions import RestrictionRpcs
+from services.points.server_rewards import RewardRpcs
 from services.points.server_settlement import SettlementRpcs
 from services.points.server_spending import SpendingRpcs
 from services.points.server_tiers import TierRpcs
 from services.points.server_transactions import TransactionRpcs
-from services.points.store.rules import register_rules
+from services.points.settlement import Settlement
+from services.points.spending import Spending
+from services.points.tiers import Tiers
+from services.points.transactions import Transactions
 from services.runtime.config import Settings
 from services.runtime.server import ServiceSpec
-
-RULES_FILE_ENV = "MEMBERSHIP_POINTS_RULES_FILE"
 
 
 class PointsServicer(
     SettlementRpcs,
+    BalanceRpcs,
     GrantRpcs,
     RefundRpcs,
     SpendingRpcs,
@@ -46,9 +59,11 @@ class PointsServicer(
     ReconcileRpcs,
     RewardRpcs,
     TierRpcs,
-    MemberEventRpcs,
-    PrivacyRpcs,
-    RulesRpcs,
+    MemberRpcs,
+    ProcessingPauseRpcs,
+    LedgerExportRpcs,
+    RestrictionRpcs,
+    ProgramRpcs,
     pb_grpc.PointsServiceServicer,
 ):
     """Every RPC of PointsService; each mixin maps one topic."""
@@ -74,22 +89,42 @@ class PointsComponent:
         await self.jobs.stop()
 
 
-async def load_rules_in_force(pool: asyncpg.Pool, path: Path) -> RulesInForce:
-    """Parses the rules file and records it as a new version if it changed."""
-    rules = program_rules.load_rules_file(path)
-    async with pool.acquire() as conn:
-        version = await register_rules(conn, rules.digest(), rules.document())
-    return RulesInForce(version, rules)
+def use_cases(
+    pool: asyncpg.Pool,
+    rules: RulesInForce,
+    config: points_settings.PointsSettings,
+    clock: Callable[[], datetime],
+) -> PointsDeps:
+    """Every use case, once: the servicer's mixins share them."""
+    members = MemberDirectory(pool, config.unknown_member_grace_s, clock)
+    return PointsDeps(
+        rules=rules,
+        members=members,
+        settlement=Settlement(pool, members, rules, clock),
+        balances=Balances(pool, members, clock),
+        refunds=Refunds(pool, rules, clock),
+        grants=Grants(pool, rules, clock),
+        spending=Spending(pool, members, rules, clock),
+        rewards=Rewards(pool, members, rules, clock),
+        transactions=Transactions(pool),
+        reconciler=Reconciler(pool),
+        tiers=Tiers(pool, members, rules, clock),
+        processing_pauses=ProcessingPauses(pool),
+        restrictions=Restrictions(pool, clock),
+        ledger_export=LedgerExport(pool, clock),
+        program=Program(pool, rules, clock),
+        clock=clock,
+    )
 
 
 async def build(pool: asyncpg.Pool, settings: Settings) -> PointsComponent:
-    path = Path(os.environ.get(RULES_FILE_ENV) or program_rules.DEFAULT_RULES_FILE)
-    rules = await load_rules_in_force(pool, path)
-    await sync_rewards(pool, rules)  # the catalogue names tiers of these rules
-    members = MemberDirectory(pool, settings.points_unknown_member_grace_s)
-    ledger = Ledger(pool, members, rules, system_clock)
-    jobs = JobLoop(JobRunner(pool), system_clock, settings.points_jobs_interval_s)
-    return PointsComponent(PointsDeps(pool, ledger, members, system_clock), jobs)
+    config = points_settings.load(settings)
+    rules = await load_rules_in_force(pool, config.rules_file)
+    # the catalogue names tiers of these rules
+    await sync_rewards(pool, rules, config.rewards_file)
+    deps = use_cases(pool, rules, config, system_clock)
+    jobs = JobLoop(JobRunner(pool), system_clock, config.jobs_interval_s)
+    return PointsComponent(deps, jobs)
 
 
 SPEC = ServiceSpec(

@@ -1,4 +1,5 @@
-"""What every group of points RPCs shares: the domain objects and a clock."""
+"""What every group of points RPCs shares: the use cases, built once by server.py, and the
+clock."""
 
 from __future__ import annotations
 
@@ -7,22 +8,42 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-import asyncpg
-from google.protobuf import timestamp_pb2
-
-from services.points.ledger import Ledger
-from services.points.member_events import MemberDirectory
-from services.points.unknown_members import is_member_unknown
-from services.runtime.errors import DomainError
+from services.points.balance import Balances
+from services.points.domain.rules import RulesInForce
+from services.points.grants import Grants
+from services.points.ledger_export import LedgerExport
+from services.points.members import MemberDirectory
+from services.points.processing_pauses import ProcessingPauses
+from services.points.program import Program
+from services.points.reconcile import Reconciler
+from services.points.refunds import Refunds
+from services.points.restrictions import Restrictions
+from services.points.rewards import Rewards
+from services.points.settlement import Settlement
+from services.points.spending import Spending
+from services.points.tiers import Tiers
+from services.points.transactions import Transactions
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class PointsDeps:
-    pool: asyncpg.Pool
-    ledger: Ledger
+    rules: RulesInForce
     members: MemberDirectory
+    settlement: Settlement
+    balances: Balances
+    refunds: Refunds
+    grants: Grants
+    spending: Spending
+    rewards: Rewards
+    transactions: Transactions
+    reconciler: Reconciler
+    tiers: Tiers
+    processing_pauses: ProcessingPauses
+    restrictions: Restrictions
+    ledger_export: LedgerExport
+    program: Program
     clock: Callable[[], datetime]
 
 
@@ -35,18 +56,5 @@ class RpcGroup:
 
     async def for_known_member(self, member_id: str, write: Awaitable[T]) -> T:
         """Awaits a write; a refusal because points does not know the member yet becomes
-        the answer unknown_members.refusal gives (retryable, or final after the grace)."""
-        try:
-            return await write
-        except DomainError as err:
-            if not is_member_unknown(err):
-                raise
-            raise await self.deps.members.refusal(member_id, self.deps.clock()) from None
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+        the answer unknown_members gives (retryable, or final after the grace)."""
+        return await self.deps.members.for_known_member(member_id, write)

@@ -5,55 +5,13 @@ from __future__ import annotations
 import grpc
 from membership.points.v1 import points_pb2 as pb
 
-from services.points import tiers
-from services.points.restrictions import require_readable
-from services.points.rules import Tier
-from services.points.server_base import RpcGroup, timestamp
-from services.points.store import tiers as store
-from services.runtime.errors import ViolationCollector
-from services.runtime.names import member_id_of, member_name
-
-SUFFIX = "/tierProgress"
-
-
-def tier_pb(tier: Tier) -> pb.Tier:
-    return pb.Tier(
-        code=tier.code,
-        display_name=tier.name,
-        threshold=tier.threshold,
-        earn_multiplier_bps=tier.earn_multiplier_bps,
-        discount_bps=tier.discount_bps,
-        perks=dict(tier.perks),
-    )
-
-
-def progress_pb(member_id: str, got: tiers.Progress) -> pb.TierProgress:
-    state = got.state
-    return pb.TierProgress(
-        name=member_name(member_id) + SUFFIX,
-        tier=tier_pb(got.tier),
-        tier_start_time=timestamp(state.since if state else None),
-        qualifying_points=got.qualifying,
-        window_start_time=timestamp(got.window_start),
-        window_end_time=timestamp(got.window_end),
-        next_tier=tier_pb(got.next_tier) if got.next_tier else None,
-        points_to_next_tier=got.points_needed,
-        next_tier_deadline_time=timestamp(got.window_end if got.next_tier else None),
-        review_time=timestamp(state.review_at if state else None),
-        grace_end_time=timestamp(state.grace_until if state else None),
-    )
+from services.points.proto_tiers import member_of, progress_pb
+from services.points.server_base import RpcGroup
 
 
 class TierRpcs(RpcGroup):
     async def GetTierProgress(
         self, request: pb.GetTierProgressRequest, context: grpc.aio.ServicerContext
     ) -> pb.TierProgress:
-        v = ViolationCollector()
-        member_id = member_id_of(v, request.name, "name", SUFFIX)
-        v.raise_if_any()
-        rules, now = self.deps.ledger.rules.rules, self.deps.clock()
-        async with self.deps.pool.acquire() as conn:
-            require_readable(await self.deps.members.state_of(conn, member_id))
-            window = tiers.window_days(rules, now)
-            view = (await store.tier_views(conn, [member_id], *window))[member_id]
-        return progress_pb(member_id, tiers.progress(rules, view.state, view.qualifying, now))
+        member_id = member_of(request)
+        return progress_pb(member_id, await self.deps.tiers.progress(member_id))

@@ -1,110 +1,209 @@
-"""Settled payments and their results, as the ledger records them. Pure data."""
+"""SettlePayment, SettlePayments: payments settled into the double-entry ledger, exactly once
+per (member, payment).
+
+A batch is settled set-wise: lock every member of the batch at once, read what the lock
+holder must see in one query, decide each item in Python (domain/settlement.py), write
+everything in one statement. A bad item fails alone because every failure is decided before
+anything is written; members in debt (rare) take the one-by-one path, which knows how to
+repay it (settlement_in_debt.py, given to the batch). Concurrent single settlements share
+such batches (group commit).
+"""
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import json
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
-from services.points.earn import Earning
+import asyncpg
 
+from services.points import metrics
+from services.points.domain import tiers
+from services.points.domain.earning import local_day
+from services.points.domain.referrals import DueReferral
+from services.points.domain.rules import RulesInForce
+from services.points.domain.settlement import (
+    ItemOutcome,
+    Payment,
+    SettlementResult,
+    earning_of,
+    replay_or_refuse,
+    settlement_of,
+)
+from services.points.domain.settlement_batch import BatchView, BatchWrite, Key
+from services.points.domain.tiers import TierView
+from services.points.members import MemberDirectory
+from services.points.settlement_in_debt import SettlementInDebt
+from services.points.store import settlement_batch as settlement_batch_store
+from services.runtime.coalesce import Coalescer
+from services.runtime.db import Conn, in_transaction
+from services.runtime.errors import DomainError
 
-class PointsState(enum.Enum):
-    PENDING = "PENDING"
-    AVAILABLE = "AVAILABLE"
-    NONE = "NONE"
+# single settlements that share a batch: at most this many per batch, and this many batches
+# at once (each holds a pooled connection while it runs)
+COALESCED_MAX_BATCH = 100
+COALESCED_MAX_IN_FLIGHT = 2
 
-
-@dataclass(frozen=True)
-class Payment:
-    member_id: str
-    payment_id: str
-    currency: str
-    amount_minor: int
-    merchant_id: str
-    category: str
-    occurred_at: datetime
-    channel: str
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"payment:{self.payment_id}"
-
-    def fingerprint(self) -> bytes:
-        """What makes a repeat the same request (no personal information in a payment)."""
-        canonical = json.dumps(
-            [
-                self.member_id,
-                self.payment_id,
-                self.currency,
-                self.amount_minor,
-                self.merchant_id,
-                self.category,
-                self.occurred_at.isoformat(timespec="microseconds"),
-                self.channel,
-            ]
-        )
-        return hashlib.sha256(canonical.encode()).digest()
+# the one-by-one path of a member in debt, inside the batch's transaction
+SettleOne = Callable[[Conn, Payment], Awaitable[ItemOutcome]]
 
 
-@dataclass(frozen=True)
-class SettlementResult:
-    member_id: str
-    payment_id: str
-    points: int
-    state: PointsState
-    available_at: datetime | None
-    expires_at: datetime | None
-    tier_multiplier_bps: int
-    rule_version: int
-    txn_id: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "member_id": self.member_id,
-            "payment_id": self.payment_id,
-            "points": self.points,
-            "state": self.state.value,
-            "available_at": self.available_at.isoformat() if self.available_at else None,
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-            "tier_multiplier_bps": self.tier_multiplier_bps,
-            "rule_version": self.rule_version,
-            "txn_id": self.txn_id,
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> SettlementResult:
-        def when(value: str | None) -> datetime | None:
-            return datetime.fromisoformat(value) if value else None
-
-        return cls(
-            member_id=doc["member_id"],
-            payment_id=doc["payment_id"],
-            points=int(doc["points"]),
-            state=PointsState(doc["state"]),
-            available_at=when(doc["available_at"]),
-            expires_at=when(doc["expires_at"]),
-            tier_multiplier_bps=int(doc["tier_multiplier_bps"]),
-            rule_version=int(doc["rule_version"]),
-            txn_id=doc["txn_id"],
+class Settlement:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        members: MemberDirectory,
+        rules: RulesInForce,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self._members = members
+        self._rules = rules
+        self._clock = clock
+        self._in_debt = SettlementInDebt(rules, clock)
+        self._coalescer: Coalescer[Payment, ItemOutcome] = Coalescer(
+            self.settle_many, COALESCED_MAX_BATCH, COALESCED_MAX_IN_FLIGHT
         )
 
+    async def settle(self, payment: Payment) -> SettlementResult:
+        """Concurrent single settlements share set-wise batches (group commit): under load
+        a settlement costs a share of a batch's round trips and commit, not its own."""
+        outcome = await self._coalescer.submit(payment)
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.result is None:
+            raise DomainError.internal("a settlement has neither a result nor an error")
+        return outcome.result
 
-def explanation_of(payment: Payment, earning: Earning, sentence: str) -> dict[str, Any]:
-    """Each step of the computation as data, plus the readable sentence."""
-    return {
-        "kind": "settlement",
-        "payment": {
-            "currency": payment.currency,
-            "amount_minor": payment.amount_minor,
-            "merchant_category": payment.category,
-            "occurred_at": payment.occurred_at.isoformat(),
-        },
-        "steps": [{"name": s.name, "value": s.value, "note": s.note} for s in earning.steps],
-        "points": earning.points,
-        "none_reason": earning.none_reason,
-        "sentence": sentence,
-    }
+    async def settle_batch(self, payments: Sequence[Payment]) -> list[ItemOutcome]:
+        """SettlePayments: as `settle_many`, and items refused because points does not know
+        the member get the answer unknown_members gives (retry, or final after the grace)."""
+        outcomes = await self.settle_many(payments)
+        return await self._members.refine_unknown(payments, outcomes)
+
+    async def settle_many(self, payments: Sequence[Payment]) -> list[ItemOutcome]:
+        """One database transaction for the whole batch, decided set-wise: a bad item fails
+        alone, and the batch pays for a handful of statements and one commit instead of
+        several statements per payment."""
+        outcomes = await in_transaction(
+            self._pool,
+            lambda conn: settle_set_wise(
+                conn, payments, self._rules, self._clock, self._in_debt.settle
+            ),
+        )
+        metrics.settled(outcomes)  # committed: counted once
+        return outcomes
+
+
+async def settle_set_wise(
+    conn: Conn,
+    payments: Sequence[Payment],
+    in_force: RulesInForce,
+    clock: Callable[[], datetime],
+    in_debt: SettleOne,
+) -> list[ItemOutcome]:
+    """Four statements for the whole batch: lock, read, write, and (rarely) `in_debt` for
+    each payment of a member in debt."""
+    view = await _read(conn, payments, in_force, clock)
+    ids = iter(view.seen.ids)
+    write = BatchWrite()
+    outcomes: dict[int, ItemOutcome] = {}
+    slow: list[int] = []
+    # member order, then request order: the daily cap counts a member's payments in order
+    for i in sorted(range(len(payments)), key=lambda i: (payments[i].member_id, i)):
+        payment = payments[i]
+        if view.available.get(payment.member_id, 0) < 0:
+            slow.append(i)
+            continue
+        outcomes[i] = _decide(in_force, view, payment, ids, write)
+    await settlement_batch_store.write_batch(conn, write)
+    for i in slow:
+        outcomes[i] = await in_debt(conn, payments[i])
+    return [outcomes[i] for i in range(len(payments))]
+
+
+async def _read(
+    conn: Conn, payments: Sequence[Payment], in_force: RulesInForce, clock: Callable[[], datetime]
+) -> BatchView:
+    rules = in_force.rules
+    members = sorted({p.member_id for p in payments})
+    available = await settlement_batch_store.lock_known_members(
+        conn, members, rules.available_floor
+    )
+    known = [p for p in payments if p.member_id in available]
+    days = {(p.member_id, local_day(rules, p.occurred_at)) for p in known}
+    now = clock()  # one clock reading (and so one window) for the whole batch
+    seen = await settlement_batch_store.read_locked(
+        conn,
+        list(available),
+        keys=[(p.member_id, p.idempotency_key) for p in known],
+        member_days=sorted(days),
+        window=tiers.window_days(rules, now),
+        id_count=3 * len(known),
+    )
+    views = {m: TierView(s.tier, s.qualifying) for m, s in seen.members.items()}
+    return BatchView(available=available, seen=seen, tiers=views, now=now)
+
+
+def _decide(
+    in_force: RulesInForce,
+    view: BatchView,
+    payment: Payment,
+    ids: Iterator[int],
+    write: BatchWrite,
+) -> ItemOutcome:
+    key = (payment.member_id, payment.idempotency_key)
+    # a repeat answers with the first result and writes nothing: not counted as new work
+    replayed = key in view.seen.done or key in view.in_batch
+    try:
+        return ItemOutcome(_settle(in_force, view, payment, key, ids, write), None, replayed)
+    except DomainError as err:
+        return ItemOutcome(None, err)
+
+
+def _settle(
+    in_force: RulesInForce,
+    view: BatchView,
+    payment: Payment,
+    key: Key,
+    ids: Iterator[int],
+    write: BatchWrite,
+) -> SettlementResult:
+    member_id = payment.member_id
+    member = view.seen.members.get(member_id) if member_id in view.available else None
+    replay = replay_or_refuse(payment, member, view.seen.done.get(key) or view.in_batch.get(key))
+    if replay is not None:
+        return replay
+    assert member is not None  # refused above when unknown
+    rules = in_force.rules
+    day = local_day(rules, payment.occurred_at)
+    before = view.tiers[member_id]
+    tier = tiers.tier_of(rules, before.state)
+    earning = earning_of(in_force, payment, tier, view.seen.earned.get((member_id, day), 0))
+    settled = settlement_of(
+        in_force,
+        view.now,
+        payment,
+        earning,
+        txn_id=next(ids),
+        lot_id=next(ids),
+        transfer_id=next(ids),
+        day=day,
+        tier=tier,
+    )
+    row = settled.row
+    write.add(member_id, row, settled.credit)
+    # as a single call would leave it for the next item: its tier and window sum (the next
+    # item earns at an upgraded tier), the day's earnings (the daily cap), the key (a
+    # repeat in the batch), and a referral bonus made due (once)
+    after = tiers.qualified(in_force, view.now, before, row.points, day)
+    view.tiers[member_id] = TierView(after.state, after.qualifying)
+    if after.upgrade is not None:
+        write.tiers[member_id] = after.upgrade
+    earned, member_day = view.seen.earned, (member_id, day)
+    earned[member_day] = earned.get(member_day, 0) + row.points
+    view.in_batch[key] = row
+    if member.referrer is not None and member_id not in write.referrals:
+        write.referrals[member_id] = DueReferral(
+            member_id, member.referrer, payment.payment_id, row.rule_version
+        )
+    return settled.result

@@ -1,151 +1,79 @@
-"""Tiers: which tier a member holds, and how it moves (docs/decisions.md, "Points ledger").
+"""Tiers: GetTierProgress (a member's tier and progress under the rules in force) and the
+tier review job's work on a batch of due members (how a tier moves is domain/tiers.py's).
 
-Qualifying points are the points settlements award, per calendar day of the payment (the
-program's time zone), net of refunds; the window is the `qualifying_window_days` days ending
-today. Upgrades happen at once, inside the settlement that crosses a higher threshold (the
-new multiplier applies from the next payment). Downgrades happen only at the tier's review
-(`since + window`), after `downgrade_grace_days` when the review finds too few points; the
-one exception is a refund that itself takes the window sum below the tier's threshold: the
-qualification it undoes is undone at once. These are pure functions; callers hold the
-member's balance lock while they read, decide and write.
+Each tier is reviewed under the rules version it was set under (its row records it): the
+job has no rules of its own, and a tier's window, threshold and grace are the terms it was
+granted on. The members' balance rows are locked first (sorted, as settlements lock them),
+so a review never interleaves with a settlement or refund of the same member.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
 
-from services.points import earn
-from services.points.rules import Rules, Tier, parse_rules
-from services.points.store.tiers import TierState
+import asyncpg
 
-
-def window_days(rules: Rules, now: datetime) -> tuple[date, date]:
-    """First and last calendar day of the qualifying window that ends today."""
-    last = earn.local_day(rules, now)
-    return last - timedelta(days=rules.qualifying_window_days - 1), last
-
-
-def window_bounds(rules: Rules, now: datetime) -> tuple[datetime, datetime]:
-    """[start, end) of the window as instants: its first day's start, its last day's end."""
-    first, last = window_days(rules, now)
-    return earn.local_day_bounds(rules, first)[0], earn.local_day_bounds(rules, last)[1]
+from services.points.domain import tiers
+from services.points.domain.jobs import BatchResult
+from services.points.domain.restrictions import require_readable
+from services.points.domain.rules import RulesInForce
+from services.points.domain.tiers import Progress, TierState
+from services.points.members import MemberDirectory
+from services.points.store import balance as balance_store
+from services.points.store import program as program_store
+from services.points.store import tiers as tier_store
+from services.runtime.db import Conn
 
 
-def in_window(rules: Rules, now: datetime, day: date) -> bool:
-    first, last = window_days(rules, now)
-    return first <= day <= last
+class Tiers:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        members: MemberDirectory,
+        rules: RulesInForce,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._pool = pool
+        self._members = members
+        self._rules = rules
+        self._clock = clock
+
+    async def progress(self, member_id: str) -> Progress:
+        rules, now = self._rules.rules, self._clock()
+        async with self._pool.acquire() as conn:
+            require_readable(await self._members.state_of(conn, member_id))
+            window = tiers.window_days(rules, now)
+            view = (await tier_store.tier_views(conn, [member_id], *window))[member_id]
+        return tiers.progress(rules, view.state, view.qualifying, now)
 
 
-def tier_of(rules: Rules, state: TierState | None) -> Tier:
-    """The member's tier; no row, or a code these rules no longer have, is the base tier."""
-    if state is None:
-        return rules.base_tier()
-    try:
-        return rules.tier(state.code)
-    except KeyError:
-        return rules.base_tier()
+async def review_tiers(conn: Conn, now: datetime, limit: int) -> BatchResult:
+    """The tier_review job's batch: tiers whose review (or grace end) is due are kept and
+    reviewed again a window later, given their grace period, or lowered to what the
+    window's points reach."""
+    due = await tier_store.due_reviews(conn, now, limit)
+    if not due:
+        return BatchResult(0, 0)
+    return BatchResult(len(due), await _review_due(conn, due, now))
 
 
-def _window(rules: Rules) -> timedelta:
-    return timedelta(days=rules.qualifying_window_days)
-
-
-def entered(rules: Rules, version: int, tier: Tier, now: datetime) -> TierState:
-    """The state of a member who reaches `tier` at `now` (by upgrade or downgrade)."""
-    review = None if tier == rules.base_tier() else now + _window(rules)
-    return TierState(tier.code, now, review, None, version)
-
-
-def after_earning(
-    rules: Rules, version: int, state: TierState | None, qualifying: int, now: datetime
-) -> TierState | None:
-    """The upgrade a settlement causes (None: none), given the window sum after it."""
-    target = rules.tier_for(qualifying)
-    if target.threshold <= tier_of(rules, state).threshold:
-        return None
-    return entered(rules, version, target, now)
-
-
-def after_refund(
-    rules: Rules,
-    version: int,
-    state: TierState | None,
-    sums: tuple[int, int],
-    now: datetime,
-) -> TierState | None:
-    """The drop a refund causes (None: none), given the window sum before and after it.
-
-    Only a refund that itself takes the sum from at or above the tier's threshold to below
-    it drops the tier, to what the sum still reaches; the review date stays (a drop gives no
-    new window). A tier the window no longer supported before the refund waits for review."""
-    before, after = sums
-    current = tier_of(rules, state)
-    if state is None or not before >= current.threshold > after:
-        return None
-    target = rules.tier_for(after)
-    if target == rules.base_tier():
-        return TierState(target.code, now, None, None, version)
-    return TierState(target.code, now, state.review_at or now + _window(rules), None, version)
-
-
-def reviewed(rules: Rules, state: TierState, qualifying: int, now: datetime) -> TierState:
-    """The tier review at `now` (due: `grace_until`, else `review_at`, has passed).
-
-    Enough points for the tier: kept, reviewed again a window after the review date.
-    Too few: the grace period starts (review_at + grace), or, once it is over or when there
-    is none, the member drops to the tier the window sum reaches."""
-    current = tier_of(rules, state)
-    target = rules.tier_for(qualifying)
-    review_at = state.review_at or now
-    if target.threshold >= current.threshold:
-        following = review_at + _window(rules)
-        if target != current:  # thresholds of these rules fell below the sum: an upgrade
-            return entered(rules, state.rule_version, target, now)
-        return replace(
-            state,
-            review_at=following if following > now else now + _window(rules),
-            grace_until=None,
-        )
-    grace_end = review_at + timedelta(days=rules.downgrade_grace_days)
-    if state.grace_until is None and grace_end > now:
-        return replace(state, grace_until=grace_end)
-    return entered(rules, state.rule_version, target, now)
-
-
-@dataclass(frozen=True)
-class Progress:
-    tier: Tier
-    state: TierState | None
-    qualifying: int
-    window_start: datetime
-    window_end: datetime
-    next_tier: Tier | None
-    points_needed: int  # to reach next_tier within the current window (0 at the top)
-
-
-def progress(rules: Rules, state: TierState | None, qualifying: int, now: datetime) -> Progress:
-    tier = tier_of(rules, state)
-    following = rules.next_tier(tier.code)
-    needed = 0 if following is None else max(0, following.threshold - qualifying)
-    start, end = window_bounds(rules, now)
-    return Progress(tier, state, qualifying, start, end, following, needed)
-
-
-# parsed stored rules, keyed by the stored document itself: a version number names different
-# rules in different databases (a process may serve several, as tests do)
-_RULES_BY_DOCUMENT: dict[str, Rules] = {}
-_MAX_CACHED_RULES = 64
-
-
-def rules_of(version: int, document: str | dict[str, object]) -> Rules:
-    """The parsed rules of a stored version (`document`, as stored with `version`)."""
-    text = document if isinstance(document, str) else json.dumps(document, sort_keys=True)
-    found = _RULES_BY_DOCUMENT.get(text)
-    if found is None:
-        found = parse_rules(json.loads(text))
-        if len(_RULES_BY_DOCUMENT) >= _MAX_CACHED_RULES:
-            _RULES_BY_DOCUMENT.clear()
-        _RULES_BY_DOCUMENT[text] = found
-    return found
+async def _review_due(conn: Conn, member_ids: list[str], now: datetime) -> int:
+    """Reviews the members still due once locked; returns how many rows changed."""
+    await balance_store.lock_balances(conn, member_ids)
+    rows = await tier_store.tier_rows(conn, member_ids)
+    states = {m: s for m, s in rows.items() if tiers.review_due(s, now)}
+    by_version: dict[int, list[str]] = defaultdict(list)
+    for member_id, state in states.items():
+        by_version[state.rule_version].append(member_id)
+    documents = await program_store.rules_documents(conn, list(by_version))
+    changed: dict[str, TierState] = {}
+    for version, members in by_version.items():
+        rules = tiers.rules_of(version, documents[version])
+        sums = await tier_store.window_sums(conn, members, *tiers.window_days(rules, now))
+        for member_id in members:
+            changed[member_id] = tiers.reviewed(rules, states[member_id], sums[member_id], now)
+    if changed:
+        await tier_store.set_tiers(conn, changed)
+    return len(changed)

@@ -116,14 +116,12 @@ async def test_unknown_and_frozen_members_fail_alone(suite: Suite) -> None:
 
 
 @pytest.fixture
-async def lenient(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> AsyncIterator[Stub]:
+async def lenient(suite: Suite, tmp_path: Path) -> AsyncIterator[Stub]:
     """A second points service on the database: allow_negative to -1000, no return window."""
     path = rules_file(
         tmp_path, refund_policy='"allow_negative"', negative_floor="1000", pending_days="0"
     )
-    async with points_with_rules(suite, monkeypatch, path) as stub:
+    async with points_with_rules(suite, path) as stub:
         yield stub
 
 

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from membership.points.v1 import points_pb2 as pb
 
-from services.points.jobs import JobLimits, JobLoop, JobReport, JobRunner
+from services.points.domain.jobs import JobLimits, JobReport
+from services.points.jobs import JobLoop, JobRunner
 from services.runtime.db import create_pool
 from tests.service.test_points_settlement import (
     NOW,
@@ -225,7 +226,7 @@ async def test_maturing_points_repay_a_debt_first(
     got = await balance(suite, member_id)
     assert (got.available, got.pending) == (settled.points - 40, 0)
     lot = await one(db, "SELECT state, remaining FROM points.lots WHERE member_id = $1", member_id)
-    # available + debt == what the available lots hold (services/points/debt.py)
+    # available + debt == what the available lots hold (services/points/domain/debt.py)
     assert (lot["state"], lot["remaining"]) == ("AVAILABLE", settled.points - 40)
     sql = "SELECT explanation FROM points.transactions WHERE member_id = $1 AND kind = 'maturation'"
     assert json.loads((await one(db, sql, member_id))["explanation"])["debt_repaid"] == 40

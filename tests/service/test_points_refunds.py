@@ -14,7 +14,7 @@ import pytest
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
-from services.points import earn
+from services.points.domain import clawback
 from tests.service.test_points_settlement import (
     NOW,
     balance,
@@ -45,14 +45,12 @@ def refund(
 
 
 @pytest.fixture
-async def lenient(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> AsyncIterator[Stub]:
+async def lenient(suite: Suite, tmp_path: Path) -> AsyncIterator[Stub]:
     """A second points service on the database: allow_negative to -1000, no return window."""
     path = rules_file(
         tmp_path, refund_policy='"allow_negative"', negative_floor="1000", pending_days="0"
     )
-    async with points_with_rules(suite, monkeypatch, path) as stub:
+    async with points_with_rules(suite, path) as stub:
         yield stub
 
 
@@ -249,7 +247,7 @@ async def test_concurrent_partial_refunds_never_exceed_the_payment(suite: Suite)
     assert {f.code() for f in failed} == {grpc.StatusCode.FAILED_PRECONDITION}
     assert max(r.refunded_total.amount_minor for r in done) == 900
     clawed = sum(r.points_clawed_back for r in done)
-    assert clawed == earn.clawback_points(settled.points, 1000, 900)
+    assert clawed == clawback.clawback_points(settled.points, 1000, 900)
     assert (await balance(suite, member_id)).pending == settled.points - clawed
     await ledger_holds(suite.dsn)
 

@@ -12,8 +12,9 @@ import grpc
 import pytest
 from membership.points.v1 import points_pb2 as pb
 
-from services.points import rules as program_rules
-from services.points.rewards_catalogue import load_catalogue_file
+from services.points import program
+from services.points.rewards import load_catalogue_file
+from services.points.settings import DEFAULT_RULES_FILE
 from services.points.store.rewards import sync_catalogue
 from tests.service.test_points_settlement import NOW, balance, known_member, ledger_holds, ts
 from tests.service.test_points_spending import OLDER, earned, moves, remaining, spender, two_lots
@@ -70,7 +71,7 @@ async def load(db: asyncpg.Connection, tmp_path: Path, cheap_stock: str = "10") 
     """Syncs the test catalogue as a start would (the default rewards are retired by it)."""
     path = tmp_path / "rewards.toml"
     path.write_text(CATALOGUE.format(cheap_stock=cheap_stock), encoding="utf-8")
-    rules = program_rules.load_rules_file(program_rules.DEFAULT_RULES_FILE)
+    rules = program.load_rules_file(DEFAULT_RULES_FILE)
     await sync_catalogue(db, load_catalogue_file(path, rules))
 
 

@@ -13,7 +13,9 @@ import pytest
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
-from services.points.rules import DEFAULT_RULES_FILE, fraction_text, load_rules_file
+from services.points.domain.rules import fraction_text
+from services.points.program import load_rules_file
+from services.points.settings import DEFAULT_RULES_FILE
 from services.runtime.access import METHOD_SCOPES, ROLE_SCOPES
 from tests.service.test_points_privacy import restrict_request, restricted
 from tests.service.test_points_processing import CONSENT, RESTRICTION, apply, event
@@ -40,16 +42,14 @@ async def explained(
 
 
 @pytest.fixture
-async def lenient(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> AsyncIterator[Stub]:
+async def lenient(suite: Suite, tmp_path: Path) -> AsyncIterator[Stub]:
     """A second points service on the database: allow_negative to -1000, no daily cap."""
     text = rules_file(tmp_path, refund_policy='"allow_negative"', negative_floor="1000")
     text.write_text(
         text.read_text(encoding="utf-8").replace("cap_per_member_day = 20000", ""),
         encoding="utf-8",
     )
-    async with points_with_rules(suite, monkeypatch, text) as stub:
+    async with points_with_rules(suite, text) as stub:
         yield stub
 
 

@@ -14,7 +14,8 @@ import pytest
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
-from services.points.jobs import JobReport, JobRunner
+from services.points.domain.jobs import JobReport
+from services.points.jobs import JobRunner
 from services.points.server import SPEC as POINTS
 from services.runtime.server import start_service
 from tests.service.test_points_settlement import (

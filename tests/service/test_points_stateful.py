@@ -30,23 +30,29 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from services.points import tiers
-from services.points.grants import GrantRequest, Grants
-from services.points.jobs import JobRunner
-from services.points.ledger import Ledger
-from services.points.member_events import MemberDirectory, MemberEvent
-from services.points.reconcile import Reconciler
-from services.points.refunds import RefundRequest, Refunds
-from services.points.server import load_rules_in_force
-from services.points.settlement import Payment
-from services.points.spending import Spending
-from services.points.spending_model import (
+from services.points.domain import tiers
+from services.points.domain.balance import NO_BALANCE, Balance
+from services.points.domain.grants import GrantRequest
+from services.points.domain.members import MemberEvent
+from services.points.domain.refunds import RefundRequest
+from services.points.domain.rules import GrantReason
+from services.points.domain.settlement import Payment
+from services.points.domain.spending import (
     CaptureRequest,
     HoldRequest,
     RedeemRequest,
     ReleaseRequest,
 )
-from services.points.store import ledger as ledger_store
+from services.points.domain.tiers import TierView
+from services.points.grants import Grants
+from services.points.jobs import JobRunner
+from services.points.members import MemberDirectory
+from services.points.program import load_rules_in_force
+from services.points.reconcile import Reconciler
+from services.points.refunds import Refunds
+from services.points.settlement import Settlement
+from services.points.spending import Spending
+from services.points.store import balance as balance_store
 from services.points.store import tiers as tier_store
 from services.runtime.errors import DomainError
 from services.runtime.identity import Caller
@@ -80,7 +86,7 @@ class LedgerMachine(RuleBasedStateMachine):
         check_terms(self.in_force.rules)
         members = MemberDirectory(self.pool)
         clock = lambda: self.now  # noqa: E731 (the machine moves time)
-        self.ledger = Ledger(self.pool, members, self.in_force, clock)
+        self.ledger = Settlement(self.pool, members, self.in_force, clock)
         # the machine's clock: a refund's window (and so its tier drop) is the machine's
         self.refunds = Refunds(self.pool, self.in_force, clock)
         self.spending = Spending(self.pool, members, self.in_force, clock)
@@ -146,7 +152,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(member=st.sampled_from(MEMBERS), points=st.integers(1, 10))
     def grant(self, member: str, points: int) -> None:
-        request = GrantRequest(member, f"g{next(self.ids)}", points, "CHECK_IN", "", None)
+        request = GrantRequest(member, f"g{next(self.ids)}", points, GrantReason.CHECK_IN, "", None)
         self.run(self.grants.grant(GRANTER, request))
         self.model.grant(member, points, self.now)
 
@@ -212,10 +218,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.run(self.jobs.run_once(now))
         self.model.run_jobs(now)
 
-    async def balance(self, member: str) -> ledger_store.BalanceRow:
+    async def balance(self, member: str) -> Balance:
         async with self.pool.acquire() as conn:
-            row = await ledger_store.get_balance(conn, member, self.now)
-        return row or ledger_store.BalanceRow(0, 0, 0, 0)
+            row = await balance_store.get_balance(conn, member, self.now)
+        return row or NO_BALANCE
 
     @invariant()
     def balances_match_the_model(self) -> None:
@@ -252,7 +258,7 @@ class LedgerMachine(RuleBasedStateMachine):
             tier = tiers.tier_of(rules, views[member].state)
             assert tier.code == account.tier_terms().code, member
 
-    async def views(self, window: tuple[date, date]) -> dict[str, tier_store.TierView]:
+    async def views(self, window: tuple[date, date]) -> dict[str, TierView]:
         async with self.pool.acquire() as conn:
             return await tier_store.tier_views(conn, MEMBERS, *window)
 

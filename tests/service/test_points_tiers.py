@@ -13,9 +13,11 @@ import pytest
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
-from services.points import earn
-from services.points.jobs import JobReport, JobRunner
-from services.points.rules import DEFAULT_RULES_FILE, load_rules_file
+from services.points.domain import earning as earn
+from services.points.domain.jobs import JobReport
+from services.points.jobs import JobRunner
+from services.points.program import load_rules_file
+from services.points.settings import DEFAULT_RULES_FILE
 from tests.service.test_points_refunds import refund
 from tests.service.test_points_settlement import (
     known_member,
@@ -32,12 +34,10 @@ Stub = pb_grpc.PointsServiceStub
 
 
 @pytest.fixture
-async def no_grace(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> AsyncIterator[Stub]:
+async def no_grace(suite: Suite, tmp_path: Path) -> AsyncIterator[Stub]:
     """A second points service on the database whose rules have no downgrade grace."""
     rules = rules_file(tmp_path, downgrade_grace_days="0")
-    async with points_with_rules(suite, monkeypatch, rules) as stub:
+    async with points_with_rules(suite, rules) as stub:
         yield stub
 
 

@@ -17,7 +17,8 @@ from membership.accounts.v1 import accounts_pb2
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc
 
-from services.points.jobs import UNKNOWN_MEMBER_RETENTION, JobRunner
+from services.points.domain.jobs import UNKNOWN_MEMBER_RETENTION
+from services.points.jobs import JobRunner
 from services.points.metrics import PROBES
 from services.runtime.clients import open_channel
 from tests.service.test_points_grants import grant

@@ -16,7 +16,7 @@ from membership.accounts.v1 import accounts_pb2 as pb
 from membership.points.v1 import points_pb2
 from prometheus_client import REGISTRY
 
-from services.points.ledger import Ledger
+from services.points.balance import Balances
 from services.privacy.server import SPEC as PRIVACY
 from services.runtime.config import ConfigError, load_settings
 from services.runtime.db import (
@@ -267,7 +267,7 @@ async def test_database_failures_are_retryable_statuses_not_internal_errors(
     async def failing(*_: object) -> None:
         raise failure
 
-    monkeypatch.setattr(Ledger, "balance", failing)
+    monkeypatch.setattr(Balances, "balance", failing)
     err = await expect_error(
         suite.points.GetBalance(
             points_pb2.GetBalanceRequest(name="members/many/balance"),

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from services.points.rules import Rules
+from services.points.domain.rules import Rules
 from tests.support.points import rules_file
 
 ZONE = ZoneInfo("Asia/Shanghai")  # the default rules' time zone

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-import pytest
 from membership.points.v1 import points_pb2_grpc
 
-from services.points.rules import DEFAULT_RULES_FILE
-from services.points.server import RULES_FILE_ENV
 from services.points.server import SPEC as POINTS
+from services.points.settings import DEFAULT_RULES_FILE, RULES_FILE_ENV
 from services.runtime.server import start_service
 from tests.support.suite import Suite
 
@@ -31,12 +30,13 @@ def rules_file(folder: Path, **values: str) -> Path:
 
 @contextlib.asynccontextmanager
 async def points_with_rules(
-    suite: Suite, monkeypatch: pytest.MonkeyPatch, rules: Path
+    suite: Suite, rules: Path
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
     """A second points service on the suite's database whose program rules are `rules`
     (recorded as a new rule version, as a deployment with new rules would)."""
-    monkeypatch.setenv(RULES_FILE_ENV, str(rules))
-    service = await start_service(POINTS, suite.settings, "127.0.0.1:0")
+    env = {**suite.settings.env, RULES_FILE_ENV: str(rules)}
+    settings = dataclasses.replace(suite.settings, env=env)
+    service = await start_service(POINTS, settings, "127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     try:
         yield points_pb2_grpc.PointsServiceStub(channel)

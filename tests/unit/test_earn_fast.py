@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from services.points import earn
-from services.points.earn import (
+from services.points.domain import earning as earn
+from services.points.domain.earning import (
     BELOW_ONE_POINT,
     DAILY_CAP_REACHED,
     NON_EARNING_CATEGORY,
@@ -23,17 +23,17 @@ from services.points.earn import (
     Step,
     compute_earning,
 )
-from services.points.rules import (
+from services.points.domain.rules import (
     BPS,
-    DEFAULT_RULES_FILE,
-    INT64_MAX,
     MAX_MULTIPLIER_BPS,
     Currency,
     Rules,
     UnknownCurrency,
     fraction_text,
-    load_rules_file,
 )
+from services.points.domain.strict import INT64_MAX
+from services.points.program import load_rules_file
+from services.points.settings import DEFAULT_RULES_FILE
 
 RULES = load_rules_file(DEFAULT_RULES_FILE)
 _SHOWN_DECIMALS = 4

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.points import earn
-from services.points.earn import (
+from services.points.domain import earning as earn
+from services.points.domain.clawback import clawback_increment, clawback_points
+from services.points.domain.earning import (
     BELOW_ONE_POINT,
     DAILY_CAP_REACHED,
     NON_EARNING_CATEGORY,
@@ -21,15 +22,15 @@ from services.points.earn import (
     Earning,
     UnknownCurrency,
     available_at,
-    clawback_increment,
-    clawback_points,
     compute_earning,
     expires_at,
     explain,
     local_day,
     local_day_bounds,
 )
-from services.points.rules import DEFAULT_RULES_FILE, Rules, load_rules_file
+from services.points.domain.rules import Rules
+from services.points.program import load_rules_file
+from services.points.settings import DEFAULT_RULES_FILE
 
 RULES = load_rules_file(DEFAULT_RULES_FILE)
 UNCAPPED = dataclasses.replace(RULES, cap_per_payment=None, cap_per_member_day=None)

@@ -15,15 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.points import tiers
-from services.points.rules import (
-    DEFAULT_RULES_FILE,
-    GRANT_REASONS,
-    RulesError,
-    load_rules_file,
-    parse_rate,
-    parse_rules,
-)
+from services.points.domain import tiers
+from services.points.domain.rules import GRANT_REASONS, parse_rules
+from services.points.domain.strict import RulesError, parse_rate
+from services.points.program import load_rules_file
+from services.points.settings import DEFAULT_RULES_FILE
 
 Doc = dict[str, Any]
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

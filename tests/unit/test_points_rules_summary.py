@@ -1,4 +1,4 @@
-"""The summary sentences of ExplainMemberRules (services/points/rules_explanation.py) for
+"""The summary sentences of ExplainMemberRules (services/points/domain/program.py) for
 rules and standings the default rules file does not show."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from services.points import tiers
-from services.points.rules import DEFAULT_RULES_FILE, load_rules_file
-from services.points.rules_explanation import summarise
-from services.points.store.rules_explanation import MemberFacts
-from services.points.store.tiers import TierState
+from services.points.domain import tiers
+from services.points.domain.program import MemberFacts, summarise
+from services.points.domain.tiers import TierState
+from services.points.program import load_rules_file
+from services.points.settings import DEFAULT_RULES_FILE
 
 RULES = load_rules_file(DEFAULT_RULES_FILE)
 NOW = datetime(2026, 11, 20, 8, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""SQL of the background jobs: the job lock, due lots, and the bulk writes of a batch.
+"""SQL of the background jobs: the job lock, due lots, the bulk writes of a batch, and how
+long due work has waited (the job lag metric).
 
 A batch is written with one statement per table (arrays through `unnest`), so a batch of
 500 lots costs a handful of round trips rather than a few thousand.
@@ -8,49 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
+from services.points.domain.jobs import BalanceDeltas, DueLot, LotKey, LotMove
+from services.points.domain.ledger import LotState
 from services.runtime.db import Conn
 
 # the first key of the two-key advisory locks of jobs; the second is the job's own
 JOB_LOCK_NAMESPACE = 0x6A6F6273  # "jobs"
-
-
-@dataclass(frozen=True)
-class DueLot:
-    member_id: str
-    lot_id: int
-    txn_id: int  # the transaction that earned the lot
-    points: int
-    remaining: int
-    earned_at: datetime
-    available_at: datetime
-    expires_at: datetime
-    rule_version: int
-
-
-@dataclass(frozen=True)
-class LotMove:
-    """One lot's change of state, and the transfer and transaction that record it."""
-
-    lot: DueLot
-    txn_id: int
-    transfer_id: int
-    kind: str
-    idempotency_key: str
-    from_account: str
-    to_account: str
-    new_state: str
-    new_remaining: int  # below the lot's remaining when maturing points repay a debt
-    signed_points: int  # the transaction's points, as the member's available sees them
-    result: dict[str, Any]
-    explanation: dict[str, Any]
-
-
-# member_id -> (available delta, pending delta)
-BalanceDeltas = dict[str, tuple[int, int]]
 
 
 def job_lock_key(job: str) -> int:
@@ -78,7 +45,7 @@ _DUE = {
 _DUE_ORDER = {"maturation": "available_at", "expiry": "expires_at"}
 
 
-async def due_lot_keys(conn: Conn, due: str, now: datetime, limit: int) -> list[tuple[str, int]]:
+async def due_lot_keys(conn: Conn, due: str, now: datetime, limit: int) -> list[LotKey]:
     """Candidates only: they are read again, locked, once their members' balances are."""
     rows = await conn.fetch(
         f"SELECT member_id, lot_id FROM points.lots WHERE {_DUE[due]}"
@@ -86,22 +53,11 @@ async def due_lot_keys(conn: Conn, due: str, now: datetime, limit: int) -> list[
         now,
         limit,
     )
-    return [(r["member_id"], int(r["lot_id"])) for r in rows]
-
-
-async def lock_balances(conn: Conn, member_ids: list[str]) -> dict[str, int]:
-    """Locks in sorted member_id order, the order settlements lock in, so a job and a
-    settlement batch never wait on each other in a cycle; returns each `available`."""
-    rows = await conn.fetch(
-        "SELECT member_id, available FROM points.balances WHERE member_id = ANY($1::text[])"
-        " ORDER BY member_id FOR UPDATE",
-        sorted(set(member_ids)),
-    )
-    return {r["member_id"]: int(r["available"]) for r in rows}
+    return [LotKey(r["member_id"], int(r["lot_id"])) for r in rows]
 
 
 async def lock_due_lots(
-    conn: Conn, due: str, now: datetime, keys: list[tuple[str, int]]
+    conn: Conn, due: str, now: datetime, keys: Sequence[LotKey]
 ) -> list[DueLot]:
     """The candidates that are still due now that nothing else can change them."""
     rows = await conn.fetch(
@@ -110,8 +66,8 @@ async def lock_due_lots(
         " (SELECT * FROM unnest($2::text[], $3::bigint[]))"
         f" AND {_DUE[due]} ORDER BY member_id, lot_id FOR UPDATE",
         now,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+        [k.member_id for k in keys],
+        [k.lot_id for k in keys],
     )
     return [
         DueLot(
@@ -194,19 +150,40 @@ async def _update_balances(conn: Conn, deltas: BalanceDeltas) -> None:
         " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d(member_id, available, pending)"
         " WHERE b.member_id = d.member_id",
         members,
-        [deltas[m][0] for m in members],
-        [deltas[m][1] for m in members],
+        [deltas[m].available for m in members],
+        [deltas[m].pending for m in members],
     )
 
 
-async def mark_lots(conn: Conn, keys: list[tuple[str, int]], state: str) -> None:
+async def mark_lots(conn: Conn, keys: Sequence[LotKey], state: LotState) -> None:
     """State only, for lots with nothing left to move (no transfer may be of 0 points)."""
     if not keys:
         return
     await conn.execute(
         "UPDATE points.lots l SET state = $3 FROM unnest($1::text[], $2::bigint[])"
         " AS k(member_id, lot_id) WHERE l.member_id = k.member_id AND l.lot_id = k.lot_id",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+        [k.member_id for k in keys],
+        [k.lot_id for k in keys],
         state,
     )
+
+
+# which due items each job works through, and the column that says since when they are due;
+# only these constants go into SQL text
+_OLDEST_DUE = {
+    "maturation": ("points.lots", "available_at", "state = 'PENDING'"),
+    "expiry": ("points.lots", "expires_at", "state = 'AVAILABLE'"),
+    "hold_expiry": ("points.holds", "expires_at", "state = 'HELD'"),
+}
+
+
+async def oldest_due(conn: Conn) -> dict[str, float]:
+    """Per job: how long the oldest item it should have handled has been due (0: none)."""
+    found = {}
+    for job, (table, column, where) in _OLDEST_DUE.items():
+        age = await conn.fetchval(
+            f"SELECT COALESCE(EXTRACT(EPOCH FROM now() - min({column})), 0)::float8"
+            f" FROM {table} WHERE {where} AND {column} <= now()"
+        )
+        found[job] = max(float(age or 0.0), 0.0)
+    return found

@@ -1,63 +1,19 @@
-"""SQL of the points ledger: balances, transactions, transfers, lots, daily earnings."""
+"""SQL of the points ledger every topic writes: ids, transactions, transfers, lots, daily
+earnings (the balances and their lock: store/balance.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import date
 
+from services.points.domain.ledger import (
+    NewLot,
+    NewTransaction,
+    NewTransfer,
+    StoredTransaction,
+)
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class StoredTransaction:
-    txn_id: int
-    kind: str
-    request_hash: bytes
-    result: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class BalanceRow:
-    available: int
-    pending: int
-    held: int
-    lifetime_earned: int
-
-
-@dataclass(frozen=True)
-class NewLot:
-    lot_id: int
-    txn_id: int
-    state: str
-    points: int
-    earned_at: datetime
-    available_at: datetime
-    expires_at: datetime
-    rule_version: int
-
-
-@dataclass(frozen=True)
-class NewTransfer:
-    txn_id: int
-    from_account: str
-    to_account: str
-    amount: int
-    lot_id: int | None
-    rule_version: int
-
-
-@dataclass(frozen=True)
-class NewTransaction:
-    txn_id: int
-    kind: str
-    idempotency_key: str
-    request_hash: bytes
-    rule_version: int
-    points: int
-    result: dict[str, Any]
-    explanation: dict[str, Any]
 
 
 async def next_ids(conn: Conn, count: int) -> list[int]:
@@ -79,62 +35,6 @@ async def find_transaction(conn: Conn, member_id: str, key: str) -> StoredTransa
         return None
     return StoredTransaction(
         int(row["txn_id"]), row["kind"], bytes(row["request_hash"]), json.loads(row["result"])
-    )
-
-
-async def lock_balance(conn: Conn, member_id: str, available_floor: int) -> BalanceRow:
-    """Creates the member's balance on first use and locks it for this transaction: every
-    change of one member's points is serialised here, and only here."""
-    await conn.execute(
-        "INSERT INTO points.balances (member_id, available_floor) VALUES ($1, $2)"
-        " ON CONFLICT (member_id) DO NOTHING",
-        member_id,
-        available_floor,
-    )
-    row = await conn.fetchrow(
-        "SELECT available, pending, held, lifetime_earned FROM points.balances"
-        " WHERE member_id = $1 FOR UPDATE",
-        member_id,
-    )
-    if row is None:
-        raise LookupError("balance row vanished after its insert")
-    return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
-
-
-async def get_balance(conn: Conn, member_id: str, now: datetime) -> BalanceRow | None:
-    """The balance as of `now`: points of lots already past their expiry are not counted
-    as available, whether or not the expiry job has run yet."""
-    row = await conn.fetchrow(
-        "SELECT b.available - COALESCE((SELECT sum(l.remaining) FROM points.lots l"
-        "  WHERE l.member_id = b.member_id AND l.state = 'AVAILABLE' AND l.remaining > 0"
-        "  AND l.expires_at <= $2), 0)::bigint AS available,"
-        " b.pending, b.held, b.lifetime_earned FROM points.balances b WHERE b.member_id = $1",
-        member_id,
-        now,
-    )
-    if row is None:
-        return None
-    return BalanceRow(row["available"], row["pending"], row["held"], row["lifetime_earned"])
-
-
-async def add_to_balance(
-    conn: Conn,
-    member_id: str,
-    *,
-    available: int = 0,
-    pending: int = 0,
-    earned: int = 0,
-    held: int = 0,
-) -> None:
-    await conn.execute(
-        "UPDATE points.balances SET available = available + $2, pending = pending + $3,"
-        " lifetime_earned = lifetime_earned + $4, held = held + $5, updated_at = now()"
-        " WHERE member_id = $1",
-        member_id,
-        available,
-        pending,
-        earned,
-        held,
     )
 
 
@@ -175,7 +75,7 @@ async def insert_lot(conn: Conn, member_id: str, lot: NewLot) -> None:
     )
 
 
-async def insert_transfers(conn: Conn, member_id: str, transfers: list[NewTransfer]) -> None:
+async def insert_transfers(conn: Conn, member_id: str, transfers: Sequence[NewTransfer]) -> None:
     ids = await next_ids(conn, len(transfers))
     await conn.executemany(
         "INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account,"
@@ -213,16 +113,16 @@ async def insert_transaction(conn: Conn, member_id: str, txn: NewTransaction) ->
     )
 
 
-async def expiring_soonest(
-    conn: Conn, member_id: str, limit: int, now: datetime
-) -> list[tuple[int, datetime]]:
-    """The next expiry dates after `now` (a date already past is not "expiring")."""
-    rows = await conn.fetch(
-        "SELECT sum(remaining) AS points, expires_at FROM points.lots"
-        " WHERE member_id = $1 AND state = 'AVAILABLE' AND remaining > 0 AND expires_at > $3"
-        " GROUP BY expires_at ORDER BY expires_at LIMIT $2",
+async def take_from_lot(
+    conn: Conn, member_id: str, lot_id: int, points: int, *, cancel_when_empty: bool
+) -> None:
+    """Lowers a lot's remaining points; a pending lot left with none is CANCELLED."""
+    await conn.execute(
+        "UPDATE points.lots SET remaining = remaining - $3,"
+        " state = CASE WHEN $4 AND remaining - $3 = 0 THEN 'CANCELLED' ELSE state END"
+        " WHERE member_id = $1 AND lot_id = $2",
         member_id,
-        limit,
-        now,
+        lot_id,
+        points,
+        cancel_when_empty,
     )
-    return [(int(r["points"]), r["expires_at"]) for r in rows]

@@ -3,40 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
+from services.points.domain.members import MemberRecord, MemberRow
 from services.runtime.db import Conn
 
-# the state the ledger acts on: a restricted member (RestrictMember) is RESTRICTED whatever
-# accounts says, so every `state != "ACTIVE"` check refuses it with MEMBER_RESTRICTED
+# the state the ledger acts on (domain/members.MemberState): a restricted member
+# (RestrictMember) is RESTRICTED whatever accounts says, so every `state != ACTIVE` check
+# refuses it with MEMBER_RESTRICTED
 EFFECTIVE_STATE = "CASE WHEN m.restricted THEN 'RESTRICTED' ELSE m.state END"
-
-
-@dataclass(frozen=True)
-class MemberRecord:
-    """What the ledger needs of a member: whether it may earn and spend, and its referrer."""
-
-    member_id: str
-    state: str
-    referred_by: str | None
-
-
-@dataclass(frozen=True)
-class MemberRow:
-    """A row of points.members with what the event relay needs to apply events in order."""
-
-    member_id: str
-    state: str
-    referred_by: str | None
-    last_event_id: int
-    registered_at: datetime
-
-    @property
-    def record(self) -> MemberRecord:
-        return MemberRecord(self.member_id, self.state, self.referred_by)
 
 
 def _row(record: asyncpg.Record) -> MemberRow:
@@ -98,3 +74,18 @@ async def upsert_members(conn: Conn, rows: Sequence[MemberRow]) -> None:
         [r.last_event_id for r in ordered],
         [r.registered_at for r in ordered],
     )
+
+
+async def member_states(conn: Conn, member_ids: Sequence[str]) -> dict[str, str]:
+    """The effective state of each of these members points knows."""
+    rows = await conn.fetch(
+        f"SELECT member_id, {EFFECTIVE_STATE} AS state FROM points.members m"
+        " WHERE member_id = ANY($1::text[])",
+        list(member_ids),
+    )
+    return {r["member_id"]: r["state"] for r in rows}
+
+
+async def member_exists(conn: Conn, member_id: str) -> bool:
+    found = await conn.fetchval("SELECT 1 FROM points.members WHERE member_id = $1", member_id)
+    return found is not None

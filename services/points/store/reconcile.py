@@ -10,25 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from services.points.domain.ledger import Account, TransactionKind
+from services.points.domain.reconcile import Counts, Found
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class Found:
-    member_id: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class Counts:
-    members: int
-    transactions: int
-    transfers: int
-    lots: int
-
 
 Check = Callable[[Conn, str | None, int], Awaitable[tuple[list[Found], int]]]
 
@@ -79,7 +65,10 @@ async def invalid_transfers(
 
 
 async def orphans(
-    conn: Conn, member_id: str | None, limit: int, meaning: Mapping[str, Sequence[str]]
+    conn: Conn,
+    member_id: str | None,
+    limit: int,
+    meaning: Mapping[TransactionKind, Sequence[Account]],
 ) -> tuple[list[Found], int]:
     """Transfers without their transaction; transactions whose points are not what their
     transfers moved into the accounts `meaning` names for their kind."""

@@ -4,21 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from services.points.domain.referrals import DueReferral, PaidReferral
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class DueReferral:
-    member_id: str  # the referee
-    referrer_id: str
-    payment_id: str
-    rule_version: int
-
 
 _COLUMNS = "member_id, referrer_id, payment_id, rule_version"
 
@@ -49,15 +40,14 @@ async def lock_due(conn: Conn, member_ids: Sequence[str]) -> list[DueReferral]:
     return _due(rows)
 
 
-async def mark_paid(conn: Conn, paid: Sequence[tuple[str, int, int]], now: datetime) -> None:
-    """(referee, referee points, referrer points) of each row paid."""
+async def mark_paid(conn: Conn, paid: Sequence[PaidReferral], now: datetime) -> None:
     await conn.execute(
         "UPDATE points.referral_bonuses r SET state = 'PAID', paid_at = $4,"
         " referee_points = p.referee, referrer_points = p.referrer"
         " FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS p(member_id, referee, referrer)"
         " WHERE r.member_id = p.member_id",
-        [p[0] for p in paid],
-        [p[1] for p in paid],
-        [p[2] for p in paid],
+        [p.member_id for p in paid],
+        [p.referee_points for p in paid],
+        [p.referrer_points for p in paid],
         now,
     )

@@ -1,42 +1,24 @@
-"""SQL of refunds: the settled payment, what was refunded of it, its lot and the lots to
-claw back from, and a member's debt under the allow_negative refund policy."""
+"""SQL of refunds: the settled payment, what was refunded of it, its lot and the lots and
+holds to claw back from."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 
-from services.points.clawback import HeldPart, LotRow, Take
+from services.points.domain.clawback import HeldPart, LotRow, Take
+from services.points.domain.ledger import LotState
+from services.points.domain.refunds import RefundedSoFar, SettledPayment
+from services.points.domain.settlement import settlement_key
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class SettledPayment:
-    payment_id: str
-    currency: str
-    amount_minor: int
-    points: int  # what the settlement awarded
-    lot_id: int | None  # None when it awarded nothing
-    occurred_at: datetime | None = None  # its qualifying points count on this day
-
-
-@dataclass(frozen=True)
-class RefundedSoFar:
-    refunded_minor: int
-    points_clawed_back: int
-
-
-def settlement_key(payment_id: str) -> str:
-    """The idempotency key SettlePayment recorded (settlement.Payment.idempotency_key)."""
-    return f"payment:{payment_id}"
 
 
 async def find_settled_payment(
     conn: Conn, member_id: str, payment_id: str
 ) -> SettledPayment | None:
     # the amount is read from the settlement's stored explanation, written in the same
-    # transaction as the payment's points (settlement.explanation_of)
+    # transaction as the payment's points (domain/settlement.explanation_of)
     row = await conn.fetchrow(
         "SELECT t.points, t.explanation -> 'payment' AS payment,"
         " (SELECT l.lot_id FROM points.lots l WHERE l.member_id = t.member_id"
@@ -83,7 +65,7 @@ async def lock_refunded(conn: Conn, member_id: str, payment: SettledPayment) -> 
 
 
 async def add_refunded(
-    conn: Conn, member_id: str, payment_id: str, amount_minor: int, points: int
+    conn: Conn, member_id: str, payment_id: str, *, amount_minor: int, points: int
 ) -> None:
     await conn.execute(
         "UPDATE points.payment_refunds SET refunded_minor = refunded_minor + $3,"
@@ -107,7 +89,8 @@ async def lock_lots(conn: Conn, member_id: str, own_lot_id: int | None) -> list[
         own_lot_id,
     )
     return [
-        LotRow(int(r["lot_id"]), r["state"], int(r["remaining"]), r["expires_at"]) for r in rows
+        LotRow(int(r["lot_id"]), LotState(r["state"]), int(r["remaining"]), r["expires_at"])
+        for r in rows
     ]
 
 
@@ -127,7 +110,7 @@ async def lock_held_parts(conn: Conn, member_id: str) -> list[HeldPart]:
 
 
 async def take_from_holds(
-    conn: Conn, member_id: str, takes: list[Take], txn_id: int, at: datetime
+    conn: Conn, member_id: str, takes: Sequence[Take], txn_id: int, at: datetime
 ) -> None:
     """Lowers what each hold holds of each lot; a hold left with nothing is CLAWED_BACK."""
     holds = [t.hold_id for t in takes]
@@ -164,29 +147,6 @@ async def take_from_holds(
         at,
         points,
     )
-
-
-async def take_from_lot(
-    conn: Conn, member_id: str, lot_id: int, points: int, *, cancel_when_empty: bool
-) -> None:
-    """Lowers a lot's remaining points; a pending lot left with none is CANCELLED."""
-    await conn.execute(
-        "UPDATE points.lots SET remaining = remaining - $3,"
-        " state = CASE WHEN $4 AND remaining - $3 = 0 THEN 'CANCELLED' ELSE state END"
-        " WHERE member_id = $1 AND lot_id = $2",
-        member_id,
-        lot_id,
-        points,
-        cancel_when_empty,
-    )
-
-
-async def debt_of(conn: Conn, member_id: str) -> int:
-    """Points the member owes (available below zero); 0 without a balance row."""
-    value = await conn.fetchval(
-        "SELECT GREATEST(0, -available) FROM points.balances WHERE member_id = $1", member_id
-    )
-    return int(value or 0)
 
 
 async def sync_floor(conn: Conn, member_id: str, floor: int) -> None:

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
+from services.points.domain.restrictions import Restriction
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class RestrictionRow:
-    member_id: str
-    legal_basis: str
-    retention_end: datetime
-    request_id: str
-    request_hash: bytes
-    restricted_at: datetime
 
 
 async def lock_member(conn: Conn, member_id: str) -> bool:
@@ -26,7 +14,7 @@ async def lock_member(conn: Conn, member_id: str) -> bool:
     return found is not None
 
 
-async def get_restriction(conn: Conn, member_id: str) -> RestrictionRow | None:
+async def get_restriction(conn: Conn, member_id: str) -> Restriction | None:
     r = await conn.fetchrow(
         "SELECT member_id, legal_basis, retention_end, request_id, request_hash, restricted_at"
         " FROM points.member_restrictions WHERE member_id = $1",
@@ -34,7 +22,7 @@ async def get_restriction(conn: Conn, member_id: str) -> RestrictionRow | None:
     )
     if r is None:
         return None
-    return RestrictionRow(
+    return Restriction(
         r["member_id"],
         r["legal_basis"],
         r["retention_end"],
@@ -44,7 +32,7 @@ async def get_restriction(conn: Conn, member_id: str) -> RestrictionRow | None:
     )
 
 
-async def insert_restriction(conn: Conn, row: RestrictionRow) -> None:
+async def insert_restriction(conn: Conn, row: Restriction) -> None:
     await conn.execute(
         "INSERT INTO points.member_restrictions"
         " (member_id, legal_basis, retention_end, request_id, request_hash, restricted_at)"

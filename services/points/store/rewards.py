@@ -1,46 +1,24 @@
 """SQL of the rewards catalogue (points.rewards, a small reference table) and of the units
 each member redeemed (points.reward_redemptions, member-scoped).
 
-Lock order of a reward redemption: the member's balance row (store.ledger.lock_balance), the
-member's lots (store.spending), then the reward's row, last: its conditional UPDATE is the
+Lock order of a reward redemption: the member's balance row (store/balance.lock_balance), the
+member's lots (store/spending.py), then the reward's row, last: its conditional UPDATE is the
 only lock on a row shared by every member, so it is held for as little as the commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from services.points.rewards_catalogue import CatalogueEntry
+from services.points.domain.rewards import Availability, CatalogueEntry, Reward
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class RewardRow:
-    sku: str
-    name: str
-    points_cost: int
-    stock: int | None  # units left; None = unlimited
-    per_member_limit: int | None
-    min_tier: str
-    active: bool
-
-
-@dataclass(frozen=True)
-class Availability:
-    """Only rewards this member may redeem now: one of these tiers, own limit not reached,
-    in stock."""
-
-    member_id: str
-    tier_codes: Sequence[str]
-
 
 _COLUMNS = "r.sku, r.name, r.points_cost, r.stock, r.per_member_limit, r.min_tier, r.active"
 
 
-def _row(r: Any) -> RewardRow:
-    return RewardRow(
+def _row(r: Any) -> Reward:
+    return Reward(
         r["sku"],
         r["name"],
         int(r["points_cost"]),
@@ -87,7 +65,7 @@ async def sync_catalogue(conn: Conn, entries: Sequence[CatalogueEntry]) -> None:
 
 async def list_rewards(
     conn: Conn, after_sku: str, limit: int, only: Availability | None
-) -> list[RewardRow]:
+) -> list[Reward]:
     """Active rewards by sku after `after_sku`; with `only`, those the member may redeem."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM points.rewards r"
@@ -104,7 +82,7 @@ async def list_rewards(
     return [_row(r) for r in rows]
 
 
-async def get_reward(conn: Conn, sku: str) -> RewardRow | None:
+async def get_reward(conn: Conn, sku: str) -> Reward | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM points.rewards r WHERE r.sku = $1", sku)
     return None if row is None else _row(row)
 

@@ -7,67 +7,29 @@ PostgreSQL, so the steps that the general ledger functions do one by one are fol
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import date
 
+from services.points.domain.ledger import LotState
+from services.points.domain.referrals import DueReferral
+from services.points.domain.settlement import (
+    Credit,
+    LedgerIds,
+    Locked,
+    Prior,
+    Seen,
+    SettlementRow,
+)
+from services.points.domain.tiers import TierState
 from services.points.store.members import EFFECTIVE_STATE
-from services.points.store.processing import PAUSED
+from services.points.store.processing_pauses import PAUSED
 from services.points.store.tiers import (
     TIER_COLUMNS,
-    TierState,
     qualifying_sql,
     set_tier_sql,
     state_of,
     tier_args,
 )
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class Locked:
-    available: int
-    txn_id: int
-    lot_id: int
-    transfer_id: int
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What the member's lock holder sees: state, an earlier settlement, today's earnings,
-    the member's tier and qualifying points in the window."""
-
-    state: str
-    request_hash: bytes | None
-    result: dict[str, Any] | None
-    earned_today: int
-    tier: TierState | None
-    qualifying: int
-    referred_by: str | None = None
-    paused: bool = False  # privacy paused settling this member's payments
-
-
-@dataclass(frozen=True)
-class Credit:
-    lot_id: int
-    transfer_id: int
-    state: str  # PENDING or AVAILABLE
-    to_account: str
-    earned_at: datetime
-    available_at: datetime
-    expires_at: datetime
-    day: date
-
-
-@dataclass(frozen=True)
-class SettlementRow:
-    txn_id: int
-    key: str
-    request_hash: bytes
-    rule_version: int
-    points: int
-    result: dict[str, Any]
-    explanation: dict[str, Any]
 
 
 async def lock_known_member(conn: Conn, member_id: str, available_floor: int) -> Locked | None:
@@ -85,11 +47,17 @@ async def lock_known_member(conn: Conn, member_id: str, available_floor: int) ->
     )
     if row is None:
         return None
-    return Locked(row["available"], row["txn_id"], row["lot_id"], row["transfer_id"])
+    ids = LedgerIds(row["txn_id"], row["lot_id"], row["transfer_id"])
+    return Locked(row["available"], ids)
 
 
 async def read_under_lock(
-    conn: Conn, member_id: str, key: str, day: date, window: tuple[date, date] | None = None
+    conn: Conn,
+    member_id: str,
+    *,
+    key: str,
+    day: date,
+    window: tuple[date, date] | None = None,
 ) -> Seen:
     """`window`: the qualifying window's first and last day (callers that need no window
     sum, such as grants, leave it out)."""
@@ -110,11 +78,10 @@ async def read_under_lock(
     )
     if row is None:
         raise LookupError("member vanished under its own balance lock")
-    done = row["request_hash"]
+    done, result = row["request_hash"], row["result"]
     return Seen(
         row["state"],
-        None if done is None else bytes(done),
-        None if row["result"] is None else json.loads(row["result"]),
+        None if done is None or result is None else Prior(bytes(done), json.loads(result)),
         int(row["earned_today"]),
         state_of(row),
         int(row["qualifying"]),
@@ -169,12 +136,13 @@ async def write_settlement(
     member_id: str,
     row: SettlementRow,
     credit: Credit | None,
+    *,
     upgrade: TierState | None = None,
-    referral: tuple[str, str] | None = None,
+    referral: DueReferral | None = None,
 ) -> None:
     """The transaction row and, when points were earned, its lot, transfer, balance,
-    daily total, qualifying points and tier upgrade: one statement. `referral`
-    (referrer, payment id): the member has a referrer, and its bonus may be due."""
+    daily total, qualifying points and tier upgrade: one statement. `referral`: the member
+    has a referrer, and its bonus may be due (once: the row's primary key)."""
     head = (
         member_id,
         row.txn_id,
@@ -190,9 +158,9 @@ async def write_settlement(
             await conn.execute(_TRANSACTION, *head)
         else:
             ctes = "WITH txn AS (" + _TRANSACTION + ")"
-            await conn.execute(_with_referral(ctes, len(head)), *head, *referral)
+            await conn.execute(_with_referral(ctes, len(head)), *head, *_referral(referral))
         return
-    pending = credit.state == "PENDING"
+    pending = credit.state == LotState.PENDING
     tier = () if upgrade is None else (member_id, *tier_args(upgrade))
     args = (
         *head,
@@ -212,4 +180,10 @@ async def write_settlement(
         await conn.execute(_CREDITED if upgrade is None else _UPGRADED, *args)
         return
     ctes = _CREDITED_CTES + ("" if upgrade is None else ", tier AS (" + set_tier_sql(19) + ")")
-    await conn.execute(_with_referral(ctes, len(args)), *args, *referral)
+    await conn.execute(_with_referral(ctes, len(args)), *args, *_referral(referral))
+
+
+def _referral(due: DueReferral) -> tuple[str, str]:
+    """The referral's parameters after the settlement's ($1 is the referee, $5 the rule
+    version already)."""
+    return due.referrer_id, due.payment_id

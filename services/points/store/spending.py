@@ -1,50 +1,24 @@
 """SQL of spending: holds, the lots they took, and the lots a spend takes from.
 
 Lock order (the one of every path that changes a member's points): the balance row
-(store.ledger.lock_balance), then the hold row, then lots FOR UPDATE in spending order
+(store/balance.lock_balance), then the hold row, then lots FOR UPDATE in spending order
 (expires_at, lot_id).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from services.points.domain.ledger import LotState
+from services.points.domain.spending import (
+    HeldLot,
+    HoldKey,
+    HoldRow,
+    HoldState,
+    LotPoints,
+    SpendableLot,
+)
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class SpendableLot:
-    lot_id: int
-    remaining: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class HeldLot:
-    """A lot a hold took points from, with the lot as it is now."""
-
-    lot_id: int
-    points: int  # what the hold took from it
-    state: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class HoldRow:
-    member_id: str
-    hold_id: str
-    state: str
-    points: int
-    captured_points: int
-    expires_at: datetime
-    rule_version: int
-    last_txn_id: int
-    clawed_back_points: int = 0  # what refunds took back from it (not in `points`)
-
-
-# (lot_id, points)
-LotPoints = list[tuple[int, int]]
 
 
 async def lock_spendable_lots(conn: Conn, member_id: str, now: datetime) -> list[SpendableLot]:
@@ -69,8 +43,8 @@ async def change_lots(conn: Conn, member_id: str, changes: LotPoints) -> None:
         " FROM unnest($2::bigint[], $3::bigint[]) AS c(lot_id, points)"
         " WHERE l.member_id = $1 AND l.lot_id = c.lot_id",
         member_id,
-        [c[0] for c in changes],
-        [c[1] for c in changes],
+        [c.lot_id for c in changes],
+        [c.points for c in changes],
     )
 
 
@@ -102,8 +76,8 @@ async def insert_hold(conn: Conn, hold: HoldRow, created_at: datetime, taken: Lo
         " SELECT $1, $2, * FROM unnest($3::bigint[], $4::bigint[])",
         hold.member_id,
         hold.hold_id,
-        [t[0] for t in taken],
-        [t[1] for t in taken],
+        [t.lot_id for t in taken],
+        [t.points for t in taken],
     )
 
 
@@ -119,7 +93,7 @@ async def lock_hold(conn: Conn, member_id: str, hold_id: str) -> HoldRow | None:
     return HoldRow(
         member_id,
         hold_id,
-        row["state"],
+        HoldState(row["state"]),
         int(row["points"]),
         int(row["captured_points"]),
         row["expires_at"],
@@ -139,11 +113,14 @@ async def lock_held_lots(conn: Conn, member_id: str, hold_id: str) -> list[HeldL
         member_id,
         hold_id,
     )
-    return [HeldLot(int(r["lot_id"]), int(r["points"]), r["state"], r["expires_at"]) for r in rows]
+    return [
+        HeldLot(int(r["lot_id"]), int(r["points"]), LotState(r["state"]), r["expires_at"])
+        for r in rows
+    ]
 
 
 async def close_hold(
-    conn: Conn, hold: HoldRow, state: str, captured: int, txn_id: int, at: datetime
+    conn: Conn, hold: HoldRow, state: HoldState, *, captured: int, txn_id: int, at: datetime
 ) -> None:
     await conn.execute(
         "UPDATE points.holds SET state = $3, captured_points = $4, last_txn_id = $5,"
@@ -157,7 +134,7 @@ async def close_hold(
     )
 
 
-async def due_holds(conn: Conn, now: datetime, limit: int) -> list[tuple[str, str]]:
+async def due_holds(conn: Conn, now: datetime, limit: int) -> list[HoldKey]:
     """Candidates of the hold_expiry job; each is locked and checked again."""
     rows = await conn.fetch(
         "SELECT member_id, hold_id FROM points.holds WHERE state = 'HELD' AND expires_at <= $1"
@@ -165,4 +142,4 @@ async def due_holds(conn: Conn, now: datetime, limit: int) -> list[tuple[str, st
         now,
         limit,
     )
-    return [(r["member_id"], r["hold_id"]) for r in rows]
+    return [HoldKey(r["member_id"], r["hold_id"]) for r in rows]

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from services.points.domain.tiers import TierState, TierView
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class TierState:
-    """A member's row of points.member_tiers (see migration 006)."""
-
-    code: str
-    since: datetime
-    review_at: datetime | None
-    grace_until: datetime | None
-    rule_version: int
-
-
-@dataclass(frozen=True)
-class TierView:
-    """A member's tier row (None: the base tier) and qualifying points in a window."""
-
-    state: TierState | None
-    qualifying: int
 
 
 def set_tier_sql(first: int) -> str:
@@ -140,16 +121,7 @@ async def window_sums(
     return {m: v.qualifying for m, v in (await tier_views(conn, member_ids, first, last)).items()}
 
 
-async def rules_documents(conn: Conn, versions: Sequence[int]) -> dict[int, str]:
-    rows = await conn.fetch(
-        "SELECT version, document::text AS document FROM points.program_rules"
-        " WHERE version = ANY($1::bigint[])",
-        list(versions),
-    )
-    return {int(r["version"]): r["document"] for r in rows}
-
-
-async def set_tiers(conn: Conn, states: dict[str, TierState]) -> None:
+async def set_tiers(conn: Conn, states: Mapping[str, TierState]) -> None:
     """Several members' tier rows in one statement."""
     items = sorted(states.items())
     await conn.execute(

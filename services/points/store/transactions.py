@@ -4,44 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from services.points.domain.transactions import TransactionRow, TransferRow, Window
 from services.runtime.db import Conn
-
-
-@dataclass(frozen=True)
-class TransactionRow:
-    txn_id: int
-    kind: str
-    idempotency_key: str
-    rule_version: int
-    points: int
-    created_at: datetime
-    explanation: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TransferRow:
-    txn_id: int
-    from_account: str
-    to_account: str
-    amount: int
-    lot_id: int | None
-    rule_version: int
-
-
-@dataclass(frozen=True)
-class Window:
-    """Which of a member's transactions: kinds (empty = all), [start, end) and after a
-    position (created_at, txn_id) of the previous page, newest first."""
-
-    kinds: Sequence[str]
-    start: datetime | None
-    end: datetime | None
-    after: tuple[datetime, int] | None
-
 
 _COLUMNS = "txn_id, kind, idempotency_key, rule_version, points, created_at, explanation"
 
@@ -110,8 +76,3 @@ async def transfers_of(conn: Conn, member_id: str, txn_ids: Sequence[int]) -> li
         )
         for r in rows
     ]
-
-
-async def member_exists(conn: Conn, member_id: str) -> bool:
-    found = await conn.fetchval("SELECT 1 FROM points.members WHERE member_id = $1", member_id)
-    return found is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from services.points.domain.unknown_members import UnknownCounts
 from services.runtime.db import Conn
 
 
@@ -60,12 +61,12 @@ async def purge(conn: Conn, last_refused_before: datetime, limit: int) -> int:
     return len(deleted)
 
 
-async def counts(conn: Conn) -> tuple[int, int]:
-    """(still retried, given up) over ids points still does not know."""
+async def counts(conn: Conn) -> UnknownCounts:
+    """Over ids points still does not know: still retried, and given up."""
     row = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE given_up_at IS NULL) AS waiting,"
         " count(*) FILTER (WHERE given_up_at IS NOT NULL) AS given_up"
         " FROM points.unknown_members u"
         " WHERE NOT EXISTS (SELECT 1 FROM points.members m WHERE m.member_id = u.member_id)"
     )
-    return (int(row["waiting"]), int(row["given_up"])) if row else (0, 0)
+    return UnknownCounts(int(row["waiting"]), int(row["given_up"])) if row else UnknownCounts(0, 0)

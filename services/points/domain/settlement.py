@@ -1,0 +1,375 @@
+"""Settling a payment, without SQL: the payment and its result, the refusals, what the
+payment earns and what settling it writes. Functions of the rules in force and `now`.
+
+The store reads what the member's lock holder must see (`Seen` for one payment,
+domain/settlement_batch.py's `BatchSeen` for a batch); these functions decide, and the
+store writes the `Settled` rows they return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
+
+from services.points.domain import earning as earn
+from services.points.domain.earning import Earning
+from services.points.domain.ledger import (
+    MEMBER_AVAILABLE,
+    MEMBER_PENDING,
+    Account,
+    LotState,
+    TransactionKind,
+)
+from services.points.domain.members import ACTIVE, member_not_active
+from services.points.domain.processing_pauses import processing_restricted
+from services.points.domain.rules import RulesInForce, Tier, UnknownCurrency
+from services.points.domain.tiers import TierState
+from services.points.domain.unknown_members import member_unknown
+from services.runtime.errors import DomainError, bad_field, idempotency_key_reused
+
+SETTLEMENT_KEY_PREFIX = "payment"
+
+
+def settlement_key(payment_id: str) -> str:
+    """The idempotency key of a payment's settlement (refunds find the payment by it)."""
+    return f"{SETTLEMENT_KEY_PREFIX}:{payment_id}"
+
+
+class PointsState(StrEnum):
+    PENDING = "PENDING"
+    AVAILABLE = "AVAILABLE"
+    NONE = "NONE"
+
+
+# bound once: on the settlement path a module global costs less than an enum attribute
+_PENDING, _AVAILABLE, _NONE = PointsState.PENDING, PointsState.AVAILABLE, PointsState.NONE
+_LOT_PENDING, _LOT_AVAILABLE = LotState.PENDING, LotState.AVAILABLE
+_SETTLEMENT = TransactionKind.SETTLEMENT
+
+
+@dataclass(frozen=True)
+class Payment:
+    member_id: str
+    payment_id: str
+    currency: str
+    amount_minor: int
+    merchant_id: str
+    category: str
+    occurred_at: datetime
+    channel: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{SETTLEMENT_KEY_PREFIX}:{self.payment_id}"  # settlement_key, inlined: hot
+
+    def fingerprint(self) -> bytes:
+        """What makes a repeat the same request (no personal information in a payment)."""
+        canonical = json.dumps(
+            [
+                self.member_id,
+                self.payment_id,
+                self.currency,
+                self.amount_minor,
+                self.merchant_id,
+                self.category,
+                self.occurred_at.isoformat(timespec="microseconds"),
+                self.channel,
+            ]
+        )
+        return hashlib.sha256(canonical.encode()).digest()
+
+
+@dataclass(frozen=True)
+class SettlementResult:
+    member_id: str
+    payment_id: str
+    points: int
+    state: PointsState
+    available_at: datetime | None
+    expires_at: datetime | None
+    tier_multiplier_bps: int
+    rule_version: int
+    txn_id: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "member_id": self.member_id,
+            "payment_id": self.payment_id,
+            "points": self.points,
+            "state": self.state,  # a StrEnum: JSON holds its value
+            "available_at": self.available_at.isoformat() if self.available_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "tier_multiplier_bps": self.tier_multiplier_bps,
+            "rule_version": self.rule_version,
+            "txn_id": self.txn_id,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> SettlementResult:
+        def when(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            member_id=doc["member_id"],
+            payment_id=doc["payment_id"],
+            points=int(doc["points"]),
+            state=PointsState(doc["state"]),
+            available_at=when(doc["available_at"]),
+            expires_at=when(doc["expires_at"]),
+            tier_multiplier_bps=int(doc["tier_multiplier_bps"]),
+            rule_version=int(doc["rule_version"]),
+            txn_id=doc["txn_id"],
+        )
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """One item of a batch: a result, or the error that item alone met."""
+
+    result: SettlementResult | None
+    error: DomainError | None
+    replayed: bool = False  # the result of an earlier call with the same key
+
+
+class Prior(NamedTuple):
+    """An earlier settlement under the payment's key."""
+
+    request_hash: bytes
+    result: dict[str, Any]
+
+
+class LedgerIds(NamedTuple):
+    """Ids drawn for a settlement: its transaction's, its lot's and its transfer's."""
+
+    txn_id: int
+    lot_id: int
+    transfer_id: int
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A member's balance row, locked, and the ids drawn with the lock."""
+
+    available: int
+    ids: LedgerIds
+
+
+class Earlier(Protocol):
+    """A settlement under the payment's key: stored (`Prior`), or an earlier item of the
+    batch (`SettlementRow`)."""
+
+    @property
+    def request_hash(self) -> bytes: ...
+
+    @property
+    def result(self) -> dict[str, Any]: ...
+
+
+class Standing(Protocol):
+    """What the refusals read of a member under its lock."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the member's lock holder sees: state, an earlier settlement, today's earnings,
+    the member's tier and qualifying points in the window."""
+
+    state: str
+    prior: Prior | None
+    earned_today: int
+    tier: TierState | None
+    qualifying: int
+    referred_by: str | None = None
+    paused: bool = False  # privacy paused settling this member's payments
+
+
+def replay_or_refuse(
+    payment: Payment, member: Standing | None, prior: Earlier | None
+) -> SettlementResult | None:
+    """The refusals of a settlement, in order (None: settle it): a member points does not
+    know (`member` None), a repeat (it answers with the first result, whatever the member's
+    state is now), a member not ACTIVE, a paused member."""
+    if member is None:
+        raise member_unknown()
+    if prior is not None:
+        if prior.request_hash != payment.fingerprint():
+            raise idempotency_key_reused("payment_id")
+        return SettlementResult.from_json(prior.result)
+    if member.state != ACTIVE:
+        raise member_not_active(member.state, "does not earn points")
+    if member.paused:
+        raise processing_restricted()
+    return None
+
+
+def earning_of(in_force: RulesInForce, payment: Payment, tier: Tier, earned_today: int) -> Earning:
+    """What the payment earns at the multiplier of the tier in force when it settles."""
+    try:
+        return earn.compute_earning(
+            in_force.rules,
+            payment.currency,
+            payment.amount_minor,
+            payment.category,
+            tier.earn_multiplier_bps,
+            earned_today,
+        )
+    except UnknownCurrency as exc:
+        raise bad_field("amount.currency_code", "not a currency of the program") from exc
+
+
+@dataclass(frozen=True)
+class Credit:
+    lot_id: int
+    transfer_id: int
+    state: LotState  # PENDING or AVAILABLE
+    to_account: Account
+    earned_at: datetime
+    available_at: datetime
+    expires_at: datetime
+    day: date
+
+
+@dataclass(frozen=True)
+class SettlementRow:
+    txn_id: int
+    key: str
+    request_hash: bytes
+    rule_version: int
+    points: int
+    result: dict[str, Any]
+    explanation: dict[str, Any]
+
+
+class Settled(NamedTuple):
+    """What settling a payment answers and writes (no credit: it earned nothing)."""
+
+    result: SettlementResult
+    credit: Credit | None
+    row: SettlementRow
+
+
+class LotTerms(NamedTuple):
+    """A new lot's state and dates: pending for the return window unless that passed."""
+
+    pending: bool
+    available_at: datetime
+    expires_at: datetime
+
+    @property
+    def state(self) -> PointsState:
+        return _PENDING if self.pending else _AVAILABLE
+
+
+def lot_terms(in_force: RulesInForce, now: datetime, payment: Payment) -> LotTerms:
+    rules = in_force.rules
+    available_at = earn.available_at(rules, payment.occurred_at)
+    return LotTerms(available_at > now, available_at, earn.expires_at(rules, payment.occurred_at))
+
+
+def nothing_yet(
+    in_force: RulesInForce, payment: Payment, points: int, txn_id: int, tier: Tier
+) -> SettlementResult:
+    """The result before any lot: what a payment that earned nothing answers."""
+    return SettlementResult(
+        member_id=payment.member_id,
+        payment_id=payment.payment_id,
+        points=points,
+        state=_NONE,
+        available_at=None,
+        expires_at=None,
+        tier_multiplier_bps=tier.earn_multiplier_bps,
+        rule_version=in_force.version,
+        txn_id=txn_id,
+    )
+
+
+def settlement_row(
+    in_force: RulesInForce,
+    payment: Payment,
+    earning: Earning,
+    result: SettlementResult,
+    repaid: int,
+) -> SettlementRow:
+    """The transaction row: the result for repeats, and the explanation (with the debt the
+    points repaid)."""
+    explanation = explanation_of(payment, earning, earn.explain(earning))
+    return SettlementRow(
+        txn_id=result.txn_id or 0,
+        key=payment.idempotency_key,
+        request_hash=payment.fingerprint(),
+        rule_version=in_force.version,
+        points=earning.points,
+        result=result.to_json(),
+        explanation={**explanation, "debt_repaid": repaid},
+    )
+
+
+def settlement_of(
+    in_force: RulesInForce,
+    now: datetime,
+    payment: Payment,
+    earning: Earning,
+    *,
+    txn_id: int,
+    lot_id: int,
+    transfer_id: int,
+    day: date,
+    tier: Tier,
+) -> Settled:
+    """What settling the payment writes when there is no debt to repay: the transaction
+    `txn_id` and, when it earned points, lot `lot_id` and transfer `transfer_id`. `day`: the
+    payment's; `tier`: the one whose multiplier it earned at."""
+    if earning.points <= 0:
+        result = nothing_yet(in_force, payment, earning.points, txn_id, tier)
+        return Settled(result, None, settlement_row(in_force, payment, earning, result, 0))
+    terms = lot_terms(in_force, now, payment)
+    pending = terms.pending
+    result = SettlementResult(
+        member_id=payment.member_id,
+        payment_id=payment.payment_id,
+        points=earning.points,
+        state=_PENDING if pending else _AVAILABLE,
+        available_at=terms.available_at,
+        expires_at=terms.expires_at,
+        tier_multiplier_bps=tier.earn_multiplier_bps,
+        rule_version=in_force.version,
+        txn_id=txn_id,
+    )
+    credit = Credit(
+        lot_id=lot_id,
+        transfer_id=transfer_id,
+        state=_LOT_PENDING if pending else _LOT_AVAILABLE,
+        to_account=MEMBER_PENDING if pending else MEMBER_AVAILABLE,
+        earned_at=payment.occurred_at,
+        available_at=terms.available_at,
+        expires_at=terms.expires_at,
+        day=day,
+    )
+    return Settled(result, credit, settlement_row(in_force, payment, earning, result, 0))
+
+
+def explanation_of(payment: Payment, earning: Earning, sentence: str) -> dict[str, Any]:
+    """Each step of the computation as data, plus the readable sentence."""
+    return {
+        "kind": _SETTLEMENT,
+        "payment": {
+            "currency": payment.currency,
+            "amount_minor": payment.amount_minor,
+            "merchant_category": payment.category,
+            "occurred_at": payment.occurred_at.isoformat(),
+        },
+        "steps": [{"name": s.name, "value": s.value, "note": s.note} for s in earning.steps],
+        "points": earning.points,
+        "none_reason": earning.none_reason,
+        "sentence": sentence,
+    }

@@ -1,0 +1,20 @@
+"""gRPC <-> domain: ExportMemberLedger (internal, for the privacy service)."""
+
+from __future__ import annotations
+
+import grpc
+from membership.points.v1 import points_pb2 as pb
+
+from services.points.domain.ledger_export import page_size
+from services.points.proto_ledger_export import export_pb, member_of
+from services.points.server_base import RpcGroup
+
+
+class LedgerExportRpcs(RpcGroup):
+    async def ExportMemberLedger(
+        self, request: pb.ExportMemberLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MemberLedgerExport:
+        member_id = member_of(request)
+        size = page_size(request.page_size)
+        page = await self.deps.ledger_export.export(member_id, size, request.page_token)
+        return export_pb(page)

@@ -1,0 +1,222 @@
+"""SQL of settling a batch set-wise: a handful of statements for the whole batch instead of
+a few per payment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from services.points.domain.settlement import Prior
+from services.points.domain.settlement_batch import (
+    BatchSeen,
+    BatchWrite,
+    LotColumns,
+    MemberSeen,
+    TransactionColumns,
+    TransferColumns,
+)
+from services.points.domain.tiers import TierState
+from services.points.store.members import EFFECTIVE_STATE
+from services.points.store.processing_pauses import PAUSED
+from services.points.store.tiers import qualifying_sql
+from services.runtime.db import Conn
+
+
+async def lock_known_members(
+    conn: Conn, member_ids: Sequence[str], available_floor: int
+) -> dict[str, int]:
+    """Creates or locks the balances of the members points knows, in member order (the
+    order every writer uses); returns their available points."""
+    rows = await conn.fetch(
+        "INSERT INTO points.balances (member_id, available_floor)"
+        " SELECT m.member_id, $2 FROM points.members m WHERE m.member_id = ANY($1::text[])"
+        " ORDER BY m.member_id"
+        " ON CONFLICT (member_id) DO UPDATE SET updated_at = points.balances.updated_at"
+        " RETURNING member_id, available",
+        sorted(member_ids),
+        available_floor,
+    )
+    return {r["member_id"]: int(r["available"]) for r in rows}
+
+
+_READ_LOCKED = f"""
+SELECT
+  array(SELECT row(m.member_id, {EFFECTIVE_STATE},
+          CASE WHEN NOT EXISTS (SELECT 1 FROM points.referral_bonuses r
+                                WHERE r.member_id = m.member_id) THEN m.referred_by END,
+          mt.tier_code, mt.since, mt.review_at, mt.grace_until, mt.rule_version,
+          {qualifying_sql("m.member_id", 2)}, {PAUSED})
+        FROM points.members m LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id
+        WHERE m.member_id = ANY($1::text[])) AS members,
+  array(SELECT row(t.member_id, t.idempotency_key, t.request_hash, t.result)
+        FROM points.transactions t
+        JOIN unnest($4::text[], $5::text[]) AS k(member_id, key)
+          ON t.member_id = k.member_id AND t.idempotency_key = k.key) AS done,
+  array(SELECT row(d.member_id, d.day, d.points) FROM points.daily_earnings d
+        JOIN unnest($6::text[], $7::date[]) AS k(member_id, day)
+          ON d.member_id = k.member_id AND d.day = k.day) AS earned,
+  array(SELECT nextval('points.ledger_ids') FROM generate_series(1, $8)) AS ids
+"""
+
+
+async def read_locked(
+    conn: Conn,
+    member_ids: Sequence[str],
+    *,
+    keys: Sequence[tuple[str, str]],
+    member_days: Sequence[tuple[str, date]],
+    window: tuple[date, date],
+    id_count: int,
+) -> BatchSeen:
+    """Everything the batch decides on, in one statement after the members' locks (so it
+    sees what earlier lock holders committed), and `id_count` new ledger ids."""
+    row = await conn.fetchrow(
+        _READ_LOCKED,
+        list(member_ids),
+        *window,
+        [m for m, _ in keys],
+        [k for _, k in keys],
+        [m for m, _ in member_days],
+        [d for _, d in member_days],
+        id_count,
+    )
+    if row is None:
+        raise RuntimeError("a SELECT without FROM returned no row")
+    return BatchSeen(
+        members={r[0]: _member_seen(r) for r in row["members"]},
+        done={(r[0], r[1]): Prior(bytes(r[2]), json.loads(r[3])) for r in row["done"]},
+        earned={(r[0], r[1]): int(r[2]) for r in row["earned"]},
+        ids=[int(i) for i in row["ids"]],
+    )
+
+
+def _member_seen(r: tuple[Any, ...]) -> MemberSeen:
+    tier = None if r[3] is None else TierState(r[3], r[4], r[5], r[6], int(r[7]))
+    return MemberSeen(state=r[1], referrer=r[2], tier=tier, qualifying=int(r[8]), paused=bool(r[9]))
+
+
+def _transaction_columns(c: TransactionColumns) -> tuple[list[Any], ...]:
+    return (
+        c.member_id,
+        c.txn_id,
+        c.key,
+        c.request_hash,
+        c.rule_version,
+        c.points,
+        c.result,
+        c.explanation,
+    )
+
+
+def _lot_columns(c: LotColumns) -> tuple[list[Any], ...]:
+    return (
+        c.member_id,
+        c.lot_id,
+        c.txn_id,
+        c.state,
+        c.points,
+        c.earned_at,
+        c.available_at,
+        c.expires_at,
+        c.rule_version,
+    )
+
+
+def _transfer_columns(c: TransferColumns) -> tuple[list[Any], ...]:
+    return (
+        c.member_id,
+        c.transfer_id,
+        c.txn_id,
+        c.from_account,
+        c.to_account,
+        c.amount,
+        c.lot_id,
+        c.rule_version,
+    )
+
+
+_WRITE = """
+WITH txn AS (
+  INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key, request_hash,
+    rule_version, points, result, explanation)
+  SELECT t.m, t.id, 'settlement', t.k, t.h, t.v, t.p, t.r::jsonb, t.e::jsonb
+  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[], $6::bigint[],
+              $7::text[], $8::text[]) AS t(m, id, k, h, v, p, r, e)),
+lot AS (
+  INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining, earned_at,
+    available_at, expires_at, rule_version)
+  SELECT l.m, l.id, l.t, l.s, l.p, l.p, l.e, l.a, l.x, l.v
+  FROM unnest($9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[],
+              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::bigint[])
+       AS l(m, id, t, s, p, e, a, x, v)),
+moved AS (
+  INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account, to_account,
+    amount, lot_id, rule_version)
+  SELECT * FROM unnest($18::text[], $19::bigint[], $20::bigint[], $21::text[], $22::text[],
+                       $23::bigint[], $24::bigint[], $25::bigint[])),
+balance AS (
+  UPDATE points.balances b SET pending = b.pending + d.pending,
+    available = b.available + d.available, lifetime_earned = b.lifetime_earned + d.earned,
+    updated_at = now()
+  FROM unnest($26::text[], $27::bigint[], $28::bigint[], $29::bigint[])
+       AS d(member_id, pending, available, earned)
+  WHERE b.member_id = d.member_id),
+today AS (
+  INSERT INTO points.daily_earnings (member_id, day, points)
+  SELECT * FROM unnest($30::text[], $31::date[], $32::bigint[])
+  ON CONFLICT (member_id, day)
+  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points),
+qualifying AS (
+  INSERT INTO points.qualifying_days (member_id, day, points)
+  SELECT * FROM unnest($30::text[], $31::date[], $32::bigint[])
+  ON CONFLICT (member_id, day)
+  DO UPDATE SET points = points.qualifying_days.points + EXCLUDED.points),
+tiers AS (
+  INSERT INTO points.member_tiers
+    (member_id, tier_code, since, review_at, grace_until, rule_version)
+  SELECT * FROM unnest($33::text[], $34::text[], $35::timestamptz[], $36::timestamptz[],
+                       $37::timestamptz[], $38::bigint[])
+  ON CONFLICT (member_id) DO UPDATE SET tier_code = EXCLUDED.tier_code,
+    since = EXCLUDED.since, review_at = EXCLUDED.review_at,
+    grace_until = EXCLUDED.grace_until, rule_version = EXCLUDED.rule_version),
+referral AS (
+  INSERT INTO points.referral_bonuses (member_id, referrer_id, payment_id, rule_version)
+  SELECT * FROM unnest($39::text[], $40::text[], $41::text[], $42::bigint[])
+  ON CONFLICT (member_id) DO NOTHING)
+SELECT 1
+"""
+
+
+async def write_batch(conn: Conn, write: BatchWrite) -> None:
+    """Everything the batch decided, in one statement (arrays through `unnest`)."""
+    if not write.transactions.txn_id:
+        return
+    balances = sorted(write.balances.items())
+    days = sorted(write.days.items())
+    upgrades = sorted(write.tiers.items())
+    referrals = sorted(write.referrals.items())
+    await conn.execute(
+        _WRITE,
+        *_transaction_columns(write.transactions),
+        *_lot_columns(write.lots),
+        *_transfer_columns(write.transfers),
+        [m for m, _ in balances],
+        [d.pending for _, d in balances],
+        [d.available for _, d in balances],
+        [d.earned for _, d in balances],
+        [k[0] for k, _ in days],
+        [k[1] for k, _ in days],
+        [n for _, n in days],
+        [m for m, _ in upgrades],
+        [t.code for _, t in upgrades],
+        [t.since for _, t in upgrades],
+        [t.review_at for _, t in upgrades],
+        [t.grace_until for _, t in upgrades],
+        [t.rule_version for _, t in upgrades],
+        [d.member_id for _, d in referrals],
+        [d.referrer_id for _, d in referrals],
+        [d.payment_id for _, d in referrals],
+        [d.rule_version for _, d in referrals],
+    )
