@@ -17,10 +17,10 @@ from services.accounts.domain.lifecycle import Action, Status
 from services.accounts.domain.members import Member, StatusChange
 from services.accounts.members import Members, load
 from services.accounts.status_changes import apply_action
-from services.accounts.store import lookup as lookup_rows
-from services.accounts.store import members as member_rows
-from services.accounts.store import requests as request_rows
-from services.accounts.store import status_changes as history
+from services.accounts.store import lookup as lookup_store
+from services.accounts.store import members as member_store
+from services.accounts.store import requests as request_store
+from services.accounts.store import status_changes as history_store
 from services.runtime.db import Conn, in_transaction
 from services.runtime.identity import Caller
 
@@ -48,8 +48,8 @@ class MemberData:
     async def export(self, caller: Caller, member_id: str, *, purpose: str) -> Export:
         async with self._pool.acquire() as conn:
             stored = await load(conn, member_id)
-            changes = await history.status_history(conn, member_id)
-            referred = await member_rows.referred_members(conn, member_id, MAX_EXPORTED_REFERRALS)
+            changes = await history_store.status_history(conn, member_id)
+            referred = await member_store.referred_members(conn, member_id, MAX_EXPORTED_REFERRALS)
         member = stored.member
         if member.status is not Status.ERASED:
             member = await self._members.get_full(caller, member_id, purpose=purpose)
@@ -64,12 +64,12 @@ class MemberData:
 
         async def work(conn: Conn) -> Erasure:
             stored = await load(conn, member_id, lock=True)
-            record = await request_rows.get_member_request(conn, member_id, request_id=request_id)
+            record = await request_store.get_member_request(conn, member_id, request_id=request_id)
             first = first_result(record, Method.ERASE, request_hash)
             if first is not None:
                 return Erasure(Member.from_snapshot(first), int(first.get(REMOVED, 0)))
             erasure = await _erase(conn, caller, stored.member, reason=reason)
-            await request_rows.insert_member_request(
+            await request_store.insert_member_request(
                 conn,
                 erasure.member,
                 request_id=request_id,
@@ -85,7 +85,7 @@ class MemberData:
 async def _erase(conn: Conn, caller: Caller, member: Member, *, reason: str) -> Erasure:
     if member.status is Status.ERASED:
         return Erasure(member, 0)
-    removed = await lookup_rows.drop_lookup(conn, member.member_id)
-    await request_rows.forget_requests(conn, member.member_id, kept_method=Method.ERASE)
+    removed = await lookup_store.drop_lookup(conn, member.member_id)
+    await request_store.forget_requests(conn, member.member_id, kept_method=Method.ERASE)
     erased = await apply_action(conn, caller, member, Action.ERASE, reason=reason)
     return Erasure(erased, removed)

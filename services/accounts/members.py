@@ -9,8 +9,8 @@ from services.accounts import personal_data
 from services.accounts.domain.lifecycle import Status
 from services.accounts.domain.members import ListPosition, LookupKind, Member, StoredMember
 from services.accounts.ports import PrivacyPort
-from services.accounts.store import lookup as lookup_rows
-from services.accounts.store import members as member_rows
+from services.accounts.store import lookup as lookup_store
+from services.accounts.store import members as member_store
 from services.runtime.db import Conn
 from services.runtime.errors import not_found
 from services.runtime.identity import Caller
@@ -18,7 +18,7 @@ from services.runtime.identity import Caller
 
 async def load(conn: Conn, member_id: str, *, lock: bool = False) -> StoredMember:
     """The member's row (locked for the transaction when `lock`); NOT_FOUND if none."""
-    stored = await member_rows.get_member(conn, member_id, for_update=lock)
+    stored = await member_store.get_member(conn, member_id, for_update=lock)
     if stored is None:
         raise not_found("member")
     return stored
@@ -41,7 +41,7 @@ class Members:
     async def lookup(self, kind: LookupKind, normalised_value: str) -> Member:
         digests = await personal_data.lookup_digests(self._privacy, {kind: normalised_value})
         async with self._pool.acquire() as conn:
-            member_id = await lookup_rows.find_by_digest(conn, kind, digests[kind])
+            member_id = await lookup_store.find_by_digest(conn, kind, digests[kind])
             if member_id is None:
                 raise not_found("member")
             return (await load(conn, member_id)).member
@@ -50,4 +50,4 @@ class Members:
         self, status: Status | None, after: ListPosition | None, limit: int
     ) -> list[Member]:
         async with self._pool.acquire() as conn:
-            return await member_rows.list_members(conn, status, after, limit)
+            return await member_store.list_members(conn, status, after, limit)

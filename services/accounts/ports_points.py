@@ -3,16 +3,15 @@ ApplyMemberEvents."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import grpc
 from google.protobuf import timestamp_pb2
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.accounts.domain.events import EventType, OutboxEvent
 from services.accounts.domain.lifecycle import Status
-from services.runtime.clients import ReconnectingChannel, ServiceCredentials
+from services.runtime.clients import OutboxSender
 from services.runtime.names import member_name
 from services.runtime.outbox_relay import MalformedEventError
 
@@ -53,27 +52,14 @@ def to_member_event(event: OutboxEvent) -> pb.MemberEvent:
     return message
 
 
-class PointsPublisher:
+class PointsPublisher(OutboxSender):
     """ApplyMemberEvents over gRPC, as service:accounts, within the outgoing deadline, on a
-    channel replaced after UNAVAILABLE (runtime.clients.ReconnectingChannel)."""
-
-    def __init__(
-        self,
-        connect: Callable[[], grpc.aio.Channel],
-        credentials: ServiceCredentials,
-        timeout_s: float,
-    ) -> None:
-        self._channel = ReconnectingChannel(connect)
-        self._credentials = credentials
-        self._timeout_s = timeout_s
+    channel replaced after UNAVAILABLE (runtime.clients.OutboxSender)."""
 
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
         request = pb.ApplyMemberEventsRequest(events=[to_member_event(e) for e in events])
-        await self._channel.call(
-            lambda channel: pb_grpc.PointsServiceStub(channel).ApplyMemberEvents(
-                request, timeout=self._timeout_s, metadata=self._credentials.metadata()
-            )
+        await self.send(
+            lambda channel, timeout_s, metadata: pb_grpc.PointsServiceStub(
+                channel
+            ).ApplyMemberEvents(request, timeout=timeout_s, metadata=metadata)
         )
-
-    async def close(self) -> None:
-        await self._channel.close()

@@ -16,9 +16,9 @@ from services.accounts.domain.profile import changed_lookups, clears_email, upda
 from services.accounts.members import load
 from services.accounts.personal_data import Digests, Sealed
 from services.accounts.ports import INDEX_UPDATE_REQUEST, PrivacyPort
-from services.accounts.store import lookup as lookup_rows
-from services.accounts.store import members as member_rows
-from services.accounts.store import requests as request_rows
+from services.accounts.store import lookup as lookup_store
+from services.accounts.store import members as member_store
+from services.accounts.store import requests as request_store
 from services.accounts.store.unique import UniqueViolation
 from services.runtime.db import Conn, in_transaction
 
@@ -69,7 +69,7 @@ class ProfileUpdates:
             stored = await load(conn, member_id)
             require_editable(stored.member.status)
             for kind, digest in digests.items():
-                holder = await lookup_rows.find_by_digest(conn, kind, digest)
+                holder = await lookup_store.find_by_digest(conn, kind, digest)
                 if holder is not None and holder != member_id:
                     raise taken(kind)
         shown = masked(changes)
@@ -92,11 +92,11 @@ async def _write_update(
     if done is not None:
         return done
     try:
-        await lookup_rows.write_lookups(conn, member_id, digests.lookups)
+        await lookup_store.write_lookups(conn, member_id, digests.lookups)
     except UniqueViolation as exc:
         raise taken(LookupKind(exc.constraint)) from exc
-    updated = await member_rows.update_personal(conn, member_id, sealed.ciphertexts, sealed.masks)
-    await request_rows.insert_member_request(
+    updated = await member_store.update_personal(conn, member_id, sealed.ciphertexts, sealed.masks)
+    await request_store.insert_member_request(
         conn,
         updated.member,
         request_id=request_id,
@@ -111,7 +111,7 @@ async def _replay_update(
 ) -> Member | None:
     """The first result of this update if it was done; else checks that it may be done."""
     stored = await load(conn, member_id, lock=lock)
-    record = await request_rows.get_member_request(conn, member_id, request_id=request_id)
+    record = await request_store.get_member_request(conn, member_id, request_id=request_id)
     done = replay(record, Method.UPDATE, request_hash)
     if done is None:
         require_editable(stored.member.status)

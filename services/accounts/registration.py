@@ -25,10 +25,10 @@ from services.accounts.domain.registration import (
 from services.accounts.members import load
 from services.accounts.personal_data import Digests
 from services.accounts.ports import INDEX_REGISTER_REQUEST, PrivacyPort
-from services.accounts.store import lookup as lookup_rows
-from services.accounts.store import members as member_rows
+from services.accounts.store import lookup as lookup_store
+from services.accounts.store import members as member_store
 from services.accounts.store import outbox
-from services.accounts.store import requests as request_rows
+from services.accounts.store import requests as request_store
 from services.accounts.store.unique import UniqueKey, UniqueViolation
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import DomainError, bad_field
@@ -54,21 +54,21 @@ class Registrations:
     async def _register(self, reg: Registration, digests: Digests) -> Member:
         """Raises UniqueViolation when a phone, email or the request_id is taken."""
         async with self._pool.acquire() as conn:
-            stored = await request_rows.get_registration(conn, reg.request_id)
+            stored = await request_store.get_registration(conn, reg.request_id)
             done = replay_registration(stored, digests.request)
             if done is not None:
                 return done
             referrer = await _referrer(conn, reg.referral_code)
             for kind, digest in digests.lookups.items():
-                if digest is not None and await lookup_rows.find_by_digest(conn, kind, digest):
+                if digest is not None and await lookup_store.find_by_digest(conn, kind, digest):
                     raise UniqueViolation(kind)
         member_id = new_member_id()
         # encrypting creates the member's data key, without which privacy does not know
         # them; consents are recorded next and the member inserted last, so a refused
-        # consent leaves no member behind (see docs/decisions.md, consents at sign-up)
+        # consent leaves no member behind (see docs/decisions/accounts.md, consents at sign-up)
         sealed = await personal_data.seal(self._privacy, member_id, reg.personal())
         await self._record_consents(member_id, reg)
-        new = member_rows.NewMember(
+        new = member_store.NewMember(
             member_id=member_id,
             ciphertexts=sealed.ciphertexts,
             masks=sealed.masks,
@@ -94,7 +94,7 @@ class Registrations:
         """A concurrent repeat of this request may have won (its phone then clashes with
         ours before its request_id does): answer like it; otherwise the key is taken."""
         async with self._pool.acquire() as conn:
-            stored = await request_rows.get_registration(conn, request_id)
+            stored = await request_store.get_registration(conn, request_id)
         done = replay_registration(stored, request_hash)
         if done is not None:
             return done
@@ -107,21 +107,21 @@ class Registrations:
 async def _referrer(conn: Conn, code: str) -> str | None:
     if not code:
         return None
-    referrer = await member_rows.find_by_referral_code(conn, code)
-    stored = referrer and await member_rows.get_member(conn, referrer)
+    referrer = await member_store.find_by_referral_code(conn, code)
+    stored = referrer and await member_store.get_member(conn, referrer)
     if not stored or stored.member.status is not Status.ACTIVE:
         raise bad_field("referral_code", "is not the code of an active member")
     return referrer
 
 
 async def _insert(
-    conn: Conn, request_id: str, digests: Digests, new: member_rows.NewMember
+    conn: Conn, request_id: str, digests: Digests, new: member_store.NewMember
 ) -> Member:
-    await member_rows.insert_member(conn, new)
+    await member_store.insert_member(conn, new)
     await _give_referral_code(conn, new.member_id)
-    await lookup_rows.write_lookups(conn, new.member_id, digests.lookups)
+    await lookup_store.write_lookups(conn, new.member_id, digests.lookups)
     member = (await load(conn, new.member_id)).member
-    await request_rows.insert_registration(conn, request_id, digests.request, member)
+    await request_store.insert_registration(conn, request_id, digests.request, member)
     await outbox.add_outbox_event(
         conn, events.registered(new.member_id, referred_by=new.referred_by)
     )
@@ -130,6 +130,6 @@ async def _insert(
 
 async def _give_referral_code(conn: Conn, member_id: str) -> None:
     for _ in range(REFERRAL_CODE_ATTEMPTS):
-        if await member_rows.claim_referral_code(conn, member_id, code=new_referral_code()):
+        if await member_store.claim_referral_code(conn, member_id, code=new_referral_code()):
             return
     raise referral_codes_exhausted()

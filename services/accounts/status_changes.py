@@ -11,10 +11,10 @@ from services.accounts.domain.idempotency import METHOD_OF_ACTION, plain_request
 from services.accounts.domain.lifecycle import Action, transition
 from services.accounts.domain.members import Member
 from services.accounts.members import load
-from services.accounts.store import members as member_rows
+from services.accounts.store import members as member_store
 from services.accounts.store import outbox
-from services.accounts.store import requests as request_rows
-from services.accounts.store import status_changes as history
+from services.accounts.store import requests as request_store
+from services.accounts.store import status_changes as history_store
 from services.runtime.db import Conn, in_transaction
 from services.runtime.identity import Caller
 
@@ -31,12 +31,12 @@ class StatusChanges:
 
         async def work(conn: Conn) -> Member:
             stored = await load(conn, member_id, lock=True)
-            record = await request_rows.get_member_request(conn, member_id, request_id=request_id)
+            record = await request_store.get_member_request(conn, member_id, request_id=request_id)
             done = replay(record, method, request_hash)
             if done is not None:
                 return done
             member = await apply_action(conn, caller, stored.member, action, reason=reason)
-            await request_rows.insert_member_request(
+            await request_store.insert_member_request(
                 conn, member, request_id=request_id, method=method, request_hash=request_hash
             )
             return member
@@ -50,8 +50,8 @@ async def apply_action(
     """Moves the member (locked by the caller's transaction) on by `action`; raises when the
     state machine does not allow it."""
     target = transition(member.status, action)
-    updated = (await member_rows.set_status(conn, member.member_id, target)).member
-    await history.add_status_change(
+    updated = (await member_store.set_status(conn, member.member_id, target)).member
+    await history_store.add_status_change(
         conn,
         member.member_id,
         from_status=member.status,

@@ -80,7 +80,7 @@ def transaction_pb(entry: Entry) -> pb.Transaction:
 
 def _no_floats(value: Any) -> Any:
     """Integers as decimal strings: a Struct number is a double, and amounts are never
-    floating point (DESIGN.md §3); proto3 JSON gives int64 as strings alike."""
+    floating point (docs/design.md §3); proto3 JSON gives int64 as strings alike."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float):

@@ -1,4 +1,4 @@
-"""Reconcile: the invariants of the points ledger (DESIGN.md §6; what each means is
+"""Reconcile: the invariants of the points ledger (docs/design.md §6; what each means is
 domain/reconcile.py's), each one set-based query (store/reconcile.py), run together in one
 read-only REPEATABLE READ transaction: every query sees the same snapshot, so a settlement
 committing in the middle of a check cannot show up as a false mismatch."""

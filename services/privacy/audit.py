@@ -13,7 +13,7 @@ from services.privacy.domain.audit import (
     StoredEntry,
     verify_chain,
 )
-from services.privacy.store import audit as store
+from services.privacy.store import audit as audit_store
 
 # entries per query of a chain check: bounded memory, and few enough round trips
 VERIFY_BATCH_ROWS = 5_000
@@ -26,18 +26,18 @@ class AuditLog:
     async def list_page(self, where: AuditFilter, after_seq: int, size: int) -> AuditPage:
         """A page of matching events after a seq, and whether more follow."""
         async with self._pool.acquire() as conn:
-            rows = await store.list_events(conn, where, after_seq, size + 1)
+            rows = await audit_store.list_events(conn, where, after_seq, size + 1)
         return AuditPage(rows[:size], len(rows) > size)
 
     async def verify(self, bounds: ChainRange) -> ChainReport:
         """Checks the chain in one snapshot, VERIFY_BATCH_ROWS entries per query: never the
         whole table in memory."""
-        async with store.chain_snapshot(self._pool) as conn:
+        async with audit_store.chain_snapshot(self._pool) as conn:
 
             async def read(after_seq: int, limit: int) -> list[StoredEntry]:
-                return await store.chain_batch(conn, after_seq, bounds.to_seq, limit)
+                return await audit_store.chain_batch(conn, after_seq, bounds.to_seq, limit)
 
-            start_hash = await store.hash_before(conn, bounds.from_seq)
+            start_hash = await audit_store.hash_before(conn, bounds.from_seq)
             return await verify_chain(
                 read,
                 start_hash,

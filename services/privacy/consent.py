@@ -29,7 +29,7 @@ from services.privacy.domain.consent import (
 from services.privacy.domain.processing import PauseCause
 from services.privacy.domain.purpose_catalogue import Catalogue, Purpose
 from services.privacy.store import audit as audit_store
-from services.privacy.store import consent as store
+from services.privacy.store import consent as consent_store
 from services.privacy.store import keys as key_store
 from services.privacy.store import outbox as outbox_store
 from services.runtime.db import Conn
@@ -126,20 +126,23 @@ class Consents:
         codes = list(self.catalogue.purposes)
         async with self._pool.acquire() as conn:
             await require_member(conn, member_id)
-            latest = {r.purpose_code: r for r in await store.latest_records(conn, member_id, codes)}
+            latest = {
+                r.purpose_code: r
+                for r in await consent_store.latest_records(conn, member_id, codes)
+            }
         return [state_of(p, latest.get(p.code)) for p in self.catalogue.purposes.values()]
 
     async def check(self, member_id: str, code: str) -> ConsentState:
         purpose = self.purpose(code)
         async with self._pool.acquire() as conn:
             await require_member(conn, member_id)
-            latest = await store.latest_records(conn, member_id, [code])
+            latest = await consent_store.latest_records(conn, member_id, [code])
         return state_of(purpose, latest[0] if latest else None)
 
     async def history(self, member_id: str, limit: int) -> list[ConsentRecord]:
         """The member's consent records, oldest first (at most `limit`)."""
         async with self._pool.acquire() as conn:
-            return await store.history(conn, member_id, limit)
+            return await consent_store.history(conn, member_id, limit)
 
     async def _locked_replay(
         self, conn: Conn, member_id: str, *, request_id: str, digest: bytes
@@ -147,8 +150,8 @@ class Consents:
         """In the change's transaction: the member known and locked, and the first result if
         the request repeats one (the member's lock makes the check and the insert one step)."""
         await require_member(conn, member_id)
-        await store.lock_member(conn, member_id)
-        done = await store.request_records(conn, member_id, request_id=request_id)
+        await consent_store.lock_member(conn, member_id)
+        done = await consent_store.request_records(conn, member_id, request_id=request_id)
         return self._replay(done, digest) if done else None
 
     def _replay(self, done: Sequence[ConsentRecord], digest: bytes) -> list[ConsentState]:
@@ -163,7 +166,7 @@ class Consents:
     ) -> None:
         """The records, their audit event and (for `payment_records`) the processing pause
         points must learn of, in the caller's transaction."""
-        await store.insert_records(conn, member_id, records)
+        await consent_store.insert_records(conn, member_id, records)
         if any(r.purpose_code == PAYMENT_RECORDS for r in records):
             paused = records[0].action == ConsentAction.WITHDRAW
             await outbox_store.enqueue_pause(

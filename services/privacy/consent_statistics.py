@@ -17,7 +17,7 @@ import asyncpg
 
 from services.privacy.domain.consent_statistics import ConsentStatistics, summarise
 from services.privacy.domain.purpose_catalogue import Catalogue
-from services.privacy.store import consent as store
+from services.privacy.store import consent as consent_store
 from services.runtime.errors import Code, DomainError
 
 DEFAULT_TTL_S = 60.0
@@ -71,7 +71,7 @@ class ConsentStatisticsCache:
         at = datetime.now(UTC)
         try:
             async with self._pool.acquire() as conn:
-                counts = await store.consent_tallies(conn, QUERY_TIMEOUT_S)
+                counts = await consent_store.consent_tallies(conn, QUERY_TIMEOUT_S)
         except asyncpg.QueryCanceledError as exc:
             raise DomainError(
                 Code.DEADLINE_EXCEEDED,

@@ -37,7 +37,7 @@ from services.privacy.domain.data_requests import (
 from services.privacy.domain.deadlines import WorkingCalendar
 from services.privacy.domain.erasures import JournalEntry
 from services.privacy.erasure_journal import ErasureJournal
-from services.privacy.store import data_requests as store
+from services.privacy.store import data_requests as request_store
 from services.privacy.store import erasures as erasure_store
 from services.privacy.store import keys as key_store
 from services.runtime.db import Conn, in_transaction
@@ -78,7 +78,7 @@ class Fulfiller:
         resumes a fulfilment that stopped (a refusal an officer dealt with, retries used up)."""
 
         async def work(conn: Conn) -> None:
-            request = await store.get_request(conn, request_id, for_update=True)
+            request = await request_store.get_request(conn, request_id, for_update=True)
             if request is None:
                 raise not_found("data request")
             if request.approve_request_id == key:
@@ -90,7 +90,7 @@ class Fulfiller:
             else:
                 request = rules.approved(request, key=key, now=now)
                 action = TimelineAction.APPROVED
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             await record(conn, caller, request, action, now)
 
         await in_transaction(self._pool, work)
@@ -101,16 +101,16 @@ class Fulfiller:
         """Does what is left of an IN_PROGRESS request. One run per request at a time: if
         another holds the request (another replica, the resumer), this one returns."""
         async with self._runs, self._pool.acquire() as lock_conn:
-            if not await store.try_lock_fulfilment(lock_conn, request_id):
+            if not await request_store.try_lock_fulfilment(lock_conn, request_id):
                 return
             try:
                 await self._run_locked(request_id)
             finally:
-                await store.unlock_fulfilment(lock_conn, request_id)
+                await request_store.unlock_fulfilment(lock_conn, request_id)
 
     async def _run_locked(self, request_id: str) -> None:
         async with self._pool.acquire() as conn:
-            request = await store.get_request(conn, request_id)
+            request = await request_store.get_request(conn, request_id)
         while request is not None and request.state == State.IN_PROGRESS:
             pending = request.pending_steps()
             if not pending:
@@ -130,12 +130,12 @@ class Fulfiller:
         self, request_id: str, name: StepName, outcome: rules.StepOutcome
     ) -> DataRequest | None:
         async def work(conn: Conn) -> DataRequest | None:
-            request = await store.get_request(conn, request_id, for_update=True)
+            request = await request_store.get_request(conn, request_id, for_update=True)
             if request is None or request.state != State.IN_PROGRESS:
                 return None
             now = self._clock()
             request = rules.step_done(request, name, outcome, now)
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             await record(conn, PRIVACY_CALLER, request, step_done_action(name), now)
             return request
 
@@ -145,12 +145,12 @@ class Fulfiller:
         failure = rules.classify(exc)
 
         async def work(conn: Conn) -> bool:
-            request = await store.get_request(conn, request_id, for_update=True)
+            request = await request_store.get_request(conn, request_id, for_update=True)
             if request is None or request.state != State.IN_PROGRESS:
                 return False
             now = self._clock()
             request = rules.step_failed(request, name, failure, now)
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             action = step_failed_action(name)
             await record(conn, PRIVACY_CALLER, request, action, now, note=failure.summary)
             retry = request.step_failure is None
@@ -168,12 +168,12 @@ class Fulfiller:
 
     async def _complete(self, request_id: str) -> None:
         async def work(conn: Conn) -> None:
-            request = await store.get_request(conn, request_id, for_update=True)
+            request = await request_store.get_request(conn, request_id, for_update=True)
             if request is None or request.state != State.IN_PROGRESS:
                 return
             now = self._clock()
             request = rules.completed(request, now)
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             note = request.deletion_outcome
             await record(conn, PRIVACY_CALLER, request, TimelineAction.COMPLETED, now, note=note)
 
@@ -196,7 +196,7 @@ class Fulfiller:
         """Runs the requests whose next attempt is due; each on its own, so one that fails
         in an unforeseen way holds up no other."""
         async with self._pool.acquire() as conn:
-            due = await store.due_for_resumption(conn, self._clock(), RESUME_BATCH)
+            due = await request_store.due_for_resumption(conn, self._clock(), RESUME_BATCH)
         for request_id in due:
             try:
                 await self.run(request_id)
@@ -242,9 +242,9 @@ class Fulfiller:
         )
 
         async def work(conn: Conn) -> None:
-            if await store.find_by_create_request_id(conn, request.create_request_id):
+            if await request_store.find_by_create_request_id(conn, request.create_request_id):
                 return
-            await store.insert_request(conn, request)
+            await request_store.insert_request(conn, request)
             action = TimelineAction.REAPPLIED_AFTER_RESTORE
             await record(conn, PRIVACY_CALLER, request, action, now)
 

@@ -46,7 +46,7 @@ from services.privacy.erasure_journal import ErasureJournal
 from services.privacy.exports import Exports
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.ports import AccountsPort, PointsPort
-from services.privacy.store import data_requests as store
+from services.privacy.store import data_requests as request_store
 from services.privacy.store import erasures as erasure_store
 from services.privacy.store import exports as export_store
 from services.privacy.store import outbox as outbox_store
@@ -173,13 +173,13 @@ class StepExecutor:
     async def _close_other_requests(self, conn: Conn, request: DataRequest, now: datetime) -> None:
         """The member's other open requests can no longer be fulfilled: rejected with the
         reason, unless one is being fulfilled or partly done (an officer decides those)."""
-        for other in await store.open_requests_of_member(conn, request.member_id):
+        for other in await request_store.open_requests_of_member(conn, request.member_id):
             if other.id == request.id or other.partly_done:
                 continue
-            if not await store.fulfilment_idle(conn, other.id):
+            if not await request_store.fulfilment_idle(conn, other.id):
                 continue
             rejected = rejected_by_erasure(other, request, now)
-            await store.save_request(conn, rejected)
+            await request_store.save_request(conn, rejected)
             note = rejected.rejection_reason
             await record(conn, PRIVACY_CALLER, rejected, TimelineAction.REJECTED, now, note=note)
 

@@ -51,7 +51,7 @@ from services.privacy.domain.service_calls import ServiceCallError
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.ports import AccountsPort
 from services.privacy.store import audit as audit_store
-from services.privacy.store import data_requests as store
+from services.privacy.store import data_requests as request_store
 from services.privacy.store import exports as export_store
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import idempotency_key_reused, not_found
@@ -91,7 +91,7 @@ class DataRequests:
             return await self._view(conn, await _require(conn, request_id))
 
     async def _view(self, conn: Conn, request: DataRequest) -> RequestView:
-        events = await store.events_of(conn, request.id)
+        events = await request_store.events_of(conn, request.id)
         export = await export_store.get_export(conn, request.id)
         return RequestView(request, events, export, self.clock())
 
@@ -105,7 +105,7 @@ class DataRequests:
         """Without their timelines."""
         overdue_at = self.clock() if where.overdue_only else None
         async with self._pool.acquire() as conn:
-            found = await store.list_requests(
+            found = await request_store.list_requests(
                 conn, where, overdue_at=overdue_at, after=after, limit=limit
             )
             return [
@@ -115,7 +115,7 @@ class DataRequests:
 
     async def by_create_key(self, key: str) -> DataRequest:
         async with self._pool.acquire() as conn:
-            found = await store.find_by_create_request_id(conn, key)
+            found = await request_store.find_by_create_request_id(conn, key)
         if found is None:
             raise not_found("data request")
         return found
@@ -129,7 +129,7 @@ class DataRequests:
         keyed = self._keyed(CORRECTION_INDEX, correction_json) if correction_json else b""
         fingerprint = new.fingerprint(keyed)
         async with self._pool.acquire() as conn:
-            done = await store.find_by_create_request_id(conn, key)
+            done = await request_store.find_by_create_request_id(conn, key)
             if done is not None:
                 return await self._replay(conn, done, fingerprint)
             await require_member(conn, new.member_id)
@@ -150,7 +150,7 @@ class DataRequests:
         with contextlib.suppress(asyncpg.UniqueViolationError):
             await in_transaction(self._pool, lambda conn: self._insert(conn, caller, request))
         async with self._pool.acquire() as conn:
-            stored = await store.find_by_create_request_id(conn, key)
+            stored = await request_store.find_by_create_request_id(conn, key)
             assert stored is not None, "the request or its concurrent repeat was written"
             return await self._replay(conn, stored, fingerprint)
 
@@ -191,7 +191,7 @@ class DataRequests:
         return ciphertexts[0]
 
     async def _insert(self, conn: Conn, caller: Caller, request: DataRequest) -> None:
-        await store.insert_request(conn, request)
+        await request_store.insert_request(conn, request)
         await record(conn, caller, request, TimelineAction.CREATED, request.created_at)
 
     # -- identity -------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class DataRequests:
                 raise too_many_codes()
             now = self.clock()
             request = intake.code_issued(request, digest, now)
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             await record(conn, caller, request, TimelineAction.CODE_ISSUED, now)
             return IssuedCode(code, now + intake.CODE_TTL, intake.CODE_ATTEMPTS)
 
@@ -226,11 +226,11 @@ class DataRequests:
             assert request.code_hash is not None
             if not hmac.compare_digest(request.code_hash, digest):
                 request = intake.code_wrong(request, now)
-                await store.save_request(conn, request)
+                await request_store.save_request(conn, request)
                 await record(conn, caller, request, TimelineAction.CODE_WRONG, now)
                 return await self._view(conn, request), False
             request = intake.verified(request, VerificationMethod.ONE_TIME_CODE, now=now)
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             action = TimelineAction.IDENTITY_VERIFIED
             await record(conn, caller, request, action, now, note="one-time code")
             return await self._view(conn, request), True
@@ -257,7 +257,7 @@ class DataRequests:
                 reference=reference,
                 now=now,
             )
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             note = f"attestation:{method}"
             await record(conn, caller, request, TimelineAction.IDENTITY_VERIFIED, now, note=note)
             return await self._view(conn, request)
@@ -278,7 +278,7 @@ class DataRequests:
             if closed_by(request, key, fingerprint):
                 return request  # a repeat (the first answer was lost)
             require_allowed(Transition.REJECT, request.state)
-            if request.state == State.IN_PROGRESS and not await store.fulfilment_idle(
+            if request.state == State.IN_PROGRESS and not await request_store.fulfilment_idle(
                 conn, request.id
             ):
                 raise fulfilment_running()
@@ -288,7 +288,7 @@ class DataRequests:
                     Transition.REJECT, request.state, "part of it was fulfilled"
                 )
             request = rejected(request, text, key=key, fingerprint=fingerprint, now=now)
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             await record(conn, caller, request, TimelineAction.REJECTED, now, note=text)
             return request
 
@@ -303,7 +303,7 @@ class DataRequests:
                 return request  # a repeat (the first answer was lost)
             require_allowed(Transition.CANCEL, request.state)
             request = closed(request, State.CANCELLED, key=key, fingerprint=fingerprint, now=now)
-            await store.save_request(conn, request)
+            await request_store.save_request(conn, request)
             await record(conn, caller, request, TimelineAction.CANCELLED, now)
             return request
 
@@ -315,7 +315,7 @@ class DataRequests:
         fingerprint = extend_fingerprint(extra_days, reason)
 
         async def work(conn: Conn, request: DataRequest, now: datetime) -> DataRequest:
-            done = await store.get_extension(conn, request.id, key=key)
+            done = await request_store.get_extension(conn, request.id, key=key)
             if done is not None:
                 if not hmac.compare_digest(done, fingerprint):
                     raise idempotency_key_reused()
@@ -329,8 +329,10 @@ class DataRequests:
                 now=now,
                 calendar=self._calendar,
             )
-            await store.insert_extension(conn, request.id, key=key, request_hash=fingerprint)
-            await store.save_request(conn, request)
+            await request_store.insert_extension(
+                conn, request.id, key=key, request_hash=fingerprint
+            )
+            await request_store.save_request(conn, request)
             note = request.extensions[-1].reason
             await record(conn, caller, request, TimelineAction.DEADLINE_EXTENDED, now, note=note)
             return request
@@ -347,7 +349,7 @@ class DataRequests:
 
 
 async def _require(conn: Conn, request_id: str, *, for_update: bool = False) -> DataRequest:
-    found = await store.get_request(conn, request_id, for_update=for_update)
+    found = await request_store.get_request(conn, request_id, for_update=for_update)
     if found is None:
         raise not_found("data request")
     return found
@@ -368,6 +370,6 @@ async def record(
     event = TimelineEvent(
         state=request.state, action=action, actor=caller.subject, note=note, created_at=at
     )
-    await store.append_event(conn, request.id, event)
+    await request_store.append_event(conn, request.id, event)
     audited = audit_event(request, action, actor=caller.subject, actor_role=caller.role)
     await audit_store.append_audit(conn, audited)

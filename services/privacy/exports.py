@@ -17,7 +17,7 @@ from services.privacy.domain.exports import Export, Part
 from services.privacy.domain.field_crypto import FieldValue
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.store import audit as audit_store
-from services.privacy.store import exports as store
+from services.privacy.store import exports as export_store
 from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import not_found
 from services.runtime.identity import Caller
@@ -49,7 +49,7 @@ class Exports:
         )
         export = rules.new_export(request_id, member_id, archive, self._clock())
         await in_transaction(
-            self._pool, lambda conn: store.insert_export(conn, export, ciphertexts[0])
+            self._pool, lambda conn: export_store.insert_export(conn, export, ciphertexts[0])
         )
 
     async def download(self, caller: Caller, request_id: str, *, page_token: str) -> Part:
@@ -72,7 +72,7 @@ class Exports:
         nonce = secrets.token_bytes(rules.NONCE_BYTES)
 
         async def work(conn: Conn) -> Export:
-            export = await store.get_export(conn, request_id, for_update=True)
+            export = await export_store.get_export(conn, request_id, for_update=True)
             if export is None:
                 raise not_found("export of the data request")
             now = self._clock()
@@ -81,9 +81,11 @@ class Exports:
             if export.downloads_remaining <= 0:
                 raise rules.download_limit_reached()
             window_end = now + rules.DOWNLOAD_WINDOW
-            await store.start_download(conn, request_id, nonce, now=now, window_end=window_end)
+            await export_store.start_download(
+                conn, request_id, nonce, now=now, window_end=window_end
+            )
             await audit_store.append_audit(conn, _event(caller, export, DOWNLOADED))
-            found = await store.get_export(conn, request_id)
+            found = await export_store.get_export(conn, request_id)
             assert found is not None
             return found
 
@@ -91,8 +93,8 @@ class Exports:
 
     async def _resume(self, request_id: str, position: rules.DownloadPosition) -> Export:
         async with self._pool.acquire() as conn:
-            window = await store.download_window(conn, position.nonce)
-            export = await store.get_export(conn, request_id)
+            window = await export_store.download_window(conn, position.nonce)
+            export = await export_store.get_export(conn, request_id)
         if export is not None and export.purged_at is not None:
             self._open.pop(position.nonce, None)
         return rules.check_part(request_id, window, export, position, self._clock())
@@ -109,7 +111,7 @@ class Exports:
 
     async def _decrypt(self, caller: Caller, export: Export) -> bytes:
         async with self._pool.acquire() as conn:
-            ciphertext = await store.archive_ciphertext(conn, export.data_request_id)
+            ciphertext = await export_store.archive_ciphertext(conn, export.data_request_id)
         if ciphertext is None:
             raise rules.export_gone()
         plaintexts = await self._crypto.decrypt(
@@ -124,9 +126,9 @@ class Exports:
 
     async def purge_expired(self) -> int:
         async def work(conn: Conn) -> int:
-            due = await store.due_for_purge(conn, self._clock(), PURGE_BATCH)
+            due = await export_store.due_for_purge(conn, self._clock(), PURGE_BATCH)
             if due:
-                await store.purge(conn, [e.data_request_id for e in due], self._clock())
+                await export_store.purge(conn, [e.data_request_id for e in due], self._clock())
                 for export in due:
                     await audit_store.append_audit(conn, _event(self._caller, export, PURGED))
             return len(due)

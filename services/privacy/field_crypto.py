@@ -38,7 +38,7 @@ from services.privacy.domain.field_crypto import (
 from services.privacy.domain.policy import context_not_owned
 from services.privacy.keyring import IndexKey, Kek, KeyRing, KeyRingError
 from services.privacy.store import audit as audit_store
-from services.privacy.store import keys as store
+from services.privacy.store import keys as key_store
 from services.runtime.db import Conn
 from services.runtime.errors import DomainError, failed_precondition, not_found
 from services.runtime.identity import Caller
@@ -64,17 +64,17 @@ class FieldCrypto:
         )
 
     async def _data_key(self, conn: Conn, subject_id: str, *, create: bool) -> DataKey:
-        row = await store.get_subject_key(conn, subject_id)
+        row = await key_store.get_subject_key(conn, subject_id)
         if row is None and create:
             kek = self._keyring.primary
             wrapped = envelope.wrap_data_key(
                 kek.key, kek.kek_id, subject_id, 1, envelope.new_data_key()
             )
-            row = await store.insert_subject_key(
+            row = await key_store.insert_subject_key(
                 conn, subject_id, kek_id=kek.kek_id, wrapped_key=wrapped
             )
             # lost a race with a concurrent first encryption: use the winner's key
-            row = row or await store.get_subject_key(conn, subject_id)
+            row = row or await key_store.get_subject_key(conn, subject_id)
         if row is None:
             raise not_found("data key of the subject")
         return DataKey(self._unwrap(row), row.key_version)
@@ -155,7 +155,7 @@ class FieldCrypto:
             request_id=request_id,
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            destruction = await store.destroy_subject_key(
+            destruction = await key_store.destroy_subject_key(
                 conn, subject_id, request_id=request_id, reason=reason
             )
             await audit_store.append_audit(conn, event)
@@ -164,12 +164,12 @@ class FieldCrypto:
     async def rotate(self, caller: Caller, request_id: str) -> RotationResult:
         """Adds a key to the ring, records the rotation, then makes the key primary; a repeat
         of the request completes a rotation that stopped after its record was written."""
-        async with self._pool.acquire() as conn, store.key_ring_lock(conn):
-            done = await store.get_rotation(conn, request_id)
+        async with self._pool.acquire() as conn, key_store.key_ring_lock(conn):
+            done = await key_store.get_rotation(conn, request_id)
             if done is None:
                 done = await self._record_rotation(conn, caller, request_id)
             self._make_primary(done)
-            counts = await store.count_keys_by_kek(conn)
+            counts = await key_store.count_keys_by_kek(conn)
         self.rewrap_wanted.set()
         pending = pending_rewrap(counts, self._keyring.primary.kek_id)
         return RotationResult(done.previous_kek_id, done.primary_kek_id, pending)
@@ -191,7 +191,7 @@ class FieldCrypto:
             request_id=request_id,
         )
         async with conn.transaction():
-            await store.insert_rotation(conn, request_id, rotation)
+            await key_store.insert_rotation(conn, request_id, rotation)
             await audit_store.append_audit(conn, event)
         return rotation
 
@@ -207,7 +207,7 @@ class FieldCrypto:
 
     async def status(self) -> KeyRingReport:
         async with self._pool.acquire() as conn:
-            counts = await store.count_keys_by_kek(conn)
+            counts = await key_store.count_keys_by_kek(conn)
         primary = self._keyring.primary.kek_id
         keys = [
             KekInfo(k.kek_id, k.kek_id == primary, k.created_at, counts.by_kek.get(k.kek_id, 0))
@@ -235,14 +235,14 @@ class FieldCrypto:
         self._keyring.reload()
         primary = self._keyring.primary
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await store.lock_keys_to_rewrap(
+            rows = await key_store.lock_keys_to_rewrap(
                 conn,
                 primary_kek_id=primary.kek_id,
                 after_subject_id=after_subject_id,
                 limit=REWRAP_BATCH,
             )
             rewrapped, failures = self._rewrap_rows(primary, rows)
-            await store.update_wrapped_keys(conn, primary.kek_id, rewrapped)
+            await key_store.update_wrapped_keys(conn, primary.kek_id, rewrapped)
         return RewrapBatch(len(rewrapped), failures, rows[-1].subject_id if rows else None)
 
     def _rewrap_rows(

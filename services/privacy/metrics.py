@@ -5,17 +5,17 @@ Counts only: the state is one of the schema's CHECK values, no request or member
 
 from __future__ import annotations
 
-from services.privacy.store import metrics as store
+from services.privacy.store import metrics as metrics_store
 from services.runtime.db import Conn
 from services.runtime.scrape import Probe, Samples, outbox_probe
 
 
 async def _by_state(conn: Conn) -> Samples:
-    return [((c.state,), float(c.requests)) for c in await store.requests_by_state(conn)]
+    return [((c.state,), float(c.requests)) for c in await metrics_store.requests_by_state(conn)]
 
 
 async def _overdue(conn: Conn) -> Samples:
-    return [((), float(await store.overdue_requests(conn)))]
+    return [((), float(await metrics_store.overdue_requests(conn)))]
 
 
 PROBES = (

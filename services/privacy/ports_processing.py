@@ -6,15 +6,14 @@ its code and backs off, as for every outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import grpc
 from google.protobuf import timestamp_pb2
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
 
 from services.privacy.domain.processing import PauseCause, PauseEvent
-from services.runtime.clients import ReconnectingChannel, ServiceCredentials
+from services.runtime.clients import OutboxSender
 from services.runtime.outbox_relay import MalformedEventError
 
 BATCH_SIZE = 500  # ApplyProcessingEvents takes at most 500 events
@@ -39,25 +38,12 @@ def to_processing_event(event: PauseEvent) -> pb.ProcessingEvent:
     )
 
 
-class ProcessingEventsPort:
-    def __init__(
-        self,
-        connect: Callable[[], grpc.aio.Channel],
-        credentials: ServiceCredentials,
-        timeout_s: float,
-    ) -> None:
-        self._channel = ReconnectingChannel(connect)
-        self._credentials = credentials
-        self._timeout_s = timeout_s
-
+class ProcessingEventsPort(OutboxSender):
     async def apply(self, events: Sequence[PauseEvent]) -> None:
         """Points applies them idempotently, in order; at most BATCH_SIZE at a time."""
         request = pb.ApplyProcessingEventsRequest(events=[to_processing_event(e) for e in events])
-        await self._channel.call(
-            lambda channel: pb_grpc.PointsServiceStub(channel).ApplyProcessingEvents(
-                request, timeout=self._timeout_s, metadata=self._credentials.metadata()
-            )
+        await self.send(
+            lambda channel, timeout_s, metadata: pb_grpc.PointsServiceStub(
+                channel
+            ).ApplyProcessingEvents(request, timeout=timeout_s, metadata=metadata)
         )
-
-    async def close(self) -> None:
-        await self._channel.close()

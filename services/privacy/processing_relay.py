@@ -10,7 +10,7 @@ import asyncpg
 
 from services.privacy.domain.processing import PauseEvent
 from services.privacy.ports_processing import BATCH_SIZE, ProcessingEventsPort
-from services.privacy.store import outbox as store
+from services.privacy.store import outbox as outbox_store
 from services.runtime import outbox_relay as relay
 from services.runtime.db import Conn
 
@@ -22,15 +22,15 @@ class PauseEventsOutbox:
         self._points = points
 
     async def take(self, conn: Conn, limit: int) -> Sequence[PauseEvent] | None:
-        if not await store.try_lock_outbox(conn):
+        if not await outbox_store.try_lock_outbox(conn):
             return None
-        return await store.unpublished(conn, limit)
+        return await outbox_store.unpublished(conn, limit)
 
     async def deliver(self, events: Sequence[PauseEvent]) -> None:
         await self._points.apply(events)
 
     async def mark(self, conn: Conn, events: Sequence[PauseEvent]) -> None:
-        await store.mark_published(conn, events)
+        await outbox_store.mark_published(conn, events)
 
     def last_event_id(self, events: Sequence[PauseEvent]) -> int:
         return events[-1].event_id

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 
 from services.privacy.domain.purpose_catalogue import Catalogue, PurposesError, purposes_from_toml
-from services.privacy.store import consent as store
+from services.privacy.store import consent as consent_store
 
 log = logging.getLogger("membership.privacy")
 
@@ -23,7 +23,7 @@ async def load_purposes(pool: asyncpg.Pool, path: Path) -> Catalogue:
     rewrites a published notice version."""
     catalogue = load_purposes_file(path)
     async with pool.acquire() as conn:
-        changed = await store.sync_catalogue(conn, catalogue)
+        changed = await consent_store.sync_catalogue(conn, catalogue)
     if changed:
         code, version = changed[0]
         raise PurposesError(

@@ -90,3 +90,29 @@ class ReconnectingChannel:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+# what an outbox sender's call is given: the channel, the deadline and the caller metadata
+OutboxRpc = Callable[[grpc.aio.Channel, float, tuple[tuple[str, str], ...]], Awaitable[T]]
+
+
+class OutboxSender:
+    """The calls of an outbox relay's sender to another service: on a ReconnectingChannel,
+    as this service's role, within the outgoing deadline."""
+
+    def __init__(
+        self,
+        connect: Callable[[], grpc.aio.Channel],
+        credentials: ServiceCredentials,
+        timeout_s: float,
+    ) -> None:
+        self._channel = ReconnectingChannel(connect)
+        self._credentials = credentials
+        self._timeout_s = timeout_s
+
+    async def send(self, rpc: OutboxRpc[T]) -> T:
+        metadata = self._credentials.metadata()
+        return await self._channel.call(lambda channel: rpc(channel, self._timeout_s, metadata))
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -228,7 +228,7 @@ async def test_concurrent_repeats_leave_one_member_with_one_set_of_consents(
     )
     assert mine == 1
     # a loser of the race may have recorded its consents under a member id it never
-    # inserted (accepted: see docs/decisions.md), never a second set for the member
+    # inserted (accepted: see docs/decisions/accounts.md), never a second set for the member
     assert await record_count(db) <= 4
 
 

@@ -135,9 +135,12 @@ def environment_lines(module: Module) -> list[int]:
             and node.value.id == "os"
         ):
             found.add(node.lineno)
-        if isinstance(node, ast.ImportFrom) and node.module == "os":
-            if any(alias.name in ("environ", "getenv") for alias in node.names):
-                found.add(node.lineno)
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(alias.name in ("environ", "getenv") for alias in node.names)
+        ):
+            found.add(node.lineno)
     return sorted(found)
 
 

@@ -3,6 +3,7 @@ service importing another, no import cycles (tests/support/architecture.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,25 @@ def test_runtime_and_the_gateway_import_no_service(tmp_path: Path) -> None:
         found = violations(planted, {m.name: m for m in modules()})
         assert found and "services talk through stubs" in found[0], found
     assert ROOT.is_dir()
+
+
+def _mapped_modules() -> set[str]:
+    """The paths docs/architecture.md lists under "Every module", relative to the root."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed, folder = set(), ""
+    for line in text.split("## Every module", 1)[1].splitlines():
+        heading = re.match(r"### (\w+)", line)
+        if heading:
+            name = heading.group(1)
+            folder = "gateway" if name == "gateway" else f"services/{name}"
+        entry = re.match(r"- `([\w/]+\.py)`", line)
+        if entry:
+            listed.add(f"{folder}/{entry.group(1)}")
+    return listed
+
+
+def test_the_map_lists_every_module_and_nothing_else() -> None:
+    tree = {m.path.relative_to(ROOT).as_posix() for m in modules()}
+    listed = _mapped_modules()
+    assert sorted(tree - listed) == [], "modules without a line in docs/architecture.md"
+    assert sorted(listed - tree) == [], "docs/architecture.md lists modules that do not exist"

@@ -4,7 +4,7 @@ Pure functions over `Rules`: no SQL, no gRPC, no clock. Arithmetic is on integer
 Fractions only, and rounding is explicit and happens once: earning rounds down at the very
 end, so chained multipliers never compound a rounding loss; clawback (domain/clawback.py)
 rounds up, so a refund never leaves points behind for money that was given back
-(DESIGN.md §3).
+(docs/design.md §3).
 
 Dates: every datetime taken or returned is timezone-aware; results are in UTC. A lot's expiry
 is an exclusive bound, the first instant of the month after the expiry month in the rules'

@@ -1,4 +1,4 @@
-"""The double-entry ledger every topic writes to (DESIGN §6): its accounts, the kinds of its
+"""The double-entry ledger every topic writes to (docs/design.md §6): its accounts, the kinds of its
 transactions, the states of its lots, and the rows a change of a member's points writes.
 
 `member:*` accounts belong to the member of the transfer row; `program:*` accounts are the

@@ -1,4 +1,4 @@
-"""Reconcile: the invariants of the points ledger (DESIGN.md §6) and the report of a check.
+"""Reconcile: the invariants of the points ledger (docs/design.md §6) and the report of a check.
 
 Each invariant is one set-based query (services/points/store/reconcile.py), run together in
 one read-only REPEATABLE READ transaction (services/points/reconcile.py): every query sees

@@ -1,6 +1,6 @@
 """RestrictMember, without SQL: after erasure a member's ledger is kept (the law requires
 it), keyed by the member id only, and used for nothing but storage, reconciliation and legal
-export (DESIGN.md §7, PIPL Art. 47 ¶2). See docs/decisions.md "Points ledger" for what is
+export (docs/design.md §7, PIPL Art. 47 ¶2). See docs/decisions/points.md for what is
 blocked."""
 
 from __future__ import annotations

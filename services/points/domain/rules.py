@@ -3,7 +3,7 @@
 Validation is strict because a typo must never silently change how points are earned: unknown
 keys, floats and out-of-range values are errors naming the offending path. Rates are exact
 Fractions written as strings ("1.5", "3/2") and multipliers are basis points, so no amount
-passes through a float (DESIGN.md §3). `Rules.document()` has the shape of the TOML file, so
+passes through a float (docs/design.md §3). `Rules.document()` has the shape of the TOML file, so
 `parse_rules(r.document()) == r` and any stored rule version can be rebuilt from its JSON.
 Reading the file is program.py's (`load_rules_file`): this module is pure.
 """

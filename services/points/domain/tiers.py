@@ -1,4 +1,4 @@
-"""Tiers: which tier a member holds, and how it moves (docs/decisions.md, "Points ledger").
+"""Tiers: which tier a member holds, and how it moves (docs/decisions/points.md).
 
 Qualifying points are the points settlements award, per calendar day of the payment (the
 program's time zone), net of refunds; the window is the `qualifying_window_days` days ending

@@ -3,7 +3,7 @@
 A member registers at accounts and pays at once; the accounts outbox tells points about the
 member moments later (its relay polls every 0.5 s, longer while points or accounts is
 down). A settlement, refund, grant or spend that arrives in between must not be lost, and
-settling never calls accounts (DESIGN.md §1). So such a write is answered UNAVAILABLE
+settling never calls accounts (docs/design.md §1). So such a write is answered UNAVAILABLE
 `MEMBER_UNKNOWN` with a `google.rpc.RetryInfo`: the caller retries and the write lands once
 the member has arrived. Points remembers when it first refused a member id; after a grace
 period (`MEMBERSHIP_POINTS_UNKNOWN_MEMBER_GRACE_S`, a day by default) the same refusal is
