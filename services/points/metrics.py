@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.points.domain.refunds import RefundResult
 from services.points.domain.settlement import ItemOutcome
@@ -54,21 +54,33 @@ JOB_SINCE_SUCCESS = Gauge(
     ["job"],
 )
 
+SETTLEMENT_BATCH_SIZE = Histogram(
+    "membership_points_settlement_batch_size",
+    "Payments per settlement transaction (a SettlePayments call, or single calls coalesced)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+
 _last_success: dict[str, float] = {}
+
+# bound once: settled() runs for every payment of every batch
+_REJECTED, _REPLAYED = SETTLEMENTS.labels("rejected"), SETTLEMENTS.labels("replayed")
+_EARNED, _NO_POINTS = SETTLEMENTS.labels("earned"), SETTLEMENTS.labels("no_points")
+_ISSUED_BY_SETTLEMENT = POINTS_ISSUED.labels(ISSUED_BY_SETTLEMENT)
 
 
 def settled(outcomes: Sequence[ItemOutcome]) -> None:
     """After the batch committed."""
+    SETTLEMENT_BATCH_SIZE.observe(len(outcomes))
     for outcome in outcomes:
         if outcome.result is None:
-            SETTLEMENTS.labels("rejected").inc()
+            _REJECTED.inc()
         elif outcome.replayed:
-            SETTLEMENTS.labels("replayed").inc()
+            _REPLAYED.inc()
         elif outcome.result.points > 0:
-            SETTLEMENTS.labels("earned").inc()
-            POINTS_ISSUED.labels(ISSUED_BY_SETTLEMENT).inc(outcome.result.points)
+            _EARNED.inc()
+            _ISSUED_BY_SETTLEMENT.inc(outcome.result.points)
         else:
-            SETTLEMENTS.labels("no_points").inc()
+            _NO_POINTS.inc()
 
 
 def refunded(result: RefundResult, replayed: bool) -> None:

@@ -100,7 +100,7 @@ def use_cases(
     return PointsDeps(
         rules=rules,
         members=members,
-        settlement=Settlement(pool, members, rules, clock),
+        settlement=Settlement(pool, members, rules, clock, config.settlement_linger_s),
         balances=Balances(pool, members, clock),
         refunds=Refunds(pool, rules, clock),
         grants=Grants(pool, rules, clock),

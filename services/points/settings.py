@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.runtime.config import Settings
+from services.runtime.config import Settings, number_setting
 
 RULES_FILE_ENV = "MEMBERSHIP_POINTS_RULES_FILE"
 REWARDS_FILE_ENV = "MEMBERSHIP_POINTS_REWARDS_FILE"
+SETTLEMENT_LINGER_ENV = "MEMBERSHIP_POINTS_SETTLEMENT_LINGER_MS"
+DEFAULT_SETTLEMENT_LINGER_MS = 0.0  # off: measured no gain on 2 cores (docs/decisions/points.md)
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("program_rules") / "default.toml"
 DEFAULT_REWARDS_FILE = Path(__file__).with_name("program_rules") / "rewards.toml"
@@ -27,6 +29,8 @@ class PointsSettings:
     jobs_interval_s: float
     # how long writes for a member accounts has not announced are answered "retry"
     unknown_member_grace_s: float
+    # how long, under load, a coalesced batch of single settlements waits to fill
+    settlement_linger_s: float
 
 
 def load(settings: Settings) -> PointsSettings:
@@ -36,4 +40,8 @@ def load(settings: Settings) -> PointsSettings:
         rewards_file=Path(env.get(REWARDS_FILE_ENV) or DEFAULT_REWARDS_FILE),
         jobs_interval_s=settings.points_jobs_interval_s,
         unknown_member_grace_s=settings.points_unknown_member_grace_s,
+        settlement_linger_s=number_setting(
+            env, SETTLEMENT_LINGER_ENV, DEFAULT_SETTLEMENT_LINGER_MS, 0.0, 100.0
+        )
+        / 1000,
     )

@@ -54,6 +54,7 @@ class Settlement:
         members: MemberDirectory,
         rules: RulesInForce,
         clock: Callable[[], datetime],
+        linger_s: float = 0.0,
     ) -> None:
         self._pool = pool
         self._members = members
@@ -61,7 +62,7 @@ class Settlement:
         self._clock = clock
         self._in_debt = SettlementInDebt(rules, clock)
         self._coalescer: Coalescer[Payment, ItemOutcome] = Coalescer(
-            self.settle_many, COALESCED_MAX_BATCH, COALESCED_MAX_IN_FLIGHT
+            self.settle_many, COALESCED_MAX_BATCH, COALESCED_MAX_IN_FLIGHT, linger_s
         )
 
     async def settle(self, payment: Payment) -> SettlementResult:

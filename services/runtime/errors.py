@@ -126,7 +126,11 @@ class ViolationCollector:
             self.require(value.strip(), field_path, max_len)
         else:
             self.bound(value, field_path, max_len)
-        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        # a printable string has no control character or surrogate; isprintable is the
+        # fast test of the common case, the category scan decides the rest
+        if not value.isprintable() and any(
+            unicodedata.category(ch) in ("Cc", "Cs") for ch in value
+        ):
             self.add(field_path, "must not contain control characters")
 
     def request_id(self, value: str, field_path: str = "request_id") -> None:

@@ -62,7 +62,7 @@ from tests.bench.bench_settlement import (
     timed_load,
     wait_serving,
 )
-from tests.bench.common import Result, cpu_by_process, machine_info, summarise
+from tests.bench.common import Result, cpu_by_process, machine_info, postmaster_pid, summarise
 from tests.support.postgres import PostgresForTests
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "gateway.json"
@@ -156,11 +156,11 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_snapshot(points_pid: int, gateway_pid: int) -> dict[str, float]:
-    """CPU seconds so far of points, the gateway, PostgreSQL (all its processes), the callers
+def cpu_snapshot(points_pid: int, gateway_pid: int, postmaster: int) -> dict[str, float]:
+    """CPU seconds so far of points, the gateway, the run's PostgreSQL, the callers
     (this process), and `idle` and `all`: the machine's idle (+ iowait) and total seconds."""
     spent = {"points": 0.0, "gateway": cpu_s(gateway_pid), "postgres": 0.0, "callers": 0.0}
-    for (group, _), seconds in cpu_by_process(points_pid).items():
+    for (group, _), seconds in cpu_by_process(points_pid, postmaster).items():
         spent["points" if group == "service" else group] += seconds
     with contextlib.suppress(OSError, IndexError):  # no /proc: idle and all stay 0
         ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -222,6 +222,7 @@ class Loads:
     noop: Load
     points_pid: int
     gateway_pid: int
+    postmaster: int  # the run's PostgreSQL, whose processes alone are counted
 
 
 @dataclass
@@ -247,11 +248,11 @@ async def measured(
 ) -> tuple[Result, dict[str, float]]:
     """One load's result and CPU microseconds per call by process group, plus `busy`: the
     share of all the machine's CPU time that was used (100: none left over)."""
-    before = cpu_snapshot(loads.points_pid, loads.gateway_pid)
+    before = cpu_snapshot(loads.points_pid, loads.gateway_pid, loads.postmaster)
     lat, items, elapsed = await timed_load(
         f"round {n} {which}", options.callers, options.seconds, load
     )
-    after = cpu_snapshot(loads.points_pid, loads.gateway_pid)
+    after = cpu_snapshot(loads.points_pid, loads.gateway_pid, loads.postmaster)
     result = summarise(NAMES[which], lat, elapsed, options.callers)
     spent = {k: after[k] - before.get(k, 0.0) for k in after}
     total, idle = spent.pop("all", 0.0), spent.pop("idle", 0.0)
@@ -402,6 +403,7 @@ async def run(options: Options, pg: PostgresForTests, keys_dir: Path) -> dict[st
                 noop=no_op(direct_channel),
                 points_pid=points.pid,
                 gateway_pid=gateway.pid,
+                postmaster=await postmaster_pid(dsn),
             )
             # one call of each first: a wrong route or key fails here, not mid-round
             for load in (loads.direct, loads.passthrough, loads.rest):

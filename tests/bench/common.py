@@ -176,15 +176,39 @@ def _cpu_model() -> str:
 # --- where the CPU goes ----------------------------------------------------------------------
 
 
-def _process_cpu_s(stat: str) -> float:
-    """utime + stime of one /proc/<pid>/stat line, in seconds."""
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a /proc/<pid>/stat line after the command name (which may hold spaces):
+    [0] state, [1] parent pid, [11] utime, [12] stime, [13] cutime, [14] cstime."""
+    return stat.rsplit(")", 1)[1].split()
 
 
-def cpu_by_process(service_pid: int) -> dict[tuple[str, int], float]:
-    """CPU seconds used so far by each process of the service, PostgreSQL (every backend)
-    and this process (the callers), keyed by (group, pid). Linux only; elsewhere empty."""
+def _seconds(ticks: int) -> float:
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of a process (0 where /proc is missing or the process is gone)."""
+    try:
+        return int(_stat_fields(Path(f"/proc/{pid}/stat").read_text())[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+async def postmaster_pid(dsn: str) -> int:
+    """The pid of the postmaster serving `dsn`: the parent of a backend of it."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return parent_of(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    finally:
+        await conn.close()
+
+
+def cpu_by_process(service_pid: int, postmaster: int) -> dict[tuple[str, int], float]:
+    """CPU seconds used so far by the service, the run's PostgreSQL and this process (the
+    callers), keyed by (group, pid). PostgreSQL is the postmaster `postmaster` and its
+    children only (another cluster on the machine is not counted); the postmaster's own figure
+    includes what its exited children used (`cutime`, `cstime`: the backends of connections
+    that closed, pgbench's among them). Linux only; elsewhere empty."""
     proc = Path("/proc")
     if not proc.is_dir():
         return {}
@@ -193,25 +217,32 @@ def cpu_by_process(service_pid: int) -> dict[tuple[str, int], float]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = _stat_fields((entry / "stat").read_text())
         except OSError:  # the process ended meanwhile
             continue
-        if int(entry.name) == service_pid:
-            totals[("service", service_pid)] = _process_cpu_s(stat)
-        elif "(postgres)" in stat:
-            totals[("postgres", int(entry.name))] = _process_cpu_s(stat)
+        pid, used = int(entry.name), int(fields[11]) + int(fields[12])
+        if pid == service_pid:
+            totals[("service", pid)] = _seconds(used)
+        elif pid == postmaster:
+            totals[("postgres", pid)] = _seconds(used + int(fields[13]) + int(fields[14]))
+        elif int(fields[1]) == postmaster:
+            totals[("postgres", pid)] = _seconds(used)
     return totals
 
 
 def cpu_per_item_us(
     before: dict[tuple[str, int], float], after: dict[tuple[str, int], float], items: int
 ) -> dict[str, float]:
-    """Microseconds of CPU per item by group, and their total. A process that ended in
-    between is left out (its last figures are unknown); one that started counts whole."""
+    """Microseconds of CPU per item by group, and their total: each group's sum after less
+    its sum before. A backend that exited in between moved its whole figure into the
+    postmaster's (children's time), so the difference counts it once; one that started
+    counts whole."""
     if not before or items == 0:
         return {}
     spent = {"service": 0.0, "postgres": 0.0, "callers": 0.0}
     for key, seconds in after.items():
-        spent[key[0]] += seconds - before.get(key, 0.0)
+        spent[key[0]] += seconds
+    for key, seconds in before.items():
+        spent[key[0]] -= seconds
     per_item = {k: round(v / items * 1e6, 1) for k, v in spent.items()}
     return {**per_item, "total": round(sum(per_item.values()), 1)}

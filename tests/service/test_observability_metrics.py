@@ -98,6 +98,20 @@ async def test_a_batch_counts_each_item_by_outcome(suite: Suite) -> None:
     assert moved == {"earned": 1, "replayed": 1, "no_points": 1, "rejected": 1}
 
 
+async def test_each_settlement_transaction_records_its_batch_size(suite: Suite) -> None:
+    member_id = await known_member(suite)
+    before = await scrape()
+    requests = [payment(member_id, f"size-{i}") for i in range(3)]
+    await suite.points.SettlePayments(
+        pb.SettlePaymentsRequest(requests=requests), metadata=settler(suite)
+    )
+    after = await scrape()
+    name = "membership_points_settlement_batch_size"
+    assert value(after, f"{name}_count") - value(before, f"{name}_count") == 1
+    assert value(after, f"{name}_sum") - value(before, f"{name}_sum") == 3
+    assert value(after, f"{name}_bucket", le="2.0") == value(before, f"{name}_bucket", le="2.0")
+
+
 async def test_a_refund_counts_once_and_its_replay_does_not_add(suite: Suite) -> None:
     member_id = await known_member(suite)
     old = NOW - timedelta(days=10)

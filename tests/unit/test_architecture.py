@@ -91,3 +91,19 @@ def test_the_map_lists_every_module_and_nothing_else() -> None:
     listed = _mapped_modules()
     assert sorted(tree - listed) == [], "modules without a line in docs/architecture.md"
     assert sorted(listed - tree) == [], "docs/architecture.md lists modules that do not exist"
+
+
+def test_the_docs_name_no_module_that_is_gone() -> None:
+    named = re.compile(r"\b((?:services|gateway|tests|membership_cli)/[\w/]+\.py)\b")
+    documents = [
+        ROOT / "README.md",
+        *(ROOT / "docs").rglob("*.md"),
+        *(ROOT / "deploy").rglob("*.md"),
+    ]
+    gone = sorted(
+        f"{doc.relative_to(ROOT)}: {path}"
+        for doc in documents
+        for path in set(named.findall(doc.read_text(encoding="utf-8")))
+        if not (ROOT / path).is_file()
+    )
+    assert gone == []

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from services.points import settings as points_settings
 from services.runtime.coalesce import Coalescer
+from services.runtime.config import ConfigError, load_settings
 
 
 class Recorder:
@@ -116,6 +118,80 @@ async def test_a_batch_with_the_wrong_number_of_results_fails_its_callers() -> N
         await coalescer.submit(1)
 
 
+async def test_a_lone_call_never_lingers() -> None:
+    run = Recorder()
+    coalescer = Coalescer(run, max_batch=10, max_in_flight=2, linger_s=0.5)
+    started = asyncio.get_running_loop().time()
+    assert await coalescer.submit(7) == 70
+    assert asyncio.get_running_loop().time() - started < 0.25
+    assert run.batches == [[7]]
+
+
+async def test_under_load_a_free_slot_lingers_for_the_calls_that_follow() -> None:
+    run = Recorder()
+    run.gate.clear()
+    coalescer = Coalescer(run, max_batch=10, max_in_flight=2, linger_s=0.05)
+    first = asyncio.create_task(coalescer.submit(0))
+    await settle()
+    # a batch runs and a slot is free: the next calls, arriving one by one, share one batch
+    later = []
+    for i in range(1, 4):
+        later.append(asyncio.create_task(coalescer.submit(i)))
+        await settle()
+    assert run.batches == [[0]]
+    run.gate.set()
+    assert await asyncio.gather(first, *later) == [0, 10, 20, 30]
+    assert run.batches == [[0], [1, 2, 3]]
+
+
+async def test_a_full_batch_ends_the_wait() -> None:
+    run = Recorder()
+    run.gate.clear()
+    coalescer = Coalescer(run, max_batch=2, max_in_flight=2, linger_s=0.5)
+    first = asyncio.create_task(coalescer.submit(0))
+    await settle()
+    later = [asyncio.create_task(coalescer.submit(i)) for i in (1, 2)]
+    await settle()
+    assert run.batches == [[0], [1, 2]]  # started at once: full
+    run.gate.set()
+    await asyncio.gather(first, *later)
+
+
+async def test_the_wait_ends_when_nothing_else_runs() -> None:
+    run = Recorder()
+    run.gate.clear()
+    coalescer = Coalescer(run, max_batch=10, max_in_flight=2, linger_s=0.5)
+    first = asyncio.create_task(coalescer.submit(0))
+    await settle()
+    second = asyncio.create_task(coalescer.submit(1))
+    await settle()
+    assert run.batches == [[0]]  # lingering
+    run.gate.set()
+    started = asyncio.get_running_loop().time()
+    assert list(await asyncio.gather(first, second)) == [0, 10]
+    assert asyncio.get_running_loop().time() - started < 0.25  # not the whole 0.5 s
+    assert run.batches == [[0], [1]]
+
+
+def test_linger_is_bounded() -> None:
+    with pytest.raises(ValueError):
+        Coalescer(Recorder(), max_batch=1, max_in_flight=1, linger_s=2)
+    with pytest.raises(ValueError):
+        Coalescer(Recorder(), max_batch=1, max_in_flight=1, linger_s=-0.1)
+
+
 def test_bounds_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Coalescer(Recorder(), max_batch=0, max_in_flight=1)
+
+
+def test_the_points_linger_setting_is_in_milliseconds_and_bounded() -> None:
+    def linger_s(value: str) -> float:
+        env = {points_settings.SETTLEMENT_LINGER_ENV: value}
+        return points_settings.load(load_settings(env)).settlement_linger_s
+
+    assert linger_s("") == 0.0
+    assert linger_s("1.5") == 0.0015
+    for bad in ("-1", "101", "soon"):
+        with pytest.raises(ConfigError):
+            linger_s(bad)

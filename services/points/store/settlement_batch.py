@@ -41,7 +41,8 @@ async def lock_known_members(
     return {r["member_id"]: int(r["available"]) for r in rows}
 
 
-_READ_LOCKED = f"""
+# public: the settlement benchmark reports its plan
+READ_LOCKED = f"""
 SELECT
   array(SELECT row(m.member_id, {EFFECTIVE_STATE},
           CASE WHEN NOT EXISTS (SELECT 1 FROM points.referral_bonuses r
@@ -73,7 +74,7 @@ async def read_locked(
     """Everything the batch decides on, in one statement after the members' locks (so it
     sees what earlier lock holders committed), and `id_count` new ledger ids."""
     row = await conn.fetchrow(
-        _READ_LOCKED,
+        READ_LOCKED,
         list(member_ids),
         *window,
         [m for m, _ in keys],
