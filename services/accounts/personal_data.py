@@ -47,12 +47,42 @@ class Digests:
 
 
 async def seal(privacy: PrivacyPort, member_id: str, values: Mapping[str, str]) -> Sealed:
-    present = [PlainField(column, value.encode()) for column, value in values.items() if value]
+    present = _present(values)
     # clearing fields only (an update to empty values) has nothing to encrypt
     cts = await privacy.encrypt(member_id, present) if present else []
+    return _sealed(values, present, cts)
+
+
+def _present(values: Mapping[str, str]) -> list[PlainField]:
+    return [PlainField(column, value.encode()) for column, value in values.items() if value]
+
+
+def _sealed(values: Mapping[str, str], present: list[PlainField], cts: list[bytes]) -> Sealed:
     ciphertexts: dict[str, bytes | None] = {column: None for column in values}
     ciphertexts.update({f.column: ct for f, ct in zip(present, cts, strict=True)})
     return Sealed(ciphertexts, masked(values))
+
+
+async def seal_and_digest(
+    privacy: PrivacyPort,
+    member_id: str,
+    values: Mapping[str, str],
+    *,
+    context: str,
+    canonical: bytes,
+    lookups: Mapping[LookupKind, str],
+) -> tuple[Sealed, Digests]:
+    """`seal` and `request_digests` in one call of privacy (a registration's one round trip)."""
+    present = _present(values)
+    if not present:  # nothing to encrypt: EncryptFields needs a field
+        return await seal(privacy, member_id, values), await request_digests(
+            privacy, context=context, canonical=canonical, lookups=lookups
+        )
+    kinds = sorted(lookups)
+    inputs = [IndexInput(context, canonical)] + [_lookup_input(k, lookups[k]) for k in kinds]
+    cts, digests = await privacy.encrypt_and_index(member_id, present, inputs)
+    found = Digests(digests[0], dict(zip(kinds, digests[1:], strict=True)))
+    return _sealed(values, present, cts), found
 
 
 async def reveal(

@@ -49,6 +49,12 @@ class PrivacyPort(Protocol):
         """Ciphertexts of the member's fields, in order."""
         ...
 
+    async def encrypt_and_index(
+        self, member_id: str, fields: Sequence[PlainField], inputs: Sequence[IndexInput]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """`encrypt` and `blind_indexes` in one call: (ciphertexts, digests), each in order."""
+        ...
+
     async def decrypt(
         self,
         member_id: str,

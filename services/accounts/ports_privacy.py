@@ -204,15 +204,24 @@ class GrpcPrivacy:
         return list(response.digests)
 
     async def encrypt(self, member_id: str, fields: Sequence[PlainField]) -> list[bytes]:
+        ciphertexts, _ = await self.encrypt_and_index(member_id, fields, ())
+        return ciphertexts
+
+    async def encrypt_and_index(
+        self, member_id: str, fields: Sequence[PlainField], inputs: Sequence[IndexInput]
+    ) -> tuple[list[bytes], list[bytes]]:
         request = pb.EncryptFieldsRequest(
             subject_id=member_id,
             fields=[
                 pb.PlainField(context=self._context(f.column), plaintext=f.plaintext)
                 for f in fields
             ],
+            blind_index_inputs=[
+                pb.BlindIndexInput(context=i.context, value=i.value) for i in inputs
+            ],
         )
         response = await self._call(self._stub.EncryptFields, request, PrivacyRpc.ENCRYPT_FIELDS)
-        return list(response.ciphertexts)
+        return list(response.ciphertexts), list(response.digests)
 
     async def decrypt(
         self,

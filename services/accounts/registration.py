@@ -8,7 +8,7 @@ import asyncpg
 from services.accounts import personal_data
 from services.accounts.domain import events
 from services.accounts.domain.consents import signup_consents_request_id
-from services.accounts.domain.idempotency import replay_registration
+from services.accounts.domain.idempotency import RegistrationRecord, replay_registration
 from services.accounts.domain.lifecycle import Status
 from services.accounts.domain.members import (
     LookupKind,
@@ -22,8 +22,7 @@ from services.accounts.domain.registration import (
     Registration,
     referral_codes_exhausted,
 )
-from services.accounts.members import load
-from services.accounts.personal_data import Digests
+from services.accounts.personal_data import Digests, Sealed
 from services.accounts.ports import INDEX_REGISTER_REQUEST, PrivacyPort
 from services.accounts.store import lookup as lookup_store
 from services.accounts.store import members as member_store
@@ -40,34 +39,57 @@ class Registrations:
         self._privacy = privacy
 
     async def register(self, reg: Registration) -> Member:
-        digests = await personal_data.request_digests(
+        """One call of privacy for a new registration: the member's fields are encrypted
+        and the request's digests computed together (a repeat, rare, first asks for the
+        digest its stored fingerprint is compared with)."""
+        async with self._pool.acquire() as conn:
+            stored = await request_store.get_registration(conn, reg.request_id)
+            # an unknown referral code is refused before privacy makes a data key
+            referrer = None if stored is not None else await _referrer(conn, reg.referral_code)
+        if stored is not None:
+            return await self._repeat(reg, stored)
+        member_id = new_member_id()
+        # encrypting creates the member's data key, without which privacy does not know
+        # them; consents are recorded next and the member inserted last, so a refused
+        # consent leaves no member behind (see docs/decisions/accounts.md, consents at sign-up)
+        sealed, digests = await personal_data.seal_and_digest(
             self._privacy,
+            member_id,
+            reg.personal(),
             context=INDEX_REGISTER_REQUEST,
             canonical=reg.canonical(),
             lookups=reg.lookups(),
         )
         try:
-            return await self._register(reg, digests)
+            return await self._register(reg, member_id, sealed, digests, referrer)
         except UniqueViolation as exc:
             return await self._after_clash(reg.request_id, digests.request, exc)
 
-    async def _register(self, reg: Registration, digests: Digests) -> Member:
+    async def _repeat(self, reg: Registration, stored: RegistrationRecord) -> Member:
+        """The first result of this request_id; raises when the key was used for another
+        request, or for a member since erased."""
+        digests = await personal_data.request_digests(
+            self._privacy, context=INDEX_REGISTER_REQUEST, canonical=reg.canonical(), lookups={}
+        )
+        done = replay_registration(stored, digests.request)
+        if done is None:
+            raise DomainError.internal("a stored registration replayed to nothing")
+        return done
+
+    async def _register(
+        self,
+        reg: Registration,
+        member_id: str,
+        sealed: Sealed,
+        digests: Digests,
+        referrer: str | None,
+    ) -> Member:
         """Raises UniqueViolation when a phone, email or the request_id is taken."""
-        async with self._pool.acquire() as conn:
-            stored = await request_store.get_registration(conn, reg.request_id)
-            done = replay_registration(stored, digests.request)
+        if reg.consents is not None:
+            done = await self._before_consents(reg, digests)
             if done is not None:
                 return done
-            referrer = await _referrer(conn, reg.referral_code)
-            for kind, digest in digests.lookups.items():
-                if digest is not None and await lookup_store.find_by_digest(conn, kind, digest):
-                    raise UniqueViolation(kind)
-        member_id = new_member_id()
-        # encrypting creates the member's data key, without which privacy does not know
-        # them; consents are recorded next and the member inserted last, so a refused
-        # consent leaves no member behind (see docs/decisions/accounts.md, consents at sign-up)
-        sealed = await personal_data.seal(self._privacy, member_id, reg.personal())
-        await self._record_consents(member_id, reg)
+            await self._record_consents(member_id, reg)
         new = member_store.NewMember(
             member_id=member_id,
             ciphertexts=sealed.ciphertexts,
@@ -77,6 +99,20 @@ class Registrations:
         return await in_transaction(
             self._pool, lambda conn: _insert(conn, reg.request_id, digests, new)
         )
+
+    async def _before_consents(self, reg: Registration, digests: Digests) -> Member | None:
+        """What keeps consents from being recorded for a registration that will not insert:
+        a concurrent repeat committed since the first look (its result), or a phone or email
+        taken (UniqueViolation). Without consents the insert's unique keys decide alone."""
+        async with self._pool.acquire() as conn:
+            stored = await request_store.get_registration(conn, reg.request_id)
+            done = replay_registration(stored, digests.request)
+            if done is not None:
+                return done
+            for kind, digest in digests.lookups.items():
+                if digest is not None and await lookup_store.find_by_digest(conn, kind, digest):
+                    raise UniqueViolation(kind)
+        return None
 
     async def _record_consents(self, member_id: str, reg: Registration) -> None:
         if reg.consents is None:
@@ -118,9 +154,8 @@ async def _insert(
     conn: Conn, request_id: str, digests: Digests, new: member_store.NewMember
 ) -> Member:
     await member_store.insert_member(conn, new)
-    await _give_referral_code(conn, new.member_id)
-    await lookup_store.write_lookups(conn, new.member_id, digests.lookups)
-    member = (await load(conn, new.member_id)).member
+    member = await _give_referral_code(conn, new.member_id)
+    await lookup_store.insert_new_lookups(conn, new.member_id, digests.lookups)
     await request_store.insert_registration(conn, request_id, digests.request, member)
     await outbox.add_outbox_event(
         conn, events.registered(new.member_id, referred_by=new.referred_by)
@@ -128,8 +163,10 @@ async def _insert(
     return member
 
 
-async def _give_referral_code(conn: Conn, member_id: str) -> None:
+async def _give_referral_code(conn: Conn, member_id: str) -> Member:
+    """The member as inserted, with a referral code of their own."""
     for _ in range(REFERRAL_CODE_ATTEMPTS):
-        if await member_store.claim_referral_code(conn, member_id, code=new_referral_code()):
-            return
+        stored = await member_store.claim_referral_code(conn, member_id, code=new_referral_code())
+        if stored is not None:
+            return stored.member
     raise referral_codes_exhausted()

@@ -57,15 +57,22 @@ def _contexts(
     return contexts
 
 
-def plaintexts_of(request: pb.EncryptFieldsRequest) -> list[FieldValue]:
+def encryption_of(request: pb.EncryptFieldsRequest) -> tuple[list[FieldValue], list[IndexInput]]:
+    """The fields to encrypt, and the values to index in the same call (0 to MAX_FIELDS);
+    every violation at once."""
     v = ViolationCollector()
     _check_subject(v, request.subject_id)
     contexts = _contexts(v, request.fields)
     for i, f in enumerate(request.fields):
         if len(f.plaintext) > MAX_PLAINTEXT_BYTES:
             v.add(f"fields[{i}].plaintext", f"at most {MAX_PLAINTEXT_BYTES} bytes")
+    inputs = request.blind_index_inputs
+    if len(inputs) > MAX_FIELDS:
+        v.add("blind_index_inputs", f"at most {MAX_FIELDS} inputs")
+    _check_index_inputs(v, inputs, "blind_index_inputs")
     v.raise_if_any()
-    return [FieldValue(c, f.plaintext) for c, f in zip(contexts, request.fields, strict=True)]
+    fields = [FieldValue(c, f.plaintext) for c, f in zip(contexts, request.fields, strict=True)]
+    return fields, [IndexInput(i.context, i.value) for i in inputs]
 
 
 def decryption_of(request: pb.DecryptFieldsRequest) -> Decryption:
@@ -86,13 +93,19 @@ def index_inputs_of(request: pb.ComputeBlindIndexRequest) -> list[IndexInput]:
     v = ViolationCollector()
     if not 1 <= len(request.inputs) <= MAX_FIELDS:
         v.add("inputs", f"between 1 and {MAX_FIELDS} inputs")
-    for i, item in enumerate(request.inputs):
-        if not INDEX_CONTEXT.fullmatch(item.context):
-            v.add(f"inputs[{i}].context", "required: lower-case dotted identifier")
-        if not 0 < len(item.value) <= MAX_PLAINTEXT_BYTES:
-            v.add(f"inputs[{i}].value", f"required, at most {MAX_PLAINTEXT_BYTES} bytes")
+    _check_index_inputs(v, request.inputs, "inputs")
     v.raise_if_any()
     return [IndexInput(i.context, i.value) for i in request.inputs]
+
+
+def _check_index_inputs(
+    v: ViolationCollector, inputs: Sequence[pb.BlindIndexInput], field_path: str
+) -> None:
+    for i, item in enumerate(inputs):
+        if not INDEX_CONTEXT.fullmatch(item.context):
+            v.add(f"{field_path}[{i}].context", "required: lower-case dotted identifier")
+        if not 0 < len(item.value) <= MAX_PLAINTEXT_BYTES:
+            v.add(f"{field_path}[{i}].value", f"required, at most {MAX_PLAINTEXT_BYTES} bytes")
 
 
 def rotation_key_of(request: pb.RotateKeyEncryptionKeyRequest) -> str:

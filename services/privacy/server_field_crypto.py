@@ -19,11 +19,17 @@ class FieldCryptoServicer(pb_grpc.FieldCryptoServiceServicer):
     async def EncryptFields(
         self, request: pb.EncryptFieldsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EncryptFieldsResponse:
-        fields = proto.plaintexts_of(request)
-        ciphertexts, key_id = await self._crypto.encrypt(
-            current_caller(), request.subject_id, fields
+        fields, inputs = proto.encryption_of(request)
+        caller = current_caller()
+        # the indexes first: a caller refused them has no data key made for nothing
+        digests, index_key_id = self._crypto.blind_indexes(caller, inputs) if inputs else ([], "")
+        ciphertexts, key_id = await self._crypto.encrypt(caller, request.subject_id, fields)
+        return pb.EncryptFieldsResponse(
+            ciphertexts=ciphertexts,
+            data_key_id=key_id,
+            digests=digests,
+            index_key_id=index_key_id,
         )
-        return pb.EncryptFieldsResponse(ciphertexts=ciphertexts, data_key_id=key_id)
 
     async def DecryptFields(
         self, request: pb.DecryptFieldsRequest, context: grpc.aio.ServicerContext

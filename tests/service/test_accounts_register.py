@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from membership.accounts.v1 import accounts_pb2 as pb
+from prometheus_client import REGISTRY
 
 from services.accounts.domain.consents import Channel, ConsentGrant
 from services.accounts.domain.registration import Registration
@@ -243,6 +244,34 @@ async def test_limits_are_inclusive(suite: Suite) -> None:
     assert (await _full(suite, member.name)).display_name == "名" * 64
 
 
+def privacy_calls() -> dict[str, float]:
+    """Field-crypto RPCs privacy has answered so far in this process, by method."""
+    calls = {"EncryptFields": 0.0, "ComputeBlindIndex": 0.0}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            method = sample.labels.get("method", "")
+            name = method.rsplit("/", 1)[-1]
+            if sample.name == "membership_rpc_total" and name in calls:
+                calls[name] += sample.value
+    return calls
+
+
+async def test_a_new_registration_is_one_call_of_privacy(suite: Suite) -> None:
+    before = privacy_calls()
+    phone = "+8613800138123"
+    member = await register(suite, phone, request_id="one-hop", email="one.hop@example.com")
+    after = privacy_calls()
+    assert {k: after[k] - before[k] for k in after} == {"EncryptFields": 1, "ComputeBlindIndex": 0}
+    # the repeat compares its fingerprint first, and encrypts nothing
+    again = await register(suite, phone, request_id="one-hop", email="one.hop@example.com")
+    repeated = privacy_calls()
+    assert again.name == member.name
+    assert {k: repeated[k] - after[k] for k in after} == {
+        "EncryptFields": 0,
+        "ComputeBlindIndex": 1,
+    }
+
+
 class _FakePrivacy:
     """Deterministic digests and ciphertexts: enough to drive Registrations without privacy."""
 
@@ -251,6 +280,14 @@ class _FakePrivacy:
 
     async def encrypt(self, member_id: str, fields: Sequence[tuple[str, bytes]]) -> list[bytes]:
         return [b"ct:" + c.encode() for c, _ in fields]
+
+    async def encrypt_and_index(
+        self,
+        member_id: str,
+        fields: Sequence[tuple[str, bytes]],
+        inputs: Sequence[tuple[str, bytes]],
+    ) -> tuple[list[bytes], list[bytes]]:
+        return await self.encrypt(member_id, fields), await self.blind_indexes(inputs)
 
     async def decrypt(
         self, member_id: str, fields: Sequence[tuple[str, bytes]], purpose: str, on_behalf_of: str

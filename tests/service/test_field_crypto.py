@@ -309,6 +309,71 @@ async def test_blind_index_is_deterministic_per_context(suite: Suite) -> None:
     assert PHONE not in phone
 
 
+async def test_encrypt_fields_computes_blind_indexes_in_the_same_call(suite: Suite) -> None:
+    role = accounts_role(suite)
+    inputs = [
+        pb.BlindIndexInput(context="accounts.members.phone", value=PHONE),
+        pb.BlindIndexInput(context="accounts.requests.register", value=b"canonical request"),
+    ]
+    phone = pb.PlainField(context=context("phone"), plaintext=PHONE)
+    both = await suite.privacy.EncryptFields(
+        pb.EncryptFieldsRequest(subject_id="m-both", fields=[phone], blind_index_inputs=inputs),
+        metadata=role,
+    )
+    alone = await suite.privacy.ComputeBlindIndex(
+        pb.ComputeBlindIndexRequest(inputs=inputs), metadata=role
+    )
+    assert list(both.digests) == list(alone.digests)
+    assert both.index_key_id == alone.index_key_id
+    assert await decrypt(suite, "m-both", [("phone", both.ciphertexts[0])]) == [PHONE]
+    plain = await suite.privacy.EncryptFields(
+        pb.EncryptFieldsRequest(subject_id="m-both", fields=[phone]), metadata=role
+    )
+    assert (list(plain.digests), plain.index_key_id) == ([], "")
+
+
+async def test_blind_index_inputs_of_encrypt_fields_are_checked_with_its_fields(
+    suite: Suite, db: asyncpg.Connection
+) -> None:
+    role = accounts_role(suite)
+    oversized = pb.PlainField(context=context("phone"), plaintext=b"x" * 4097)
+    bad = pb.EncryptFieldsRequest(
+        subject_id="m-checked",
+        fields=[oversized],
+        blind_index_inputs=[pb.BlindIndexInput(context="Not A Context", value=b"")],
+    )
+    await expect_error(
+        suite.privacy.EncryptFields(bad, metadata=role),
+        INVALID,
+        fields={
+            "fields[0].plaintext",
+            "blind_index_inputs[0].context",
+            "blind_index_inputs[0].value",
+        },
+    )
+    too_many = pb.EncryptFieldsRequest(
+        subject_id="m-checked",
+        fields=[pb.PlainField(context=context("phone"), plaintext=PHONE)],
+        blind_index_inputs=[pb.BlindIndexInput(context="accounts.x", value=b"v")] * 65,
+    )
+    await expect_error(
+        suite.privacy.EncryptFields(too_many, metadata=role), INVALID, fields={"blind_index_inputs"}
+    )
+    # another service's index context is refused before a data key is made
+    foreign = pb.EncryptFieldsRequest(
+        subject_id="m-foreign",
+        fields=[pb.PlainField(context=context("phone"), plaintext=PHONE)],
+        blind_index_inputs=[pb.BlindIndexInput(context="points.members.phone", value=PHONE)],
+    )
+    await expect_error(
+        suite.privacy.EncryptFields(foreign, metadata=role),
+        grpc.StatusCode.PERMISSION_DENIED,
+        reason="CONTEXT_NOT_OWNED",
+    )
+    keys = "SELECT count(*) FROM privacy.subject_keys WHERE subject_id LIKE 'm-%'"
+    assert await db.fetchval(keys) == 0
+
+
 # --- bounds ----------------------------------------------------------------------------------
 
 

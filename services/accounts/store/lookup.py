@@ -38,6 +38,17 @@ async def write_lookups(
             await _insert_lookup(conn, kind, digest, member_id)
 
 
+async def insert_new_lookups(
+    conn: Conn, member_id: str, digests: Mapping[LookupKind, bytes | None]
+) -> None:
+    """The entries of a member just inserted (who has none to replace), in sorted kind
+    order as `write_lookups` writes them; UniqueViolation(kind) when a value is taken."""
+    for kind in sorted(digests):
+        digest = digests[kind]
+        if digest is not None:
+            await _insert_lookup(conn, kind, digest, member_id)
+
+
 async def _insert_lookup(conn: Conn, kind: LookupKind, digest: bytes, member_id: str) -> None:
     try:
         await conn.execute(

@@ -84,8 +84,9 @@ async def insert_member(conn: Conn, new: NewMember) -> StoredMember:
     return _stored(row)
 
 
-async def claim_referral_code(conn: Conn, member_id: str, *, code: str) -> bool:
-    """Gives `code` to the member if free; False if another member holds it."""
+async def claim_referral_code(conn: Conn, member_id: str, *, code: str) -> StoredMember | None:
+    """Gives `code` to the member if free and returns the member's row with it; None if
+    another member holds the code."""
     inserted = await conn.fetchval(
         "INSERT INTO accounts.referral_codes (code, member_id) VALUES ($1, $2)"
         " ON CONFLICT (code) DO NOTHING RETURNING code",
@@ -93,11 +94,14 @@ async def claim_referral_code(conn: Conn, member_id: str, *, code: str) -> bool:
         member_id,
     )
     if inserted is None:
-        return False
-    await conn.execute(
-        "UPDATE accounts.members SET referral_code = $2 WHERE member_id = $1", member_id, code
+        return None
+    row = await conn.fetchrow(
+        "UPDATE accounts.members SET referral_code = $2 WHERE member_id = $1"
+        f" RETURNING {_MEMBER_COLUMNS}",
+        member_id,
+        code,
     )
-    return True
+    return _stored(row)
 
 
 async def update_personal(
