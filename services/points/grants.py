@@ -84,7 +84,7 @@ class Grants:
         if seen.prior is not None:
             if seen.prior.request_hash != request.fingerprint():
                 raise idempotency_key_reused()
-            return GrantResult.from_json(seen.prior.result)
+            return GrantResult.from_json(seen.prior.document())
         if seen.state != ACTIVE:
             raise member_not_active(seen.state, "cannot receive points")
         credited.append(True)

@@ -74,7 +74,10 @@ class SettlementInDebt:
             seen = await settlement_store.read_under_lock(
                 conn, member_id, key=key, day=day, window=window
             )
-        replay = replay_or_refuse(payment, seen, None if seen is None else seen.prior)
+        prior = None
+        if seen is not None and seen.prior is not None:
+            prior = seen.prior.settlement(member_id, payment.idempotency_key)
+        replay = replay_or_refuse(payment, seen, prior)
         if replay is not None:
             return replay, True
         assert locked is not None and seen is not None  # refused above when unknown

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 from google.rpc import code_pb2
 from membership.points.v1 import points_pb2 as pb
 
+from services.points.domain.settlement import Payment, PointsState, SettlementResult
 from tests.service.test_points_refunds import (
     Stub,
     refund,
@@ -26,6 +30,7 @@ from tests.service.test_points_settlement import (
     settler,
 )
 from tests.support.points import points_with_rules, rules_file
+from tests.support.rpc_errors import expect_error
 from tests.support.suite import Suite
 
 
@@ -148,4 +153,81 @@ async def test_a_member_in_debt_repays_through_a_batch(
     # 40 earned by the member in debt: 24 repay the debt, 16 remain
     assert (await balance(suite, member_id)).available == 16
     assert (await balance(suite, other)).available == 20
+    await ledger_holds(suite.dsn)
+
+
+async def as_stored_before_the_result_columns(dsn: str, member_id: str) -> None:
+    """Rewrites the member's settlements as they were stored before 2026-12-07: the result
+    as a JSON document, no result columns, the request hash of the payment's JSON form."""
+    db = await asyncpg.connect(dsn)
+    try:
+        rows = await db.fetch(
+            "SELECT txn_id, idempotency_key, points, rule_version, settled_state,"
+            " multiplier_bps, available_at, expires_at FROM points.transactions"
+            " WHERE member_id = $1 AND kind = 'settlement'",
+            member_id,
+        )
+        for row in rows:
+            payment_id = row["idempotency_key"].removeprefix("payment:")
+            request = payment(member_id, payment_id)
+            legacy = Payment(
+                member_id,
+                payment_id,
+                "CNY",
+                request.amount.amount_minor,
+                "merchant-1",
+                request.merchant_category,
+                request.occur_time.ToDatetime(UTC),
+                "app",
+            )
+            result = SettlementResult(
+                member_id,
+                payment_id,
+                int(row["points"]),
+                PointsState(row["settled_state"]),
+                row["available_at"],
+                row["expires_at"],
+                int(row["multiplier_bps"]),
+                int(row["rule_version"]),
+                int(row["txn_id"]),
+            )
+            await db.execute(
+                "UPDATE points.transactions SET result = $3::jsonb, request_hash = $4,"
+                " settled_state = NULL, multiplier_bps = NULL, available_at = NULL,"
+                " expires_at = NULL WHERE member_id = $1 AND txn_id = $2",
+                member_id,
+                row["txn_id"],
+                json.dumps(result.to_json()),
+                legacy.legacy_fingerprint(),
+            )
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batch", "single"])
+async def test_settlements_stored_before_the_result_columns_answer_their_repeats(
+    suite: Suite, batched: bool
+) -> None:
+    member_id = await known_member(suite)
+    first = await settle_batch(suite, [payment(member_id, "old-1")])
+    await as_stored_before_the_result_columns(suite.dsn, member_id)
+
+    async def again(request: pb.SettlePaymentRequest) -> pb.SettlePaymentResult:
+        if batched:
+            return (await settle_batch(suite, [request]))[0]
+        one = await suite.points.SettlePayment(request, metadata=settler(suite))
+        return pb.SettlePaymentResult(settlement=one)
+
+    repeat = await again(payment(member_id, "old-1"))
+    assert repeat.settlement == first[0].settlement
+    different = payment(member_id, "old-1", 999)
+    if batched:
+        reused = await again(different)
+        assert (reused.error_code, reused.error_reason) == (
+            code_pb2.ALREADY_EXISTS,
+            "IDEMPOTENCY_KEY_REUSED",
+        )
+    else:
+        await expect_error(again(different), grpc.StatusCode.ALREADY_EXISTS)
+    assert (await balance(suite, member_id)).pending == first[0].settlement.points
     await ledger_holds(suite.dsn)

@@ -170,9 +170,11 @@ CORRUPTIONS: dict[str, tuple[int, list[str]]] = {
         [
             "ALTER TABLE points.transactions DROP CONSTRAINT one_transaction_per_key",
             "INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key,"
-            " request_hash, rule_version, points, result, explanation)"
+            " request_hash, rule_version, points, result, settled_state, multiplier_bps,"
+            " available_at, expires_at, explanation)"
             " SELECT member_id, nextval('points.ledger_ids'), kind, idempotency_key,"
-            " request_hash, rule_version, 0, result, explanation FROM points.transactions"
+            " request_hash, rule_version, 0, result, settled_state, multiplier_bps,"
+            " available_at, expires_at, explanation FROM points.transactions"
             " WHERE member_id = $1 AND txn_id = $4",
         ],
     ),

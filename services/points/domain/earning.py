@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from fractions import Fraction
@@ -77,15 +76,15 @@ _CAP_PER_PAYMENT = EarningStep.CAP_PER_PAYMENT
 _CAP_PER_MEMBER_DAY = EarningStep.CAP_PER_MEMBER_DAY
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: six are made per settlement."""
+
     name: str  # an EarningStep
     value: str  # the running result after this step: "a/b" before rounding, an integer after
     note: str  # the step in words, for `explain`
 
 
-@dataclass(frozen=True)
-class Earning:
+class Earning(NamedTuple):
     points: int
     steps: tuple[Step, ...]
     none_reason: str  # "" when points > 0
@@ -104,19 +103,21 @@ def compute_earning(
     earned_today: int,
 ) -> Earning:
     """Points for one payment; `earned_today` is what the daily cap has already counted today."""
-    currency = rules.currency(currency_code)
+    rate = _rate(rules, currency_code, category, tier_multiplier_bps)  # unknown currency first
     _check_inputs(amount_minor, tier_multiplier_bps, earned_today)
-    terms = _terms(currency)
+    terms = rate.terms
     # Exact values are reduced numerator/denominator pairs: the same rationals as Fraction
     # gives, without its per-operation overhead on the settlement hot path.
     num, den = _reduce(amount_minor * terms.numerator, terms.denominator)
     money = f"{_decimal(amount_minor, terms.minor_units, terms.scale)} {currency_code}"
-    rate = f"{terms.rate} per 1 {currency_code}"
-    steps = [Step(_BASE, f"{num}/{den}", f"{money} at {rate} is {_show(num, den)}")]
-    if category in rules.non_earning_categories:
+    steps = [Step(_BASE, f"{num}/{den}", f"{money} at {rate.rate} is {_show(num, den)}")]
+    if rate.non_earning:
         steps.append(Step(_CATEGORY, "0", f"{category} payments never earn points"))
         return Earning(0, tuple(steps), NON_EARNING_CATEGORY)
-    num, den = _multiply(rules, num, den, category, tier_multiplier_bps, steps)
+    num, den = _reduce(num * rate.category_bps, den * BPS)
+    steps.append(Step(_CATEGORY, f"{num}/{den}", f"{rate.category_note} is {_show(num, den)}"))
+    num, den = _reduce(num * tier_multiplier_bps, den * BPS)
+    steps.append(Step(_TIER, f"{num}/{den}", f"{rate.tier_note} is {_show(num, den)}"))
     points = num // den  # the one rounding of the computation
     steps.append(Step(_ROUND_DOWN, str(points), f"rounded down to {points}"))
     points = _cap_per_payment(rules, points, steps)
@@ -170,21 +171,51 @@ def _reduce(num: int, den: int) -> tuple[int, int]:
     return num // divisor, den // divisor
 
 
-def _multiply(
-    rules: Rules, num: int, den: int, category: str, tier_bps: int, steps: list[Step]
-) -> tuple[int, int]:
+class _Rate(NamedTuple):
+    """What a (currency, category, tier multiplier) contributes to every earning under one
+    `Rules`: worked out once, so that a payment pays only for its own amount's arithmetic."""
+
+    terms: _Terms
+    rate: str  # "0.9 points per 1 CNY"
+    non_earning: bool
+    category_bps: int
+    category_note: str  # "×1.5 for dining", before " is <value>"
+    tier_note: str  # "×1.2 for the tier"
+
+
+# (id(rules), currency, category, tier bps) -> (rules, rate); the rules are kept so that
+# their id is never reused while the entry lives
+_RATES: dict[tuple[int, str, str, int], tuple[Rules, _Rate]] = {}
+_RATES_KEPT = 4096  # currencies x categories x tiers of the rules in use: far fewer
+
+
+def _rate(rules: Rules, currency_code: str, category: str, tier_bps: int) -> _Rate:
+    key = (id(rules), currency_code, category, tier_bps)
+    found = _RATES.get(key)
+    if found is not None and found[0] is rules:
+        return found[1]
+    rate = _new_rate(rules, currency_code, category, tier_bps)
+    if len(_RATES) >= _RATES_KEPT:
+        _RATES.clear()
+    _RATES[key] = (rules, rate)
+    return rate
+
+
+def _new_rate(rules: Rules, currency_code: str, category: str, tier_bps: int) -> _Rate:
+    terms = _terms(rules.currency(currency_code))
     category_bps = rules.category_multipliers_bps.get(category)
     if category_bps is None:
         category_bps, what = BPS, f"for {category} (not a bonus category)"
     else:
         what = f"for {category}"
-    num, den = _reduce(num * category_bps, den * BPS)
-    note = f"{_times(category_bps)} {what} is {_show(num, den)}"
-    steps.append(Step(_CATEGORY, f"{num}/{den}", note))
-    num, den = _reduce(num * tier_bps, den * BPS)
-    note = f"{_times(tier_bps)} for the tier is {_show(num, den)}"
-    steps.append(Step(_TIER, f"{num}/{den}", note))
-    return num, den
+    return _Rate(
+        terms,
+        f"{terms.rate} per 1 {currency_code}",
+        category in rules.non_earning_categories,
+        category_bps,
+        f"{_times(category_bps)} {what}",
+        f"{_times(tier_bps)} for the tier",
+    )
 
 
 @functools.lru_cache(maxsize=1024)  # a handful of multipliers recur on every payment

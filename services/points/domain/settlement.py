@@ -32,6 +32,9 @@ from services.points.domain.unknown_members import member_unknown
 from services.runtime.errors import DomainError, bad_field, idempotency_key_reused
 
 SETTLEMENT_KEY_PREFIX = "payment"
+_KEY_HEAD = len(SETTLEMENT_KEY_PREFIX) + 1  # "payment:"
+_FINGERPRINT_V2 = "settlement/v2;"
+_encode_string = json.encoder.encode_basestring  # a JSON string literal (C), non-ASCII kept
 
 
 def settlement_key(payment_id: str) -> str:
@@ -67,7 +70,28 @@ class Payment:
         return f"{SETTLEMENT_KEY_PREFIX}:{self.payment_id}"  # settlement_key, inlined: hot
 
     def fingerprint(self) -> bytes:
-        """What makes a repeat the same request (no personal information in a payment)."""
+        """What makes a repeat the same request (no personal information in a payment):
+        each field length-prefixed, so no two payments share the text that is hashed."""
+        fields = (
+            self.member_id,
+            self.payment_id,
+            self.currency,
+            str(self.amount_minor),
+            self.merchant_id,
+            self.category,
+            self.occurred_at.isoformat(timespec="microseconds"),
+            self.channel,
+        )
+        canonical = _FINGERPRINT_V2 + "".join([f"{len(f)}:{f};" for f in fields])
+        return hashlib.sha256(canonical.encode()).digest()
+
+    def matches(self, request_hash: bytes) -> bool:
+        """Whether a stored request hash is this payment's: settlements stored before
+        2026-12-07 hold the hash of its JSON form (`legacy_fingerprint`)."""
+        return request_hash == self.fingerprint() or request_hash == self.legacy_fingerprint()
+
+    def legacy_fingerprint(self) -> bytes:
+        """The request hash of settlements stored before 2026-12-07."""
         canonical = json.dumps(
             [
                 self.member_id,
@@ -139,7 +163,47 @@ class Prior(NamedTuple):
     """An earlier settlement under the payment's key."""
 
     request_hash: bytes
-    result: dict[str, Any]
+    result: SettlementResult
+
+
+ResultColumns = tuple[str, int, datetime | None, datetime | None]
+
+
+class StoredPrior(NamedTuple):
+    """An earlier transaction under a key, as stored: a settlement since 2026-12-07 has its
+    result as columns (`columns`: state, multiplier, available_at, expires_at), every other
+    transaction its JSON `result`."""
+
+    request_hash: bytes
+    result_json: str | None
+    txn_id: int
+    points: int
+    rule_version: int
+    columns: ResultColumns | None
+
+    def document(self) -> dict[str, Any]:
+        """The JSON result of a transaction that is not a settlement (a grant's)."""
+        if self.result_json is None:
+            raise ValueError(f"transaction {self.txn_id} stores no JSON result")
+        return dict(json.loads(self.result_json))
+
+    def settlement(self, member_id: str, key: str) -> Prior:
+        """The earlier settlement of a payment."""
+        if self.columns is None:
+            return Prior(self.request_hash, SettlementResult.from_json(self.document()))
+        state, multiplier_bps, available, expires = self.columns
+        result = SettlementResult(
+            member_id=member_id,
+            payment_id=key[_KEY_HEAD:],
+            points=self.points,
+            state=PointsState(state),
+            available_at=available,
+            expires_at=expires,
+            tier_multiplier_bps=multiplier_bps,
+            rule_version=self.rule_version,
+            txn_id=self.txn_id,
+        )
+        return Prior(self.request_hash, result)
 
 
 class LedgerIds(NamedTuple):
@@ -166,7 +230,7 @@ class Earlier(Protocol):
     def request_hash(self) -> bytes: ...
 
     @property
-    def result(self) -> dict[str, Any]: ...
+    def result(self) -> SettlementResult: ...
 
 
 class Standing(Protocol):
@@ -185,7 +249,7 @@ class Seen:
     the member's tier and qualifying points in the window."""
 
     state: str
-    prior: Prior | None
+    prior: StoredPrior | None  # a settlement's, or a grant's (grants read the same way)
     earned_today: int
     tier: TierState | None
     qualifying: int
@@ -202,9 +266,9 @@ def replay_or_refuse(
     if member is None:
         raise member_unknown()
     if prior is not None:
-        if prior.request_hash != payment.fingerprint():
+        if not payment.matches(prior.request_hash):
             raise idempotency_key_reused("payment_id")
-        return SettlementResult.from_json(prior.result)
+        return prior.result
     if member.state != ACTIVE:
         raise member_not_active(member.state, "does not earn points")
     if member.paused:
@@ -239,15 +303,18 @@ class Credit:
     day: date
 
 
-@dataclass(frozen=True)
-class SettlementRow:
+class SettlementRow(NamedTuple):
+    """A settlement's transaction row: its result is stored as columns (the state, the
+    multiplier and the lot's dates; `StoredPrior` rebuilds it) and its explanation as the
+    JSON text `explanation_json` writes."""
+
     txn_id: int
     key: str
     request_hash: bytes
     rule_version: int
     points: int
-    result: dict[str, Any]
-    explanation: dict[str, Any]
+    result: SettlementResult
+    explanation: str  # JSON
 
 
 class Settled(NamedTuple):
@@ -302,15 +369,14 @@ def settlement_row(
 ) -> SettlementRow:
     """The transaction row: the result for repeats, and the explanation (with the debt the
     points repaid)."""
-    explanation = explanation_of(payment, earning, earn.explain(earning))
     return SettlementRow(
         txn_id=result.txn_id or 0,
         key=payment.idempotency_key,
         request_hash=payment.fingerprint(),
         rule_version=in_force.version,
         points=earning.points,
-        result=result.to_json(),
-        explanation={**explanation, "debt_repaid": repaid},
+        result=result,
+        explanation=explanation_json(payment, earning, earn.explain(earning), repaid),
     )
 
 
@@ -358,18 +424,23 @@ def settlement_of(
     return Settled(result, credit, settlement_row(in_force, payment, earning, result, 0))
 
 
-def explanation_of(payment: Payment, earning: Earning, sentence: str) -> dict[str, Any]:
-    """Each step of the computation as data, plus the readable sentence."""
-    return {
-        "kind": _SETTLEMENT,
-        "payment": {
-            "currency": payment.currency,
-            "amount_minor": payment.amount_minor,
-            "merchant_category": payment.category,
-            "occurred_at": payment.occurred_at.isoformat(),
-        },
-        "steps": [{"name": s.name, "value": s.value, "note": s.note} for s in earning.steps],
-        "points": earning.points,
-        "none_reason": earning.none_reason,
-        "sentence": sentence,
-    }
+def explanation_json(payment: Payment, earning: Earning, sentence: str, repaid: int) -> str:
+    """Each step of the computation as data, the readable sentence and the debt the points
+    repaid, as JSON text written directly: a dict and `json.dumps` per settlement cost more
+    than the rest of deciding it. Every text that is not made here is encoded as a JSON
+    string (tests/unit/test_settlement_explanation.py checks it parses to the document)."""
+    steps = ", ".join(
+        [
+            f'{{"name": "{s.name}", "value": "{s.value}", "note": {_encode_string(s.note)}}}'
+            for s in earning.steps
+        ]
+    )
+    return (
+        f'{{"kind": "{_SETTLEMENT}", "payment": {{"currency": {_encode_string(payment.currency)},'
+        f' "amount_minor": {payment.amount_minor},'
+        f' "merchant_category": {_encode_string(payment.category)},'
+        f' "occurred_at": "{payment.occurred_at.isoformat()}"}},'
+        f' "steps": [{steps}], "points": {earning.points},'
+        f' "none_reason": "{earning.none_reason}", "sentence": {_encode_string(sentence)},'
+        f' "debt_repaid": {repaid}}}'
+    )

@@ -4,7 +4,6 @@ members' locks (`BatchSeen`), and the column rows of everything it writes in one
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -61,7 +60,11 @@ class TransactionColumns:
     request_hash: list[bytes] = field(default_factory=list)
     rule_version: list[int] = field(default_factory=list)
     points: list[int] = field(default_factory=list)
-    result: list[str] = field(default_factory=list)  # JSON
+    # the result, as columns (domain/settlement.StoredPrior)
+    state: list[str] = field(default_factory=list)
+    multiplier_bps: list[int] = field(default_factory=list)
+    available_at: list[datetime | None] = field(default_factory=list)
+    expires_at: list[datetime | None] = field(default_factory=list)
     explanation: list[str] = field(default_factory=list)  # JSON
 
 
@@ -125,8 +128,12 @@ class BatchWrite:
         txn.request_hash.append(row.request_hash)
         txn.rule_version.append(row.rule_version)
         txn.points.append(row.points)
-        txn.result.append(json.dumps(row.result))
-        txn.explanation.append(json.dumps(row.explanation, ensure_ascii=False))
+        result = row.result
+        txn.state.append(result.state)
+        txn.multiplier_bps.append(result.tier_multiplier_bps)
+        txn.available_at.append(result.available_at)
+        txn.expires_at.append(result.expires_at)
+        txn.explanation.append(row.explanation)
         if credit is not None:
             self._add_credit(member_id, row, credit)
 

@@ -6,8 +6,9 @@ PostgreSQL, so the steps that the general ledger functions do one by one are fol
 
 from __future__ import annotations
 
-import json
 from datetime import date
+
+import asyncpg
 
 from services.points.domain.ledger import LotState
 from services.points.domain.referrals import DueReferral
@@ -15,9 +16,9 @@ from services.points.domain.settlement import (
     Credit,
     LedgerIds,
     Locked,
-    Prior,
     Seen,
     SettlementRow,
+    StoredPrior,
 )
 from services.points.domain.tiers import TierState
 from services.points.store.members import EFFECTIVE_STATE
@@ -62,7 +63,9 @@ async def read_under_lock(
     """`window`: the qualifying window's first and last day (callers that need no window
     sum, such as grants, leave it out)."""
     row = await conn.fetchrow(
-        f"SELECT {EFFECTIVE_STATE} AS state, t.request_hash, t.result,"
+        f"SELECT {EFFECTIVE_STATE} AS state, t.request_hash, t.result::text AS result,"
+        " t.txn_id, t.points, t.rule_version, t.settled_state, t.multiplier_bps,"
+        " t.available_at, t.expires_at,"
         " COALESCE(d.points, 0) AS earned_today,"
         f" {TIER_COLUMNS}, {qualifying_sql('m.member_id', 4)} AS qualifying"
         f", m.referred_by, {PAUSED} AS paused FROM points.members m"
@@ -78,10 +81,9 @@ async def read_under_lock(
     )
     if row is None:
         raise LookupError("member vanished under its own balance lock")
-    done, result = row["request_hash"], row["result"]
     return Seen(
         row["state"],
-        None if done is None or result is None else Prior(bytes(done), json.loads(result)),
+        _prior(row),
         int(row["earned_today"]),
         state_of(row),
         int(row["qualifying"]),
@@ -90,33 +92,51 @@ async def read_under_lock(
     )
 
 
+def _prior(row: asyncpg.Record) -> StoredPrior | None:
+    if row["request_hash"] is None:
+        return None
+    state = row["settled_state"]
+    columns = None
+    if state is not None:
+        columns = (state, int(row["multiplier_bps"]), row["available_at"], row["expires_at"])
+    return StoredPrior(
+        bytes(row["request_hash"]),
+        row["result"],
+        int(row["txn_id"]),
+        int(row["points"]),
+        int(row["rule_version"]),
+        columns,
+    )
+
+
+# the result as columns ($7-$10, domain/settlement.StoredPrior), the explanation ($11)
 _TRANSACTION = (
     "INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key, request_hash,"
-    " rule_version, points, result, explanation)"
-    " VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8)"
+    " rule_version, points, settled_state, multiplier_bps, available_at, expires_at,"
+    " explanation) VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 
 _CREDITED_CTES = (
     "WITH txn AS (" + _TRANSACTION + "),"
     " lot AS (INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining,"
     "  earned_at, available_at, expires_at, rule_version)"
-    "  VALUES ($1, $9, $2, $10, $6, $6, $11, $12, $13, $5)),"
+    "  VALUES ($1, $12, $2, $13, $6, $6, $14, $15, $16, $5)),"
     " moved AS (INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account,"
     "  to_account, amount, lot_id, rule_version)"
-    "  VALUES ($1, $14, $2, 'program:issued', $15, $6, $9, $5)),"
-    " balance AS (UPDATE points.balances SET pending = pending + $16,"
-    "  available = available + $17, lifetime_earned = lifetime_earned + $6, updated_at = now()"
+    "  VALUES ($1, $17, $2, 'program:issued', $18, $6, $12, $5)),"
+    " balance AS (UPDATE points.balances SET pending = pending + $19,"
+    "  available = available + $20, lifetime_earned = lifetime_earned + $6, updated_at = now()"
     "  WHERE member_id = $1),"
-    " today AS (INSERT INTO points.daily_earnings (member_id, day, points) VALUES ($1, $18, $6)"
+    " today AS (INSERT INTO points.daily_earnings (member_id, day, points) VALUES ($1, $21, $6)"
     "  ON CONFLICT (member_id, day)"
     "  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points),"
     " qualifying AS (INSERT INTO points.qualifying_days (member_id, day, points)"
-    "  VALUES ($1, $18, $6) ON CONFLICT (member_id, day)"
+    "  VALUES ($1, $21, $6) ON CONFLICT (member_id, day)"
     "  DO UPDATE SET points = points.qualifying_days.points + EXCLUDED.points)"
 )
 _CREDITED = _CREDITED_CTES + " SELECT 1"
-# the same, and the upgrade the payment's qualifying points reach ($19: member_id again)
-_UPGRADED = _CREDITED_CTES + ", tier AS (" + set_tier_sql(19) + ") SELECT 1"
+# the same, and the upgrade the payment's qualifying points reach ($22: member_id again)
+_UPGRADED = _CREDITED_CTES + ", tier AS (" + set_tier_sql(22) + ") SELECT 1"
 
 
 # a referred member's first settlement records the referral bonus as due (once: the
@@ -143,6 +163,7 @@ async def write_settlement(
     """The transaction row and, when points were earned, its lot, transfer, balance,
     daily total, qualifying points and tier upgrade: one statement. `referral`: the member
     has a referrer, and its bonus may be due (once: the row's primary key)."""
+    result = row.result
     head = (
         member_id,
         row.txn_id,
@@ -150,8 +171,11 @@ async def write_settlement(
         row.request_hash,
         row.rule_version,
         row.points,
-        json.dumps(row.result),
-        json.dumps(row.explanation, ensure_ascii=False),
+        result.state,
+        result.tier_multiplier_bps,
+        result.available_at,
+        result.expires_at,
+        row.explanation,
     )
     if credit is None:
         if referral is None:
@@ -179,7 +203,7 @@ async def write_settlement(
     if referral is None:
         await conn.execute(_CREDITED if upgrade is None else _UPGRADED, *args)
         return
-    ctes = _CREDITED_CTES + ("" if upgrade is None else ", tier AS (" + set_tier_sql(19) + ")")
+    ctes = _CREDITED_CTES + ("" if upgrade is None else ", tier AS (" + set_tier_sql(22) + ")")
     await conn.execute(_with_referral(ctes, len(args)), *args, *_referral(referral))
 
 

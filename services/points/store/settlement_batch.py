@@ -3,12 +3,11 @@ a few per payment."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from services.points.domain.settlement import Prior
+from services.points.domain.settlement import Prior, StoredPrior
 from services.points.domain.settlement_batch import (
     BatchSeen,
     BatchWrite,
@@ -51,7 +50,9 @@ SELECT
           {qualifying_sql("m.member_id", 2)}, {PAUSED})
         FROM points.members m LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id
         WHERE m.member_id = ANY($1::text[])) AS members,
-  array(SELECT row(t.member_id, t.idempotency_key, t.request_hash, t.result)
+  array(SELECT row(t.member_id, t.idempotency_key, t.request_hash, t.result::text,
+                   t.txn_id, t.points, t.rule_version, t.settled_state, t.multiplier_bps,
+                   t.available_at, t.expires_at)
         FROM points.transactions t
         JOIN unnest($4::text[], $5::text[]) AS k(member_id, key)
           ON t.member_id = k.member_id AND t.idempotency_key = k.key) AS done,
@@ -87,10 +88,16 @@ async def read_locked(
         raise RuntimeError("a SELECT without FROM returned no row")
     return BatchSeen(
         members={r[0]: _member_seen(r) for r in row["members"]},
-        done={(r[0], r[1]): Prior(bytes(r[2]), json.loads(r[3])) for r in row["done"]},
+        done={(r[0], r[1]): _prior(r) for r in row["done"]},
         earned={(r[0], r[1]): int(r[2]) for r in row["earned"]},
         ids=[int(i) for i in row["ids"]],
     )
+
+
+def _prior(r: tuple[Any, ...]) -> Prior:
+    columns = None if r[7] is None else (r[7], int(r[8]), r[9], r[10])
+    stored = StoredPrior(bytes(r[2]), r[3], int(r[4]), int(r[5]), int(r[6]), columns)
+    return stored.settlement(r[0], r[1])
 
 
 def _member_seen(r: tuple[Any, ...]) -> MemberSeen:
@@ -106,7 +113,10 @@ def _transaction_columns(c: TransactionColumns) -> tuple[list[Any], ...]:
         c.request_hash,
         c.rule_version,
         c.points,
-        c.result,
+        c.state,
+        c.multiplier_bps,
+        c.available_at,
+        c.expires_at,
         c.explanation,
     )
 
@@ -141,50 +151,52 @@ def _transfer_columns(c: TransferColumns) -> tuple[list[Any], ...]:
 _WRITE = """
 WITH txn AS (
   INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key, request_hash,
-    rule_version, points, result, explanation)
-  SELECT t.m, t.id, 'settlement', t.k, t.h, t.v, t.p, t.r::jsonb, t.e::jsonb
+    rule_version, points, settled_state, multiplier_bps, available_at, expires_at,
+    explanation)
+  SELECT t.m, t.id, 'settlement', t.k, t.h, t.v, t.p, t.s, t.x, t.a, t.z, t.e::jsonb
   FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::bigint[], $6::bigint[],
-              $7::text[], $8::text[]) AS t(m, id, k, h, v, p, r, e)),
+              $7::text[], $8::integer[], $9::timestamptz[], $10::timestamptz[], $11::text[])
+       AS t(m, id, k, h, v, p, s, x, a, z, e)),
 lot AS (
   INSERT INTO points.lots (member_id, lot_id, txn_id, state, points, remaining, earned_at,
     available_at, expires_at, rule_version)
   SELECT l.m, l.id, l.t, l.s, l.p, l.p, l.e, l.a, l.x, l.v
-  FROM unnest($9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[],
-              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::bigint[])
+  FROM unnest($12::text[], $13::bigint[], $14::bigint[], $15::text[], $16::bigint[],
+              $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::bigint[])
        AS l(m, id, t, s, p, e, a, x, v)),
 moved AS (
   INSERT INTO points.transfers (member_id, transfer_id, txn_id, from_account, to_account,
     amount, lot_id, rule_version)
-  SELECT * FROM unnest($18::text[], $19::bigint[], $20::bigint[], $21::text[], $22::text[],
-                       $23::bigint[], $24::bigint[], $25::bigint[])),
+  SELECT * FROM unnest($21::text[], $22::bigint[], $23::bigint[], $24::text[], $25::text[],
+                       $26::bigint[], $27::bigint[], $28::bigint[])),
 balance AS (
   UPDATE points.balances b SET pending = b.pending + d.pending,
     available = b.available + d.available, lifetime_earned = b.lifetime_earned + d.earned,
     updated_at = now()
-  FROM unnest($26::text[], $27::bigint[], $28::bigint[], $29::bigint[])
+  FROM unnest($29::text[], $30::bigint[], $31::bigint[], $32::bigint[])
        AS d(member_id, pending, available, earned)
   WHERE b.member_id = d.member_id),
 today AS (
   INSERT INTO points.daily_earnings (member_id, day, points)
-  SELECT * FROM unnest($30::text[], $31::date[], $32::bigint[])
+  SELECT * FROM unnest($33::text[], $34::date[], $35::bigint[])
   ON CONFLICT (member_id, day)
   DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points),
 qualifying AS (
   INSERT INTO points.qualifying_days (member_id, day, points)
-  SELECT * FROM unnest($30::text[], $31::date[], $32::bigint[])
+  SELECT * FROM unnest($33::text[], $34::date[], $35::bigint[])
   ON CONFLICT (member_id, day)
   DO UPDATE SET points = points.qualifying_days.points + EXCLUDED.points),
 tiers AS (
   INSERT INTO points.member_tiers
     (member_id, tier_code, since, review_at, grace_until, rule_version)
-  SELECT * FROM unnest($33::text[], $34::text[], $35::timestamptz[], $36::timestamptz[],
-                       $37::timestamptz[], $38::bigint[])
+  SELECT * FROM unnest($36::text[], $37::text[], $38::timestamptz[], $39::timestamptz[],
+                       $40::timestamptz[], $41::bigint[])
   ON CONFLICT (member_id) DO UPDATE SET tier_code = EXCLUDED.tier_code,
     since = EXCLUDED.since, review_at = EXCLUDED.review_at,
     grace_until = EXCLUDED.grace_until, rule_version = EXCLUDED.rule_version),
 referral AS (
   INSERT INTO points.referral_bonuses (member_id, referrer_id, payment_id, rule_version)
-  SELECT * FROM unnest($39::text[], $40::text[], $41::text[], $42::bigint[])
+  SELECT * FROM unnest($42::text[], $43::text[], $44::text[], $45::bigint[])
   ON CONFLICT (member_id) DO NOTHING)
 SELECT 1
 """
