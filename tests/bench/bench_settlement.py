@@ -57,6 +57,7 @@ from tests.bench.common import (
     postmaster_pid,
     summarise,
 )
+from tests.bench.settlement_sql_only import sql_only
 from tests.support.postgres import PostgresForTests, pg_bin_dir, with_database
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "settlement.json"
@@ -366,6 +367,8 @@ class Round:
     noop: Result
     single: Result
     batch: Result
+    # the batch's own statements sent straight to PostgreSQL (settlement_sql_only.py)
+    sql_only: Result
     # phase -> process -> CPU microseconds per call (noop) or per settlement
     cpu_us: dict[str, dict[str, float]]
 
@@ -377,6 +380,7 @@ class Loads:
     noop: Callable[[], Awaitable[int]]
     single: Callable[[], Awaitable[int]]
     batch: Callable[[], Awaitable[int]]
+    sql_only: Callable[[], Awaitable[int]]
     service_pid: int
     postmaster: int  # the run's PostgreSQL, whose processes alone are counted
 
@@ -415,8 +419,16 @@ async def one_round(n: int, options: Options, pgbench_dsn: str, loads: Loads) ->
         loads,
         loads.batch,
     )
-    cpu = {"noop": noop_cpu, "single": one_cpu, "batch": many_cpu}
-    return Round(tps, noop, one, many, cpu)
+    floor, floor_cpu = await measured_load(
+        f"round {n} lean write alone x{BATCH}",
+        f"the batch's statements alone (batches of {BATCH})",
+        BATCH_CALLERS,
+        secs,
+        loads,
+        loads.sql_only,
+    )
+    cpu = {"noop": noop_cpu, "single": one_cpu, "batch": many_cpu, "sql_only": floor_cpu}
+    return Round(tps, noop, one, many, floor, cpu)
 
 
 def no_op(channel: grpc.aio.Channel) -> Callable[[], Awaitable[int]]:
@@ -433,7 +445,7 @@ def _round_lines(rounds: list[Round]) -> list[str]:
     lines = [
         f"{'round':<6} {'pgbench TPS':>12} {'no-op/s':>8} {'ratio':>6} {'single/s':>9}"
         f" {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'batch/s':>8} {'ratio':>6}"
-        f" {'batch p50':>10} {'batch p99':>10}"
+        f" {'batch p50':>10} {'batch p99':>10} {'SQL/s':>7} {'ratio':>6}"
     ]
     for i, r in enumerate(rounds, 1):
         tps = r.pgbench_tps
@@ -442,6 +454,7 @@ def _round_lines(rounds: list[Round]) -> list[str]:
             f" {r.single.throughput:>9,.0f} {r.single.throughput / tps:>6.2f}"
             f" {r.single.p50_ms:>7.1f} {r.single.p99_ms:>7.1f} {r.batch.throughput:>8,.0f}"
             f" {r.batch.throughput / tps:>6.2f} {r.batch.p50_ms:>10.1f} {r.batch.p99_ms:>10.1f}"
+            f" {r.sql_only.throughput:>7,.0f} {r.sql_only.throughput / tps:>6.2f}"
         )
     return lines
 
@@ -449,7 +462,7 @@ def _round_lines(rounds: list[Round]) -> list[str]:
 def _cpu_lines(rounds: list[Round]) -> list[str]:
     """Median CPU microseconds per call / settlement, by process, per load."""
     lines = ["CPU us per item (median of rounds): service / PostgreSQL / callers = total"]
-    for phase in ("noop", "single", "batch"):
+    for phase in ("noop", "single", "batch", "sql_only"):
         samples = [r.cpu_us[phase] for r in rounds if r.cpu_us.get(phase)]
         if not samples:
             continue
@@ -466,10 +479,12 @@ def report(rounds: list[Round], reconcile: pb.ReconcileResponse) -> dict[str, An
     noop = statistics.median(r.noop.throughput for r in rounds)
     single = statistics.median(r.single.throughput for r in rounds)
     batch = statistics.median(r.batch.throughput for r in rounds)
+    floor = statistics.median(r.sql_only.throughput for r in rounds)
     lines = [*_round_lines(rounds), *_cpu_lines(rounds)]
     lines.append(
         f"median: single {single / tps:.2f}x pgbench (target 0.4x; a no-op RPC reaches"
-        f" {noop / tps:.2f}x), batches {batch / tps:.2f}x pgbench (target 2x, stretch 3x)"
+        f" {noop / tps:.2f}x), batches {batch / tps:.2f}x pgbench (target 2x, stretch 3x;"
+        f" the batch's statements alone reach {floor / tps:.2f}x)"
     )
     lines.append(
         f"Reconcile after the load: ok={reconcile.ok}, {reconcile.total_violations} violation(s)"
@@ -485,9 +500,11 @@ def report(rounds: list[Round], reconcile: pb.ReconcileResponse) -> dict[str, An
             "noop_per_s": noop,
             "single_per_s": single,
             "batch_per_s": batch,
+            "sql_only_per_s": floor,
             "noop_ratio": round(noop / tps, 3),
             "single_ratio": round(single / tps, 3),
             "batch_ratio": round(batch / tps, 3),
+            "sql_only_ratio": round(floor / tps, 3),
         },
         "targets": {"single_ratio": 0.4, "batch_ratio": 2.0},
         "reconcile": {
@@ -523,17 +540,21 @@ async def run(options: Options, pg: PostgresForTests, keys_dir: Path) -> dict[st
             plans = {"before the rounds": await locked_read_plan(dsn, options.members)}
             print(f"locked read: {plans['before the rounds']}", file=sys.stderr)
             payments, auth = PaymentFactory(options.members), _auth(signer, "settlement")
-            loads = Loads(
-                no_op(channel),
-                settle_one(stub, payments, auth),
-                settle_batch(stub, payments, auth),
-                service.pid,
-                await postmaster_pid(dsn),
-            )
-            rounds = [
-                await one_round(n, options, pgbench_dsn, loads)
-                for n in range(1, options.rounds + 1)
-            ]
+            async with asyncpg.create_pool(
+                dsn, min_size=BATCH_CALLERS, max_size=BATCH_CALLERS
+            ) as pool:
+                loads = Loads(
+                    no_op(channel),
+                    settle_one(stub, payments, auth),
+                    settle_batch(stub, payments, auth),
+                    sql_only(pool, options.members, BATCH),
+                    service.pid,
+                    await postmaster_pid(dsn),
+                )
+                rounds = [
+                    await one_round(n, options, pgbench_dsn, loads)
+                    for n in range(1, options.rounds + 1)
+                ]
             plans["after the rounds"] = await locked_read_plan(dsn, options.members)
             print("reconciling the ledger ...", file=sys.stderr)
             reconciled = await stub.Reconcile(

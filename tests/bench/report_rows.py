@@ -171,6 +171,15 @@ def settlement(data: Json) -> Section:
         "settlements/s",
     )
     batch = replace(batch, note="latency is per batch call")
+    rows_floor = []
+    if "sql_only_per_s" in median:  # since 2026-12-07 (issue 14)
+        floor = load(
+            "sql_only",
+            f"the same batches' statements alone, {batches}",
+            "sql_only_per_s",
+            "settlements/s",
+        )
+        rows_floor = [replace(floor, note="the database floor of SettlePayments: no service")]
     if "single_ratio" in targets:
         single = at_least(single, float(targets["single_ratio"]), "pgbench")
     if "batch_ratio" in targets:
@@ -181,7 +190,7 @@ def settlement(data: Json) -> Section:
         f" {reconcile.get('violations')} violation(s) over"
         f" {reconcile.get('transactions', 0):,} transactions"
     ]
-    rows = [pgbench, noop, single, batch]
+    rows = [pgbench, noop, single, batch, *rows_floor]
     return Section("settlement", rows, checks, data.get("machine", {}))
 
 

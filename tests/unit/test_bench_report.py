@@ -260,3 +260,14 @@ def test_results_of_an_earlier_run_are_left_out(results_dir: Path) -> None:
 
 def test_no_results_fails(tmp_path: Path) -> None:
     assert report.main(["--results-dir", str(tmp_path)]) == 1
+
+
+def test_the_batch_statements_alone_are_a_row_of_settlement_when_measured() -> None:
+    rounds = [{**SETTLEMENT["rounds"][0], "sql_only": _round_load("SQL", 4800.0, 60.0, 90.0)}]
+    median = {**SETTLEMENT["median"], "sql_only_per_s": 4800.0, "sql_only_ratio": 3.2}
+    section = READERS["settlement"]({**SETTLEMENT, "rounds": rounds, "median": median})
+    floor = section.rows[-1]
+    assert floor.operation == "the same batches' statements alone, batches of 100 (4 callers)"
+    assert (floor.throughput, floor.ratio, floor.baseline) == (4800.0, 3.2, "pgbench")
+    # a result from before the row existed still reads
+    assert len(READERS["settlement"](SETTLEMENT).rows) == 4
