@@ -26,10 +26,10 @@ from services.accounts.personal_data import Digests, Sealed
 from services.accounts.ports import INDEX_REGISTER_REQUEST, PrivacyPort
 from services.accounts.store import lookup as lookup_store
 from services.accounts.store import members as member_store
-from services.accounts.store import outbox
+from services.accounts.store import registration as registration_store
 from services.accounts.store import requests as request_store
 from services.accounts.store.unique import UniqueKey, UniqueViolation
-from services.runtime.db import Conn, in_transaction
+from services.runtime.db import Conn, in_statement
 from services.runtime.errors import DomainError, bad_field
 
 
@@ -90,15 +90,20 @@ class Registrations:
             if done is not None:
                 return done
             await self._record_consents(member_id, reg)
-        new = member_store.NewMember(
-            member_id=member_id,
-            ciphertexts=sealed.ciphertexts,
-            masks=sealed.masks,
-            referred_by=referrer,
+        new = registration_store.NewRegistration(
+            member=member_store.NewMember(
+                member_id=member_id,
+                ciphertexts=sealed.ciphertexts,
+                masks=sealed.masks,
+                referred_by=referrer,
+            ),
+            request_id=reg.request_id,
+            request_hash=digests.request,
+            lookups=digests.lookups,
+            event=events.registered(member_id, referred_by=referrer),
         )
-        return await in_transaction(
-            self._pool, lambda conn: _insert(conn, reg.request_id, digests, new)
-        )
+        # one statement writes it all (store/registration.py): no explicit transaction
+        return await in_statement(self._pool, lambda conn: _insert(conn, new))
 
     async def _before_consents(self, reg: Registration, digests: Digests) -> Member | None:
         """What keeps consents from being recorded for a registration that will not insert:
@@ -109,9 +114,10 @@ class Registrations:
             done = replay_registration(stored, digests.request)
             if done is not None:
                 return done
-            for kind, digest in digests.lookups.items():
-                if digest is not None and await lookup_store.find_by_digest(conn, kind, digest):
-                    raise UniqueViolation(kind)
+            # in sorted kind order (as the digests are): the kind named when both are taken
+            taken = await lookup_store.first_taken(conn, digests.lookups)
+            if taken is not None:
+                raise UniqueViolation(taken)
         return None
 
     async def _record_consents(self, member_id: str, reg: Registration) -> None:
@@ -143,30 +149,17 @@ class Registrations:
 async def _referrer(conn: Conn, code: str) -> str | None:
     if not code:
         return None
-    referrer = await member_store.find_by_referral_code(conn, code)
-    stored = referrer and await member_store.get_member(conn, referrer)
-    if not stored or stored.member.status is not Status.ACTIVE:
+    stored = await member_store.holder_of_referral_code(conn, code)
+    if stored is None or stored.member.status is not Status.ACTIVE:
         raise bad_field("referral_code", "is not the code of an active member")
-    return referrer
+    return stored.member.member_id
 
 
-async def _insert(
-    conn: Conn, request_id: str, digests: Digests, new: member_store.NewMember
-) -> Member:
-    await member_store.insert_member(conn, new)
-    member = await _give_referral_code(conn, new.member_id)
-    await lookup_store.insert_new_lookups(conn, new.member_id, digests.lookups)
-    await request_store.insert_registration(conn, request_id, digests.request, member)
-    await outbox.add_outbox_event(
-        conn, events.registered(new.member_id, referred_by=new.referred_by)
-    )
-    return member
-
-
-async def _give_referral_code(conn: Conn, member_id: str) -> Member:
-    """The member as inserted, with a referral code of their own."""
+async def _insert(conn: Conn, new: registration_store.NewRegistration) -> Member:
+    """The member as inserted, with a referral code of their own (a drawn code is taken
+    rarely: the statement then writes nothing and another is drawn)."""
     for _ in range(REFERRAL_CODE_ATTEMPTS):
-        stored = await member_store.claim_referral_code(conn, member_id, code=new_referral_code())
+        stored = await registration_store.insert_registration(conn, new, code=new_referral_code())
         if stored is not None:
             return stored.member
     raise referral_codes_exhausted()

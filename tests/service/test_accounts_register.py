@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from services.accounts.domain.consents import Channel, ConsentGrant
 from services.accounts.domain.registration import Registration
 from services.accounts.registration import Registrations
-from services.accounts.store import requests as store
+from services.accounts.store import registration as store
 from services.accounts.store.unique import UniqueViolation
 from services.runtime.db import create_pool
 from services.runtime.errors import Code, DomainError
@@ -306,7 +306,7 @@ async def test_request_id_clash_without_a_record_is_a_domain_error(
     """The request_id was taken, yet no registration answers for it: an explicit error,
     not an assert (which `python -O` would strip, answering REQUEST_ID_TAKEN instead)."""
 
-    async def clash(*args: object) -> None:
+    async def clash(*args: object, **kwargs: object) -> None:
         raise UniqueViolation("request_id")
 
     monkeypatch.setattr(store, "insert_registration", clash)

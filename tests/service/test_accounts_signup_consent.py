@@ -16,8 +16,9 @@ from membership.accounts.v1 import accounts_pb2 as pb
 from membership.privacy.v1 import consent_pb2 as cpb
 
 from services.accounts.domain.consents import signup_consents_request_id
+from services.accounts.domain.members import StoredMember
 from services.accounts.ports_privacy import GRANT, translate_error
-from services.accounts.store import members as store
+from services.accounts.store import registration as store
 from services.runtime.db import Conn
 from services.runtime.errors import Code, DomainError, unavailable
 from tests.service.test_consent_enforcement import eventually
@@ -237,15 +238,15 @@ async def test_failure_after_consents_retried_gives_the_member_one_set(
 ) -> None:
     """The insert fails after privacy recorded the consents: the caller's retry creates the
     member with its own consents; the first attempt's stay behind a member id no one has."""
-    insert = store.insert_member
+    insert = store.insert_registration
     failures = [unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")]
 
-    async def flaky(conn: Conn, new: store.NewMember) -> None:
+    async def flaky(conn: Conn, new: store.NewRegistration, *, code: str) -> StoredMember | None:
         if failures:
             raise failures.pop()
-        await insert(conn, new)
+        return await insert(conn, new, code=code)
 
-    monkeypatch.setattr(store, "insert_member", flaky)
+    monkeypatch.setattr(store, "insert_registration", flaky)
     phone = next_phone()
     request = signup(phone, grants("marketing"), request_id=next_request_id())
     await expect_error(

@@ -1,5 +1,6 @@
 """services.runtime.db.in_transaction: bounded retries of deadlocks and serialization
-failures, then ABORTED TRANSACTION_CONFLICT; every other error passes through at once."""
+failures, then ABORTED TRANSACTION_CONFLICT; every other error passes through at once. And
+in_statement, the same without BEGIN and COMMIT."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from services.runtime.db import Conn, create_pool, in_transaction
+from services.runtime.db import Conn, create_pool, in_statement, in_transaction
 from services.runtime.errors import Code, DomainError, not_found
 
 
@@ -125,3 +126,40 @@ async def test_attempts_must_be_positive(pool: asyncpg.Pool) -> None:
 
     with pytest.raises(ValueError, match="attempts"):
         await in_transaction(pool, nothing, attempts=0)
+
+
+async def test_in_statement_opens_no_transaction_and_returns_the_result(
+    pool: asyncpg.Pool,
+) -> None:
+    async def work(conn: Conn) -> bool:
+        await conn.execute("UPDATE public.counters SET n = n + 1 WHERE id = 1")
+        return conn.is_in_transaction()
+
+    assert await in_statement(pool, work) is False
+    assert await _counters(pool) == [1, 0]
+
+
+async def test_in_statement_retries_conflicts_a_bounded_number_of_times(
+    pool: asyncpg.Pool,
+) -> None:
+    calls = 0
+
+    async def conflicts_once(conn: Conn) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncpg.DeadlockDetectedError("deadlock")
+        return "done"
+
+    assert await in_statement(pool, conflicts_once) == "done"
+    assert calls == 2
+
+    async def always_conflicts(conn: Conn) -> None:
+        raise asyncpg.SerializationError("conflict")
+
+    with pytest.raises(DomainError) as caught:
+        await in_statement(pool, always_conflicts, attempts=2)
+    assert caught.value.code is Code.ABORTED
+    assert caught.value.reason == "TRANSACTION_CONFLICT"
+    with pytest.raises(ValueError, match="attempts"):
+        await in_statement(pool, always_conflicts, attempts=0)

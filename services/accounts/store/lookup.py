@@ -21,6 +21,23 @@ async def find_by_digest(conn: Conn, kind: LookupKind, digest: bytes) -> str | N
     return None if value is None else str(value)
 
 
+async def first_taken(conn: Conn, digests: Mapping[LookupKind, bytes | None]) -> LookupKind | None:
+    """The first kind, in the mapping's order, whose digest some member holds; one read for
+    all of them."""
+    given = [(kind, digest) for kind, digest in digests.items() if digest is not None]
+    if not given:
+        return None
+    value = await conn.fetchval(
+        "SELECT entry.kind FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY"
+        " AS entry(kind, digest, n)"
+        " JOIN accounts.member_lookup AS l ON l.kind = entry.kind AND l.digest = entry.digest"
+        " ORDER BY entry.n LIMIT 1",
+        [kind.value for kind, _ in given],
+        [digest for _, digest in given],
+    )
+    return None if value is None else LookupKind(value)
+
+
 async def write_lookups(
     conn: Conn, member_id: str, digests: Mapping[LookupKind, bytes | None]
 ) -> None:
@@ -33,17 +50,6 @@ async def write_lookups(
             member_id,
             kind.value,
         )
-        digest = digests[kind]
-        if digest is not None:
-            await _insert_lookup(conn, kind, digest, member_id)
-
-
-async def insert_new_lookups(
-    conn: Conn, member_id: str, digests: Mapping[LookupKind, bytes | None]
-) -> None:
-    """The entries of a member just inserted (who has none to replace), in sorted kind
-    order as `write_lookups` writes them; UniqueViolation(kind) when a value is taken."""
-    for kind in sorted(digests):
         digest = digests[kind]
         if digest is not None:
             await _insert_lookup(conn, kind, digest, member_id)

@@ -12,14 +12,16 @@ from services.accounts.domain.lifecycle import Status
 from services.accounts.domain.members import ListPosition, Member, StoredMember
 from services.runtime.db import Conn
 
-_MEMBER_COLUMNS = (
+# a member row as every read returns it (store/registration.py selects it from its insert)
+MEMBER_COLUMNS = (
     "member_id, status, phone_ct, email_ct, display_name_ct, phone_masked, email_masked,"
     " display_name_masked, referral_code, COALESCE(referred_by, '') AS referred_by,"
     " created_at, updated_at"
 )
 
 
-def _stored(row: asyncpg.Record | None) -> StoredMember:
+def stored_member(row: asyncpg.Record | None) -> StoredMember:
+    """The member of a row of MEMBER_COLUMNS."""
     if row is None:
         raise LookupError("member row vanished inside its own transaction")
     member = Member(
@@ -44,64 +46,30 @@ def _stored(row: asyncpg.Record | None) -> StoredMember:
 async def get_member(conn: Conn, member_id: str, for_update: bool = False) -> StoredMember | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
-        f"SELECT {_MEMBER_COLUMNS} FROM accounts.members WHERE member_id = $1{lock}", member_id
+        f"SELECT {MEMBER_COLUMNS} FROM accounts.members WHERE member_id = $1{lock}", member_id
     )
-    return None if row is None else _stored(row)
+    return None if row is None else stored_member(row)
 
 
-async def find_by_referral_code(conn: Conn, code: str) -> str | None:
-    value = await conn.fetchval(
-        "SELECT member_id FROM accounts.referral_codes WHERE code = $1", code
+async def holder_of_referral_code(conn: Conn, code: str) -> StoredMember | None:
+    """The member holding the referral code, in one read."""
+    row = await conn.fetchrow(
+        f"SELECT {MEMBER_COLUMNS} FROM accounts.members WHERE member_id ="
+        " (SELECT member_id FROM accounts.referral_codes WHERE code = $1)",
+        code,
     )
-    return None if value is None else str(value)
+    return None if row is None else stored_member(row)
 
 
 @dataclass(frozen=True)
 class NewMember:
-    """A member to insert, ACTIVE, with the ciphertexts and masks of its personal values."""
+    """A member to insert, ACTIVE, with the ciphertexts and masks of its personal values
+    (store/registration.py inserts it)."""
 
     member_id: str
     ciphertexts: Mapping[str, bytes | None]
     masks: Mapping[str, str]
     referred_by: str | None
-
-
-async def insert_member(conn: Conn, new: NewMember) -> StoredMember:
-    row = await conn.fetchrow(
-        "INSERT INTO accounts.members (member_id, status, phone_ct, email_ct, display_name_ct,"
-        " phone_masked, email_masked, display_name_masked, referred_by)"
-        " VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6, $7, $8)"
-        f" RETURNING {_MEMBER_COLUMNS}",
-        new.member_id,
-        new.ciphertexts["phone"],
-        new.ciphertexts.get("email"),
-        new.ciphertexts.get("display_name"),
-        new.masks["phone"],
-        new.masks.get("email", ""),
-        new.masks.get("display_name", ""),
-        new.referred_by,
-    )
-    return _stored(row)
-
-
-async def claim_referral_code(conn: Conn, member_id: str, *, code: str) -> StoredMember | None:
-    """Gives `code` to the member if free and returns the member's row with it; None if
-    another member holds the code."""
-    inserted = await conn.fetchval(
-        "INSERT INTO accounts.referral_codes (code, member_id) VALUES ($1, $2)"
-        " ON CONFLICT (code) DO NOTHING RETURNING code",
-        code,
-        member_id,
-    )
-    if inserted is None:
-        return None
-    row = await conn.fetchrow(
-        "UPDATE accounts.members SET referral_code = $2 WHERE member_id = $1"
-        f" RETURNING {_MEMBER_COLUMNS}",
-        member_id,
-        code,
-    )
-    return _stored(row)
 
 
 async def update_personal(
@@ -117,10 +85,10 @@ async def update_personal(
         sets.append(f"{column}_ct = ${len(args) - 1}, {column}_masked = ${len(args)}")
     row = await conn.fetchrow(
         f"UPDATE accounts.members SET {', '.join(sets)} WHERE member_id = $1"
-        f" RETURNING {_MEMBER_COLUMNS}",
+        f" RETURNING {MEMBER_COLUMNS}",
         *args,
     )
-    return _stored(row)
+    return stored_member(row)
 
 
 async def set_status(conn: Conn, member_id: str, status: Status) -> StoredMember:
@@ -133,11 +101,11 @@ async def set_status(conn: Conn, member_id: str, status: Status) -> StoredMember
             if erase
             else ""
         )
-        + f" WHERE member_id = $1 RETURNING {_MEMBER_COLUMNS}",
+        + f" WHERE member_id = $1 RETURNING {MEMBER_COLUMNS}",
         member_id,
         status.value,
     )
-    return _stored(row)
+    return stored_member(row)
 
 
 async def referred_members(conn: Conn, member_id: str, limit: int) -> list[str]:
@@ -166,8 +134,8 @@ async def list_members(
         where.append(f"(created_at, member_id) > (${len(args) - 1}, ${len(args)})")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     rows = await conn.fetch(
-        f"SELECT {_MEMBER_COLUMNS} FROM accounts.members {clause}"
+        f"SELECT {MEMBER_COLUMNS} FROM accounts.members {clause}"
         " ORDER BY created_at, member_id LIMIT $1",
         *args,
     )
-    return [_stored(r).member for r in rows]
+    return [stored_member(r).member for r in rows]

@@ -7,15 +7,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
-
 from services.accounts.domain.idempotency import (
     MemberRequestRecord,
     Method,
     RegistrationRecord,
 )
 from services.accounts.domain.members import Member
-from services.accounts.store.unique import UniqueKey, UniqueViolation
 from services.runtime.db import Conn
 
 
@@ -30,22 +27,6 @@ async def get_registration(conn: Conn, request_id: str) -> RegistrationRecord | 
     if row["request_hash"] is None or row["snapshot"] is None:
         return RegistrationRecord(None, None)
     return RegistrationRecord(bytes(row["request_hash"]), json.loads(row["snapshot"]))
-
-
-async def insert_registration(
-    conn: Conn, request_id: str, request_hash: bytes, member: Member
-) -> None:
-    try:
-        await conn.execute(
-            "INSERT INTO accounts.registration_requests (request_id, request_hash, member_id,"
-            " snapshot) VALUES ($1, $2, $3, $4)",
-            request_id,
-            request_hash,
-            member.member_id,
-            json.dumps(member.to_snapshot()),
-        )
-    except asyncpg.UniqueViolationError as exc:
-        raise UniqueViolation(UniqueKey.REQUEST_ID) from exc
 
 
 async def get_member_request(
