@@ -1,6 +1,6 @@
 """SQL of StreamMemberLedger: a member's transactions, lots and holds rendered by PostgreSQL
-as the text the stream carries (domain/ledger_stream.py says which), a fetch of many rows'
-text at a time. Run inside the caller's repeatable-read transaction (a cursor needs one).
+as the text the stream carries (domain/ledger_stream.py says which), many rows' text in one
+fetched value. Run inside the caller's repeatable-read transaction (a cursor needs one).
 
 The text equals what privacy's bundle wrote from ExportMemberLedger's messages
 (services/privacy/proto_export_bundle.py): the proto3 JSON mapping (64-bit integers as
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import NamedTuple
 
 from services.points.domain.ledger_stream import (
@@ -94,30 +95,24 @@ def _delta(account: str) -> str:
     )
 
 
-# $3 renderers share the work, this one taking every $3-th fetch from the $4-th (0-based):
-# the window numbers the member's transactions from an index scan (ids only), the rows of
-# this share are then read by primary key and rendered, each field once (OFFSET 0 keeps
-# the planner from copying these expressions into both renderings); the transfers are
-# grouped once by a hash join rather than probed one transaction at a time
-_TRANSACTIONS = f"""
-SELECT t.txn_id, t.kind, t.points, t.rule_version, r.at, r.sentence, r.ref_type,
-  CASE WHEN r.known THEN substr(t.idempotency_key, strpos(t.idempotency_key, ':') + 1)
-    ELSE t.idempotency_key END AS ref_value,
-  coalesce(f.transfers, '') AS transfers, coalesce(f.available, 0) AS available,
-  coalesce(f.pending, 0) AS pending, coalesce(f.held, 0) AS held, w.n
-FROM (
-  SELECT txn_id, row_number() OVER (ORDER BY created_at DESC, txn_id DESC) AS n
+# The member's transactions in fetches of ROWS_PER_FETCH, newest first: each fetch starts at
+# a bound (its newest transaction's position, from BOUNDS) and reads its rows from the
+# `(member_id, created_at, txn_id)` index, so that renderers take any fetches with no
+# numbering of the whole ledger each; the fetch's transfers are one index range (txn ids of
+# one member's fetch are close), grouped once. Each field is computed once (OFFSET 0 keeps
+# the planner from copying these expressions into both renderings).
+BOUNDS = f"""
+SELECT created_at, txn_id FROM (
+  SELECT created_at, txn_id, row_number() OVER (ORDER BY created_at DESC, txn_id DESC) AS n
   FROM points.transactions WHERE member_id = $1
-) w
-JOIN points.transactions t ON t.member_id = $1 AND t.txn_id = w.txn_id
-CROSS JOIN LATERAL (
-  SELECT {_rfc3339("t.created_at")} AS at,
-    coalesce(t.explanation->>'sentence', '') AS sentence,
-    strpos(t.idempotency_key, ':') > 0 AND {_REFERENCE_TYPE} IS NOT NULL AS known,
-    coalesce(CASE WHEN strpos(t.idempotency_key, ':') > 0 THEN {_REFERENCE_TYPE} END,
-      'idempotency_key') AS ref_type
-) r
-LEFT JOIN (
+) w WHERE n % {ROWS_PER_FETCH} = 1 ORDER BY n
+"""
+_TRANSACTIONS = f"""
+WITH t AS MATERIALIZED (
+  SELECT txn_id, kind, points, rule_version, created_at, idempotency_key, explanation
+  FROM points.transactions WHERE member_id = $1 AND (created_at, txn_id) <= ($3, $4::bigint)
+  ORDER BY created_at DESC, txn_id DESC LIMIT {ROWS_PER_FETCH}
+), f AS (
   SELECT txn_id,
     string_agg('{{"fromAccount":' || {_json_word("from_account")}
       || ',"toAccount":' || {_json_word("to_account")} || ',"amount":"' || amount
@@ -126,9 +121,24 @@ LEFT JOIN (
     {_delta(MEMBER_ACCOUNTS[0])} AS available,
     {_delta(MEMBER_ACCOUNTS[1])} AS pending,
     {_delta(MEMBER_ACCOUNTS[2])} AS held
-  FROM points.transfers WHERE member_id = $1 GROUP BY txn_id
-) f ON f.txn_id = t.txn_id
-WHERE ((w.n - 1) / {ROWS_PER_FETCH}) % $3 = $4
+  FROM points.transfers WHERE member_id = $1
+    AND txn_id BETWEEN (SELECT min(txn_id) FROM t) AND (SELECT max(txn_id) FROM t)
+  GROUP BY txn_id
+)
+SELECT t.txn_id, t.created_at, t.kind, t.points, t.rule_version, r.at, r.sentence, r.ref_type,
+  CASE WHEN r.known THEN substr(t.idempotency_key, strpos(t.idempotency_key, ':') + 1)
+    ELSE t.idempotency_key END AS ref_value,
+  coalesce(f.transfers, '') AS transfers, coalesce(f.available, 0) AS available,
+  coalesce(f.pending, 0) AS pending, coalesce(f.held, 0) AS held
+FROM t
+CROSS JOIN LATERAL (
+  SELECT {_rfc3339("t.created_at")} AS at,
+    coalesce(t.explanation->>'sentence', '') AS sentence,
+    strpos(t.idempotency_key, ':') > 0 AND {_REFERENCE_TYPE} IS NOT NULL AS known,
+    coalesce(CASE WHEN strpos(t.idempotency_key, ':') > 0 THEN {_REFERENCE_TYPE} END,
+      'idempotency_key') AS ref_type
+) r
+LEFT JOIN f ON f.txn_id = t.txn_id
 OFFSET 0
 """
 
@@ -150,9 +160,11 @@ _TRANSACTION_CSV = (
     + ") || E'\\r\\n'"
 )
 TRANSACTIONS = f"""
-SELECT convert_to(string_agg({_TRANSACTION_JSON}, '' ORDER BY n), 'UTF8'),
-  convert_to(string_agg({_TRANSACTION_CSV}, '' ORDER BY n), 'UTF8'), count(*)
-FROM ({_TRANSACTIONS}) x GROUP BY (n - 1) / {ROWS_PER_FETCH} ORDER BY (n - 1) / {ROWS_PER_FETCH}
+SELECT convert_to(string_agg({_TRANSACTION_JSON}, '' ORDER BY created_at DESC, txn_id DESC),
+    'UTF8'),
+  convert_to(string_agg({_TRANSACTION_CSV}, '' ORDER BY created_at DESC, txn_id DESC), 'UTF8'),
+  count(*)
+FROM ({_TRANSACTIONS}) x
 """
 
 _LOT_JSON = (
@@ -223,14 +235,26 @@ async def transaction_count(conn: Conn, member_id: str) -> int:
     return count
 
 
-async def transactions(
-    conn: Conn, member_id: str, *, shares: int = 1, share: int = 0
-) -> AsyncIterator[Rendered]:
-    """The member's transactions newest first, ROWS_PER_FETCH a row: JSON lines and CSV rows
-    (no header); of `shares` renderers this one yields fetches share, share + shares, ..."""
+class Bound(NamedTuple):
+    """Where a fetch starts: its newest transaction's position."""
+
+    created_at: datetime
+    txn_id: int
+
+
+async def fetch_bounds(conn: Conn, member_id: str) -> list[Bound]:
+    """The start of each fetch of the member's transactions, newest first (one per
+    ROWS_PER_FETCH transactions: a thousand for a million)."""
+    return [Bound(r["created_at"], r["txn_id"]) for r in await conn.fetch(BOUNDS, member_id)]
+
+
+async def transactions(conn: Conn, member_id: str, bound: Bound) -> Rendered:
+    """ROWS_PER_FETCH transactions from the bound on, newest first: their JSON lines and
+    CSV rows (no header)."""
     names = json.dumps(f"members/{member_id}/transactions/", ensure_ascii=False)[:-1]
-    async for row in conn.cursor(TRANSACTIONS, member_id, names, shares, share, prefetch=PREFETCH):
-        yield Rendered(row[0], row[1], row[2])
+    row = await conn.fetchrow(TRANSACTIONS, member_id, names, bound.created_at, bound.txn_id)
+    assert row is not None  # an aggregate: one row
+    return Rendered(row[0] or b"", row[1] or b"", row[2])
 
 
 async def lots(conn: Conn, member_id: str) -> AsyncIterator[Rendered]:
