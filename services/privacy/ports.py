@@ -21,7 +21,7 @@ from membership.points.v1 import points_pb2, points_pb2_grpc
 
 from services.privacy.domain.data_request_intake import CORRECTABLE, Change
 from services.privacy.domain.erasures import Retention
-from services.privacy.domain.export_bundle import LedgerExport, MemberExport
+from services.privacy.domain.export_bundle import MemberExport
 from services.privacy.domain.export_stream import (
     LedgerEnd,
     LedgerPiece,
@@ -31,7 +31,6 @@ from services.privacy.domain.export_stream import (
 )
 from services.privacy.domain.service_calls import (
     LEDGER_STREAM_UNREADABLE,
-    LEDGER_TOO_LARGE,
     ServiceCallError,
     Violation,
 )
@@ -40,9 +39,6 @@ from services.runtime.errors import Code
 
 ACCOUNTS = "accounts"
 POINTS = "points"
-LEDGER_PAGE_SIZE = 10_000
-# 100 pages of 10,000: a million transactions; more is refused rather than exported partly
-MAX_LEDGER_PAGES = 100
 EXPORT_TIMEOUT_S = 30.0
 TRANSIENT = frozenset(
     {
@@ -229,23 +225,6 @@ class PointsPort:
             ),
             timeout_s,
         )
-
-    async def export_ledger(self, member_id: str) -> LedgerExport:
-        """Every page of the member's ledger; an unknown member has none."""
-        pages: list[points_pb2.MemberLedgerExport] = []
-        token = ""
-        for _ in range(MAX_LEDGER_PAGES):
-            try:
-                page = await self._ledger_page(member_id, LEDGER_PAGE_SIZE, token, EXPORT_TIMEOUT_S)
-            except ServiceCallError as exc:
-                if exc.code == Code.NOT_FOUND.value and not pages:
-                    return LedgerExport(())
-                raise
-            pages.append(page)
-            token = page.next_page_token
-            if not token:
-                return LedgerExport(tuple(pages))
-        raise ServiceCallError(POINTS, LEDGER_TOO_LARGE, transient=False)
 
     async def stream_ledger(self, member_id: str) -> AsyncGenerator[LedgerPiece, None]:
         """The member's ledger as points' StreamMemberLedger sends it: the summary, the

@@ -376,11 +376,6 @@ def _opened(kind: type[M], exported: object) -> M:
     return exported
 
 
-def bundle_of(sources: ExportSources) -> Bundle:
-    """The bundle of an ACCESS or PORTABILITY request; raises as build_bundle does."""
-    return build_bundle(_bundle_sources(sources))
-
-
 def _bundle_sources(sources: ExportSources) -> BundleSources:
     member = _opened(accounts_pb.ExportMemberDataResponse, sources.member.message)
     pages = [_opened(points_pb.MemberLedgerExport, p) for p in sources.ledger.pages]

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-# not a status code: the member's ledger has more pages than an export takes
-LEDGER_TOO_LARGE = "LEDGER_TOO_LARGE"
 # not a status code: points' ledger stream had a message out of place or of an unknown kind
 LEDGER_STREAM_UNREADABLE = "LEDGER_STREAM_UNREADABLE"
 # not a status code: points' ledger stream broke off, or its end disagreed with what came
