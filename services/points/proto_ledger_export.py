@@ -1,10 +1,12 @@
-"""Protobuf <-> domain of ExportMemberLedger (internal, for the privacy service)."""
+"""Protobuf <-> domain of ExportMemberLedger and StreamMemberLedger (internal, for the privacy
+service)."""
 
 from __future__ import annotations
 
 from membership.points.v1 import points_pb2 as pb
 
 from services.points.domain.ledger_export import ExportedHold, ExportedLot, ExportPage
+from services.points.domain.ledger_stream import Section, StreamEnd, StreamItem
 from services.points.proto import timestamp
 from services.points.proto_restrictions import restriction_pb
 from services.points.proto_transactions import transaction_pb
@@ -12,7 +14,7 @@ from services.runtime.errors import ViolationCollector
 from services.runtime.names import member_id_of, member_name
 
 
-def member_of(request: pb.ExportMemberLedgerRequest) -> str:
+def member_of(request: pb.ExportMemberLedgerRequest | pb.StreamMemberLedgerRequest) -> str:
     v = ViolationCollector()
     member_id = member_id_of(v, request.member, "member")
     v.raise_if_any()
@@ -85,3 +87,27 @@ def export_pb(page: ExportPage) -> pb.MemberLedgerExport:
         restriction=None if page.restriction is None else restriction_pb(page.restriction),
         next_page_token=page.next_page_token,
     )
+
+
+_SECTIONS = {
+    Section.TRANSACTIONS_JSON: pb.LEDGER_SECTION_TRANSACTIONS_JSON,
+    Section.TRANSACTIONS_CSV: pb.LEDGER_SECTION_TRANSACTIONS_CSV,
+    Section.LOTS_JSON: pb.LEDGER_SECTION_LOTS_JSON,
+    Section.HOLDS_JSON: pb.LEDGER_SECTION_HOLDS_JSON,
+}
+
+
+def chunk_pb(item: StreamItem) -> pb.MemberLedgerChunk:
+    """One message of StreamMemberLedger: the text's bytes as they are (never decoded)."""
+    if isinstance(item, ExportPage):
+        return pb.MemberLedgerChunk(summary=export_pb(item))
+    if isinstance(item, StreamEnd):
+        return pb.MemberLedgerChunk(
+            end=pb.LedgerStreamEnd(
+                transactions=item.transactions,
+                lots=item.lots,
+                holds=item.holds,
+                text_bytes=item.text_bytes,
+            )
+        )
+    return pb.MemberLedgerChunk(text=pb.LedgerText(section=_SECTIONS[item.section], data=item.data))

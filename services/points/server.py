@@ -19,6 +19,7 @@ from services.points.domain.rules import RulesInForce
 from services.points.grants import Grants
 from services.points.jobs import JobLoop, JobRunner
 from services.points.ledger_export import LedgerExport
+from services.points.ledger_stream import LedgerStream
 from services.points.members import MemberDirectory
 from services.points.processing_pauses import ProcessingPauses
 from services.points.program import Program, load_rules_in_force
@@ -112,6 +113,7 @@ def use_cases(
         processing_pauses=ProcessingPauses(pool),
         restrictions=Restrictions(pool, clock),
         ledger_export=LedgerExport(pool, clock),
+        ledger_stream=LedgerStream(pool, clock),
         program=Program(pool, rules, clock),
         clock=clock,
     )

@@ -12,6 +12,7 @@ from services.points.balance import Balances
 from services.points.domain.rules import RulesInForce
 from services.points.grants import Grants
 from services.points.ledger_export import LedgerExport
+from services.points.ledger_stream import LedgerStream
 from services.points.members import MemberDirectory
 from services.points.processing_pauses import ProcessingPauses
 from services.points.program import Program
@@ -43,6 +44,7 @@ class PointsDeps:
     processing_pauses: ProcessingPauses
     restrictions: Restrictions
     ledger_export: LedgerExport
+    ledger_stream: LedgerStream
     program: Program
     clock: Callable[[], datetime]
 

@@ -37,12 +37,13 @@ from services.privacy.domain.data_requests import (
     TimelineAction,
 )
 from services.privacy.domain.erasures import JournalEntry, ledger_retention
-from services.privacy.domain.export_bundle import Bundle, ExportSources, make_archive
+from services.privacy.domain.export_bundle import ExportSources, LedgerExport
 from services.privacy.domain.exports import EXPORT_NOT_BUILT
 from services.privacy.domain.field_crypto import FieldValue
 from services.privacy.domain.processing import PauseCause
 from services.privacy.domain.service_calls import ServiceCallError
 from services.privacy.erasure_journal import ErasureJournal
+from services.privacy.export_stream import FrameBundle, streamed_archive
 from services.privacy.exports import Exports
 from services.privacy.field_crypto import FieldCrypto
 from services.privacy.ports import AccountsPort, PointsPort
@@ -54,9 +55,6 @@ from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import Code, failed_precondition
 
 MAX_HISTORY = 10_000  # consent records of a member in their export bundle
-# the bundle in the proto3 JSON mapping (proto_export_bundle.bundle_of); ValueError if the
-# sources are inconsistent or too large
-BuildBundle = Callable[[ExportSources], Bundle]
 
 
 class StepExecutor:
@@ -71,7 +69,7 @@ class StepExecutor:
         accounts: AccountsPort,
         points: PointsPort,
         journal: ErasureJournal,
-        build_bundle: BuildBundle,
+        frame_bundle: FrameBundle,
         clock: Callable[[], datetime],
     ) -> None:
         self._pool = pool
@@ -82,7 +80,7 @@ class StepExecutor:
         self._accounts = accounts
         self._points = points
         self._journal = journal
-        self._build_bundle = build_bundle
+        self._frame_bundle = frame_bundle
         self._clock = clock
         self._handlers: dict[StepName, Callable[[DataRequest], Awaitable[StepOutcome]]] = {
             StepName.EXPORT_BUILD: self._export,
@@ -101,33 +99,33 @@ class StepExecutor:
     # -- ACCESS / PORTABILITY -----------------------------------------------------------------
 
     async def _export(self, request: DataRequest) -> StepOutcome:
-        sources = await self._gather(request)
-        # seconds of CPU for a large ledger: off the event loop, so that the service keeps
-        # answering (zlib and AES-GCM release the GIL; the JSON building shares it)
-        try:
-            bundle = await asyncio.to_thread(self._build_bundle, sources)
-        except ValueError as exc:  # too large, or inconsistent sources: not worth a retry
-            raise failed_precondition(EXPORT_NOT_BUILT, str(exc)) from None
-        archive = await asyncio.to_thread(make_archive, bundle)
-        await self.exports.keep(request_id=request.id, member_id=request.member_id, archive=archive)
-        return NOTHING
-
-    async def _gather(self, request: DataRequest) -> ExportSources:
+        """The bundle written while points' ledger stream arrives (export_stream.py): no
+        object per transaction, the compression overlapping PostgreSQL's rendering."""
         member = await self._accounts.export_member(request.member_id, purpose=request.name)
-        ledger = await self._points.export_ledger(request.member_id)
         states = await self._consents.states(request.member_id)
         records = await self._consents.history(request.member_id, MAX_HISTORY)
-        return ExportSources(
-            member_id=request.member_id,
-            member=member,
-            ledger=ledger,
-            consents=states,
-            consent_history=records,
-            requests=await self._requests.history(request.member_id),
-            generated_at=self._clock(),
-            request_name=request.name,
-            portable=request.type == RequestType.PORTABILITY,
-        )
+        requests = await self._requests.history(request.member_id)
+
+        def sources_of(ledger: LedgerExport) -> ExportSources:
+            return ExportSources(
+                member_id=request.member_id,
+                member=member,
+                ledger=ledger,
+                consents=states,
+                consent_history=records,
+                requests=requests,
+                generated_at=self._clock(),
+                request_name=request.name,
+                portable=request.type == RequestType.PORTABILITY,
+            )
+
+        pieces = self._points.stream_ledger(request.member_id)
+        try:
+            archive = await streamed_archive(pieces, sources_of, self._frame_bundle)
+        except ValueError as exc:  # too large, or inconsistent sources: not worth a retry
+            raise failed_precondition(EXPORT_NOT_BUILT, str(exc)) from None
+        await self.exports.keep(request_id=request.id, member_id=request.member_id, archive=archive)
+        return NOTHING
 
     # -- CORRECTION -----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ refused: a conflict, bad data), so fulfilment knows whether to schedule a retry.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, NamedTuple, TypeVar
 
 import grpc
@@ -21,16 +21,24 @@ from membership.points.v1 import points_pb2, points_pb2_grpc
 
 from services.privacy.domain.data_request_intake import CORRECTABLE, Change
 from services.privacy.domain.erasures import Retention
-from services.privacy.domain.export_bundle import LedgerExport, MemberExport
-from services.privacy.domain.service_calls import LEDGER_TOO_LARGE, ServiceCallError, Violation
+from services.privacy.domain.export_bundle import MemberExport
+from services.privacy.domain.export_stream import (
+    LedgerEnd,
+    LedgerPiece,
+    LedgerSection,
+    LedgerSummary,
+    LedgerText,
+)
+from services.privacy.domain.service_calls import (
+    LEDGER_STREAM_UNREADABLE,
+    ServiceCallError,
+    Violation,
+)
 from services.runtime.clients import ReconnectingChannel, ServiceCredentials
 from services.runtime.errors import Code
 
 ACCOUNTS = "accounts"
 POINTS = "points"
-LEDGER_PAGE_SIZE = 10_000
-# 100 pages of 10,000: a million transactions; more is refused rather than exported partly
-MAX_LEDGER_PAGES = 100
 EXPORT_TIMEOUT_S = 30.0
 TRANSIENT = frozenset(
     {
@@ -52,6 +60,8 @@ Response = TypeVar("Response")
 Metadata = tuple[tuple[str, str], ...]
 # a stub's RPC called with its deadline and metadata
 Rpc = Callable[[Stub, float, Metadata], Awaitable[Response]]
+# a stub's server-streaming RPC, likewise
+StreamRpc = Callable[[Stub, float, Metadata], AsyncIterator[Response]]
 
 
 class Refusal(NamedTuple):
@@ -103,14 +113,31 @@ class _Remote(Generic[Stub]):
         try:
             return await self._channel.call(lambda ch: rpc(self._stub(ch), timeout, metadata))
         except grpc.aio.AioRpcError as err:
-            refusal = _refusal(err)
-            raise ServiceCallError(
-                self._service,
-                err.code().name,
-                transient=err.code() in TRANSIENT,
-                reason=refusal.reason,
-                violations=refusal.violations,
-            ) from None
+            raise self._failure(err) from None
+
+    async def stream(
+        self, rpc: StreamRpc[Stub, Response], timeout_s: float = 0.0
+    ) -> AsyncGenerator[Response, None]:
+        """A server stream's messages; a failure, even after some, as ServiceCallError."""
+        metadata = self._credentials.metadata()
+        timeout = timeout_s or self._timeout_s
+        try:
+            async for message in self._channel.stream(
+                lambda ch: rpc(self._stub(ch), timeout, metadata)
+            ):
+                yield message
+        except grpc.aio.AioRpcError as err:
+            raise self._failure(err) from None
+
+    def _failure(self, err: grpc.aio.AioRpcError) -> ServiceCallError:
+        refusal = _refusal(err)
+        return ServiceCallError(
+            self._service,
+            err.code().name,
+            transient=err.code() in TRANSIENT,
+            reason=refusal.reason,
+            violations=refusal.violations,
+        )
 
     async def close(self) -> None:
         await self._channel.close()
@@ -199,22 +226,26 @@ class PointsPort:
             timeout_s,
         )
 
-    async def export_ledger(self, member_id: str) -> LedgerExport:
-        """Every page of the member's ledger; an unknown member has none."""
-        pages: list[points_pb2.MemberLedgerExport] = []
-        token = ""
-        for _ in range(MAX_LEDGER_PAGES):
-            try:
-                page = await self._ledger_page(member_id, LEDGER_PAGE_SIZE, token, EXPORT_TIMEOUT_S)
-            except ServiceCallError as exc:
-                if exc.code == Code.NOT_FOUND.value and not pages:
-                    return LedgerExport(())
+    async def stream_ledger(self, member_id: str) -> AsyncGenerator[LedgerPiece, None]:
+        """The member's ledger as points' StreamMemberLedger sends it: the summary, the
+        texts, the end; nothing for a member points never knew. A failure part-way is a
+        transient ServiceCallError (the export is built again later)."""
+        request = points_pb2.StreamMemberLedgerRequest(member=f"members/{member_id}")
+        messages = self._remote.stream(
+            lambda stub, timeout, metadata: stub.StreamMemberLedger(
+                request, timeout=timeout, metadata=metadata
+            ),
+            EXPORT_TIMEOUT_S,
+        )
+        first = True
+        try:
+            async with contextlib.aclosing(messages):  # a stream left early is cancelled
+                async for message in messages:
+                    yield ledger_piece(message, first=first)
+                    first = False
+        except ServiceCallError as exc:
+            if not (first and exc.code == Code.NOT_FOUND.value):
                 raise
-            pages.append(page)
-            token = page.next_page_token
-            if not token:
-                return LedgerExport(tuple(pages))
-        raise ServiceCallError(POINTS, LEDGER_TOO_LARGE, transient=False)
 
     async def ledger_has_entries(self, member_id: str) -> bool:
         try:
@@ -268,3 +299,28 @@ class PointsPort:
             )
         )
         return json_format.MessageToJson(response, indent=None)
+
+
+_SECTIONS = {
+    points_pb2.LEDGER_SECTION_TRANSACTIONS_JSON: LedgerSection.TRANSACTIONS_JSON,
+    points_pb2.LEDGER_SECTION_TRANSACTIONS_CSV: LedgerSection.TRANSACTIONS_CSV,
+    points_pb2.LEDGER_SECTION_LOTS_JSON: LedgerSection.LOTS_JSON,
+    points_pb2.LEDGER_SECTION_HOLDS_JSON: LedgerSection.HOLDS_JSON,
+}
+
+
+def ledger_piece(message: points_pb2.MemberLedgerChunk, *, first: bool) -> LedgerPiece:
+    """One message of StreamMemberLedger as the bundle takes it; the summary comes first
+    and only first. Anything else is a stream this version cannot read: not retried."""
+    content = message.WhichOneof("content")
+    if (content == "summary") != first:
+        raise ServiceCallError(POINTS, LEDGER_STREAM_UNREADABLE, transient=False)
+    if content == "summary":
+        return LedgerSummary(message.summary)
+    if content == "end":
+        e = message.end
+        return LedgerEnd(e.transactions, e.lots, e.holds, e.text_bytes)
+    section = _SECTIONS.get(message.text.section) if content == "text" else None
+    if section is None:
+        raise ServiceCallError(POINTS, LEDGER_STREAM_UNREADABLE, transient=False)
+    return LedgerText(section, message.text.data)

@@ -43,6 +43,7 @@ from services.privacy.domain.export_bundle import (
     rfc3339,
     utc_text,
 )
+from services.privacy.domain.export_stream import BundleFrame
 from services.privacy.proto import channel_enum
 from services.privacy.proto_data_requests import request_pb
 
@@ -93,8 +94,55 @@ class BundleSources:
 def build_bundle(sources: BundleSources) -> Bundle:
     """The bundle. ValueError if the sources are not all one member's; BundleTooLarge."""
     member = _checked_member(sources)
-    kind = "DATA_REQUEST_TYPE_" + ("PORTABILITY" if sources.portable else "ACCESS")
     pairs = [_transaction(e) for page in sources.ledger_pages for e in page.transactions]
+    arrays = _Arrays(
+        lines([text for text, _ in pairs]),
+        lines([_lot_json(lot) for p in sources.ledger_pages for lot in p.lots]),
+        lines([_hold_json(hold) for p in sources.ledger_pages for hold in p.holds]),
+    )
+    document = _document(sources, member, arrays)
+    return Bundle(document.encode(), csv_bytes([row for _, row in pairs]))
+
+
+# stand-ins for the ledger's arrays in bundle_frame's document: JSON text never holds a NUL
+_MARKS = ("\x00transactions\x00", "\x00lots\x00", "\x00holds\x00")
+
+
+def bundle_frame(sources: ExportSources) -> BundleFrame:
+    """bundle.json around the ledger's arrays, for a bundle written while points' ledger
+    stream arrives (domain/export_stream.py): `sources.ledger` holds the stream's summary
+    (or nothing, for a member points never knew). Raises as build_bundle does."""
+    return frame_of(_bundle_sources(sources))
+
+
+def frame_of(sources: BundleSources) -> BundleFrame:
+    """bundle_frame of the messages themselves; `ledger_pages`: the summary, or none."""
+    member = _checked_member(sources)
+    document = _document(sources, member, _Arrays(*([mark] for mark in _MARKS)))
+    head, rest = document.split(_MARKS[0])
+    after_transactions, rest = rest.split(_MARKS[1])
+    after_lots, tail = rest.split(_MARKS[2])
+    return BundleFrame(
+        head=head.encode(),
+        after_transactions=after_transactions.encode(),
+        after_lots=after_lots.encode(),
+        tail=tail.encode(),
+        csv_header=csv_bytes([]),
+        generated_at=sources.generated_at,
+    )
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """The ledger's three arrays in bundle.json, as pieces."""
+
+    transactions: Pieces
+    lots: Pieces
+    holds: Pieces
+
+
+def _document(sources: BundleSources, member: str, arrays: _Arrays) -> str:
+    kind = "DATA_REQUEST_TYPE_" + ("PORTABILITY" if sources.portable else "ACCESS")
     sections = [
         ("format", encoded(FORMAT)),
         ("formatVersion", encoded(FORMAT_VERSION)),
@@ -102,14 +150,13 @@ def build_bundle(sources: BundleSources) -> Bundle:
         ("request", encoded({"name": sources.request_name, "type": kind, "member": member})),
         ("member", encoded(_member_section(sources.member_export))),
         ("consents", encoded(_consents_section(sources))),
-        ("points", _points_section(sources.ledger_pages, [text for text, _ in pairs])),
+        ("points", _points_section(sources.ledger_pages, arrays)),
         ("dataRequests", encoded([_data_request(r) for r in sources.requests])),
     ]
     if sources.portable:
         sections.append(("schema", encoded(SCHEMA)))
     # top-level keys one a line: a text viewer shows the document a section at a time
-    document = "".join(json_object(sections, "\n")) + "\n"
-    return Bundle(document.encode(), csv_bytes([row for _, row in pairs]))
+    return "".join(json_object(sections, "\n")) + "\n"
 
 
 def _checked_member(sources: BundleSources) -> str:
@@ -186,7 +233,7 @@ def _data_request(request: rights_pb.DataRequest) -> dict[str, Any]:
 # --- points: the high-volume messages written as JSON text --------------------------------
 
 
-def _points_section(pages: Sequence[points_pb.MemberLedgerExport], texts: list[str]) -> Pieces:
+def _points_section(pages: Sequence[points_pb.MemberLedgerExport], arrays: _Arrays) -> Pieces:
     # balance, tier and restriction come with every page: the first's are as of the newest
     # transactions. Reward redemptions come on the first page; all pages' are taken.
     first = pages[0] if pages else points_pb.MemberLedgerExport()
@@ -198,9 +245,9 @@ def _points_section(pages: Sequence[points_pb.MemberLedgerExport], texts: list[s
         [
             ("balance", encoded(balance)),
             ("tier", encoded(tier)),
-            ("transactions", lines(texts)),
-            ("lots", lines([_lot_json(lot) for p in pages for lot in p.lots])),
-            ("holds", lines([_hold_json(hold) for p in pages for hold in p.holds])),
+            ("transactions", arrays.transactions),
+            ("lots", arrays.lots),
+            ("holds", arrays.holds),
             ("rewardRedemptions", encoded(redemptions)),
             ("restriction", encoded(restriction)),
         ]
@@ -329,8 +376,7 @@ def _opened(kind: type[M], exported: object) -> M:
     return exported
 
 
-def bundle_of(sources: ExportSources) -> Bundle:
-    """The bundle of an ACCESS or PORTABILITY request; raises as build_bundle does."""
+def _bundle_sources(sources: ExportSources) -> BundleSources:
     member = _opened(accounts_pb.ExportMemberDataResponse, sources.member.message)
     pages = [_opened(points_pb.MemberLedgerExport, p) for p in sources.ledger.pages]
     history = [
@@ -339,15 +385,13 @@ def bundle_of(sources: ExportSources) -> Bundle:
         )
         for r in sources.consent_history
     ]
-    return build_bundle(
-        BundleSources(
-            member_export=member,
-            ledger_pages=pages,
-            consents=[proto_consent.consent_pb(sources.member_id, s) for s in sources.consents],
-            consent_history=history,
-            requests=[request_pb(view, with_timeline=False) for view in sources.requests],
-            generated_at=sources.generated_at,
-            request_name=sources.request_name,
-            portable=sources.portable,
-        )
+    return BundleSources(
+        member_export=member,
+        ledger_pages=pages,
+        consents=[proto_consent.consent_pb(sources.member_id, s) for s in sources.consents],
+        consent_history=history,
+        requests=[request_pb(view, with_timeline=False) for view in sources.requests],
+        generated_at=sources.generated_at,
+        request_name=sources.request_name,
+        portable=sources.portable,
     )

@@ -36,7 +36,7 @@ from services.privacy.keyring import load_index_key, load_keyring
 from services.privacy.ports import AccountsPort, PointsPort
 from services.privacy.ports_processing import ProcessingEventsPort
 from services.privacy.processing_relay import pause_relay
-from services.privacy.proto_export_bundle import bundle_of
+from services.privacy.proto_export_bundle import bundle_frame
 from services.privacy.purpose_catalogue import load_purposes
 from services.privacy.rewrapper import Rewrapper
 from services.privacy.server_audit import AuditServicer
@@ -180,7 +180,7 @@ async def build_data_requests(
         accounts=remotes.accounts,
         points=remotes.points,
         journal=journal,
-        build_bundle=bundle_of,
+        frame_bundle=bundle_frame,
         clock=requests.clock,
     )
     fulfiller = Fulfiller(pool, requests, steps, journal, calendar)

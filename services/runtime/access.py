@@ -48,6 +48,7 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "RedeemReward": "points.points.spend",
     POINTS + "ApplyMemberEvents": "points.internal.members",
     POINTS + "ExportMemberLedger": "points.internal.privacy",
+    POINTS + "StreamMemberLedger": "points.internal.privacy",
     POINTS + "RestrictMember": "points.internal.privacy",
     POINTS + "ApplyProcessingEvents": "points.internal.privacy",
     # the rules applying to a member, for an explanation request (PIPL Art. 48)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -82,6 +82,17 @@ class ReconnectingChannel:
     async def call(self, rpc: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T:
         try:
             return await rpc(self._channel)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                stale, self._channel = self._channel, self._connect()
+                await stale.close()
+            raise
+
+    async def stream(self, rpc: Callable[[grpc.aio.Channel], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """A server stream's messages, with `call`'s fresh channel after UNAVAILABLE."""
+        try:
+            async for message in rpc(self._channel):
+                yield message
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
                 stale, self._channel = self._channel, self._connect()

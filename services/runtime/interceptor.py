@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ from services.runtime.status import grpc_code, to_rpc_status
 log = logging.getLogger("membership.rpc")
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamHandler = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 
 # stands in for a request whose bytes did not parse, so that the caller is authenticated
@@ -83,14 +85,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or access.is_public(method):
             return handler
-        if handler.unary_unary is None:
-            # every API method is unary; anything else is closed
-            return grpc.unary_unary_rpc_method_handler(self._closed)
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, handler.unary_unary),
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, handler.unary_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:  # a server stream (StreamMemberLedger)
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        # no API method streams requests; such a method is closed
+        return grpc.unary_unary_rpc_method_handler(self._closed)
 
     async def _closed(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, "method not available")
@@ -124,47 +132,68 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         log.exception("unhandled error", extra={"fields": {"method": method}})
         return DomainError(Code.INTERNAL, "INTERNAL", "internal error")
 
+    @contextlib.asynccontextmanager
+    async def _guarded(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        """What every call goes through, unary or streaming: request id, caller token and
+        scope before the handler runs; its errors as google.rpc.Status; the metric and the
+        access log line once it ended."""
+        metadata = _metadata(context)
+        rid = metadata.get("x-request-id", "")[:MAX_REQUEST_ID_LEN] or new_request_id()
+        set_request_id(rid)
+        set_caller(None)
+        started = time.perf_counter()
+        outcome, role = "OK", ""
+        try:
+            caller = self._authenticate(metadata)
+            role = caller.role
+            self._authorize(method, caller)
+            set_caller(caller)
+            if request is UNPARSEABLE:
+                raise bad_field("request", "is not a valid message of this method")
+            yield
+        except DomainError as err:
+            outcome = err.code.value
+            status = to_rpc_status(err, self._domain)
+            await context.abort(grpc_code(err), status.details, _trailing(err, status))
+        except grpc.aio.AbortError:
+            outcome = "ABORTED_BY_HANDLER"
+            raise
+        except Exception as exc:
+            error = self._unhandled(method, exc)
+            outcome = error.code.value
+            status = to_rpc_status(error, self._domain)
+            await context.abort(grpc_code(error), status.details, status.trailing_metadata)
+        finally:
+            elapsed_s = time.perf_counter() - started
+            observe_rpc(self._service, method, outcome, elapsed_s)
+            log.info(
+                "rpc",
+                extra={
+                    "fields": {
+                        "method": method,
+                        "code": outcome,
+                        "role": role,
+                        "duration_ms": round(elapsed_s * 1000, 2),
+                    }
+                },
+            )
+
     def _wrap(self, method: str, inner: Handler) -> Handler:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            metadata = _metadata(context)
-            rid = metadata.get("x-request-id", "")[:MAX_REQUEST_ID_LEN] or new_request_id()
-            set_request_id(rid)
-            set_caller(None)
-            started = time.perf_counter()
-            outcome, role = "OK", ""
-            try:
-                caller = self._authenticate(metadata)
-                role = caller.role
-                self._authorize(method, caller)
-                set_caller(caller)
-                if request is UNPARSEABLE:
-                    raise bad_field("request", "is not a valid message of this method")
+            async with self._guarded(method, request, context):
                 return await inner(request, context)
-            except DomainError as err:
-                outcome = err.code.value
-                status = to_rpc_status(err, self._domain)
-                await context.abort(grpc_code(err), status.details, _trailing(err, status))
-            except grpc.aio.AbortError:
-                outcome = "ABORTED_BY_HANDLER"
-                raise
-            except Exception as exc:
-                error = self._unhandled(method, exc)
-                outcome = error.code.value
-                status = to_rpc_status(error, self._domain)
-                await context.abort(grpc_code(error), status.details, status.trailing_metadata)
-            finally:
-                elapsed_s = time.perf_counter() - started
-                observe_rpc(self._service, method, outcome, elapsed_s)
-                log.info(
-                    "rpc",
-                    extra={
-                        "fields": {
-                            "method": method,
-                            "code": outcome,
-                            "role": role,
-                            "duration_ms": round(elapsed_s * 1000, 2),
-                        }
-                    },
-                )
+
+        return handle
+
+    def _wrap_stream(self, method: str, inner: StreamHandler) -> StreamHandler:
+        """A server stream: an error after some messages still ends it with its status, so
+        the caller never takes a cut-off stream for a whole one."""
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with self._guarded(method, request, context):
+                async for response in inner(request, context):
+                    yield response
 
         return handle

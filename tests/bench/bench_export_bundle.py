@@ -12,6 +12,10 @@ side by side in one run:
   (c) build_bundle: JSON and CSV from the protobuf messages
   (d) MessageToDict per transaction, lot and hold, then json.dumps: what the direct mapping
       replaces (measured on a sample of --sample transactions, scaled)
+  (e) build_bundle and make_archive: what privacy did per ACCESS before the ledger stream
+  (f) BundleWriter: the same archive from the text points' StreamMemberLedger sends (JSON
+      lines and CSV, in 1 MiB chunks, rendered by PostgreSQL: not measured here), what
+      privacy does per ACCESS since issue 14 (zlib's deflate is most of it)
 
 CPU seconds (time.process_time), best of --rounds interleaved rounds, each with its ratio
 to (a). Prints a table and writes bench-results/export_bundle.json with machine information.
@@ -28,7 +32,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +41,16 @@ from google.protobuf import json_format
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.points.v1 import points_pb2 as pb
 
-from services.privacy.domain.export_bundle import Bundle
-from services.privacy.proto_export_bundle import BundleSources, build_bundle
+from services.points.domain.ledger_stream import MAX_CHUNK_BYTES
+from services.privacy.domain.export_bundle import Bundle, make_archive
+from services.privacy.domain.export_stream import (
+    BundleFrame,
+    BundleWriter,
+    LedgerEnd,
+    LedgerSection,
+    LedgerText,
+)
+from services.privacy.proto_export_bundle import BundleSources, build_bundle, frame_of
 from tests.bench.common import machine_info
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "export_bundle.json"
@@ -195,13 +207,72 @@ def measure(options: Options) -> list[Row]:
     )
     dumps_s, floor_s, build_s = best["dumps"], best["floor"], best["build"]
     naive_s = _message_to_dict_s(src, options.sample, options.rounds)
+    stream = _stream_texts(src, bundle)
+    frame = frame_of(replace(src, ledger_pages=[_summary(src.ledger_pages[0])]))
+    archives = best_cpu_s(
+        {
+            "paged": lambda: make_archive(build_bundle(src)),
+            "streamed": lambda: _streamed_archive(frame, stream),
+        },
+        options.rounds,
+    )
     size = f"{len(bundle.json_bytes) / 1e6:.1f} MB JSON, {len(bundle.ledger_csv) / 1e6:.1f} MB CSV"
     return [
         Row("json.dumps of the equivalent document", dumps_s, None),
         Row("json.dumps + csv.writer (equivalent)", floor_s, floor_s / dumps_s),
         Row("build_bundle (JSON + CSV)", build_s, build_s / dumps_s, size),
         Row("MessageToDict + json.dumps (scaled)", naive_s, naive_s / dumps_s, "JSON only"),
+        Row("build_bundle + make_archive (before)", archives["paged"], archives["paged"] / dumps_s),
+        Row(
+            "BundleWriter from the stream (since)",
+            archives["streamed"],
+            archives["streamed"] / dumps_s,
+            "JSON lines + CSV in, ZIP out",
+        ),
     ]
+
+
+def _summary(page: pb.MemberLedgerExport) -> pb.MemberLedgerExport:
+    """The stream's first message: the page without its transactions, lots and holds."""
+    summary = pb.MemberLedgerExport()
+    summary.CopyFrom(page)
+    for field in ("transactions", "lots", "holds"):
+        summary.ClearField(field)
+    return summary
+
+
+def _stream_texts(src: BundleSources, bundle: Bundle) -> list[LedgerText]:
+    """What StreamMemberLedger sends for these pages, cut in 1 MiB chunks (PostgreSQL
+    renders the same text; the service test compares it byte for byte)."""
+    pages = src.ledger_pages
+    document = json.loads(bundle.json_bytes)["points"]
+    header, _, rows = bundle.ledger_csv.partition(b"\r\n")
+    sections = (
+        (LedgerSection.TRANSACTIONS_CSV, header + b"\r\n"),  # a chunk of its own, first
+        (LedgerSection.TRANSACTIONS_CSV, rows),
+        (LedgerSection.TRANSACTIONS_JSON, _json_lines(document["transactions"])),
+        (LedgerSection.LOTS_JSON, _json_lines(document["lots"])),
+        (LedgerSection.HOLDS_JSON, _json_lines(document["holds"])),
+    )
+    assert len(document["transactions"]) == sum(len(p.transactions) for p in pages)
+    return [
+        LedgerText(section, data[start : start + MAX_CHUNK_BYTES])
+        for section, data in sections
+        for start in range(0, len(data), MAX_CHUNK_BYTES)
+    ]
+
+
+def _json_lines(items: list[Any]) -> bytes:
+    return "".join(_dumps(item) + "\n" for item in items).encode()
+
+
+def _streamed_archive(frame: BundleFrame, texts: list[LedgerText]) -> bytes:
+    writer = BundleWriter(frame)
+    for text in texts:
+        writer.text(text)
+    lines = [sum(t.data.count(b"\n") for t in texts if t.section is s) for s in LedgerSection]
+    end = LedgerEnd(lines[0], lines[2], lines[3], sum(len(t.data) for t in texts))
+    return writer.finish(end)
 
 
 def table(rows: list[Row]) -> str:

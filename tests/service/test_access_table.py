@@ -201,6 +201,7 @@ class Requests:
             "ExportMemberLedger": lambda: ptpb.ExportMemberLedgerRequest(
                 member="members/macl", page_size=1
             ),
+            "StreamMemberLedger": lambda: ptpb.StreamMemberLedgerRequest(member="members/macl"),
             "RestrictMember": lambda: ptpb.RestrictMemberRequest(
                 member=f"members/{_unique('acl')}",
                 request_id=_unique("acl"),
@@ -288,7 +289,12 @@ def _stub_method(suite: Suite, method: str) -> Callable[..., Any]:
 
 async def _code(suite: Suite, method: str, request: Message, metadata: Metadata) -> grpc.StatusCode:
     try:
-        await _stub_method(suite, method)(request, metadata=metadata, timeout=10)
+        call = _stub_method(suite, method)(request, metadata=metadata, timeout=10)
+        if isinstance(call, grpc.aio.UnaryStreamCall):  # a server stream: read it to its end
+            async for _ in call:
+                pass
+        else:
+            await call
     except grpc.aio.AioRpcError as err:
         return err.code()
     return grpc.StatusCode.OK

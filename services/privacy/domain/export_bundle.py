@@ -33,7 +33,8 @@ class MemberExport:
 @dataclass(frozen=True)
 class LedgerExport:
     """points' pages of ExportMemberLedger (membership.points.v1.MemberLedgerExport), in the
-    order fetched; none for a member points never knew."""
+    order fetched, or the summary StreamMemberLedger starts with (its transactions, lots and
+    holds arrive as text: domain/export_stream.py); none for a member points never knew."""
 
     pages: tuple[object, ...]
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-# not a status code: the member's ledger has more pages than an export takes
-LEDGER_TOO_LARGE = "LEDGER_TOO_LARGE"
+# not a status code: points' ledger stream had a message out of place or of an unknown kind
+LEDGER_STREAM_UNREADABLE = "LEDGER_STREAM_UNREADABLE"
+# not a status code: points' ledger stream broke off, or its end disagreed with what came
+LEDGER_STREAM_INCOMPLETE = "LEDGER_STREAM_INCOMPLETE"
 
 
 class Violation(NamedTuple):
@@ -19,8 +21,8 @@ class Violation(NamedTuple):
 
 
 class ServiceCallError(Exception):
-    """A call to another service failed; `code` is the gRPC status code's name (or
-    LEDGER_TOO_LARGE); `transient`: retrying later may succeed."""
+    """A call to another service failed; `code` is the gRPC status code's name (or one of
+    the LEDGER_* above); `transient`: retrying later may succeed."""
 
     def __init__(
         self,
