@@ -18,7 +18,7 @@ async def find_settled_payment(
     conn: Conn, member_id: str, payment_id: str
 ) -> SettledPayment | None:
     # the amount is read from the settlement's stored explanation, written in the same
-    # transaction as the payment's points (domain/settlement.explanation_of)
+    # transaction as the payment's points (domain/settlement.explanation_json)
     row = await conn.fetchrow(
         "SELECT t.points, t.explanation -> 'payment' AS payment,"
         " (SELECT l.lot_id FROM points.lots l WHERE l.member_id = t.member_id"
