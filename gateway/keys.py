@@ -41,7 +41,7 @@ from services.runtime.db import Conn, database_failure
 
 log = logging.getLogger("membership.gateway.keys")
 
-ROLES: tuple[str, ...] = ("wallet-backend", "settlement", "officer", "admin")
+ROLES: tuple[str, ...] = ("wallet-backend", "settlement", "officer", "admin", "marketing")
 KEY_PREFIX = "wm"
 KEY_ID_BYTES = 10  # 80 bits: ids never collide in practice; they are not secret
 SECRET_BYTES = 32  # 256 bits

@@ -13,7 +13,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 # imported for their side effect too: they put the services' descriptors in the default pool
 from membership.accounts.v1 import accounts_pb2
-from membership.points.v1 import points_pb2
+from membership.points.v1 import points_pb2, promotions_pb2
 from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
 
 log = logging.getLogger("membership.gateway.grpc")
@@ -23,6 +23,7 @@ SERVICE_OWNERS: dict[str, str] = {
     for module, owner in (
         (accounts_pb2, "accounts"),
         (points_pb2, "points"),
+        (promotions_pb2, "points"),
         (field_crypto_pb2, "privacy"),
         (consent_pb2, "privacy"),
         (data_rights_pb2, "privacy"),

@@ -8,7 +8,7 @@ from gateway.http_rules import RouteTable
 from gateway.server import route_table
 from services.runtime.access import METHOD_SCOPES, ROLE_SCOPES
 
-EXTERNAL_ROLES = ("wallet-backend", "settlement", "officer", "admin")
+EXTERNAL_ROLES = ("wallet-backend", "settlement", "officer", "admin", "marketing")
 
 
 def roles_of(rpc_path: str) -> list[str]:

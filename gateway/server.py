@@ -18,7 +18,7 @@ import grpc
 import uvloop
 from aiohttp import web
 from membership.accounts.v1 import accounts_pb2
-from membership.points.v1 import points_pb2
+from membership.points.v1 import points_pb2, promotions_pb2
 from membership.privacy.v1 import audit_pb2, consent_pb2, data_rights_pb2, field_crypto_pb2
 
 from gateway import console, console_cookies, webhooks
@@ -53,6 +53,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICES = {
     "membership.accounts.v1.AccountsService": ("accounts", accounts_pb2),
     "membership.points.v1.PointsService": ("points", points_pb2),
+    "membership.points.v1.PromotionsService": ("points", promotions_pb2),
     "membership.privacy.v1.FieldCryptoService": ("privacy", field_crypto_pb2),
     "membership.privacy.v1.ConsentService": ("privacy", consent_pb2),
     "membership.privacy.v1.DataRightsService": ("privacy", data_rights_pb2),

@@ -143,7 +143,8 @@ class Refunds:
         plan = await self._plan(conn, request, payment, so_far, available)
         txn_id = (await ledger_store.next_ids(conn, 1))[0]
         await self._apply(conn, request.member_id, payment, plan, txn_id)
-        await self._disqualify(conn, request.member_id, payment, plan.points)
+        qualifying = refunds.qualifying_share(payment, so_far.points_clawed_back, plan.points)
+        await self._disqualify(conn, request.member_id, payment, qualifying)
         total = so_far.refunded_minor + request.amount_minor
         await refund_store.add_refunded(
             conn,

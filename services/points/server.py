@@ -11,10 +11,13 @@ import asyncpg
 import grpc
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import points_pb2_grpc as pb_grpc
+from membership.points.v1 import promotions_pb2 as ppb
+from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
 
 from services.points import metrics as points_metrics
 from services.points import settings as points_settings
 from services.points.balance import Balances
+from services.points.campaigns import Campaigns
 from services.points.domain.rules import RulesInForce
 from services.points.grants import Grants
 from services.points.jobs import JobLoop, JobRunner
@@ -29,6 +32,7 @@ from services.points.restrictions import Restrictions
 from services.points.rewards import Rewards, sync_rewards
 from services.points.server_balance import BalanceRpcs
 from services.points.server_base import PointsDeps
+from services.points.server_campaigns import PromotionsServicer
 from services.points.server_grants import GrantRpcs
 from services.points.server_ledger_export import LedgerExportRpcs
 from services.points.server_members import MemberRpcs
@@ -75,7 +79,10 @@ def system_clock() -> datetime:
 
 
 class PointsComponent:
-    service_names: Sequence[str] = (pb.DESCRIPTOR.services_by_name["PointsService"].full_name,)
+    service_names: Sequence[str] = (
+        pb.DESCRIPTOR.services_by_name["PointsService"].full_name,
+        ppb.DESCRIPTOR.services_by_name["PromotionsService"].full_name,
+    )
 
     def __init__(self, deps: PointsDeps, jobs: JobLoop) -> None:
         self.deps = deps
@@ -83,6 +90,9 @@ class PointsComponent:
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_PointsServiceServicer_to_server(PointsServicer(self.deps), server)
+        ppb_grpc.add_PromotionsServiceServicer_to_server(
+            PromotionsServicer(self.deps.campaigns), server
+        )
         # background work starts with serving (add_to runs inside the server's event loop)
         self.jobs.start()
 
@@ -115,6 +125,7 @@ def use_cases(
         ledger_export=LedgerExport(pool, clock),
         ledger_stream=LedgerStream(pool, clock),
         program=Program(pool, rules, clock),
+        campaigns=Campaigns(pool, rules, clock),
         clock=clock,
     )
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from services.points.balance import Balances
+from services.points.campaigns import Campaigns
 from services.points.domain.rules import RulesInForce
 from services.points.grants import Grants
 from services.points.ledger_export import LedgerExport
@@ -46,6 +47,7 @@ class PointsDeps:
     ledger_export: LedgerExport
     ledger_stream: LedgerStream
     program: Program
+    campaigns: Campaigns
     clock: Callable[[], datetime]
 
 

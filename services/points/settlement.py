@@ -12,12 +12,15 @@ such batches (group commit).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
 
-from services.points import metrics
+from services.points import metrics, settlement_campaigns
 from services.points.domain import tiers
+from services.points.domain.campaign_awards import NO_CAMPAIGNS, CampaignOutcome, with_campaigns
+from services.points.domain.campaigns import Campaign
 from services.points.domain.earning import local_day
 from services.points.domain.referrals import DueReferral
 from services.points.domain.rules import RulesInForce
@@ -32,6 +35,12 @@ from services.points.domain.settlement import (
 from services.points.domain.settlement_batch import BatchView, BatchWrite, Key
 from services.points.domain.tiers import TierView
 from services.points.members import MemberDirectory
+from services.points.settlement_campaigns import (
+    BatchCampaigns,
+    CampaignBook,
+    MemberFacts,
+    facts_of,
+)
 from services.points.settlement_in_debt import SettlementInDebt
 from services.points.store import settlement_batch as settlement_batch_store
 from services.runtime.coalesce import Coalescer
@@ -43,8 +52,9 @@ from services.runtime.errors import DomainError
 COALESCED_MAX_BATCH = 100
 COALESCED_MAX_IN_FLIGHT = 2
 
-# the one-by-one path of a member in debt, inside the batch's transaction
-SettleOne = Callable[[Conn, Payment], Awaitable[ItemOutcome]]
+# the one-by-one path of a member in debt, inside the batch's transaction, with what the
+# running campaigns give the payment (decided by the batch, which holds their budgets)
+SettleOne = Callable[[Conn, Payment, CampaignOutcome], Awaitable[ItemOutcome]]
 
 
 class Settlement:
@@ -61,6 +71,7 @@ class Settlement:
         self._rules = rules
         self._clock = clock
         self._in_debt = SettlementInDebt(rules, clock)
+        self.campaigns = CampaignBook()
         self._coalescer: Coalescer[Payment, ItemOutcome] = Coalescer(
             self.settle_many, COALESCED_MAX_BATCH, COALESCED_MAX_IN_FLIGHT, linger_s
         )
@@ -88,7 +99,7 @@ class Settlement:
         outcomes = await in_transaction(
             self._pool,
             lambda conn: settle_set_wise(
-                conn, payments, self._rules, self._clock, self._in_debt.settle
+                conn, payments, self._rules, self._clock, self._in_debt.settle, self.campaigns
             ),
         )
         metrics.settled(outcomes)  # committed: counted once
@@ -101,29 +112,46 @@ async def settle_set_wise(
     in_force: RulesInForce,
     clock: Callable[[], datetime],
     in_debt: SettleOne,
+    book: CampaignBook | None = None,
 ) -> list[ItemOutcome]:
     """Four statements for the whole batch: lock, read, write, and (rarely) `in_debt` for
-    each payment of a member in debt."""
-    view = await _read(conn, payments, in_force, clock)
+    each payment of a member in debt; running campaigns add their budgets' claim and the
+    record of what they gave (settlement_campaigns.py)."""
+    book = book or CampaignBook()
+    asked = book.needs_first_payment
+    view = await _read(conn, payments, in_force, clock, asked)
+    running = await book.running(conn, view.seen.campaign_epoch)
+    if book.needs_first_payment and not asked:  # the running set changed to need it
+        await _read_settled_before(conn, view)
+    campaigns = await _campaigns(conn, payments, in_force, view, running) if running else None
     ids = iter(view.seen.ids)
     write = BatchWrite()
     outcomes: dict[int, ItemOutcome] = {}
-    slow: list[int] = []
+    slow: dict[int, CampaignOutcome] = {}
     # member order, then request order: the daily cap counts a member's payments in order
     for i in sorted(range(len(payments)), key=lambda i: (payments[i].member_id, i)):
         payment = payments[i]
         if view.available.get(payment.member_id, 0) < 0:
-            slow.append(i)
+            slow[i] = _in_debt_award(in_force, view, payment, campaigns)
             continue
-        outcomes[i] = _decide(in_force, view, payment, ids, write)
+        outcomes[i] = _decide(in_force, view, payment, ids, write, campaigns)
     await settlement_batch_store.write_batch(conn, write)
-    for i in slow:
-        outcomes[i] = await in_debt(conn, payments[i])
+    for i, award in slow.items():
+        outcomes[i] = outcome = await in_debt(conn, payments[i], award)
+        if campaigns is not None and outcome.result is not None and not outcome.replayed:
+            day = local_day(in_force.rules, payments[i].occurred_at)
+            campaigns.record(payments[i], outcome.result.txn_id or 0, day, award)
+    if campaigns is not None:
+        await campaigns.finish(conn)
     return [outcomes[i] for i in range(len(payments))]
 
 
 async def _read(
-    conn: Conn, payments: Sequence[Payment], in_force: RulesInForce, clock: Callable[[], datetime]
+    conn: Conn,
+    payments: Sequence[Payment],
+    in_force: RulesInForce,
+    clock: Callable[[], datetime],
+    settled_before: bool,
 ) -> BatchView:
     rules = in_force.rules
     members = sorted({p.member_id for p in payments})
@@ -140,9 +168,80 @@ async def _read(
         member_days=sorted(days),
         window=tiers.window_days(rules, now),
         id_count=3 * len(known),
+        settled_before=settled_before,
     )
     views = {m: TierView(s.tier, s.qualifying) for m, s in seen.members.items()}
     return BatchView(available=available, seen=seen, tiers=views, now=now)
+
+
+async def _read_settled_before(conn: Conn, view: BatchView) -> None:
+    members = view.seen.members
+    settled = await settlement_batch_store.settled_before(conn, sorted(members))
+    for member_id, seen in members.items():
+        members[member_id] = replace(seen, settled_before=member_id in settled)
+
+
+def _member_facts(in_force: RulesInForce, view: BatchView, member_id: str) -> MemberFacts:
+    member = view.seen.members[member_id]
+    tier = tiers.tier_of(in_force.rules, view.tiers[member_id].state)
+    return MemberFacts(tier.code, member.registered_at, member.settled_before)
+
+
+def _first_payment(facts: MemberFacts, member_id: str, campaigns: BatchCampaigns) -> bool:
+    return facts.settled_before is False and member_id not in campaigns.settled_in_batch
+
+
+async def _campaigns(
+    conn: Conn,
+    payments: Sequence[Payment],
+    in_force: RulesInForce,
+    view: BatchView,
+    running: tuple[Campaign, ...],
+) -> BatchCampaigns:
+    """The budgets the batch may draw on, from the payments that may settle (an upper
+    bound: repeats and refusals are left out where the read already tells)."""
+    rules, candidates, seen_keys = in_force.rules, [], set()
+    for p in payments:
+        key = (p.member_id, p.idempotency_key)
+        member = view.seen.members.get(p.member_id)
+        if member is None or key in view.seen.done or key in seen_keys:
+            continue
+        seen_keys.add(key)
+        facts = _member_facts(in_force, view, p.member_id)
+        day = local_day(rules, p.occurred_at)
+        found = facts_of(rules, p, day, facts, facts.settled_before is False)
+        if found is not None:
+            candidates.append(found)
+    return await settlement_campaigns.prepare(conn, running, candidates, sorted(view.seen.members))
+
+
+def _award(
+    in_force: RulesInForce, view: BatchView, payment: Payment, campaigns: BatchCampaigns | None
+) -> CampaignOutcome:
+    if campaigns is None:
+        return NO_CAMPAIGNS
+    member_id = payment.member_id
+    facts = _member_facts(in_force, view, member_id)
+    first = _first_payment(facts, member_id, campaigns)
+    campaigns.settled_in_batch.add(member_id)
+    day = local_day(in_force.rules, payment.occurred_at)
+    return campaigns.decide(facts_of(in_force.rules, payment, day, facts, first)) or NO_CAMPAIGNS
+
+
+def _in_debt_award(
+    in_force: RulesInForce, view: BatchView, payment: Payment, campaigns: BatchCampaigns | None
+) -> CampaignOutcome:
+    """The campaigns' award of a payment the one-by-one path settles (none for a repeat or
+    a refusal, which that path answers as the batch would)."""
+    key = (payment.member_id, payment.idempotency_key)
+    member = view.seen.members.get(payment.member_id)
+    earlier = view.seen.done.get(key) or view.in_batch.get(key)
+    try:
+        if replay_or_refuse(payment, member, earlier) is not None:
+            return NO_CAMPAIGNS
+    except DomainError:
+        return NO_CAMPAIGNS
+    return _award(in_force, view, payment, campaigns)
 
 
 def _decide(
@@ -151,12 +250,14 @@ def _decide(
     payment: Payment,
     ids: Iterator[int],
     write: BatchWrite,
+    campaigns: BatchCampaigns | None,
 ) -> ItemOutcome:
     key = (payment.member_id, payment.idempotency_key)
     # a repeat answers with the first result and writes nothing: not counted as new work
     replayed = key in view.seen.done or key in view.in_batch
     try:
-        return ItemOutcome(_settle(in_force, view, payment, key, ids, write), None, replayed)
+        result = _settle(in_force, view, payment, key, ids, write, campaigns)
+        return ItemOutcome(result, None, replayed)
     except DomainError as err:
         return ItemOutcome(None, err)
 
@@ -168,6 +269,7 @@ def _settle(
     key: Key,
     ids: Iterator[int],
     write: BatchWrite,
+    campaigns: BatchCampaigns | None,
 ) -> SettlementResult:
     member_id = payment.member_id
     member = view.seen.members.get(member_id) if member_id in view.available else None
@@ -179,29 +281,36 @@ def _settle(
     day = local_day(rules, payment.occurred_at)
     before = view.tiers[member_id]
     tier = tiers.tier_of(rules, before.state)
-    earning = earning_of(in_force, payment, tier, view.seen.earned.get((member_id, day), 0))
+    program = earning_of(in_force, payment, tier, view.seen.earned.get((member_id, day), 0))
+    award = _award(in_force, view, payment, campaigns)
+    earning = with_campaigns(program, award)
+    txn_id = next(ids)
     settled = settlement_of(
         in_force,
         view.now,
         payment,
         earning,
-        txn_id=next(ids),
+        txn_id=txn_id,
         lot_id=next(ids),
         transfer_id=next(ids),
         day=day,
         tier=tier,
     )
     row = settled.row
-    write.add(member_id, row, settled.credit)
+    qualifying = program.points + award.qualifying_points
+    counted = None if not award.awards else (program.points, qualifying)
+    write.add(member_id, row, settled.credit, counted)
+    if campaigns is not None:
+        campaigns.record(payment, txn_id, day, award)
     # as a single call would leave it for the next item: its tier and window sum (the next
     # item earns at an upgraded tier), the day's earnings (the daily cap), the key (a
     # repeat in the batch), and a referral bonus made due (once)
-    after = tiers.qualified(in_force, view.now, before, row.points, day)
+    after = tiers.qualified(in_force, view.now, before, qualifying, day)
     view.tiers[member_id] = TierView(after.state, after.qualifying)
     if after.upgrade is not None:
         write.tiers[member_id] = after.upgrade
     earned, member_day = view.seen.earned, (member_id, day)
-    earned[member_day] = earned.get(member_day, 0) + row.points
+    earned[member_day] = earned.get(member_day, 0) + program.points
     view.in_batch[key] = row
     if member.referrer is not None and member_id not in write.referrals:
         write.referrals[member_id] = DueReferral(

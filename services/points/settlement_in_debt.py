@@ -11,6 +11,7 @@ from datetime import date, datetime
 
 from services.points import debt
 from services.points.domain import tiers
+from services.points.domain.campaign_awards import NO_CAMPAIGNS, CampaignOutcome, with_campaigns
 from services.points.domain.debt import Repayment
 from services.points.domain.earning import Earning, local_day
 from services.points.domain.ledger import (
@@ -51,17 +52,22 @@ class SettlementInDebt:
         self._rules = rules
         self._clock = clock
 
-    async def settle(self, conn: Conn, payment: Payment) -> ItemOutcome:
+    async def settle(
+        self, conn: Conn, payment: Payment, award: CampaignOutcome = NO_CAMPAIGNS
+    ) -> ItemOutcome:
         """One payment on its own, in a savepoint of the caller's transaction: the path of a
-        member in debt, whose new lot's first points repay it."""
+        member in debt, whose new lot's first points repay it. `award`: what the running
+        campaigns give it (the batch decided, holding their budgets)."""
         try:
             async with conn.transaction():
-                result, replayed = await self._settle_in(conn, payment)
+                result, replayed = await self._settle_in(conn, payment, award)
                 return ItemOutcome(result, None, replayed)
         except DomainError as err:
             return ItemOutcome(None, err)
 
-    async def _settle_in(self, conn: Conn, payment: Payment) -> tuple[SettlementResult, bool]:
+    async def _settle_in(
+        self, conn: Conn, payment: Payment, award: CampaignOutcome
+    ) -> tuple[SettlementResult, bool]:
         """The result, and whether it is an earlier call's (a replay)."""
         rules, member_id = self._rules.rules, payment.member_id
         locked = await settlement_store.lock_known_member(conn, member_id, rules.available_floor)
@@ -81,16 +87,27 @@ class SettlementInDebt:
         if replay is not None:
             return replay, True
         assert locked is not None and seen is not None  # refused above when unknown
-        return await self._settle_locked(conn, payment, locked, seen, day=day, now=now), False
+        settled = await self._settle_locked(conn, payment, locked, seen, award, day=day, now=now)
+        return settled, False
 
     async def _settle_locked(
-        self, conn: Conn, payment: Payment, locked: Locked, seen: Seen, *, day: date, now: datetime
+        self,
+        conn: Conn,
+        payment: Payment,
+        locked: Locked,
+        seen: Seen,
+        award: CampaignOutcome,
+        *,
+        day: date,
+        now: datetime,
     ) -> SettlementResult:
         in_force = self._rules
         tier = tiers.tier_of(in_force.rules, seen.tier)
-        earned = earning_of(in_force, payment, tier, seen.earned_today)
+        program = earning_of(in_force, payment, tier, seen.earned_today)
+        earned = with_campaigns(program, award)
+        counted = (program.points, program.points + award.qualifying_points)
         before = TierView(seen.tier, seen.qualifying)
-        upgrade = tiers.qualified(in_force, now, before, earned.points, day).upgrade
+        upgrade = tiers.qualified(in_force, now, before, counted[1], day).upgrade
         # a referred member: its first settlement makes the referral bonus due
         referral = None
         if seen.referred_by:
@@ -109,6 +126,7 @@ class SettlementInDebt:
                 tier=tier,
                 upgrade=upgrade,
                 referral=referral,
+                counted=counted,
             )
         settled = settlement_of(
             in_force,
@@ -122,7 +140,13 @@ class SettlementInDebt:
             tier=tier,
         )
         await settlement_store.write_settlement(
-            conn, payment.member_id, settled.row, settled.credit, upgrade=upgrade, referral=referral
+            conn,
+            payment.member_id,
+            settled.row,
+            settled.credit,
+            upgrade=upgrade,
+            referral=referral,
+            counted=counted,
         )
         return settled.result
 
@@ -138,9 +162,11 @@ class SettlementInDebt:
         tier: Tier,
         upgrade: TierState | None,
         referral: DueReferral | None,
+        counted: tuple[int, int],
     ) -> SettlementResult:
         """A member in debt (allow_negative): the new lot's first points repay it. `day`:
-        the payment's; `tier`: the one it earned at."""
+        the payment's; `tier`: the one it earned at; `counted`: the points the daily cap
+        counts and the tier-qualifying ones."""
         member_id, points = payment.member_id, earned.points
         (lot_id,) = await ledger_store.next_ids(conn, 1)
         result = nothing_yet(self._rules, payment, points, txn_id, tier)
@@ -150,8 +176,8 @@ class SettlementInDebt:
         pending = result.state is PointsState.PENDING
         repayment = Repayment(txn_id=txn_id, lot_id=lot_id, points=repaid, pending=pending)
         await debt.repay_from_new_lot(conn, member_id, repayment, self._rules.version)
-        await ledger_store.add_earned_on(conn, member_id, day, points)
-        await tier_store.add_qualifying(conn, member_id, day, points)
+        await ledger_store.add_earned_on(conn, member_id, day, counted[0])
+        await tier_store.add_qualifying(conn, member_id, day, counted[1])
         if upgrade is not None:
             await tier_store.set_tier(conn, member_id, upgrade)
         row = settlement_row(self._rules, payment, earned, result, repaid)

@@ -12,6 +12,7 @@ PRIVACY_CONSENT = "/membership.privacy.v1.ConsentService/"
 PRIVACY_AUDIT = "/membership.privacy.v1.AuditService/"
 PRIVACY_RIGHTS = "/membership.privacy.v1.DataRightsService/"
 POINTS = "/membership.points.v1.PointsService/"
+PROMOTIONS = "/membership.points.v1.PromotionsService/"
 
 # Reading a member in the FULL view needs this scope in addition to the method's scope.
 SCOPE_READ_PII = "accounts.members.read_pii"
@@ -55,6 +56,13 @@ METHOD_SCOPES: dict[str, str] = {
     POINTS + "ExplainMemberRules": "points.internal.privacy",
     # the program in force (tiers, earn rates, windows): what the app shows every member
     POINTS + "GetProgram": "points.program.read",
+    # campaigns change what payments earn: the membership team's work, and the admins'
+    PROMOTIONS + "CreateCampaign": "points.campaigns.manage",
+    PROMOTIONS + "UpdateCampaign": "points.campaigns.manage",
+    PROMOTIONS + "ActivateCampaign": "points.campaigns.manage",
+    PROMOTIONS + "EndCampaign": "points.campaigns.manage",
+    PROMOTIONS + "GetCampaign": "points.campaigns.read",
+    PROMOTIONS + "ListCampaigns": "points.campaigns.read",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",
@@ -131,6 +139,7 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "privacy.requests.verify",
             "privacy.requests.manage",
             "privacy.exports.download",
+            "points.campaigns.read",
         }
     ),
     "admin": frozenset(
@@ -149,9 +158,15 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
             "points.ledger.reconcile",
             "points.points.spend",
             "points.points.grant",
+            "points.campaigns.manage",
+            "points.campaigns.read",
             "privacy.consent.read",
             "privacy.consent.write",
         }
+    ),
+    # the membership team runs the program's promotions: no member's data, no points moved
+    "marketing": frozenset(
+        {"points.program.read", "points.campaigns.manage", "points.campaigns.read"}
     ),
     # internal: privacy reaches into accounts and points for data-subject requests and
     # shreds keys

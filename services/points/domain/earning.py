@@ -40,6 +40,7 @@ __all__ = [
     "Step",
     "UnknownCurrency",  # defined with the rules, raised here too
     "available_at",
+    "base_points",
     "compute_earning",
     "expires_at",
     "explain",
@@ -125,6 +126,16 @@ def compute_earning(
     if points > INT64_MAX:
         raise ValueError("amount_minor: earns more points than an int64 holds")
     return Earning(points, tuple(steps), _none_reason(num, den, points))
+
+
+def base_points(rules: Rules, currency_code: str, amount_minor: int, category: str) -> Fraction:
+    """The payment's points before the tier, the rounding and the caps: amount x rate x
+    category multiplier (0 in a non-earning category). Campaigns multiply this."""
+    rate = _rate(rules, currency_code, category, BPS)
+    if rate.non_earning:
+        return Fraction(0)
+    terms = rate.terms
+    return Fraction(amount_minor * terms.numerator * rate.category_bps, terms.denominator * BPS)
 
 
 def _check_inputs(amount_minor: int, tier_multiplier_bps: int, earned_today: int) -> None:

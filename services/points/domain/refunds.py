@@ -92,6 +92,23 @@ class SettledPayment:
     points: int  # what the settlement awarded
     lot_id: int | None  # None when it awarded nothing
     occurred_at: datetime | None = None  # its qualifying points count on this day
+    # campaign points of the settlement that did not count toward tiers
+    non_qualifying: int = 0
+
+
+def qualifying_share(payment: SettledPayment, clawed_before: int, clawed_now: int) -> int:
+    """The tier-qualifying points a clawback of `clawed_now` points takes, when `clawed_before`
+    were clawed back from the payment already: the payment's qualifying share, rounded up on
+    the running total, so that all its refunds together take exactly its qualifying points
+    when they take all its points."""
+    if payment.non_qualifying <= 0 or payment.points <= 0:
+        return clawed_now
+    qualifying = max(0, payment.points - payment.non_qualifying)
+
+    def share(clawed: int) -> int:
+        return -(-qualifying * min(clawed, payment.points) // payment.points)
+
+    return max(0, share(clawed_before + clawed_now) - share(clawed_before))
 
 
 @dataclass(frozen=True)

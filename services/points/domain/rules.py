@@ -111,6 +111,20 @@ class Rules:
     # (settlement_delay_limit_days). Never more than a lot lives, so no payment settles
     # into points that expired before they were credited.
     max_settlement_delay_days: int | None = None
+    # the merchant categories payments may carry, for checking campaigns and coupons that
+    # name one; None: not listed (any category code is taken). The categories with a
+    # multiplier and the non-earning ones are known whether listed or not.
+    merchant_categories: frozenset[str] | None = None
+
+    @property
+    def known_categories(self) -> frozenset[str] | None:
+        if self.merchant_categories is None:
+            return None
+        return (
+            self.merchant_categories
+            | self.non_earning_categories
+            | frozenset(self.category_multipliers_bps)
+        )
 
     @property
     def settlement_delay_limit_days(self) -> int:
@@ -315,6 +329,22 @@ def _settlement_delay(doc: Mapping[str, Any], expiry_months: int) -> int | None:
     return strict.int_value(key, doc[key], 1, SHORTEST_MONTH_DAYS * expiry_months)
 
 
+def _merchant_categories(doc: Mapping[str, Any]) -> frozenset[str] | None:
+    path = "merchant_categories"
+    values = doc.get(path)
+    if values is None:
+        return None  # rule versions stored before the list existed read the same
+    if not isinstance(values, list | tuple):
+        raise RulesError(path, f"must be an array of categories, not {strict.kind(values)}")
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        category = strict.code(f"{path}[{index}]", value)
+        if category in seen:
+            raise RulesError(f"{path}[{index}]", f"{category!r} is listed twice")
+        seen.add(category)
+    return frozenset(seen)
+
+
 def parse_rules(doc: Mapping[str, Any]) -> Rules:
     """Validate a rules document (from TOML or stored JSON); RulesError at the first fault."""
     doc = strict.table("", doc, _TOP_KEYS)
@@ -340,6 +370,7 @@ def parse_rules(doc: Mapping[str, Any]) -> Rules:
         referral_bonus_referee=strict.field_int(doc, "", "referral_bonus_referee"),
         hold_ttl_s=strict.field_int(doc, "", "hold_ttl_s", 1, MAX_DAYS * 86_400),
         max_settlement_delay_days=_settlement_delay(doc, expiry_months),
+        merchant_categories=_merchant_categories(doc),
     )
 
 

@@ -26,6 +26,9 @@ class MemberSeen:
     tier: TierState | None
     qualifying: int  # in the window
     paused: bool = False  # privacy paused settling this member's payments
+    registered_at: datetime | None = None
+    # whether the member settled a payment before; None: not read (no campaign asked)
+    settled_before: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class BatchSeen:
     done: dict[Key, Prior]  # earlier settlements
     earned: dict[tuple[str, date], int]  # points counted by the daily cap
     ids: list[int]  # for the batch's transactions, lots and transfers
+    campaign_epoch: int = 0  # moves when the running campaigns change
 
 
 @dataclass
@@ -113,14 +117,23 @@ class BatchWrite:
     lots: LotColumns = field(default_factory=LotColumns)
     transfers: TransferColumns = field(default_factory=TransferColumns)
     balances: dict[str, BalanceDelta] = field(default_factory=dict)
-    days: dict[tuple[str, date], int] = field(default_factory=dict)  # also qualifying points
+    days: dict[tuple[str, date], int] = field(default_factory=dict)  # the daily cap's points
+    # tier-qualifying points: the program's and the tier-qualifying campaigns'
+    qualifying: dict[tuple[str, date], int] = field(default_factory=dict)
     tiers: dict[str, TierState] = field(default_factory=dict)  # upgrades: the final state
     # referee -> the bonus its first settlement makes due
     referrals: dict[str, DueReferral] = field(default_factory=dict)
 
-    def add(self, member_id: str, row: SettlementRow, credit: Credit | None) -> None:
+    def add(
+        self,
+        member_id: str,
+        row: SettlementRow,
+        credit: Credit | None,
+        counted: tuple[int, int] | None = None,
+    ) -> None:
         """One settlement's transaction and, when it earned points, its lot, transfer,
-        balance change and day total."""
+        balance change and day totals. `counted`: the points the daily cap counts and the
+        tier-qualifying ones, when not all of them (campaign points)."""
         txn = self.transactions
         txn.member_id.append(member_id)
         txn.txn_id.append(row.txn_id)
@@ -135,9 +148,15 @@ class BatchWrite:
         txn.expires_at.append(result.expires_at)
         txn.explanation.append(row.explanation)
         if credit is not None:
-            self._add_credit(member_id, row, credit)
+            self._add_credit(member_id, row, credit, counted)
 
-    def _add_credit(self, member_id: str, row: SettlementRow, credit: Credit) -> None:
+    def _add_credit(
+        self,
+        member_id: str,
+        row: SettlementRow,
+        credit: Credit,
+        counted: tuple[int, int] | None,
+    ) -> None:
         lot, points = self.lots, row.points
         lot.member_id.append(member_id)
         lot.lot_id.append(credit.lot_id)
@@ -166,4 +185,6 @@ class BatchWrite:
             delta.available += points
         delta.earned += points
         day = (member_id, credit.day)
-        self.days[day] = self.days.get(day, 0) + points
+        daily, qualifying = (points, points) if counted is None else counted
+        self.days[day] = self.days.get(day, 0) + daily
+        self.qualifying[day] = self.qualifying.get(day, 0) + qualifying

@@ -127,16 +127,16 @@ _CREDITED_CTES = (
     " balance AS (UPDATE points.balances SET pending = pending + $19,"
     "  available = available + $20, lifetime_earned = lifetime_earned + $6, updated_at = now()"
     "  WHERE member_id = $1),"
-    " today AS (INSERT INTO points.daily_earnings (member_id, day, points) VALUES ($1, $21, $6)"
+    " today AS (INSERT INTO points.daily_earnings (member_id, day, points) VALUES ($1, $21, $22)"
     "  ON CONFLICT (member_id, day)"
     "  DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points),"
     " qualifying AS (INSERT INTO points.qualifying_days (member_id, day, points)"
-    "  VALUES ($1, $21, $6) ON CONFLICT (member_id, day)"
+    "  VALUES ($1, $21, $23) ON CONFLICT (member_id, day)"
     "  DO UPDATE SET points = points.qualifying_days.points + EXCLUDED.points)"
 )
 _CREDITED = _CREDITED_CTES + " SELECT 1"
-# the same, and the upgrade the payment's qualifying points reach ($22: member_id again)
-_UPGRADED = _CREDITED_CTES + ", tier AS (" + set_tier_sql(22) + ") SELECT 1"
+# the same, and the upgrade the payment's qualifying points reach ($24: member_id again)
+_UPGRADED = _CREDITED_CTES + ", tier AS (" + set_tier_sql(24) + ") SELECT 1"
 
 
 # a referred member's first settlement records the referral bonus as due (once: the
@@ -159,10 +159,13 @@ async def write_settlement(
     *,
     upgrade: TierState | None = None,
     referral: DueReferral | None = None,
+    counted: tuple[int, int] | None = None,
 ) -> None:
     """The transaction row and, when points were earned, its lot, transfer, balance,
     daily total, qualifying points and tier upgrade: one statement. `referral`: the member
-    has a referrer, and its bonus may be due (once: the row's primary key)."""
+    has a referrer, and its bonus may be due (once: the row's primary key). `counted`: the
+    points the daily cap counts and the tier-qualifying points (default: all of them;
+    campaign points count by the campaign's rule, domain/campaign_awards.py)."""
     result = row.result
     head = (
         member_id,
@@ -198,12 +201,13 @@ async def write_settlement(
         row.points if pending else 0,
         0 if pending else row.points,
         credit.day,
+        *(counted or (row.points, row.points)),
         *tier,
     )
     if referral is None:
         await conn.execute(_CREDITED if upgrade is None else _UPGRADED, *args)
         return
-    ctes = _CREDITED_CTES + ("" if upgrade is None else ", tier AS (" + set_tier_sql(22) + ")")
+    ctes = _CREDITED_CTES + ("" if upgrade is None else ", tier AS (" + set_tier_sql(24) + ")")
     await conn.execute(_with_referral(ctes, len(args)), *args, *_referral(referral))
 
 

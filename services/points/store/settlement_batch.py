@@ -47,7 +47,10 @@ SELECT
           CASE WHEN NOT EXISTS (SELECT 1 FROM points.referral_bonuses r
                                 WHERE r.member_id = m.member_id) THEN m.referred_by END,
           mt.tier_code, mt.since, mt.review_at, mt.grace_until, mt.rule_version,
-          {qualifying_sql("m.member_id", 2)}, {PAUSED})
+          {qualifying_sql("m.member_id", 2)}, {PAUSED}, m.registered_at,
+          CASE WHEN $9 THEN EXISTS (SELECT 1 FROM points.transactions s
+                                    WHERE s.member_id = m.member_id
+                                      AND s.kind = 'settlement') END)
         FROM points.members m LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id
         WHERE m.member_id = ANY($1::text[])) AS members,
   array(SELECT row(t.member_id, t.idempotency_key, t.request_hash, t.result::text,
@@ -59,7 +62,8 @@ SELECT
   array(SELECT row(d.member_id, d.day, d.points) FROM points.daily_earnings d
         JOIN unnest($6::text[], $7::date[]) AS k(member_id, day)
           ON d.member_id = k.member_id AND d.day = k.day) AS earned,
-  array(SELECT nextval('points.ledger_ids') FROM generate_series(1, $8)) AS ids
+  array(SELECT nextval('points.ledger_ids') FROM generate_series(1, $8)) AS ids,
+  (SELECT epoch FROM points.campaign_epoch WHERE one) AS campaign_epoch
 """
 
 
@@ -71,9 +75,12 @@ async def read_locked(
     member_days: Sequence[tuple[str, date]],
     window: tuple[date, date],
     id_count: int,
+    settled_before: bool = False,
 ) -> BatchSeen:
     """Everything the batch decides on, in one statement after the members' locks (so it
-    sees what earlier lock holders committed), and `id_count` new ledger ids."""
+    sees what earlier lock holders committed), and `id_count` new ledger ids.
+    `settled_before`: also whether each member has settled a payment before (a campaign
+    for first payments runs)."""
     row = await conn.fetchrow(
         READ_LOCKED,
         list(member_ids),
@@ -83,6 +90,7 @@ async def read_locked(
         [m for m, _ in member_days],
         [d for _, d in member_days],
         id_count,
+        settled_before,
     )
     if row is None:
         raise RuntimeError("a SELECT without FROM returned no row")
@@ -91,7 +99,19 @@ async def read_locked(
         done={(r[0], r[1]): _prior(r) for r in row["done"]},
         earned={(r[0], r[1]): int(r[2]) for r in row["earned"]},
         ids=[int(i) for i in row["ids"]],
+        campaign_epoch=int(row["campaign_epoch"]),
     )
+
+
+async def settled_before(conn: Conn, member_ids: Sequence[str]) -> set[str]:
+    """The members who have settled a payment before (read under their locks)."""
+    rows = await conn.fetch(
+        "SELECT m.member_id FROM unnest($1::text[]) AS m(member_id)"
+        " WHERE EXISTS (SELECT 1 FROM points.transactions s"
+        "   WHERE s.member_id = m.member_id AND s.kind = 'settlement')",
+        list(member_ids),
+    )
+    return {r["member_id"] for r in rows}
 
 
 def _prior(r: tuple[Any, ...]) -> Prior:
@@ -102,7 +122,15 @@ def _prior(r: tuple[Any, ...]) -> Prior:
 
 def _member_seen(r: tuple[Any, ...]) -> MemberSeen:
     tier = None if r[3] is None else TierState(r[3], r[4], r[5], r[6], int(r[7]))
-    return MemberSeen(state=r[1], referrer=r[2], tier=tier, qualifying=int(r[8]), paused=bool(r[9]))
+    return MemberSeen(
+        state=r[1],
+        referrer=r[2],
+        tier=tier,
+        qualifying=int(r[8]),
+        paused=bool(r[9]),
+        registered_at=r[10],
+        settled_before=r[11],
+    )
 
 
 def _transaction_columns(c: TransactionColumns) -> tuple[list[Any], ...]:
@@ -183,7 +211,7 @@ today AS (
   DO UPDATE SET points = points.daily_earnings.points + EXCLUDED.points),
 qualifying AS (
   INSERT INTO points.qualifying_days (member_id, day, points)
-  SELECT * FROM unnest($33::text[], $34::date[], $35::bigint[])
+  SELECT * FROM unnest($46::text[], $47::date[], $48::bigint[])
   ON CONFLICT (member_id, day)
   DO UPDATE SET points = points.qualifying_days.points + EXCLUDED.points),
 tiers AS (
@@ -210,6 +238,7 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
     days = sorted(write.days.items())
     upgrades = sorted(write.tiers.items())
     referrals = sorted(write.referrals.items())
+    qualifying = sorted(write.qualifying.items())
     await conn.execute(
         _WRITE,
         *_transaction_columns(write.transactions),
@@ -232,4 +261,7 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
         [d.referrer_id for _, d in referrals],
         [d.payment_id for _, d in referrals],
         [d.rule_version for _, d in referrals],
+        [k[0] for k, _ in qualifying],
+        [k[1] for k, _ in qualifying],
+        [n for _, n in qualifying],
     )

@@ -1,0 +1,200 @@
+"""Protobuf <-> domain of PromotionsService's campaigns."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from google.protobuf import timestamp_pb2
+from membership.points.v1 import points_pb2 as pb
+from membership.points.v1 import promotions_pb2 as ppb
+
+from services.points.campaigns import CampaignView
+from services.points.domain.campaign_calendar import HolidaySchedule
+from services.points.domain.campaigns import (
+    MAX_LIST_ITEMS,
+    Audience,
+    Budget,
+    Campaign,
+    CampaignQuery,
+    CampaignSpec,
+    CampaignState,
+    Effect,
+    EffectKind,
+    Limit,
+    MinimumAmount,
+    Schedule,
+)
+from services.points.proto import timestamp
+from services.runtime.errors import ViolationCollector
+
+CAMPAIGN_PREFIX = "campaigns/"
+STATES = {
+    ppb.Campaign.DRAFT: CampaignState.DRAFT,
+    ppb.Campaign.ACTIVE: CampaignState.ACTIVE,
+    ppb.Campaign.ENDED: CampaignState.ENDED,
+}
+STATE_PB = {v: k for k, v in STATES.items()}
+HOLIDAYS = {
+    ppb.CampaignSchedule.PUBLIC_HOLIDAYS: HolidaySchedule.PUBLIC_HOLIDAYS,
+    ppb.CampaignSchedule.GOLDEN_WEEKS: HolidaySchedule.GOLDEN_WEEKS,
+}
+HOLIDAYS_PB = {v: k for k, v in HOLIDAYS.items()}
+EFFECTS = {
+    ppb.CampaignEffect.MULTIPLIER: EffectKind.MULTIPLIER,
+    ppb.CampaignEffect.FIXED_POINTS: EffectKind.FIXED_POINTS,
+}
+EFFECTS_PB = {v: k for k, v in EFFECTS.items()}
+MAX_LIST_SIZE = 200
+
+
+def campaign_id_of(name: str) -> str:
+    """`campaigns/{id}` -> id (checked by the use case; a bad name is a bad id)."""
+    return name[len(CAMPAIGN_PREFIX) :] if name.startswith(CAMPAIGN_PREFIX) else "/" + name
+
+
+def _required_time(
+    v: ViolationCollector, message: ppb.Campaign, field: str
+) -> timestamp_pb2.Timestamp | None:
+    if not message.HasField(field):  # type: ignore[arg-type]
+        v.add(f"campaign.{field}", "required")
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    return value
+
+
+def spec_of(message: ppb.Campaign) -> CampaignSpec:
+    """The terms of a campaign message; the faults a message alone shows (missing window or
+    effect, lists too long) as one INVALID_ARGUMENT; domain/campaigns.check_spec the rest."""
+    v = ViolationCollector()
+    start = _required_time(v, message, "start_time")
+    end = _required_time(v, message, "end_time")
+    kind = EFFECTS.get(message.effect.kind)
+    if kind is None:
+        v.add("campaign.effect.kind", "required: MULTIPLIER or FIXED_POINTS")
+    audience = message.audience
+    for name in ("tiers", "merchant_categories", "merchant_ids", "channels"):
+        if len(getattr(audience, name)) > MAX_LIST_ITEMS:
+            v.add(f"campaign.audience.{name}", f"at most {MAX_LIST_ITEMS} values")
+    if message.schedule.holidays and message.schedule.holidays not in HOLIDAYS:
+        v.add("campaign.schedule.holidays", "not a holiday schedule")
+    if audience.joined_within_days < 0:
+        v.add("campaign.audience.joined_within_days", "must not be negative")
+    v.raise_if_any()
+    assert start is not None and end is not None and kind is not None
+    return CampaignSpec(
+        name=message.display_name,
+        start_at=start.ToDatetime(tzinfo=UTC),
+        end_at=end.ToDatetime(tzinfo=UTC),
+        effect=Effect(kind, message.effect.multiplier_bps, message.effect.points),
+        schedule=_schedule(message.schedule),
+        audience=_audience(audience),
+        priority=message.priority,
+        exclusive=message.exclusive,
+        cap_per_payment=message.cap_per_payment or None,
+        tier_qualifying=message.tier_qualifying,
+        budget=Budget(
+            _limit(message.budget.total),
+            _limit(message.budget.per_day),
+            _limit(message.budget.per_member),
+        ),
+    )
+
+
+def _schedule(message: ppb.CampaignSchedule) -> Schedule:
+    return Schedule(
+        tuple(message.days_of_week[:MAX_LIST_ITEMS]),
+        tuple(message.days_of_month[:MAX_LIST_ITEMS]),
+        HOLIDAYS.get(message.holidays),
+    )
+
+
+def _audience(message: ppb.CampaignAudience) -> Audience:
+    minimum = None
+    if message.HasField("minimum_amount"):
+        amount = message.minimum_amount
+        minimum = MinimumAmount(amount.currency_code, amount.amount_minor)
+    return Audience(
+        tiers=tuple(message.tiers),
+        joined_within_days=message.joined_within_days or None,
+        categories=tuple(message.merchant_categories),
+        merchant_ids=tuple(message.merchant_ids),
+        channels=tuple(message.channels),
+        minimum=minimum,
+        first_payment=message.first_payment,
+    )
+
+
+def _limit(message: ppb.CampaignLimit) -> Limit:
+    # 0 is "no bound"; a negative one stays, for check_spec to name
+    return Limit(message.points or None, message.awards or None)
+
+
+def _limit_pb(limit: Limit) -> ppb.CampaignLimit:
+    return ppb.CampaignLimit(points=limit.points or 0, awards=limit.awards or 0)
+
+
+def campaign_pb(view: CampaignView) -> ppb.Campaign:
+    campaign: Campaign = view.campaign
+    spec = campaign.spec
+    audience, schedule = spec.audience, spec.schedule
+    minimum = audience.minimum
+    return ppb.Campaign(
+        name=CAMPAIGN_PREFIX + campaign.campaign_id,
+        state=STATE_PB[campaign.state],
+        version=campaign.version,
+        display_name=spec.name,
+        start_time=timestamp(spec.start_at),
+        end_time=timestamp(spec.end_at),
+        schedule=ppb.CampaignSchedule(
+            days_of_week=list(schedule.days_of_week),
+            days_of_month=list(schedule.days_of_month),
+            holidays=HOLIDAYS_PB[schedule.holidays]
+            if schedule.holidays
+            else ppb.CampaignSchedule.HOLIDAYS_UNSPECIFIED,
+        ),
+        audience=ppb.CampaignAudience(
+            tiers=list(audience.tiers),
+            joined_within_days=audience.joined_within_days or 0,
+            merchant_categories=list(audience.categories),
+            merchant_ids=list(audience.merchant_ids),
+            channels=list(audience.channels),
+            minimum_amount=None
+            if minimum is None
+            else pb.Money(currency_code=minimum.currency, amount_minor=minimum.amount_minor),
+            first_payment=audience.first_payment,
+        ),
+        effect=ppb.CampaignEffect(
+            kind=EFFECTS_PB[spec.effect.kind],
+            multiplier_bps=spec.effect.multiplier_bps,
+            points=spec.effect.points,
+        ),
+        priority=spec.priority,
+        exclusive=spec.exclusive,
+        cap_per_payment=spec.cap_per_payment or 0,
+        tier_qualifying=spec.tier_qualifying,
+        budget=ppb.CampaignBudget(
+            total=_limit_pb(spec.budget.total),
+            per_day=_limit_pb(spec.budget.per_day),
+            per_member=_limit_pb(spec.budget.per_member),
+        ),
+        points_given=view.points_given,
+        awards_given=view.awards_given,
+        create_time=timestamp(campaign.created_at),
+        update_time=timestamp(campaign.updated_at),
+    )
+
+
+def query_of(request: ppb.ListCampaignsRequest) -> CampaignQuery:
+    v = ViolationCollector()
+    states = set()
+    for index, state in enumerate(request.states):
+        if state not in STATES:
+            v.add(f"states[{index}]", "not a campaign state")
+        else:
+            states.add(STATES[state])
+    size = request.page_size or 50
+    if not 0 < size <= MAX_LIST_SIZE:
+        v.add("page_size", f"must be within 1..{MAX_LIST_SIZE}")
+    v.raise_if_any()
+    active_at = request.active_at.ToDatetime(tzinfo=UTC) if request.HasField("active_at") else None
+    return CampaignQuery(frozenset(states), active_at, size)

@@ -1,0 +1,50 @@
+"""gRPC <-> domain: membership.points.v1.PromotionsService (campaigns)."""
+
+from __future__ import annotations
+
+import grpc
+from membership.points.v1 import promotions_pb2 as ppb
+from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
+
+from services.points.campaigns import Campaigns, CampaignView
+from services.points.proto_campaigns import campaign_id_of, campaign_pb, query_of, spec_of
+
+
+class PromotionsServicer(ppb_grpc.PromotionsServiceServicer):
+    def __init__(self, campaigns: Campaigns) -> None:
+        self._campaigns = campaigns
+
+    async def CreateCampaign(
+        self, request: ppb.CreateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.Campaign:
+        spec = spec_of(request.campaign)
+        return campaign_pb(await self._campaigns.create(request.campaign_id, spec))
+
+    async def UpdateCampaign(
+        self, request: ppb.UpdateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.Campaign:
+        campaign_id = campaign_id_of(request.campaign.name)
+        spec = spec_of(request.campaign)
+        return campaign_pb(await self._campaigns.update(campaign_id, spec))
+
+    async def ActivateCampaign(
+        self, request: ppb.ActivateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.Campaign:
+        return campaign_pb(await self._campaigns.activate(campaign_id_of(request.name)))
+
+    async def EndCampaign(
+        self, request: ppb.EndCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.Campaign:
+        return campaign_pb(await self._campaigns.end(campaign_id_of(request.name)))
+
+    async def GetCampaign(
+        self, request: ppb.GetCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.Campaign:
+        return campaign_pb(await self._campaigns.get(campaign_id_of(request.name)))
+
+    async def ListCampaigns(
+        self, request: ppb.ListCampaignsRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.ListCampaignsResponse:
+        rows, token = await self._campaigns.list_campaigns(query_of(request), request.page_token)
+        views = [campaign_pb(CampaignView(c)) for c in rows]
+        return ppb.ListCampaignsResponse(campaigns=views, next_page_token=token)
