@@ -33,6 +33,22 @@ SELECT create_reference_table('points.rewards')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.rewards'::regclass);
 
+SELECT create_reference_table('points.campaigns')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.campaigns'::regclass);
+
+SELECT create_reference_table('points.campaign_versions')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.campaign_versions'::regclass);
+
+SELECT create_reference_table('points.campaign_epoch')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.campaign_epoch'::regclass);
+
+SELECT create_reference_table('points.campaign_budget_slices')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.campaign_budget_slices'::regclass);
+
 SELECT create_reference_table('privacy.purposes')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'privacy.purposes'::regclass);
@@ -116,6 +132,16 @@ SELECT create_distributed_table('points.reward_redemptions', 'member_id',
                                 colocate_with => 'accounts.members')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.reward_redemptions'::regclass);
+
+SELECT create_distributed_table('points.campaign_member_usage', 'member_id',
+                                colocate_with => 'accounts.members')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.campaign_member_usage'::regclass);
+
+SELECT create_distributed_table('points.settlement_campaigns', 'member_id',
+                                colocate_with => 'accounts.members')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.settlement_campaigns'::regclass);
 
 SELECT create_distributed_table('points.qualifying_days', 'member_id',
                                 colocate_with => 'accounts.members')

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
 
 import asyncpg
 
@@ -19,6 +18,7 @@ from services.points.domain.campaigns import (
     CampaignQuery,
     CampaignSpec,
     CampaignState,
+    CampaignView,
     campaign_not_found,
 )
 from services.points.domain.rules import RulesInForce
@@ -30,12 +30,6 @@ from services.runtime.paging import decode_token, encode_token
 
 CAMPAIGN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 CAMPAIGN_EXISTS = "CAMPAIGN_EXISTS"
-
-
-class CampaignView(NamedTuple):
-    campaign: Campaign
-    points_given: int = 0
-    awards_given: int = 0
 
 
 def check_campaign_id(campaign_id: str, field: str = "campaign_id") -> None:

@@ -8,7 +8,6 @@ from google.protobuf import timestamp_pb2
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import promotions_pb2 as ppb
 
-from services.points.campaigns import CampaignView
 from services.points.domain.campaign_calendar import HolidaySchedule
 from services.points.domain.campaigns import (
     MAX_LIST_ITEMS,
@@ -18,6 +17,7 @@ from services.points.domain.campaigns import (
     CampaignQuery,
     CampaignSpec,
     CampaignState,
+    CampaignView,
     Effect,
     EffectKind,
     Limit,

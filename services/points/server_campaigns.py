@@ -6,7 +6,8 @@ import grpc
 from membership.points.v1 import promotions_pb2 as ppb
 from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
 
-from services.points.campaigns import Campaigns, CampaignView
+from services.points.campaigns import Campaigns
+from services.points.domain.campaigns import CampaignView
 from services.points.proto_campaigns import campaign_id_of, campaign_pb, query_of, spec_of
 
 

@@ -19,6 +19,8 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from membership.accounts.v1 import accounts_pb2 as apb
 from membership.points.v1 import points_pb2 as ptpb
+from membership.points.v1 import promotions_pb2 as prpb
+from membership.points.v1 import promotions_pb2_grpc as prpb_grpc
 from membership.privacy.v1 import audit_pb2 as aupb
 from membership.privacy.v1 import consent_pb2 as cpb
 from membership.privacy.v1 import data_rights_pb2 as drpb
@@ -39,6 +41,7 @@ SERVICES = {
     "membership.privacy.v1.AuditService": aupb,
     "membership.privacy.v1.DataRightsService": drpb,
     "membership.points.v1.PointsService": ptpb,
+    "membership.points.v1.PromotionsService": prpb,
 }
 
 _counter = itertools.count()
@@ -222,6 +225,16 @@ class Requests:
             **self._data_rights(),
             "ExplainMemberRules": lambda: ptpb.ExplainMemberRulesRequest(member="members/macl"),
             "GetProgram": lambda: ptpb.GetProgramRequest(name="program"),
+            "CreateCampaign": lambda: prpb.CreateCampaignRequest(
+                campaign_id=_unique("acl"), campaign=self.campaign()
+            ),
+            "UpdateCampaign": lambda: prpb.UpdateCampaignRequest(
+                campaign=self.campaign("campaigns/acl-campaign")
+            ),
+            "ActivateCampaign": lambda: prpb.ActivateCampaignRequest(name="campaigns/acl-none"),
+            "EndCampaign": lambda: prpb.EndCampaignRequest(name="campaigns/acl-none"),
+            "GetCampaign": lambda: prpb.GetCampaignRequest(name="campaigns/acl-none"),
+            "ListCampaigns": lambda: prpb.ListCampaignsRequest(page_size=1),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(
@@ -262,6 +275,17 @@ class Requests:
             "DownloadExport": lambda: drpb.DownloadExportRequest(name=f"{request}/export"),
         }
 
+    def campaign(self, name: str = "") -> prpb.Campaign:
+        message = prpb.Campaign(
+            name=name,
+            display_name="acl",
+            effect=prpb.CampaignEffect(kind=prpb.CampaignEffect.FIXED_POINTS, points=1),
+            audience=prpb.CampaignAudience(merchant_ids=["acl-campaigns"]),
+        )
+        message.start_time.GetCurrentTime()
+        message.end_time.FromSeconds(message.start_time.seconds + 86_400)
+        return message
+
     def payment(self) -> ptpb.SettlePaymentRequest:
         request = ptpb.SettlePaymentRequest(
             member="members/macl",
@@ -283,6 +307,7 @@ def _stub_method(suite: Suite, method: str) -> Callable[..., Any]:
         "AuditService": suite.audit,
         "DataRightsService": suite.data_rights,
         "PointsService": suite.points,
+        "PromotionsService": prpb_grpc.PromotionsServiceStub(suite.points_channel),
     }
     return getattr(stubs[service.rsplit(".", 1)[1]], name)  # type: ignore[no-any-return]
 

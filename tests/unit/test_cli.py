@@ -82,7 +82,7 @@ def test_token_plain_output_is_only_the_token(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--role", "root"], "roles: admin, officer"),
+        (["--role", "root"], "roles: admin, marketing, officer"),
         (["--role", "admin", "--ttl-s", "0"], "--ttl-s must be between"),
         (["--role", "admin", "--ttl-s", "86401"], "--ttl-s must be between"),
         (["--role", "service:privacy"], "pass --internal"),

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.points.domain.campaign_calendar import HOLIDAY_SCHEDULES, HolidaySchedule
 from services.points.domain.rules import BPS, MAX_MULTIPLIER_BPS, Rules
@@ -141,6 +141,14 @@ class Campaign:
     spec: CampaignSpec
     created_at: datetime
     updated_at: datetime
+
+
+class CampaignView(NamedTuple):
+    """A campaign and what it gave so far (points, and payments given points)."""
+
+    campaign: Campaign
+    points_given: int = 0
+    awards_given: int = 0
 
 
 @dataclass(frozen=True)
