@@ -29,19 +29,19 @@ from services.runtime.errors import ViolationCollector
 
 CAMPAIGN_PREFIX = "campaigns/"
 STATES = {
-    ppb.Campaign.DRAFT: CampaignState.DRAFT,
-    ppb.Campaign.ACTIVE: CampaignState.ACTIVE,
-    ppb.Campaign.ENDED: CampaignState.ENDED,
+    ppb.Campaign.STATE_DRAFT: CampaignState.DRAFT,
+    ppb.Campaign.STATE_ACTIVE: CampaignState.ACTIVE,
+    ppb.Campaign.STATE_ENDED: CampaignState.ENDED,
 }
 STATE_PB = {v: k for k, v in STATES.items()}
 HOLIDAYS = {
-    ppb.CampaignSchedule.PUBLIC_HOLIDAYS: HolidaySchedule.PUBLIC_HOLIDAYS,
-    ppb.CampaignSchedule.GOLDEN_WEEKS: HolidaySchedule.GOLDEN_WEEKS,
+    ppb.CampaignSchedule.HOLIDAY_CALENDAR_PUBLIC_HOLIDAYS: HolidaySchedule.PUBLIC_HOLIDAYS,
+    ppb.CampaignSchedule.HOLIDAY_CALENDAR_GOLDEN_WEEKS: HolidaySchedule.GOLDEN_WEEKS,
 }
 HOLIDAYS_PB = {v: k for k, v in HOLIDAYS.items()}
 EFFECTS = {
-    ppb.CampaignEffect.MULTIPLIER: EffectKind.MULTIPLIER,
-    ppb.CampaignEffect.FIXED_POINTS: EffectKind.FIXED_POINTS,
+    ppb.CampaignEffect.KIND_MULTIPLIER: EffectKind.MULTIPLIER,
+    ppb.CampaignEffect.KIND_FIXED_POINTS: EffectKind.FIXED_POINTS,
 }
 EFFECTS_PB = {v: k for k, v in EFFECTS.items()}
 MAX_LIST_SIZE = 200
@@ -150,7 +150,7 @@ def campaign_pb(view: CampaignView) -> ppb.Campaign:
             days_of_month=list(schedule.days_of_month),
             holidays=HOLIDAYS_PB[schedule.holidays]
             if schedule.holidays
-            else ppb.CampaignSchedule.HOLIDAYS_UNSPECIFIED,
+            else ppb.CampaignSchedule.HOLIDAY_CALENDAR_UNSPECIFIED,
         ),
         audience=ppb.CampaignAudience(
             tiers=list(audience.tiers),

@@ -279,7 +279,7 @@ class Requests:
         message = prpb.Campaign(
             name=name,
             display_name="acl",
-            effect=prpb.CampaignEffect(kind=prpb.CampaignEffect.FIXED_POINTS, points=1),
+            effect=prpb.CampaignEffect(kind=prpb.CampaignEffect.KIND_FIXED_POINTS, points=1),
             audience=prpb.CampaignAudience(merchant_ids=["acl-campaigns"]),
         )
         message.start_time.GetCurrentTime()

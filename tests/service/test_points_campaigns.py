@@ -61,10 +61,10 @@ def campaign(
     its payments) in a window around now; `terms`: priority, exclusive, cap_per_payment,
     tier_qualifying."""
     if fixed_points:
-        effect = ppb.CampaignEffect(kind=ppb.CampaignEffect.FIXED_POINTS, points=fixed_points)
+        effect = ppb.CampaignEffect(kind=ppb.CampaignEffect.KIND_FIXED_POINTS, points=fixed_points)
     else:
         effect = ppb.CampaignEffect(
-            kind=ppb.CampaignEffect.MULTIPLIER, multiplier_bps=multiplier_bps
+            kind=ppb.CampaignEffect.KIND_MULTIPLIER, multiplier_bps=multiplier_bps
         )
     return ppb.Campaign(
         display_name="Member day",
@@ -115,7 +115,7 @@ async def explained(suite: Suite, settled: pb.Settlement) -> dict[str, object]:
 async def test_a_member_day_doubles_points_and_is_explained(suite: Suite) -> None:
     merchant = a_merchant()
     running = await started(suite, "double-8th", campaign(merchant, days_of_month=(TODAY.day,)))
-    assert (running.state, running.version) == (ppb.Campaign.ACTIVE, 1)
+    assert (running.state, running.version) == (ppb.Campaign.STATE_ACTIVE, 1)
     member_id = await known_member(suite)
     # 12.34 CNY at dining x2 is 24.68: 24 from the program, and x2 gives 24 more
     settled = await settle(suite, at(merchant, payment(member_id, "md-1", 1234, "dining")))
@@ -248,7 +248,7 @@ async def test_the_lifecycle_versions_and_repeats(suite: Suite) -> None:
     created = await stub.CreateCampaign(
         ppb.CreateCampaignRequest(campaign_id="life", campaign=draft), metadata=who
     )
-    assert (created.state, created.version) == (ppb.Campaign.DRAFT, 1)
+    assert (created.state, created.version) == (ppb.Campaign.STATE_DRAFT, 1)
     # the same terms again answer the draft; other terms are another campaign
     again = await stub.CreateCampaign(
         ppb.CreateCampaignRequest(campaign_id="life", campaign=draft), metadata=who
@@ -269,12 +269,16 @@ async def test_the_lifecycle_versions_and_repeats(suite: Suite) -> None:
     updated = await stub.UpdateCampaign(ppb.UpdateCampaignRequest(campaign=edited), metadata=who)
     assert (updated.version, updated.effect.points) == (1, 6)
     active = await stub.ActivateCampaign(ppb.ActivateCampaignRequest(name=name), metadata=who)
-    assert active.state == ppb.Campaign.ACTIVE
+    assert active.state == ppb.Campaign.STATE_ACTIVE
     repeat = await stub.ActivateCampaign(ppb.ActivateCampaignRequest(name=name), metadata=who)
     assert repeat.update_time == active.update_time
     edited.effect.points = 8
     running = await stub.UpdateCampaign(ppb.UpdateCampaignRequest(campaign=edited), metadata=who)
-    assert (running.version, running.effect.points, running.state) == (2, 8, ppb.Campaign.ACTIVE)
+    assert (running.version, running.effect.points, running.state) == (
+        2,
+        8,
+        ppb.Campaign.STATE_ACTIVE,
+    )
     member_id = await known_member(suite)
     settled = await settle(suite, at("m-life", payment(member_id, "l-1", 1000, "retail")))
     assert settled.points == 10 + 8
@@ -285,9 +289,9 @@ async def test_the_lifecycle_versions_and_repeats(suite: Suite) -> None:
         reason="CAMPAIGN_BUDGET_FIXED",
     )
     ended = await stub.EndCampaign(ppb.EndCampaignRequest(name=name), metadata=who)
-    assert ended.state == ppb.Campaign.ENDED
+    assert ended.state == ppb.Campaign.STATE_ENDED
     assert (await stub.EndCampaign(ppb.EndCampaignRequest(name=name), metadata=who)).state == (
-        ppb.Campaign.ENDED
+        ppb.Campaign.STATE_ENDED
     )
     after = await settle(suite, at("m-life", payment(member_id, "l-2", 1000, "retail")))
     assert after.points == 10
@@ -326,7 +330,8 @@ async def test_listing_filters_and_pages(suite: Suite) -> None:
             break
     assert seen == [f"campaigns/list-{i}" for i in range(5)]
     active = await stub.ListCampaigns(
-        ppb.ListCampaignsRequest(states=[ppb.Campaign.ACTIVE], active_at=ts(NOW)), metadata=who
+        ppb.ListCampaignsRequest(states=[ppb.Campaign.STATE_ACTIVE], active_at=ts(NOW)),
+        metadata=who,
     )
     assert [c.name for c in active.campaigns] == ["campaigns/list-3"]
     later = await stub.ListCampaigns(
