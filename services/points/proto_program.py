@@ -44,6 +44,7 @@ def earning_pb(rules: Rules, tier_multiplier_bps: int = 0) -> pb.EarningRules:
             for reason, g in rules.grants.items()
         ],
         max_settlement_delay_days=rules.settlement_delay_limit_days,
+        known_categories=sorted(rules.known_categories or ()),
     )
 
 

@@ -231,6 +231,12 @@ async def test_bad_campaigns_name_every_fault_and_write_nothing(suite: Suite) ->
     )
     listed = await stub.ListCampaigns(ppb.ListCampaignsRequest(), metadata=marketing(suite))
     assert list(listed.campaigns) == []
+    # the categories a campaign may name are the program's, as GetProgram shows them
+    program = await suite.points.GetProgram(
+        pb.GetProgramRequest(name="program"), metadata=marketing(suite)
+    )
+    assert {"dining", "retail", "top_up"} <= set(program.earning.known_categories)
+    assert "no_such_category" not in program.earning.known_categories
     for role in ("wallet-backend", "settlement", "officer"):
         await expect_error(
             stub.CreateCampaign(

@@ -1,6 +1,7 @@
 """Random sequences of ledger operations (settle, refund, grant, hold, capture, release,
-redeem, advance the clock and run the jobs) against real PostgreSQL, checked after every step
-against a small pure-Python model (tests/support/ledger_model.py) and by Reconcile.
+redeem, start a budgeted campaign, advance the clock and run the jobs) against real
+PostgreSQL, checked after every step against a small pure-Python model
+(tests/support/ledger_model.py) and by Reconcile.
 
 The model predicts exactly, across clock advances too: every lot of each member (points,
 remaining, state and dates), the balances they add up to, which operations succeed, what a
@@ -30,8 +31,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from services.points.campaigns import Campaigns
 from services.points.domain import tiers
 from services.points.domain.balance import NO_BALANCE, Balance
+from services.points.domain.campaigns import Budget, CampaignSpec, Effect, EffectKind, Limit
 from services.points.domain.grants import GrantRequest
 from services.points.domain.members import MemberEvent
 from services.points.domain.refunds import RefundRequest
@@ -56,7 +59,7 @@ from services.points.store import balance as balance_store
 from services.points.store import tiers as tier_store
 from services.runtime.errors import DomainError
 from services.runtime.identity import Caller
-from tests.support.ledger_model import LedgerModel, check_terms, write_rules
+from tests.support.ledger_model import CampaignTerms, LedgerModel, check_terms, write_rules
 from tests.support.postgres import PostgresForTests
 
 MEMBERS = ("mstate0001", "mstate0002")
@@ -70,6 +73,7 @@ TIER_ROW = (
     "SELECT tier_code, since, review_at, grace_until FROM points.member_tiers WHERE member_id = $1"
 )
 QUALIFYING = "SELECT day, points FROM points.qualifying_days WHERE member_id = $1"
+BUDGET_LEFT = "SELECT awards_left FROM points.campaign_budget_slices"
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -91,6 +95,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.refunds = Refunds(self.pool, self.in_force, clock)
         self.spending = Spending(self.pool, members, self.in_force, clock)
         self.grants = Grants(self.pool, self.in_force, clock)
+        self.campaigns = Campaigns(self.pool, self.in_force, clock)
         self.jobs = JobRunner(self.pool)
         events = [MemberEvent(1, m, "REGISTERED", "ACTIVE", None, START) for m in MEMBERS]
         self.run(members.apply(events))
@@ -133,6 +138,33 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.run(self.ledger.settle(payment)) == result  # a repeat is the first result
         points = self.model.settle(member, payment.payment_id, minor, self.now)
         assert result.points == points
+
+    @precondition(lambda self: self.model.campaign is None)
+    @rule(bonus=st.integers(1, 30), awards=st.integers(1, 40), qualifying=st.booleans())
+    def start_campaign(self, bonus: int, awards: int, qualifying: bool) -> None:
+        """A campaign for every payment of the machine, with a budget of awards."""
+        ends_at = self.now + timedelta(days=60)
+        terms = CampaignSpec(
+            name="Stateful",
+            start_at=self.now,
+            end_at=ends_at,
+            effect=Effect(EffectKind.FIXED_POINTS, points=bonus),
+            tier_qualifying=qualifying,
+            budget=Budget(total=Limit(awards=awards)),
+        )
+        campaign_id = f"camp{next(self.ids)}"
+        self.run(self.campaigns.create(campaign_id, terms))
+        self.run(self.campaigns.activate(campaign_id))
+        self.model.campaign = CampaignTerms(bonus, awards, qualifying, ends_at)
+
+    @invariant()
+    def the_budget_is_never_overspent(self) -> None:
+        campaign = self.model.campaign
+        if campaign is None:
+            return
+        rows = self.run(self.fetch(BUDGET_LEFT))
+        assert all(r["awards_left"] >= 0 for r in rows)
+        assert sum(r["awards_left"] for r in rows) == campaign.awards_left
 
     @precondition(lambda self: self.model.payments)
     @rule(data=st.data())

@@ -149,6 +149,19 @@ class Paid:
     lot: Lot | None
     day: date
     refunded: int = 0
+    non_qualifying: int = 0  # campaign points that did not count toward tiers
+    clawed: int = 0  # points clawed back so far
+
+
+@dataclass
+class CampaignTerms:
+    """A running campaign as the machine starts it: a fixed bonus per payment, a budget of
+    awards in all, counted toward tiers or not."""
+
+    bonus: int
+    awards_left: int
+    tier_qualifying: bool
+    ends_at: datetime
 
 
 @dataclass
@@ -185,6 +198,7 @@ class LedgerModel:
         self.accounts = {member: Account() for member in members}
         self.payments: list[Paid] = []
         self.holds: dict[str, Hold] = {}
+        self.campaign: CampaignTerms | None = None
 
     def available(self, member: str) -> int:
         return self.accounts[member].sum(AVAILABLE)
@@ -203,19 +217,33 @@ class LedgerModel:
     def settle(self, member: str, payment_id: str, minor: int, now: datetime) -> int:
         """Points at the multiplier of the tier held before the payment; a pending lot."""
         account = self.accounts[member]
-        points = minor * account.tier_terms().multiplier_bps // 1_000_000  # 1 CNY = 1 point
+        program = minor * account.tier_terms().multiplier_bps // 1_000_000  # 1 CNY = 1 point
+        bonus = self._campaign_bonus(now)
+        qualifying = program + (bonus if self.campaign and self.campaign.tier_qualifying else 0)
+        points = program + bonus
         lot = None
         if points > 0:
             available_at = now + timedelta(days=PENDING_DAYS)
             lot = Lot(PENDING, points, points, now, available_at, expiry_of(now))
             account.lots.append(lot)
             day = local_day(now)
-            account.qualifying[day] = account.qualifying.get(day, 0) + points
+            account.qualifying[day] = account.qualifying.get(day, 0) + qualifying
             target = tier_for(account.window_sum(now))
             if target.threshold > account.tier_terms().threshold:  # upgrades only
                 account.tier = entered(target, now)
-        self.payments.append(Paid(member, payment_id, minor, points, lot, local_day(now)))
+        paid = Paid(member, payment_id, minor, points, lot, local_day(now))
+        paid.non_qualifying = points - qualifying
+        self.payments.append(paid)
         return points
+
+    def _campaign_bonus(self, now: datetime) -> int:
+        """Every payment of the window gets the bonus while the budget lasts (any amount
+        earns something at x1 in the machine's category, so the base is never 0)."""
+        campaign = self.campaign
+        if campaign is None or now >= campaign.ends_at or campaign.awards_left <= 0:
+            return 0
+        campaign.awards_left -= 1
+        return campaign.bonus
 
     def grant(self, member: str, points: int, now: datetime) -> None:
         self.accounts[member].lots.append(Lot(AVAILABLE, points, points, now, now, expiry_of(now)))
@@ -229,8 +257,13 @@ class LedgerModel:
         paid.refunded += minor
         account = self.accounts[paid.member]
         taken = self._claw(paid.member, paid.lot, due, now)
-        if due > 0:
-            self._disqualify(account, paid.day, due, now)
+        # the qualifying share, rounded up on the running total of what was clawed back
+        qualifying = paid.points - paid.non_qualifying
+        share_before = -(-qualifying * paid.clawed // paid.points) if paid.points else 0
+        paid.clawed += due
+        share_after = -(-qualifying * paid.clawed // paid.points) if paid.points else 0
+        if share_after - share_before > 0:
+            self._disqualify(account, paid.day, share_after - share_before, now)
         return taken, due - taken
 
     def _claw(self, member: str, own: Lot | None, due: int, now: datetime) -> int:
