@@ -49,6 +49,10 @@ SELECT create_reference_table('points.campaign_budget_slices')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.campaign_budget_slices'::regclass);
 
+SELECT create_reference_table('points.campaign_results')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.campaign_results'::regclass);
+
 SELECT create_reference_table('privacy.purposes')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'privacy.purposes'::regclass);
@@ -137,11 +141,6 @@ SELECT create_distributed_table('points.campaign_member_usage', 'member_id',
                                 colocate_with => 'accounts.members')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.campaign_member_usage'::regclass);
-
-SELECT create_distributed_table('points.settlement_campaigns', 'member_id',
-                                colocate_with => 'accounts.members')
-WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
-                  WHERE logicalrelid = 'points.settlement_campaigns'::regclass);
 
 SELECT create_distributed_table('points.qualifying_days', 'member_id',
                                 colocate_with => 'accounts.members')

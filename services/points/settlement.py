@@ -19,8 +19,12 @@ import asyncpg
 
 from services.points import metrics, settlement_campaigns
 from services.points.domain import tiers
-from services.points.domain.campaign_awards import NO_CAMPAIGNS, CampaignOutcome, with_campaigns
-from services.points.domain.campaigns import Campaign
+from services.points.domain.campaign_awards import (
+    NO_CAMPAIGNS,
+    CampaignOutcome,
+    RunningSet,
+    with_campaigns,
+)
 from services.points.domain.earning import local_day
 from services.points.domain.referrals import DueReferral
 from services.points.domain.rules import RulesInForce
@@ -42,6 +46,7 @@ from services.points.settlement_campaigns import (
     facts_of,
 )
 from services.points.settlement_in_debt import SettlementInDebt
+from services.points.store import campaigns as campaign_store
 from services.points.store import settlement_batch as settlement_batch_store
 from services.runtime.coalesce import Coalescer
 from services.runtime.db import Conn, in_transaction
@@ -123,7 +128,7 @@ async def settle_set_wise(
     running = await book.running(conn, view.seen.campaign_epoch)
     if book.needs_first_payment and not asked:  # the running set changed to need it
         await _read_settled_before(conn, view)
-    campaigns = await _campaigns(conn, payments, in_force, view, running) if running else None
+    campaigns = await _campaigns(conn, book, payments, in_force, view, running) if running else None
     ids = iter(view.seen.ids)
     write = BatchWrite()
     outcomes: dict[int, ItemOutcome] = {}
@@ -135,14 +140,16 @@ async def settle_set_wise(
             slow[i] = _in_debt_award(in_force, view, payment, campaigns)
             continue
         outcomes[i] = _decide(in_force, view, payment, ids, write, campaigns)
-    await settlement_batch_store.write_batch(conn, write)
+    given = None if campaigns is None else campaigns.flush()
+    await settlement_batch_store.write_batch(conn, write, given)
     for i, award in slow.items():
         outcomes[i] = outcome = await in_debt(conn, payments[i], award)
         if campaigns is not None and outcome.result is not None and not outcome.replayed:
             day = local_day(in_force.rules, payments[i].occurred_at)
-            campaigns.record(payments[i], outcome.result.txn_id or 0, day, award)
-    if campaigns is not None:
-        await campaigns.finish(conn)
+            campaigns.record(payments[i].member_id, day, award)
+    rest = None if campaigns is None else campaigns.flush()
+    if rest is not None:  # what the one-by-one path's settlements got
+        await campaign_store.record_awards(conn, rest)
     return [outcomes[i] for i in range(len(payments))]
 
 
@@ -187,16 +194,13 @@ def _member_facts(in_force: RulesInForce, view: BatchView, member_id: str) -> Me
     return MemberFacts(tier.code, member.registered_at, member.settled_before)
 
 
-def _first_payment(facts: MemberFacts, member_id: str, campaigns: BatchCampaigns) -> bool:
-    return facts.settled_before is False and member_id not in campaigns.settled_in_batch
-
-
 async def _campaigns(
     conn: Conn,
+    book: CampaignBook,
     payments: Sequence[Payment],
     in_force: RulesInForce,
     view: BatchView,
-    running: tuple[Campaign, ...],
+    running: RunningSet,
 ) -> BatchCampaigns:
     """The budgets the batch may draw on, from the payments that may settle (an upper
     bound: repeats and refusals are left out where the read already tells)."""
@@ -207,12 +211,14 @@ async def _campaigns(
         if member is None or key in view.seen.done or key in seen_keys:
             continue
         seen_keys.add(key)
+        if not running.at(p.merchant_id, p.category):
+            continue  # no campaign can reach it
         facts = _member_facts(in_force, view, p.member_id)
         day = local_day(rules, p.occurred_at)
         found = facts_of(rules, p, day, facts, facts.settled_before is False)
         if found is not None:
             candidates.append(found)
-    return await settlement_campaigns.prepare(conn, running, candidates, sorted(view.seen.members))
+    return await settlement_campaigns.prepare(conn, book, running, candidates)
 
 
 def _award(
@@ -221,11 +227,18 @@ def _award(
     if campaigns is None:
         return NO_CAMPAIGNS
     member_id = payment.member_id
-    facts = _member_facts(in_force, view, member_id)
-    first = _first_payment(facts, member_id, campaigns)
+    first = (
+        view.seen.members[member_id].settled_before is False
+        and member_id not in campaigns.settled_in_batch
+    )
     campaigns.settled_in_batch.add(member_id)
+    place = campaigns.running.at(payment.merchant_id, payment.category)
+    if not place:
+        return NO_CAMPAIGNS
+    facts = _member_facts(in_force, view, member_id)
     day = local_day(in_force.rules, payment.occurred_at)
-    return campaigns.decide(facts_of(in_force.rules, payment, day, facts, first)) or NO_CAMPAIGNS
+    found = facts_of(in_force.rules, payment, day, facts, first)
+    return NO_CAMPAIGNS if found is None else campaigns.decide(place, found)
 
 
 def _in_debt_award(
@@ -284,24 +297,24 @@ def _settle(
     program = earning_of(in_force, payment, tier, view.seen.earned.get((member_id, day), 0))
     award = _award(in_force, view, payment, campaigns)
     earning = with_campaigns(program, award)
-    txn_id = next(ids)
     settled = settlement_of(
         in_force,
         view.now,
         payment,
         earning,
-        txn_id=txn_id,
+        txn_id=next(ids),
         lot_id=next(ids),
         transfer_id=next(ids),
         day=day,
         tier=tier,
+        campaigns=award,
     )
     row = settled.row
     qualifying = program.points + award.qualifying_points
     counted = None if not award.awards else (program.points, qualifying)
     write.add(member_id, row, settled.credit, counted)
     if campaigns is not None:
-        campaigns.record(payment, txn_id, day, award)
+        campaigns.record(member_id, day, award)
     # as a single call would leave it for the next item: its tier and window sum (the next
     # item earns at an upgraded tier), the day's earnings (the daily cap), the key (a
     # repeat in the batch), and a referral bonus made due (once)

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from services.points.domain import campaign_budgets
 from services.points.domain.campaign_awards import (
@@ -28,14 +29,14 @@ from services.points.domain.campaign_awards import (
     CampaignOutcome,
     MemberKey,
     PaymentFacts,
+    Running,
+    RunningSet,
     award,
-    budget_keys,
     by_priority,
     demand,
     member_allowance,
 )
-from services.points.domain.campaign_budgets import Slice, SliceSpend
-from services.points.domain.campaigns import Campaign
+from services.points.domain.campaign_budgets import CampaignWrite, Slice, SliceSpend
 from services.points.domain.earning import base_points
 from services.points.domain.rules import Rules, UnknownCurrency
 from services.points.domain.settlement import Payment
@@ -43,22 +44,29 @@ from services.points.store import campaign_budgets as budget_store
 from services.points.store import campaigns as campaign_store
 from services.runtime.db import Conn
 
+# day budgets remembered as cut; a reload of the running set past this forgets them
+MAX_CUT_REMEMBERED = 10_000
+
 
 class CampaignBook:
-    """The running campaigns in priority order, as of the epoch a batch last read."""
+    """The running campaigns in priority order, as of the epoch a batch last read, and the
+    day budgets whose slices are known to be cut (so a batch does not cut them again)."""
 
     def __init__(self) -> None:
         self._epoch = -1
-        self._running: tuple[Campaign, ...] = ()
+        self._running = RunningSet(())
+        self.cut: set[BudgetKey] = set()
 
     @property
     def needs_first_payment(self) -> bool:
-        return any(c.spec.audience.first_payment for c in self._running)
+        return self._running.first_payment
 
-    async def running(self, conn: Conn, epoch: int) -> tuple[Campaign, ...]:
+    async def running(self, conn: Conn, epoch: int) -> RunningSet:
         if epoch != self._epoch:
-            self._running = by_priority(await campaign_store.running(conn))
+            self._running = RunningSet(by_priority(await campaign_store.running(conn)))
             self._epoch = epoch
+            if len(self.cut) > MAX_CUT_REMEMBERED:
+                self.cut.clear()
         return self._running
 
 
@@ -74,7 +82,7 @@ def facts_of(
 ) -> PaymentFacts | None:
     """None when the payment's currency has no earn rate (the item fails on its own)."""
     try:
-        base = base_points(rules, payment.currency, payment.amount_minor, payment.category)
+        num, den = base_points(rules, payment.currency, payment.amount_minor, payment.category)
     except UnknownCurrency:
         return None
     return PaymentFacts(
@@ -86,7 +94,8 @@ def facts_of(
         payment.merchant_id,
         payment.category,
         payment.channel,
-        base,
+        num,
+        den,
         member.tier,
         member.registered_at,
         first_payment,
@@ -97,117 +106,118 @@ def facts_of(
 class BatchCampaigns:
     """A batch's running campaigns, the budgets it holds and what it gave."""
 
-    running: tuple[Campaign, ...]
+    running: RunningSet
     allowances: Allowances
     held: dict[BudgetKey, list[Slice]] = field(default_factory=dict)
-    given: list[tuple[Payment, int, date, CampaignOutcome]] = field(default_factory=list)
+    given: list[tuple[str, date, CampaignOutcome]] = field(default_factory=list)
     # members whose payment in this batch was settled already: later ones are not "first"
     settled_in_batch: set[str] = field(default_factory=set)
 
-    def decide(self, facts: PaymentFacts | None) -> CampaignOutcome | None:
-        if facts is None:
-            return None
-        return award(self.running, facts, self.allowances)
+    def decide(self, candidates: tuple[Running, ...], facts: PaymentFacts) -> CampaignOutcome:
+        """What `candidates` (the running campaigns that can reach the payment's place)
+        give it."""
+        return award(candidates, facts, self.allowances)
 
-    def record(self, payment: Payment, txn_id: int, day: date, outcome: CampaignOutcome) -> None:
+    def record(self, member_id: str, day: date, outcome: CampaignOutcome) -> None:
         if outcome.awards:
-            self.given.append((payment, txn_id, day, outcome))
+            self.given.append((member_id, day, outcome))
 
-    async def finish(self, conn: Conn) -> None:
-        """Writes what the batch's settlements got (only those that were written)."""
+    def flush(self) -> CampaignWrite | None:
+        """What the settlements recorded so far got, as rows to write (with the batch's
+        statement, or on their own after the one-by-one path); takes it from the slices
+        held, so that a second flush writes only what came after."""
         if not self.given:
-            return
-        by_id = {c.campaign_id: c for c in self.running}
-        rows: list[campaign_store.AwardRow] = []
+            return None
+        by_id = {r.campaign_id: r for r in self.running.all}
         usage: dict[MemberKey, list[int]] = {}
         spent: dict[BudgetKey, list[int]] = {}
-        for payment, txn_id, day, outcome in self.given:
+        results: dict[str, list[int]] = {}
+        for member_id, day, outcome in self.given:
             for a in outcome.awards:
-                rows.append(
-                    (
-                        payment.member_id,
-                        txn_id,
-                        a.campaign_id,
-                        a.version,
-                        a.points,
-                        a.tier_qualifying,
-                        payment.occurred_at,
-                    )
-                )
-                campaign = by_id[a.campaign_id]
-                if campaign.spec.budget.per_member.bounded:
-                    used = usage.setdefault((payment.member_id, a.campaign_id), [0, 0])
-                    used[0] += a.points
-                    used[1] += 1
-                for key in budget_keys(campaign, day):
-                    total = spent.setdefault(key, [0, 0])
-                    total[0] += a.points
-                    total[1] += 1
+                _add(results, a.campaign_id, a.points)
+                running = by_id[a.campaign_id]
+                if running.member_budget:
+                    _add(usage, (member_id, a.campaign_id), a.points)
+                if running.total_budget or running.daily_budget:
+                    for key in running.keys(day):
+                        _add(spent, key, a.points)
+        self.given = []
         slices: list[tuple[BudgetKey, SliceSpend]] = []
-        for key, (points, awards) in sorted(spent.items()):
-            slices += [(key, s) for s in campaign_budgets.spend(self.held[key], points, awards)]
-        await campaign_store.record_awards(
-            conn, rows, [(k, p, a) for k, (p, a) in sorted(usage.items())], slices
+        for key, (points, count) in sorted(spent.items()):
+            out = campaign_budgets.spend(self.held[key], points, count)
+            self.held[key] = campaign_budgets.taken(self.held[key], out)
+            slices += [(key, s) for s in out]
+        # each campaign's results go to one slice, chosen per batch
+        slice_of = secrets.randbelow(campaign_budgets.SLICES)
+        return CampaignWrite(
+            [(c, slice_of, p, n) for c, (p, n) in sorted(results.items())],
+            [(k, p, n) for k, (p, n) in sorted(usage.items())],
+            slices,
         )
+
+
+def _add(totals: dict[Any, list[int]], key: Any, points: int) -> None:
+    total = totals.get(key)
+    if total is None:
+        totals[key] = [points, 1]
+    else:
+        total[0] += points
+        total[1] += 1
 
 
 async def prepare(
     conn: Conn,
-    running: tuple[Campaign, ...],
+    book: CampaignBook,
+    running: RunningSet,
     candidates: Sequence[PaymentFacts],
-    member_ids: Sequence[str],
 ) -> BatchCampaigns:
-    """The budgets the batch may draw on: shared ones claimed from slices, each member's
-    read under the member's lock (which the batch holds)."""
+    """The budgets the batch may draw on, for the payments a campaign can reach: shared
+    ones claimed from slices, each member's read under the member's lock (which the batch
+    holds)."""
     wanted: dict[BudgetKey, Allowance] = {}
+    pairs: set[MemberKey] = set()
     for facts in candidates:
-        demand(running, facts, wanted)
-    held = await _claim(conn, running, wanted) if wanted else {}
-    members = await _member_allowances(conn, running, member_ids)
+        place = running.at(facts.merchant_id, facts.category)
+        demand(place, facts, wanted)
+        pairs.update((facts.member_id, r.campaign_id) for r in place if r.member_budget)
+    held = await _claim(conn, book, running.all, wanted) if wanted else {}
+    members = await _member_allowances(conn, running.all, pairs) if pairs else {}
     allowances = Allowances({k: campaign_budgets.held(v) for k, v in held.items()}, members)
     return BatchCampaigns(running, allowances, held)
 
 
+async def _cut_days(
+    conn: Conn, book: CampaignBook, running: tuple[Running, ...], keys: list[BudgetKey]
+) -> None:
+    """A day's slices are cut when the day is first needed (by any batch: ON CONFLICT)."""
+    by_id = {r.campaign_id: r for r in running}
+    for key in keys:
+        if key[1] == TOTAL_PERIOD or key in book.cut:
+            continue
+        limit = by_id[key[0]].spec.budget.per_day
+        await budget_store.create_slices(conn, key[0], key[1], campaign_budgets.split(limit))
+        book.cut.add(key)
+
+
 async def _claim(
-    conn: Conn, running: tuple[Campaign, ...], wanted: dict[BudgetKey, Allowance]
+    conn: Conn, book: CampaignBook, running: tuple[Running, ...], wanted: dict[BudgetKey, Allowance]
 ) -> dict[BudgetKey, list[Slice]]:
-    by_id = {c.campaign_id: c for c in running}
-    for key in sorted(wanted):
-        if key[1] != TOTAL_PERIOD:  # a day's slices are cut when the day is first needed
-            limit = by_id[key[0]].spec.budget.per_day
-            await budget_store.create_slices(conn, key[0], key[1], campaign_budgets.split(limit))
-    held: dict[BudgetKey, list[Slice]] = {}
-    savepoint = conn.transaction()
-    await savepoint.start()
-    short = []
+    keys = sorted(wanted)
+    await _cut_days(conn, book, running, keys)
+    asked = [(k, wanted[k].points or 0, wanted[k].awards or 0) for k in keys]
     start = secrets.randbelow(campaign_budgets.SLICES)  # batches start at different slices
-    for key in sorted(wanted):
-        free = await budget_store.claim_free(
-            conn, key, start, campaign_budgets.FREE_SLICES_PER_CLAIM
-        )
-        held[key] = free
-        if not campaign_budgets.covers(campaign_budgets.held(free), wanted[key]):
-            short.append(key)
-    if not short:
-        await savepoint.commit()
-        return held
-    # fall back: release what was taken, then wait for every slice in one order
-    await savepoint.rollback()
-    return {key: await budget_store.claim_all(conn, key) for key in sorted(wanted)}
+    return await budget_store.claim(conn, asked, start, campaign_budgets.FREE_SLICES_PER_CLAIM)
 
 
 async def _member_allowances(
-    conn: Conn, running: tuple[Campaign, ...], member_ids: Sequence[str]
+    conn: Conn, running: tuple[Running, ...], pairs: set[MemberKey]
 ) -> dict[MemberKey, Allowance]:
-    limited = [c for c in running if c.spec.budget.per_member.bounded]
-    if not limited or not member_ids:
-        return {}
-    used = await budget_store.member_usage(conn, member_ids, [c.campaign_id for c in limited])
+    by_id = {r.campaign_id: r for r in running}
+    members = sorted({m for m, _ in pairs})
+    used = await budget_store.member_usage(conn, members, sorted({c for _, c in pairs}))
     allowances = {}
-    for member_id in member_ids:
-        for campaign in limited:
-            points, awards = used.get((member_id, campaign.campaign_id), (0, 0))
-            allowances[(member_id, campaign.campaign_id)] = member_allowance(
-                campaign.spec.budget.per_member, points, awards
-            )
+    for member_id, campaign_id in pairs:
+        points, awards = used.get((member_id, campaign_id), (0, 0))
+        limit = by_id[campaign_id].spec.budget.per_member
+        allowances[(member_id, campaign_id)] = member_allowance(limit, points, awards)
     return allowances

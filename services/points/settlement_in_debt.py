@@ -127,6 +127,7 @@ class SettlementInDebt:
                 upgrade=upgrade,
                 referral=referral,
                 counted=counted,
+                campaigns=award,
             )
         settled = settlement_of(
             in_force,
@@ -138,6 +139,7 @@ class SettlementInDebt:
             transfer_id=ids.transfer_id,
             day=day,
             tier=tier,
+            campaigns=award,
         )
         await settlement_store.write_settlement(
             conn,
@@ -163,6 +165,7 @@ class SettlementInDebt:
         upgrade: TierState | None,
         referral: DueReferral | None,
         counted: tuple[int, int],
+        campaigns: CampaignOutcome,
     ) -> SettlementResult:
         """A member in debt (allow_negative): the new lot's first points repay it. `day`:
         the payment's; `tier`: the one it earned at; `counted`: the points the daily cap
@@ -180,7 +183,7 @@ class SettlementInDebt:
         await tier_store.add_qualifying(conn, member_id, day, counted[1])
         if upgrade is not None:
             await tier_store.set_tier(conn, member_id, upgrade)
-        row = settlement_row(self._rules, payment, earned, result, repaid)
+        row = settlement_row(self._rules, payment, earned, result, repaid, campaigns)
         await settlement_store.write_settlement(conn, member_id, row, None, referral=referral)
         return result
 

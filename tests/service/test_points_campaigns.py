@@ -371,9 +371,15 @@ async def test_a_budget_of_100_awards_gives_exactly_100_under_1000_settlements(
     )
     assert sum(r["awards_left"] for r in left) == 0
     given = await db.fetchval(
-        "SELECT count(*) FROM points.settlement_campaigns WHERE campaign_id = 'hundred'"
+        "SELECT count(*) FROM points.transactions WHERE explanation -> 'steps' @>"
+        """ '[{"name": "campaign", "campaign_id": "hundred", "version": 1}]'"""
     )
-    assert given == 100
+    results = await db.fetchrow(
+        "SELECT sum(points) AS points, sum(awards) AS awards FROM points.campaign_results"
+        " WHERE campaign_id = 'hundred'"
+    )
+    assert results is not None
+    assert (given, results["points"], results["awards"]) == (100, 300, 100)
     await ledger_holds(suite.dsn)
 
 
@@ -421,7 +427,7 @@ async def test_campaign_points_count_toward_tiers_only_when_qualifying(
     assert qualifying == 0
     # the clawback returns nothing to the budget; the campaign still counts its award
     given = await db.fetchval(
-        "SELECT sum(points) FROM points.settlement_campaigns WHERE campaign_id = 'plain'"
+        "SELECT sum(points) FROM points.campaign_results WHERE campaign_id = 'plain'"
     )
     assert given == 40
     merchant2 = a_merchant()

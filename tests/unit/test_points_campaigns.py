@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -17,8 +16,10 @@ from services.points.domain.campaign_awards import (
     Allowance,
     Allowances,
     PaymentFacts,
+    Running,
     award,
     by_priority,
+    compile_running,
     demand,
     with_campaigns,
 )
@@ -47,6 +48,7 @@ from services.runtime.errors import Code, DomainError
 
 NOW = datetime(2026, 12, 8, 4, 0, tzinfo=UTC)  # 12:00 on the 8th in Shanghai
 RULES = load_rules_file(DEFAULT_RULES_FILE)
+BASE = base_points(RULES, "CNY", 1234, "dining")
 
 
 def spec(**changes: object) -> CampaignSpec:
@@ -59,8 +61,12 @@ def spec(**changes: object) -> CampaignSpec:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def running(campaign_id: str, terms: CampaignSpec) -> Campaign:
+def active(campaign_id: str, terms: CampaignSpec) -> Campaign:
     return Campaign(campaign_id, CampaignState.ACTIVE, 1, terms, NOW, NOW)
+
+
+def running(campaign_id: str, terms: CampaignSpec) -> Running:
+    return compile_running(active(campaign_id, terms))
 
 
 def facts(**changes: object) -> PaymentFacts:
@@ -73,7 +79,8 @@ def facts(**changes: object) -> PaymentFacts:
         merchant_id="shop",
         category="dining",
         channel="app",
-        base=base_points(RULES, "CNY", 1234, "dining"),
+        base_num=BASE[0],
+        base_den=BASE[1],
         tier="basic",
         registered_at=NOW - timedelta(days=3),
         first_payment=False,
@@ -170,14 +177,14 @@ def test_lifecycle_rules() -> None:
 
 
 def test_exclusive_campaigns_may_not_overlap() -> None:
-    first = running("first", spec(exclusive=True))
+    first = active("first", spec(exclusive=True))
     later = spec(exclusive=True, start_at=NOW + timedelta(days=1), end_at=NOW + timedelta(days=2))
     check_running_set(later, "later", [first])  # touching windows do not overlap
     check_running_set(spec(), "combinable", [first])
     with pytest.raises(DomainError) as caught:
         check_running_set(spec(exclusive=True), "second", [first])
     assert caught.value.metadata == {"campaign_id": "first"}
-    many = [running(f"c{i}", spec()) for i in range(200)]
+    many = [active(f"c{i}", spec()) for i in range(200)]
     with pytest.raises(DomainError, match="at most 200"):
         check_running_set(spec(), "one-more", many)
 
@@ -224,21 +231,21 @@ def test_reach_window_schedule_and_audience() -> None:
     assert gives(spec(audience=Audience(merchant_ids=("shop",)))) == 24
     assert gives(spec(audience=Audience(first_payment=True))) == 0
     assert gives(spec(audience=Audience(first_payment=True)), first_payment=True) == 24
-    assert gives(spec(), base=Fraction(0), category="top_up") == 0
+    assert gives(spec(), base_num=0, category="top_up") == 0
     fixed = spec(effect=Effect(EffectKind.FIXED_POINTS, points=7))
     assert gives(fixed) == 7 and gives(replace(fixed, cap_per_payment=5)) == 5
 
 
 def test_stacking_by_priority_and_exclusive() -> None:
     fixed = spec(effect=Effect(EffectKind.FIXED_POINTS, points=5))
-    combinable = running("a-combinable", fixed)
-    alone = running("z-alone", replace(fixed, exclusive=True, priority=9))
-    late_alone = running("late-alone", replace(fixed, exclusive=True, priority=0))
+    combinable = active("a-combinable", fixed)
+    alone = active("z-alone", replace(fixed, exclusive=True, priority=9))
+    late_alone = active("late-alone", replace(fixed, exclusive=True, priority=0))
     outcome = award(by_priority([combinable, alone]), facts(), unlimited())
     assert [a.campaign_id for a in outcome.awards] == ["z-alone"]
     outcome = award(by_priority([combinable, late_alone]), facts(), unlimited())
     assert [a.campaign_id for a in outcome.awards] == ["a-combinable"]
-    both = [running("b", fixed), running("a", fixed)]
+    both = [active("b", fixed), active("a", fixed)]
     assert [a.campaign_id for a in award(by_priority(both), facts(), unlimited()).awards] == [
         "a",
         "b",

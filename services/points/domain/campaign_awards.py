@@ -20,11 +20,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from fractions import Fraction
 from typing import NamedTuple
 
 from services.points.domain import campaign_calendar
-from services.points.domain.campaigns import Campaign, CampaignSpec, EffectKind, Limit, runs_on
+from services.points.domain.campaigns import (
+    Campaign,
+    CampaignSpec,
+    EffectKind,
+    Limit,
+    MinimumAmount,
+    runs_on,
+)
 from services.points.domain.earning import Earning, Step
 from services.points.domain.rules import BPS
 
@@ -47,7 +53,10 @@ class PaymentFacts(NamedTuple):
     merchant_id: str
     category: str
     channel: str
-    base: Fraction  # amount x rate x category, 0 in a non-earning category
+    # the base points, amount x rate x category, as a reduced fraction (0 in a non-earning
+    # category)
+    base_num: int
+    base_den: int
     tier: str
     registered_at: datetime | None
     first_payment: bool  # no settlement of the member before this one
@@ -59,6 +68,7 @@ class CampaignAward(NamedTuple):
     name: str
     points: int
     tier_qualifying: bool
+    note: str  # the explanation step's words, before the points
 
 
 class CampaignOutcome(NamedTuple):
@@ -107,16 +117,6 @@ def period_of(day: date) -> str:
     return day.isoformat()
 
 
-def budget_keys(campaign: Campaign, day: date) -> list[BudgetKey]:
-    budget, cid = campaign.spec.budget, campaign.campaign_id
-    keys = []
-    if budget.total.bounded:
-        keys.append((cid, TOTAL_PERIOD))
-    if budget.per_day.bounded:
-        keys.append((cid, period_of(day)))
-    return keys
-
-
 def member_allowance(limit: Limit, used_points: int, used_awards: int) -> Allowance:
     return Allowance(
         None if limit.points is None else max(0, limit.points - used_points),
@@ -124,79 +124,181 @@ def member_allowance(limit: Limit, used_points: int, used_awards: int) -> Allowa
     )
 
 
-def reaches(spec: CampaignSpec, facts: PaymentFacts, *, tier_known: bool = True) -> bool:
+def _set(values: tuple[str, ...]) -> frozenset[str] | None:
+    return frozenset(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A running campaign as the batch matches it: its terms unpacked once per reload of
+    the running set, so that matching a payment is a few comparisons and set lookups."""
+
+    campaign: Campaign
+    campaign_id: str
+    version: int
+    name: str
+    start_at: datetime
+    end_at: datetime
+    spec: CampaignSpec
+    tiers: frozenset[str] | None
+    categories: frozenset[str] | None
+    merchants: frozenset[str] | None
+    channels: frozenset[str] | None
+    minimum: MinimumAmount | None
+    first_payment: bool
+    joined_within: timedelta | None
+    fixed_points: int  # FIXED_POINTS; 0 for a multiplier
+    extra_bps: int  # MULTIPLIER: the part above x1
+    cap: int | None
+    exclusive: bool
+    tier_qualifying: bool
+    total_budget: bool
+    daily_budget: bool
+    member_budget: bool
+    # local day -> whether the schedule names it (filled as days are met)
+    days: dict[date, bool]
+    note: str  # the explanation step's words, before the points
+
+    def fits_place(self, merchant_id: str, category: str) -> bool:
+        return (self.merchants is None or merchant_id in self.merchants) and (
+            self.categories is None or category in self.categories
+        )
+
+    def keys(self, day: date) -> list[BudgetKey]:
+        keys = []
+        if self.total_budget:
+            keys.append((self.campaign_id, TOTAL_PERIOD))
+        if self.daily_budget:
+            keys.append((self.campaign_id, period_of(day)))
+        return keys
+
+    def runs_on(self, day: date) -> bool:
+        known = self.days.get(day)
+        if known is None:
+            holidays = self.spec.schedule.holidays
+            holiday = holidays is not None and campaign_calendar.matches(holidays, day)
+            known = self.days[day] = runs_on(self.spec, day, holiday)
+        return known
+
+
+def compile_running(campaign: Campaign) -> Running:
+    spec = campaign.spec
+    audience, effect, budget = spec.audience, spec.effect, spec.budget
+    within = audience.joined_within_days
+    fixed = effect.points if effect.kind is EffectKind.FIXED_POINTS else 0
+    return Running(
+        campaign=campaign,
+        campaign_id=campaign.campaign_id,
+        version=campaign.version,
+        name=spec.name,
+        start_at=spec.start_at,
+        end_at=spec.end_at,
+        spec=spec,
+        tiers=_set(audience.tiers),
+        categories=_set(audience.categories),
+        merchants=_set(audience.merchant_ids),
+        channels=_set(audience.channels),
+        minimum=audience.minimum,
+        first_payment=audience.first_payment,
+        joined_within=None if within is None else timedelta(days=within),
+        fixed_points=fixed,
+        extra_bps=0 if fixed else effect.multiplier_bps - BPS,
+        cap=spec.cap_per_payment,
+        exclusive=spec.exclusive,
+        tier_qualifying=spec.tier_qualifying,
+        total_budget=budget.total.bounded,
+        daily_budget=budget.per_day.bounded,
+        member_budget=budget.per_member.bounded,
+        days={},
+        note=f"campaign {spec.name!r} ({campaign.campaign_id} v{campaign.version}) adds ",
+    )
+
+
+def by_priority(campaigns: Iterable[Campaign]) -> tuple[Running, ...]:
+    """The running set in the order campaigns are tried: priority, higher first, then id."""
+    ordered = sorted(campaigns, key=lambda c: (-c.spec.priority, c.campaign_id))
+    return tuple(compile_running(c) for c in ordered)
+
+
+class RunningSet:
+    """The running campaigns, and those that can reach a (merchant, category), worked out
+    once per pair: most campaigns name merchants or categories, so a payment is matched
+    against the few that can reach it, not against all of them."""
+
+    MAX_PLACES = 10_000  # pairs remembered; past it the memo starts again
+
+    def __init__(self, running: tuple[Running, ...]) -> None:
+        self.all = running
+        self.first_payment = any(r.first_payment for r in running)
+        self._places: dict[tuple[str, str], tuple[Running, ...]] = {}
+
+    def at(self, merchant_id: str, category: str) -> tuple[Running, ...]:
+        key = (merchant_id, category)
+        found = self._places.get(key)
+        if found is None:
+            if len(self._places) >= self.MAX_PLACES:
+                self._places.clear()
+            found = tuple(r for r in self.all if r.fits_place(merchant_id, category))
+            self._places[key] = found
+        return found
+
+
+def reaches(running: Running, facts: PaymentFacts, *, tier_known: bool = True) -> bool:
     """Whether the campaign's window, schedule and audience take this payment; with
     `tier_known` False the tier is not looked at (an upper bound for budgets)."""
-    if not spec.start_at <= facts.occurred_at < spec.end_at:
+    if not running.start_at <= facts.occurred_at < running.end_at:
         return False
-    holidays = spec.schedule.holidays
-    holiday = holidays is not None and campaign_calendar.matches(holidays, facts.day)
-    if not runs_on(spec, facts.day, holiday):
+    if not running.runs_on(facts.day):
         return False
-    return _in_audience(spec, facts, tier_known)
-
-
-def _in_audience(spec: CampaignSpec, facts: PaymentFacts, tier_known: bool) -> bool:
-    audience = spec.audience
-    if tier_known and audience.tiers and facts.tier not in audience.tiers:
+    if tier_known and running.tiers is not None and facts.tier not in running.tiers:
         return False
-    if audience.first_payment and not facts.first_payment:
+    if running.first_payment and not facts.first_payment:
         return False
-    within = audience.joined_within_days
+    within = running.joined_within
     if within is not None:
         joined = facts.registered_at
-        if joined is None or facts.occurred_at - joined >= timedelta(days=within):
+        if joined is None or facts.occurred_at - joined >= within:
             return False
-    return _payment_fits(spec, facts)
+    return _payment_fits(running, facts)
 
 
-def _payment_fits(spec: CampaignSpec, facts: PaymentFacts) -> bool:
-    audience = spec.audience
-    minimum = audience.minimum
-    below = minimum is not None and (
+def _payment_fits(running: Running, facts: PaymentFacts) -> bool:
+    minimum = running.minimum
+    if minimum is not None and (
         facts.currency != minimum.currency or facts.amount_minor < minimum.amount_minor
-    )
+    ):
+        return False
     return not (
-        below
-        or (audience.categories and facts.category not in audience.categories)
-        or (audience.merchant_ids and facts.merchant_id not in audience.merchant_ids)
-        or (audience.channels and facts.channel not in audience.channels)
+        (running.categories is not None and facts.category not in running.categories)
+        or (running.merchants is not None and facts.merchant_id not in running.merchants)
+        or (running.channels is not None and facts.channel not in running.channels)
     )
 
 
-def uncapped_bonus(spec: CampaignSpec, base: Fraction) -> int:
-    if base <= 0:
+def bonus(running: Running, facts: PaymentFacts) -> int:
+    """The campaign's points for the payment before budgets: rounded down once, capped."""
+    num, den = facts.base_num, facts.base_den
+    if num <= 0:
         return 0
-    effect = spec.effect
-    if effect.kind is EffectKind.FIXED_POINTS:
-        return effect.points
-    extra = base * (effect.multiplier_bps - BPS) / BPS
-    return extra.numerator // extra.denominator
-
-
-def bonus(spec: CampaignSpec, base: Fraction) -> int:
-    points = uncapped_bonus(spec, base)
-    cap = spec.cap_per_payment
-    return points if cap is None else min(points, cap)
-
-
-def by_priority(campaigns: Iterable[Campaign]) -> tuple[Campaign, ...]:
-    return tuple(sorted(campaigns, key=lambda c: (-c.spec.priority, c.campaign_id)))
+    points = running.fixed_points or num * running.extra_bps // (den * BPS)
+    cap = running.cap
+    return points if cap is None or points <= cap else cap
 
 
 def demand(
-    campaigns: Sequence[Campaign], facts: PaymentFacts, into: dict[BudgetKey, Allowance]
+    campaigns: Sequence[Running], facts: PaymentFacts, into: dict[BudgetKey, Allowance]
 ) -> None:
     """Adds to `into` the most this payment could draw on each shared budget, whatever its
     member's tier becomes in the batch and whichever campaign wins the stacking."""
-    for campaign in campaigns:
-        keys = budget_keys(campaign, facts.day)
-        if not keys or not reaches(campaign.spec, facts, tier_known=False):
+    for running in campaigns:
+        if not (running.total_budget or running.daily_budget):
+            continue  # draws on no shared budget
+        if not reaches(running, facts, tier_known=False):
             continue
-        points = bonus(campaign.spec, facts.base)
+        points = bonus(running, facts)
         if points <= 0:
             continue
-        for key in keys:
+        for key in running.keys(facts.day):
             wanted = into.get(key)
             if wanted is None:
                 wanted = into[key] = Allowance(0, 0)
@@ -205,38 +307,45 @@ def demand(
 
 
 def award(
-    campaigns: Sequence[Campaign], facts: PaymentFacts, allowances: Allowances
+    campaigns: Sequence[Running], facts: PaymentFacts, allowances: Allowances
 ) -> CampaignOutcome:
     """What the campaigns (in `by_priority` order) give the payment; takes it from the
     allowances."""
     awards: list[CampaignAward] = []
-    for campaign in campaigns:
-        spec = campaign.spec
-        if awards and spec.exclusive:
+    for running in campaigns:
+        if awards and running.exclusive:
             continue
-        if not reaches(spec, facts):
+        if not reaches(running, facts):
             continue
-        points = _allowed(campaign, facts, allowances, bonus(spec, facts.base))
+        points = bonus(running, facts)
         if points <= 0:
             continue
-        given = CampaignAward(
-            campaign.campaign_id, campaign.version, spec.name, points, spec.tier_qualifying
+        if running.total_budget or running.daily_budget or running.member_budget:
+            points = _allowed(running, facts, allowances, points)
+            if points <= 0:
+                continue
+        awards.append(
+            CampaignAward(
+                running.campaign_id,
+                running.version,
+                running.name,
+                points,
+                running.tier_qualifying,
+                running.note,
+            )
         )
-        awards.append(given)
-        if spec.exclusive:
+        if running.exclusive:
             break
     return CampaignOutcome(tuple(awards)) if awards else NO_CAMPAIGNS
 
 
-def _allowed(campaign: Campaign, facts: PaymentFacts, allowances: Allowances, points: int) -> int:
-    if points <= 0:
-        return 0
+def _allowed(running: Running, facts: PaymentFacts, allowances: Allowances, points: int) -> int:
     drawn: list[Allowance] = []
-    for key in budget_keys(campaign, facts.day):
+    for key in running.keys(facts.day):
         # a shared budget the batch holds no slice of gives nothing
         drawn.append(allowances.budgets.get(key) or Allowance(0, 0))
-    if campaign.spec.budget.per_member.bounded:
-        member = allowances.members.get((facts.member_id, campaign.campaign_id))
+    if running.member_budget:
+        member = allowances.members.get((facts.member_id, running.campaign_id))
         drawn.append(member or Allowance(0, 0))
     for allowance in drawn:
         points = allowance.allows(points)
@@ -253,10 +362,11 @@ def with_campaigns(earning: Earning, outcome: CampaignOutcome) -> Earning:
     if not outcome.awards:
         return earning
     steps = list(earning.steps)
+    extra = 0
     for a in outcome.awards:
-        note = f"campaign {a.name!r} ({a.campaign_id} v{a.version}) adds {a.points}"
-        steps.append(Step(CAMPAIGN_STEP, str(a.points), note))
-    extra = outcome.points
+        points = str(a.points)
+        steps.append(Step(CAMPAIGN_STEP, points, a.note + points))
+        extra += a.points
     total = earning.points + extra
     note = f"{earning.points} from the program and {extra} from campaigns make {total}"
     steps.append(Step(TOTAL_STEP, str(total), note))

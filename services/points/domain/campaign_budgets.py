@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from services.points.domain.campaign_awards import Allowance
+from services.points.domain.campaign_awards import Allowance, BudgetKey, MemberKey
 from services.points.domain.campaigns import Limit
 
-SLICES = 16
+SLICES = 16  # points.claim_campaign_budgets (migration 013) counts slices modulo 16 too
 FREE_SLICES_PER_CLAIM = 2  # a batch first tries this many unlocked slices of a budget
 
 
@@ -73,3 +73,29 @@ def spend(slices: Sequence[Slice], points: int, awards: int) -> list[SliceSpend]
     if points or awards:
         raise ValueError("the held slices do not cover what was given")
     return spent
+
+
+class CampaignWrite(NamedTuple):
+    """What a batch's campaigns gave, as the rows one statement writes: each campaign's
+    results (campaign, results slice, points, awards), members' usage of campaigns with a
+    per-member budget (member and campaign, points, awards), and what the budget slices
+    gave (store/campaigns.py)."""
+
+    results: list[tuple[str, int, int, int]]
+    usage: list[tuple[MemberKey, int, int]]
+    spent: list[tuple[BudgetKey, SliceSpend]]
+
+
+def taken(slices: list[Slice], spent: Sequence[SliceSpend]) -> list[Slice]:
+    """The slices as they are once `spent` came out of them."""
+    by_slice = {s.slice: s for s in spent}
+    left = []
+    for s in slices:
+        out = by_slice.get(s.slice)
+        if out is None:
+            left.append(s)
+            continue
+        points = None if s.points_left is None else s.points_left - out.points
+        awards = None if s.awards_left is None else s.awards_left - out.awards
+        left.append(Slice(s.slice, points, awards))
+    return left

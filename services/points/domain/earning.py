@@ -128,14 +128,17 @@ def compute_earning(
     return Earning(points, tuple(steps), _none_reason(num, den, points))
 
 
-def base_points(rules: Rules, currency_code: str, amount_minor: int, category: str) -> Fraction:
+def base_points(
+    rules: Rules, currency_code: str, amount_minor: int, category: str
+) -> tuple[int, int]:
     """The payment's points before the tier, the rounding and the caps: amount x rate x
-    category multiplier (0 in a non-earning category). Campaigns multiply this."""
+    category multiplier (0 in a non-earning category), as (numerator, denominator).
+    Campaigns multiply this."""
     rate = _rate(rules, currency_code, category, BPS)
     if rate.non_earning:
-        return Fraction(0)
+        return 0, 1
     terms = rate.terms
-    return Fraction(amount_minor * terms.numerator * rate.category_bps, terms.denominator * BPS)
+    return amount_minor * terms.numerator * rate.category_bps, terms.denominator * BPS
 
 
 def _check_inputs(amount_minor: int, tier_multiplier_bps: int, earned_today: int) -> None:

@@ -16,7 +16,8 @@ from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 from services.points.domain import earning as earn
-from services.points.domain.earning import Earning
+from services.points.domain.campaign_awards import NO_CAMPAIGNS, CampaignAward, CampaignOutcome
+from services.points.domain.earning import Earning, Step
 from services.points.domain.ledger import (
     MEMBER_AVAILABLE,
     MEMBER_PENDING,
@@ -35,6 +36,7 @@ SETTLEMENT_KEY_PREFIX = "payment"
 _KEY_HEAD = len(SETTLEMENT_KEY_PREFIX) + 1  # "payment:"
 _FINGERPRINT_V2 = "settlement/v2;"
 _encode_string = json.encoder.encode_basestring  # a JSON string literal (C), non-ASCII kept
+_JSON_BOOL = {True: "true", False: "false"}
 
 
 def settlement_key(payment_id: str) -> str:
@@ -366,9 +368,10 @@ def settlement_row(
     earning: Earning,
     result: SettlementResult,
     repaid: int,
+    campaigns: CampaignOutcome = NO_CAMPAIGNS,
 ) -> SettlementRow:
     """The transaction row: the result for repeats, and the explanation (with the debt the
-    points repaid)."""
+    points repaid and the campaign versions that gave points)."""
     return SettlementRow(
         txn_id=result.txn_id or 0,
         key=payment.idempotency_key,
@@ -376,7 +379,7 @@ def settlement_row(
         rule_version=in_force.version,
         points=earning.points,
         result=result,
-        explanation=explanation_json(payment, earning, earn.explain(earning), repaid),
+        explanation=explanation_json(payment, earning, earn.explain(earning), repaid, campaigns),
     )
 
 
@@ -391,13 +394,16 @@ def settlement_of(
     transfer_id: int,
     day: date,
     tier: Tier,
+    campaigns: CampaignOutcome = NO_CAMPAIGNS,
 ) -> Settled:
     """What settling the payment writes when there is no debt to repay: the transaction
     `txn_id` and, when it earned points, lot `lot_id` and transfer `transfer_id`. `day`: the
-    payment's; `tier`: the one whose multiplier it earned at."""
+    payment's; `tier`: the one whose multiplier it earned at; `campaigns`: what they gave
+    (in `earning` already)."""
     if earning.points <= 0:
         result = nothing_yet(in_force, payment, earning.points, txn_id, tier)
-        return Settled(result, None, settlement_row(in_force, payment, earning, result, 0))
+        row = settlement_row(in_force, payment, earning, result, 0, campaigns)
+        return Settled(result, None, row)
     terms = lot_terms(in_force, now, payment)
     pending = terms.pending
     result = SettlementResult(
@@ -421,26 +427,60 @@ def settlement_of(
         expires_at=terms.expires_at,
         day=day,
     )
-    return Settled(result, credit, settlement_row(in_force, payment, earning, result, 0))
+    return Settled(result, credit, settlement_row(in_force, payment, earning, result, 0, campaigns))
 
 
-def explanation_json(payment: Payment, earning: Earning, sentence: str, repaid: int) -> str:
-    """Each step of the computation as data, the readable sentence and the debt the points
-    repaid, as JSON text written directly: a dict and `json.dumps` per settlement cost more
-    than the rest of deciding it. Every text that is not made here is encoded as a JSON
-    string (tests/unit/test_settlement_explanation.py checks it parses to the document)."""
-    steps = ", ".join(
-        [
-            f'{{"name": "{s.name}", "value": "{s.value}", "note": {_encode_string(s.note)}}}'
-            for s in earning.steps
-        ]
-    )
+def explanation_json(
+    payment: Payment,
+    earning: Earning,
+    sentence: str,
+    repaid: int,
+    campaigns: CampaignOutcome = NO_CAMPAIGNS,
+) -> str:
+    """Each step of the computation as data, the readable sentence, the debt the points
+    repaid and (when campaigns gave points) each campaign version's points and the points
+    that do not count toward tiers, as JSON text written directly: a dict and `json.dumps`
+    per settlement cost more than the rest of deciding it. Every text that is not made here
+    is encoded as a JSON string (tests/unit/test_settlement_rows.py checks it parses to the
+    document)."""
+    steps = earning.steps
+    awards = campaigns.awards
+    own = steps[: len(steps) - len(awards) - 1] if awards else steps  # before campaigns'
+    texts = [
+        f'{{"name": "{s.name}", "value": "{s.value}", "note": {_encode_string(s.note)}}}'
+        for s in own
+    ]
+    if awards:
+        texts += _campaign_steps(steps[len(own) :], awards)
+    steps_text = ", ".join(texts)
     return (
         f'{{"kind": "{_SETTLEMENT}", "payment": {{"currency": {_encode_string(payment.currency)},'
         f' "amount_minor": {payment.amount_minor},'
         f' "merchant_category": {_encode_string(payment.category)},'
         f' "occurred_at": "{payment.occurred_at.isoformat()}"}},'
-        f' "steps": [{steps}], "points": {earning.points},'
+        f' "steps": [{steps_text}], "points": {earning.points},'
         f' "none_reason": "{earning.none_reason}", "sentence": {_encode_string(sentence)},'
-        f' "debt_repaid": {repaid}}}'
+        f' "debt_repaid": {repaid}{_campaigns_json(campaigns)}}}'
     )
+
+
+def _campaign_steps(steps: tuple[Step, ...], awards: tuple[CampaignAward, ...]) -> list[str]:
+    """A `campaign` step per award, naming its campaign version, then the `total` step."""
+    texts = [
+        f'{{"name": "{s.name}", "value": "{s.value}", "note": {_encode_string(s.note)},'
+        f' "campaign_id": {_encode_string(a.campaign_id)}, "version": {a.version},'
+        f' "tier_qualifying": {_JSON_BOOL[a.tier_qualifying]}}}'
+        for s, a in zip(steps, awards, strict=False)
+    ]
+    total = steps[-1]
+    texts.append(
+        f'{{"name": "{total.name}", "value": "{total.value}",'
+        f' "note": {_encode_string(total.note)}}}'
+    )
+    return texts
+
+
+def _campaigns_json(outcome: CampaignOutcome) -> str:
+    if not outcome.awards:
+        return ""
+    return f', "points_not_qualifying": {outcome.points - outcome.qualifying_points}'

@@ -2,8 +2,9 @@
 -- they gave (domain/campaigns.py, docs/decisions/points.md "Campaigns").
 --
 -- A campaign's terms live in campaign_versions (one row per version, never changed once the
--- campaign ran); points.campaigns holds its lifecycle. A settlement records each campaign
--- version that gave it points in settlement_campaigns.
+-- campaign ran); points.campaigns holds its lifecycle. A settlement's explanation names
+-- each campaign version that gave it points, and the points that do not count toward tiers
+-- (domain/settlement.explanation_json): the record is the transaction row itself.
 CREATE TABLE points.campaigns (
     campaign_id  text        NOT NULL PRIMARY KEY,
     state        text        NOT NULL CHECK (state IN ('DRAFT', 'ACTIVE', 'ENDED')),
@@ -55,16 +56,74 @@ CREATE TABLE points.campaign_member_usage (
     PRIMARY KEY (member_id, campaign_id)
 );
 
--- The campaign versions that gave a settlement points, and how many.
-CREATE TABLE points.settlement_campaigns (
-    member_id       text    NOT NULL,
-    txn_id          bigint  NOT NULL,
-    campaign_id     text    NOT NULL,
-    version         bigint  NOT NULL,
-    points          bigint  NOT NULL CHECK (points > 0),
-    tier_qualifying boolean NOT NULL,
-    occurred_at     timestamptz NOT NULL,
-    PRIMARY KEY (member_id, txn_id, campaign_id)
+-- What each campaign gave, in slices like the budgets (a batch adds its totals to one slice
+-- per campaign, so concurrent batches rarely meet on a row); GetCampaign sums them.
+CREATE TABLE points.campaign_results (
+    campaign_id text    NOT NULL REFERENCES points.campaigns (campaign_id),
+    slice       integer NOT NULL CHECK (slice >= 0),
+    points      bigint  NOT NULL CHECK (points >= 0),
+    awards      bigint  NOT NULL CHECK (awards >= 0),
+    PRIMARY KEY (campaign_id, slice)
 );
-CREATE INDEX settlement_campaigns_by_campaign
-    ON points.settlement_campaigns (campaign_id, occurred_at);
+
+-- A settlement batch's claim of budget slices, in one round trip
+-- (services/points/settlement_campaigns.py): up to `per_budget` free non-empty slices of
+-- each budget (FOR UPDATE SKIP LOCKED, from `first_slice` on, so batches spread); when they
+-- do not cover what the batch may give (`wanted_*`; NULL in a slice: that bound does not
+-- apply), the subtransaction is rolled back, which releases them, and every non-empty slice
+-- of those budgets is locked in (campaign, period, slice) order, waiting for its holders.
+-- A holder of free slices never waits, and waiters lock in one order: no cycle of waits.
+CREATE FUNCTION points.claim_campaign_budgets(
+    campaign_ids text[], periods text[], wanted_points bigint[], wanted_awards bigint[],
+    first_slice integer, per_budget integer)
+RETURNS TABLE (campaign_id text, period text, slice integer, points_left bigint,
+               awards_left bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    got_c text[]; got_p text[]; got_s integer[]; got_pl bigint[]; got_al bigint[];
+    covered boolean;
+BEGIN
+    BEGIN
+        SELECT array_agg(k.c), array_agg(k.p), array_agg(f.slice), array_agg(f.points_left),
+               array_agg(f.awards_left)
+          INTO got_c, got_p, got_s, got_pl, got_al
+          FROM unnest(campaign_ids, periods) AS k(c, p)
+          CROSS JOIN LATERAL (
+              SELECT s.slice, s.points_left, s.awards_left
+                FROM points.campaign_budget_slices s
+               WHERE s.campaign_id = k.c AND s.period = k.p
+                 AND (s.points_left IS NULL OR s.points_left > 0)
+                 AND (s.awards_left IS NULL OR s.awards_left > 0)
+               ORDER BY (s.slice - first_slice + 16) % 16
+               LIMIT per_budget
+                 FOR UPDATE SKIP LOCKED) AS f;
+        SELECT coalesce(bool_and(ok), true) INTO covered FROM (
+            SELECT count(g.c) > 0
+                   AND (bool_or(g.c IS NOT NULL AND g.pl IS NULL)
+                        OR coalesce(sum(g.pl), 0) >= w.wp)
+                   AND (bool_or(g.c IS NOT NULL AND g.al IS NULL)
+                        OR coalesce(sum(g.al), 0) >= w.wa) AS ok
+              FROM unnest(campaign_ids, periods, wanted_points, wanted_awards)
+                   AS w(c, p, wp, wa)
+              LEFT JOIN unnest(got_c, got_p, got_pl, got_al) AS g(c, p, pl, al)
+                     ON g.c = w.c AND g.p = w.p
+             GROUP BY w.c, w.p, w.wp, w.wa) AS per_budget_covered;
+        IF NOT covered THEN
+            RAISE EXCEPTION 'the free budget slices fall short';
+        END IF;
+    EXCEPTION WHEN raise_exception THEN
+        SELECT array_agg(x.campaign_id), array_agg(x.period), array_agg(x.slice),
+               array_agg(x.points_left), array_agg(x.awards_left)
+          INTO got_c, got_p, got_s, got_pl, got_al
+          FROM (SELECT s.campaign_id, s.period, s.slice, s.points_left, s.awards_left
+                  FROM points.campaign_budget_slices s
+                  JOIN unnest(campaign_ids, periods) AS k(c, p)
+                    ON s.campaign_id = k.c AND s.period = k.p
+                 WHERE (s.points_left IS NULL OR s.points_left > 0)
+                   AND (s.awards_left IS NULL OR s.awards_left > 0)
+                 ORDER BY s.campaign_id, s.period, s.slice
+                   FOR UPDATE OF s) AS x;
+    END;
+    RETURN QUERY SELECT * FROM unnest(got_c, got_p, got_s, got_pl, got_al);
+END;
+$$;

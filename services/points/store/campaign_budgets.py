@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.points.domain.campaign_awards import BudgetKey, MemberKey
-from services.points.domain.campaign_budgets import SLICES, Slice
+from services.points.domain.campaign_budgets import Slice
 from services.runtime.db import Conn
 
 _NOT_EMPTY = "(points_left IS NULL OR points_left > 0) AND (awards_left IS NULL OR awards_left > 0)"
@@ -29,48 +29,39 @@ async def create_slices(conn: Conn, campaign_id: str, period: str, slices: Seque
     )
 
 
-async def periods_cut(conn: Conn, keys: Sequence[BudgetKey]) -> set[BudgetKey]:
-    rows = await conn.fetch(
-        "SELECT DISTINCT s.campaign_id, s.period FROM points.campaign_budget_slices s"
-        " JOIN unnest($1::text[], $2::text[]) AS k(c, p)"
-        " ON s.campaign_id = k.c AND s.period = k.p",
-        [c for c, _ in keys],
-        [p for _, p in keys],
-    )
-    return {(r["campaign_id"], r["period"]) for r in rows}
-
-
 def _slice(r: asyncpg.Record) -> Slice:
     return Slice(int(r["slice"]), r["points_left"], r["awards_left"])
 
 
-async def claim_free(conn: Conn, key: BudgetKey, start: int, count: int) -> list[Slice]:
-    """Up to `count` non-empty slices no other transaction holds, from slice `start` on
-    (batches start at different slices): never waits."""
+async def claim(
+    conn: Conn,
+    wanted: Sequence[tuple[BudgetKey, int, int]],
+    first_slice: int,
+    per_budget: int,
+) -> dict[BudgetKey, list[Slice]]:
+    """The slices a batch holds of each budget (key, points and awards it may give): a few
+    free ones when they cover it, else every non-empty one, waited for (the function
+    points.claim_campaign_budgets, migration 013, says how and why in one round trip)."""
     rows = await conn.fetch(
-        "SELECT slice, points_left, awards_left FROM points.campaign_budget_slices"
-        f" WHERE campaign_id = $1 AND period = $2 AND {_NOT_EMPTY}"
-        " ORDER BY (slice - $3 + $4) % $4 LIMIT $5 FOR UPDATE SKIP LOCKED",
-        key[0],
-        key[1],
-        start,
-        SLICES,
-        count,
+        "SELECT * FROM points.claim_campaign_budgets($1::text[], $2::text[], $3::bigint[],"
+        " $4::bigint[], $5, $6)",
+        [k[0] for k, _, _ in wanted],
+        [k[1] for k, _, _ in wanted],
+        [p for _, p, _ in wanted],
+        [a for _, _, a in wanted],
+        first_slice,
+        per_budget,
     )
-    return [_slice(r) for r in rows]
+    return _by_key([k for k, _, _ in wanted], rows)
 
 
-async def claim_all(conn: Conn, key: BudgetKey) -> list[Slice]:
-    """Every non-empty slice, waiting for their holders, in slice order (the order every
-    waiter takes, so waiters never wait for each other in a cycle)."""
-    rows = await conn.fetch(
-        "SELECT slice, points_left, awards_left FROM points.campaign_budget_slices"
-        f" WHERE campaign_id = $1 AND period = $2 AND {_NOT_EMPTY}"
-        " ORDER BY slice FOR UPDATE",
-        key[0],
-        key[1],
-    )
-    return [_slice(r) for r in rows]
+def _by_key(
+    keys: Sequence[BudgetKey], rows: Sequence[asyncpg.Record]
+) -> dict[BudgetKey, list[Slice]]:
+    held: dict[BudgetKey, list[Slice]] = {key: [] for key in keys}
+    for r in rows:
+        held[(r["campaign_id"], r["period"])].append(_slice(r))
+    return held
 
 
 async def member_usage(

@@ -1,5 +1,5 @@
 """SQL of campaigns: their lifecycle (points.campaigns), versions (campaign_versions), the
-epoch settlement batches watch, and what settlements got from them (settlement_campaigns,
+epoch settlement batches watch, and what campaigns gave (campaign_results, in slices, and
 campaign_member_usage)."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from services.points.domain.campaign_awards import BudgetKey, MemberKey
-from services.points.domain.campaign_budgets import SliceSpend
+from services.points.domain.campaign_budgets import CampaignWrite
 from services.points.domain.campaigns import (
     Campaign,
     CampaignQuery,
@@ -78,10 +77,10 @@ async def insert(conn: Conn, campaign_id: str, spec: CampaignSpec, now: datetime
 
 
 async def given(conn: Conn, campaign_id: str) -> tuple[int, int]:
-    """Points and awards the campaign gave (every settlement it gave points)."""
+    """Points and awards the campaign gave (its result slices summed)."""
     row = await conn.fetchrow(
-        "SELECT coalesce(sum(points), 0) AS points, count(*) AS awards"
-        " FROM points.settlement_campaigns WHERE campaign_id = $1",
+        "SELECT coalesce(sum(points), 0) AS points, coalesce(sum(awards), 0) AS awards"
+        " FROM points.campaign_results WHERE campaign_id = $1",
         campaign_id,
     )
     if row is None:
@@ -155,37 +154,35 @@ async def list_page(conn: Conn, query: CampaignQuery) -> list[Campaign]:
     return [_campaign(r) for r in rows]
 
 
-# (member_id, txn_id, campaign_id, version, points, tier_qualifying, occurred_at)
-AwardRow = tuple[str, int, str, int, int, bool, datetime]
-
-
-async def record_awards(
-    conn: Conn,
-    awards: Sequence[AwardRow],
-    usage: Sequence[tuple[MemberKey, int, int]],
-    spent: Sequence[tuple[BudgetKey, SliceSpend]],
-) -> None:
-    """What a batch's campaigns gave, in one statement: a row per (settlement, campaign),
-    each member's usage of campaigns with a per-member budget, and the budget slices'
-    points and awards taken."""
-    if not awards:
-        return
-    await conn.execute(
-        "WITH given AS (INSERT INTO points.settlement_campaigns (member_id, txn_id, campaign_id,"
-        "  version, points, tier_qualifying, occurred_at)"
-        "  SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[],"
-        "  $5::bigint[], $6::bool[], $7::timestamptz[])),"
-        " used AS (INSERT INTO points.campaign_member_usage (member_id, campaign_id, points,"
-        "  awards) SELECT * FROM unnest($8::text[], $9::text[], $10::bigint[], $11::bigint[])"
+def campaign_ctes(first: int) -> str:
+    """The CTEs that write a CampaignWrite, its 13 parameters from `$first` on (also part
+    of the settlement batch's statement, store/settlement_batch.py)."""
+    n = [f"${first + i}" for i in range(13)]
+    return (
+        "campaign_results AS (INSERT INTO points.campaign_results (campaign_id, slice, points,"
+        f"  awards) SELECT * FROM unnest({n[0]}::text[], {n[1]}::int[], {n[2]}::bigint[],"
+        f"  {n[3]}::bigint[])"
+        "  ON CONFLICT (campaign_id, slice) DO UPDATE SET"
+        "  points = points.campaign_results.points + EXCLUDED.points,"
+        "  awards = points.campaign_results.awards + EXCLUDED.awards),"
+        " campaign_usage AS (INSERT INTO points.campaign_member_usage (member_id, campaign_id,"
+        f"  points, awards) SELECT * FROM unnest({n[4]}::text[], {n[5]}::text[],"
+        f"  {n[6]}::bigint[], {n[7]}::bigint[])"
         "  ON CONFLICT (member_id, campaign_id) DO UPDATE SET"
         "  points = points.campaign_member_usage.points + EXCLUDED.points,"
-        "  awards = points.campaign_member_usage.awards + EXCLUDED.awards)"
-        " UPDATE points.campaign_budget_slices s"
-        " SET points_left = s.points_left - d.p, awards_left = s.awards_left - d.a"
-        " FROM unnest($12::text[], $13::text[], $14::int[], $15::bigint[], $16::bigint[])"
-        " AS d(c, period, i, p, a)"
-        " WHERE s.campaign_id = d.c AND s.period = d.period AND s.slice = d.i",
-        *_columns(awards, 7),
+        "  awards = points.campaign_member_usage.awards + EXCLUDED.awards),"
+        " campaign_budgets AS (UPDATE points.campaign_budget_slices s"
+        "  SET points_left = s.points_left - d.p, awards_left = s.awards_left - d.a"
+        f"  FROM unnest({n[8]}::text[], {n[9]}::text[], {n[10]}::int[], {n[11]}::bigint[],"
+        f"  {n[12]}::bigint[]) AS d(c, period, i, p, a)"
+        "  WHERE s.campaign_id = d.c AND s.period = d.period AND s.slice = d.i)"
+    )
+
+
+def campaign_args(given: CampaignWrite) -> list[list[Any]]:
+    usage, spent = given.usage, given.spent
+    return [
+        *_columns(given.results, 4),
         [k[0] for k, _, _ in usage],
         [k[1] for k, _, _ in usage],
         [p for _, p, _ in usage],
@@ -195,28 +192,17 @@ async def record_awards(
         [s.slice for _, s in spent],
         [s.points for _, s in spent],
         [s.awards for _, s in spent],
-    )
+    ]
+
+
+_RECORD = "WITH " + campaign_ctes(1) + " SELECT 1"
+
+
+async def record_awards(conn: Conn, given: CampaignWrite) -> None:
+    """What campaigns gave settlements that the batch's statement did not write (the
+    one-by-one path's): each campaign's results, members' usage, the budget slices."""
+    await conn.execute(_RECORD, *campaign_args(given))
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [[r[i] for r in rows] for i in range(width)]
-
-
-async def awards_of(conn: Conn, member_id: str, txn_id: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT campaign_id, version, points, tier_qualifying FROM points.settlement_campaigns"
-        " WHERE member_id = $1 AND txn_id = $2 ORDER BY campaign_id",
-        member_id,
-        txn_id,
-    )
-
-
-async def non_qualifying_points(conn: Conn, member_id: str, txn_id: int) -> int:
-    """The campaign points of a settlement that do not count toward tiers."""
-    value = await conn.fetchval(
-        "SELECT coalesce(sum(points), 0) FROM points.settlement_campaigns"
-        " WHERE member_id = $1 AND txn_id = $2 AND NOT tier_qualifying",
-        member_id,
-        txn_id,
-    )
-    return int(value)

@@ -23,9 +23,7 @@ async def find_settled_payment(
         "SELECT t.points, t.explanation -> 'payment' AS payment,"
         " (SELECT l.lot_id FROM points.lots l WHERE l.member_id = t.member_id"
         "  AND l.txn_id = t.txn_id) AS lot_id,"
-        " (SELECT coalesce(sum(c.points), 0) FROM points.settlement_campaigns c"
-        "  WHERE c.member_id = t.member_id AND c.txn_id = t.txn_id"
-        "  AND NOT c.tier_qualifying) AS non_qualifying"
+        " (t.explanation ->> 'points_not_qualifying')::bigint AS non_qualifying"
         " FROM points.transactions t"
         " WHERE t.member_id = $1 AND t.idempotency_key = $2 AND t.kind = 'settlement'",
         member_id,
@@ -42,7 +40,7 @@ async def find_settled_payment(
         int(row["points"]),
         None if lot_id is None else int(lot_id),
         datetime.fromisoformat(paid["occurred_at"]) if paid.get("occurred_at") else None,
-        int(row["non_qualifying"]),
+        int(row["non_qualifying"] or 0),
     )
 
 

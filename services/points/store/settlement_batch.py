@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+from services.points.domain.campaign_budgets import CampaignWrite
 from services.points.domain.settlement import Prior, StoredPrior
 from services.points.domain.settlement_batch import (
     BatchSeen,
@@ -17,6 +18,7 @@ from services.points.domain.settlement_batch import (
     TransferColumns,
 )
 from services.points.domain.tiers import TierState
+from services.points.store.campaigns import campaign_args, campaign_ctes
 from services.points.store.members import EFFECTIVE_STATE
 from services.points.store.processing_pauses import PAUSED
 from services.points.store.tiers import qualifying_sql
@@ -40,6 +42,14 @@ async def lock_known_members(
     return {r["member_id"]: int(r["available"]) for r in rows}
 
 
+# whether member m settled a payment before: a scalar subquery with LIMIT, so that it is an
+# index probe per member (an EXISTS may be planned as a hashed subplan over every
+# transaction, which grows with the ledger)
+SETTLED_BEFORE = (
+    "((SELECT true FROM points.transactions s WHERE s.member_id = m.member_id"
+    " AND s.kind = 'settlement' LIMIT 1) IS NOT NULL)"
+)
+
 # public: the settlement benchmark reports its plan
 READ_LOCKED = f"""
 SELECT
@@ -48,9 +58,7 @@ SELECT
                                 WHERE r.member_id = m.member_id) THEN m.referred_by END,
           mt.tier_code, mt.since, mt.review_at, mt.grace_until, mt.rule_version,
           {qualifying_sql("m.member_id", 2)}, {PAUSED}, m.registered_at,
-          CASE WHEN $9 THEN EXISTS (SELECT 1 FROM points.transactions s
-                                    WHERE s.member_id = m.member_id
-                                      AND s.kind = 'settlement') END)
+          CASE WHEN $9 THEN {SETTLED_BEFORE} END)
         FROM points.members m LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id
         WHERE m.member_id = ANY($1::text[])) AS members,
   array(SELECT row(t.member_id, t.idempotency_key, t.request_hash, t.result::text,
@@ -106,9 +114,7 @@ async def read_locked(
 async def settled_before(conn: Conn, member_ids: Sequence[str]) -> set[str]:
     """The members who have settled a payment before (read under their locks)."""
     rows = await conn.fetch(
-        "SELECT m.member_id FROM unnest($1::text[]) AS m(member_id)"
-        " WHERE EXISTS (SELECT 1 FROM points.transactions s"
-        "   WHERE s.member_id = m.member_id AND s.kind = 'settlement')",
+        f"SELECT m.member_id FROM unnest($1::text[]) AS m(member_id) WHERE {SETTLED_BEFORE}",
         list(member_ids),
     )
     return {r["member_id"] for r in rows}
@@ -228,10 +234,13 @@ referral AS (
   ON CONFLICT (member_id) DO NOTHING)
 SELECT 1
 """
+# the same, and what the batch's campaigns gave ($49 on)
+_WRITE_WITH_CAMPAIGNS = _WRITE.replace("\nSELECT 1\n", ",\n" + campaign_ctes(49) + "\nSELECT 1\n")
 
 
-async def write_batch(conn: Conn, write: BatchWrite) -> None:
-    """Everything the batch decided, in one statement (arrays through `unnest`)."""
+async def write_batch(conn: Conn, write: BatchWrite, given: CampaignWrite | None = None) -> None:
+    """Everything the batch decided, in one statement (arrays through `unnest`), with what
+    its campaigns gave (`given`)."""
     if not write.transactions.txn_id:
         return
     balances = sorted(write.balances.items())
@@ -239,8 +248,9 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
     upgrades = sorted(write.tiers.items())
     referrals = sorted(write.referrals.items())
     qualifying = sorted(write.qualifying.items())
+    extra = [] if given is None else campaign_args(given)
     await conn.execute(
-        _WRITE,
+        _WRITE if given is None else _WRITE_WITH_CAMPAIGNS,
         *_transaction_columns(write.transactions),
         *_lot_columns(write.lots),
         *_transfer_columns(write.transfers),
@@ -264,4 +274,5 @@ async def write_batch(conn: Conn, write: BatchWrite) -> None:
         [k[0] for k, _ in qualifying],
         [k[1] for k, _ in qualifying],
         [n for _, n in qualifying],
+        *extra,
     )
