@@ -54,6 +54,8 @@ bench: $(GEN_STAMP)
 	  $(call bench_quick,--calls 100 --warmup 20)
 	$(BIN)/python -m tests.bench.bench_settlement --output $(BENCH_DIR)/settlement.json \
 	  $(call bench_quick,--rounds 1 --seconds 2 --members 200 --scale 1)
+	$(BIN)/python -m tests.bench.bench_campaigns --output $(BENCH_DIR)/campaigns.json \
+	  $(call bench_quick,--rounds 1 --seconds 2 --members 200)
 	$(BIN)/python -m tests.bench.bench_privacy --output $(BENCH_DIR)/privacy.json \
 	  $(call bench_quick,--transactions 2000 --access-runs 1 --deletions 3 \
 	    --balance-calls 50 --seconds 1 --consent-members 20)

@@ -22,6 +22,7 @@ from services.points.domain import tiers
 from services.points.domain.campaign_awards import (
     NO_CAMPAIGNS,
     CampaignOutcome,
+    PaymentFacts,
     RunningSet,
     with_campaigns,
 )
@@ -188,10 +189,17 @@ async def _read_settled_before(conn: Conn, view: BatchView) -> None:
         members[member_id] = replace(seen, settled_before=member_id in settled)
 
 
-def _member_facts(in_force: RulesInForce, view: BatchView, member_id: str) -> MemberFacts:
+def _facts(
+    in_force: RulesInForce, view: BatchView, payment: Payment, first_payment: bool
+) -> PaymentFacts | None:
+    """What the campaigns read of the payment and its member, as the batch's earlier items
+    left the member (its tier)."""
+    member_id = payment.member_id
     member = view.seen.members[member_id]
     tier = tiers.tier_of(in_force.rules, view.tiers[member_id].state)
-    return MemberFacts(tier.code, member.registered_at, member.settled_before)
+    facts = MemberFacts(tier.code, member.registered_at, member.settled_before)
+    day = local_day(in_force.rules, payment.occurred_at)
+    return facts_of(in_force.rules, payment, day, facts, first_payment)
 
 
 async def _campaigns(
@@ -204,20 +212,18 @@ async def _campaigns(
 ) -> BatchCampaigns:
     """The budgets the batch may draw on, from the payments that may settle (an upper
     bound: repeats and refusals are left out where the read already tells)."""
-    rules, candidates, seen_keys = in_force.rules, [], set()
+    candidates, seen_keys = [], set()
     for p in payments:
         key = (p.member_id, p.idempotency_key)
         member = view.seen.members.get(p.member_id)
         if member is None or key in view.seen.done or key in seen_keys:
             continue
         seen_keys.add(key)
-        if not running.at(p.merchant_id, p.category):
-            continue  # no campaign can reach it
-        facts = _member_facts(in_force, view, p.member_id)
-        day = local_day(rules, p.occurred_at)
-        found = facts_of(rules, p, day, facts, facts.settled_before is False)
+        if not running.budgeted_at(p.merchant_id, p.category):
+            continue  # no budgeted campaign can reach it: nothing to claim for it
+        found = _facts(in_force, view, p, view.seen.members[p.member_id].settled_before is False)
         if found is not None:
-            candidates.append(found)
+            candidates.append((key, found))
     return await settlement_campaigns.prepare(conn, book, running, candidates)
 
 
@@ -235,10 +241,16 @@ def _award(
     place = campaigns.running.at(payment.merchant_id, payment.category)
     if not place:
         return NO_CAMPAIGNS
-    facts = _member_facts(in_force, view, member_id)
-    day = local_day(in_force.rules, payment.occurred_at)
-    found = facts_of(in_force.rules, payment, day, facts, first)
-    return NO_CAMPAIGNS if found is None else campaigns.decide(place, found)
+    found = campaigns.facts.get((member_id, payment.idempotency_key))
+    if found is None:
+        found = _facts(in_force, view, payment, first)
+        if found is None:  # its currency has no earn rate: the item fails on its own
+            return NO_CAMPAIGNS
+    else:
+        # the tier as the batch's earlier items left it; the first payment as of this item
+        tier = tiers.tier_of(in_force.rules, view.tiers[member_id].state).code
+        found = found._replace(tier=tier, first_payment=first)
+    return campaigns.decide(place, found)
 
 
 def _in_debt_award(

@@ -112,6 +112,8 @@ class BatchCampaigns:
     given: list[tuple[str, date, CampaignOutcome]] = field(default_factory=list)
     # members whose payment in this batch was settled already: later ones are not "first"
     settled_in_batch: set[str] = field(default_factory=set)
+    # what the campaigns read of each payment a campaign can reach, by (member, key)
+    facts: dict[tuple[str, str], PaymentFacts] = field(default_factory=dict)
 
     def decide(self, candidates: tuple[Running, ...], facts: PaymentFacts) -> CampaignOutcome:
         """What `candidates` (the running campaigns that can reach the payment's place)
@@ -169,21 +171,21 @@ async def prepare(
     conn: Conn,
     book: CampaignBook,
     running: RunningSet,
-    candidates: Sequence[PaymentFacts],
+    candidates: Sequence[tuple[tuple[str, str], PaymentFacts]],
 ) -> BatchCampaigns:
     """The budgets the batch may draw on, for the payments a campaign can reach: shared
     ones claimed from slices, each member's read under the member's lock (which the batch
     holds)."""
     wanted: dict[BudgetKey, Allowance] = {}
     pairs: set[MemberKey] = set()
-    for facts in candidates:
+    for _, facts in candidates:
         place = running.at(facts.merchant_id, facts.category)
         demand(place, facts, wanted)
         pairs.update((facts.member_id, r.campaign_id) for r in place if r.member_budget)
     held = await _claim(conn, book, running.all, wanted) if wanted else {}
     members = await _member_allowances(conn, running.all, pairs) if pairs else {}
     allowances = Allowances({k: campaign_budgets.held(v) for k, v in held.items()}, members)
-    return BatchCampaigns(running, allowances, held)
+    return BatchCampaigns(running, allowances, held, facts=dict(candidates))
 
 
 async def _cut_days(

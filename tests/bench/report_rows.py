@@ -254,10 +254,31 @@ def export_bundle(data: Json) -> Section:
 
 
 # file stem -> its reader, in the order of the report (and of `make bench`)
+def campaigns(data: Json) -> Section:
+    """Settlement batches with campaigns against none (tests/bench/bench_campaigns.py): the
+    mixed program carries the goal, the stacked one shows the cost per award."""
+    rows = _results_rows("campaigns", data["results"])
+    goal = float(data.get("goal", 0.9))
+    rows = [
+        replace(at_least(row, goal, "none"), ratio=float(data["ratio"]))
+        if "1-3 per payment" in row.operation
+        else (
+            replace(row, ratio=float(data["stacked_ratio"]), note="no goal: 10 awards per payment")
+            if "stacked" in row.operation
+            else row
+        )
+        for row in rows
+    ]
+    if rows and rows[1].ratio is not None:
+        rows[1] = replace(rows[1], met=rows[1].ratio >= goal)
+    return Section("campaigns", rows, machine=data.get("machine", {}))
+
+
 READERS: dict[str, Callable[[Json], Section]] = {
     "accounts": accounts,
     "settlement": settlement,
     "privacy": privacy,
     "export_bundle": export_bundle,
     "gateway": gateway,
+    "campaigns": campaigns,
 }

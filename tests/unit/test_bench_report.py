@@ -161,12 +161,35 @@ EXPORT_BUNDLE: dict[str, Any] = {
     ],
 }
 
+NONE = "settlement batch, no campaigns"
+CAMPAIGNS = {
+    "created_at": "2026-11-22T09:12:00+00:00",
+    "machine": MACHINE,
+    "ratio": 0.92,
+    "stacked_ratio": 0.7,
+    "goal": 0.9,
+    "results": [
+        result(NONE, 8000, 40, 60, concurrency=4),
+        result(
+            "settlement batch, 20 campaigns (10 reach the load, 1-3 per payment)",
+            7360,
+            44,
+            66,
+            NONE,
+            4,
+        ),
+        result(
+            "settlement batch, 20 campaigns (10 stacked on every payment)", 5600, 55, 80, NONE, 4
+        ),
+    ],
+}
 INPUTS = {
     "accounts": ACCOUNTS,
     "settlement": SETTLEMENT,
     "privacy": PRIVACY,
     "export_bundle": EXPORT_BUNDLE,
     "gateway": GATEWAY,
+    "campaigns": CAMPAIGNS,
 }
 README = (
     "# project\n\nintro\n\n## Benchmarks\n\nprose\n\n"
@@ -253,7 +276,12 @@ def test_results_of_an_earlier_run_are_left_out(results_dir: Path) -> None:
     os.utime(results_dir / "gateway.json", (started - 30, started - 30))
     (results_dir / "privacy.json").unlink()
     sections, warnings = report.read_run(results_dir)
-    assert [s.benchmark for s in sections] == ["accounts", "settlement", "export_bundle"]
+    assert [s.benchmark for s in sections] == [
+        "accounts",
+        "settlement",
+        "export_bundle",
+        "campaigns",
+    ]
     assert any(w.startswith("gateway.json: from an earlier run") for w in warnings)
     assert any(w.startswith("privacy.json: missing") for w in warnings)
 
@@ -271,3 +299,12 @@ def test_the_batch_statements_alone_are_a_row_of_settlement_when_measured() -> N
     assert (floor.throughput, floor.ratio, floor.baseline) == (4800.0, 3.2, "pgbench")
     # a result from before the row existed still reads
     assert len(READERS["settlement"](SETTLEMENT).rows) == 4
+
+
+def test_campaigns_carry_the_mixed_goal_and_show_the_stacked_cost() -> None:
+    section = READERS["campaigns"](CAMPAIGNS)
+    base, mixed, stacked = section.rows
+    assert base.is_baseline
+    assert (mixed.ratio, mixed.met, mixed.target) == (0.92, True, "≥ 0.9x none")
+    assert (stacked.ratio, stacked.met) == (0.7, None)
+    assert "no goal" in stacked.note

@@ -164,6 +164,10 @@ class Running:
             self.categories is None or category in self.categories
         )
 
+    @property
+    def budgeted(self) -> bool:
+        return self.total_budget or self.daily_budget or self.member_budget
+
     def keys(self, day: date) -> list[BudgetKey]:
         keys = []
         if self.total_budget:
@@ -231,6 +235,7 @@ class RunningSet:
         self.all = running
         self.first_payment = any(r.first_payment for r in running)
         self._places: dict[tuple[str, str], tuple[Running, ...]] = {}
+        self._budgeted: dict[tuple[str, str], bool] = {}
 
     def at(self, merchant_id: str, category: str) -> tuple[Running, ...]:
         key = (merchant_id, category)
@@ -238,9 +243,16 @@ class RunningSet:
         if found is None:
             if len(self._places) >= self.MAX_PLACES:
                 self._places.clear()
+                self._budgeted.clear()
             found = tuple(r for r in self.all if r.fits_place(merchant_id, category))
             self._places[key] = found
+            self._budgeted[key] = any(r.budgeted for r in found)
         return found
+
+    def budgeted_at(self, merchant_id: str, category: str) -> bool:
+        """Whether a campaign with a budget (shared or per member) can reach the place."""
+        self.at(merchant_id, category)
+        return self._budgeted[(merchant_id, category)]
 
 
 def reaches(running: Running, facts: PaymentFacts, *, tier_known: bool = True) -> bool:

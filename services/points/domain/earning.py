@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from fractions import Fraction
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 from services.points.domain.rules import (
     BPS,
@@ -353,7 +354,12 @@ def expires_at(rules: Rules, earned: datetime) -> datetime:
 
 def local_day(rules: Rules, moment: datetime) -> date:
     """The calendar day in the rules' time zone, which the daily cap counts by."""
-    return _aware(moment).astimezone(rules.zone).date()
+    return _local_day(rules.timezone, moment)
+
+
+@functools.lru_cache(maxsize=4096)  # a settlement asks for its payment's day several times
+def _local_day(timezone: str, moment: datetime) -> date:
+    return _aware(moment).astimezone(ZoneInfo(timezone)).date()
 
 
 def local_day_bounds(rules: Rules, day: date) -> tuple[datetime, datetime]:
