@@ -8,7 +8,16 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from membership_cli import apikey, backup, launcher, points_jobs, restore, status, tokens
+from membership_cli import (
+    apikey,
+    backup,
+    campaigns,
+    launcher,
+    points_jobs,
+    restore,
+    status,
+    tokens,
+)
 from membership_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, usage_error
 from membership_cli.health import SERVING, probe_all
 from services.runtime.access import ROLE_SCOPES
@@ -219,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(subparsers)
     _add_token(subparsers)
     points_jobs.add_points(subparsers)
+    campaigns.add_campaigns(subparsers)
     backup.add_backup(subparsers)
     restore.add_restore(subparsers)
     apikey.add_apikey(subparsers)

@@ -5,14 +5,17 @@ checks see each other) and tells settlement batches to reload the running set.""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import asyncpg
 
-from services.points.domain import campaign_budgets, campaigns
-from services.points.domain.campaign_awards import TOTAL_PERIOD
+from services.points.domain import campaign_budgets, campaign_simulation, campaigns
+from services.points.domain.campaign_awards import TOTAL_PERIOD, PaymentFacts
+from services.points.domain.campaign_simulation import Simulation, Simulator
 from services.points.domain.campaigns import (
     Campaign,
     CampaignQuery,
@@ -21,7 +24,8 @@ from services.points.domain.campaigns import (
     CampaignView,
     campaign_not_found,
 )
-from services.points.domain.rules import RulesInForce
+from services.points.domain.earning import base_points, local_day
+from services.points.domain.rules import RulesInForce, UnknownCurrency
 from services.points.store import campaign_budgets as budget_store
 from services.points.store import campaigns as store
 from services.runtime.db import Conn, in_transaction
@@ -137,6 +141,74 @@ class Campaigns:
         if len(rows) > query.page_size:
             token = encode_token({"after": page[-1].campaign_id}, filters)
         return page, token
+
+    async def simulate(
+        self,
+        campaign_id: str,
+        spec: CampaignSpec | None,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> Simulation:
+        """SimulateCampaign: `spec` (or the stored campaign's current terms) over the
+        payments settled in [start, end), in a read-only snapshot; writes nothing."""
+        now = self._clock()
+        campaign_simulation.check_period(start, end, now)
+        assert start is not None and end is not None  # checked
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            if spec is None:
+                check_campaign_id(campaign_id, "name")
+                found = await store.get(conn, campaign_id)
+                if found is None:
+                    raise campaign_not_found()
+                spec = found.spec
+            else:
+                # every term but the window, which the period replaces
+                window = replace(spec, start_at=now, end_at=now + timedelta(days=1))
+                campaigns.check_spec(window, self._rules.rules, now)
+            simulator = Simulator(spec, start, end, now)
+            # payments settle at most the program's delay after they occurred
+            settled_by = end + timedelta(days=self._rules.rules.settlement_delay_limit_days)
+            limit = campaign_simulation.MAX_PAYMENTS + 1
+            async for row in store.settled_in(conn, start, end, min(settled_by, now), limit):
+                facts = self._facts(row)
+                if facts is not None:
+                    simulator.add(facts)
+        return simulator.result()
+
+    def _facts(self, row: asyncpg.Record) -> PaymentFacts | None:
+        """A stored settlement as a campaign reads it (None: its currency is not the
+        program's any more)."""
+        rules = self._rules.rules
+        paid = json.loads(row["payment"])
+        occurred = datetime.fromisoformat(paid["occurred_at"])
+        try:
+            num, den = base_points(
+                rules, paid["currency"], int(paid["amount_minor"]), paid["merchant_category"]
+            )
+        except UnknownCurrency:
+            return None
+        tier = next(
+            (t.code for t in rules.tiers if t.earn_multiplier_bps == row["bps"]),
+            rules.base_tier().code,
+        )
+        return PaymentFacts(
+            row["member_id"],
+            occurred,
+            local_day(rules, occurred),
+            paid["currency"],
+            int(paid["amount_minor"]),
+            str(paid.get("merchant_id", "")),
+            paid["merchant_category"],
+            str(paid.get("channel", "")),
+            num,
+            den,
+            tier,
+            row["registered_at"],
+            bool(row["first"]),
+        )
 
     async def _locked(self, conn: Conn, campaign_id: str) -> Campaign:
         found = await store.get(conn, campaign_id, lock=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 from membership.points.v1 import points_pb2 as pb
 from membership.points.v1 import promotions_pb2 as ppb
 
 from services.points.domain.campaign_calendar import HolidaySchedule
+from services.points.domain.campaign_simulation import Simulation
 from services.points.domain.campaigns import (
     MAX_LIST_ITEMS,
     Audience,
@@ -198,3 +199,45 @@ def query_of(request: ppb.ListCampaignsRequest) -> CampaignQuery:
     v.raise_if_any()
     active_at = request.active_at.ToDatetime(tzinfo=UTC) if request.HasField("active_at") else None
     return CampaignQuery(frozenset(states), active_at, size)
+
+
+def simulation_request_of(
+    request: ppb.SimulateCampaignRequest,
+) -> tuple[str, CampaignSpec | None, datetime | None, datetime | None]:
+    """(campaign id, inline terms or None, start, end); a stored campaign or terms, not
+    both."""
+    v = ViolationCollector()
+    if bool(request.name) == request.HasField("campaign"):
+        v.add("name", "name a stored campaign, or give its terms in `campaign`, not both")
+    v.raise_if_any()
+    spec = None
+    if request.HasField("campaign"):
+        terms = ppb.Campaign()
+        terms.CopyFrom(request.campaign)
+        # the period replaces the window: any valid one lets the terms be read
+        if not terms.HasField("start_time"):
+            terms.start_time.FromSeconds(0)
+        if not terms.HasField("end_time"):
+            terms.end_time.FromSeconds(1)
+        spec = spec_of(terms)
+    start = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+    end = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None
+    return campaign_id_of(request.name) if request.name else "", spec, start, end
+
+
+def simulation_pb(result: Simulation) -> ppb.CampaignSimulation:
+    return ppb.CampaignSimulation(
+        points=result.points,
+        awards=result.awards,
+        payments_reached=result.payments_reached,
+        members_reached=result.members_reached,
+        payments_scanned=result.payments_scanned,
+        budget_exhausted_time=timestamp(result.budget_exhausted_at),
+        days_budget_exhausted=result.days_budget_exhausted,
+        payments_over_budget=result.payments_over_budget,
+        truncated=result.truncated,
+        days=[
+            ppb.CampaignSimulationDay(day=day.isoformat(), points=p, awards=n)
+            for day, (p, n) in sorted(result.days.items())
+        ],
+    )

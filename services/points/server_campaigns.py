@@ -8,7 +8,14 @@ from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
 
 from services.points.campaigns import Campaigns
 from services.points.domain.campaigns import CampaignView
-from services.points.proto_campaigns import campaign_id_of, campaign_pb, query_of, spec_of
+from services.points.proto_campaigns import (
+    campaign_id_of,
+    campaign_pb,
+    query_of,
+    simulation_pb,
+    simulation_request_of,
+    spec_of,
+)
 
 
 class PromotionsServicer(ppb_grpc.PromotionsServiceServicer):
@@ -42,6 +49,13 @@ class PromotionsServicer(ppb_grpc.PromotionsServiceServicer):
         self, request: ppb.GetCampaignRequest, context: grpc.aio.ServicerContext
     ) -> ppb.Campaign:
         return campaign_pb(await self._campaigns.get(campaign_id_of(request.name)))
+
+    async def SimulateCampaign(
+        self, request: ppb.SimulateCampaignRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.CampaignSimulation:
+        campaign_id, spec, start, end = simulation_request_of(request)
+        result = await self._campaigns.simulate(campaign_id, spec, start, end)
+        return simulation_pb(result)
 
     async def ListCampaigns(
         self, request: ppb.ListCampaignsRequest, context: grpc.aio.ServicerContext

@@ -61,6 +61,8 @@ METHOD_SCOPES: dict[str, str] = {
     PROMOTIONS + "UpdateCampaign": "points.campaigns.manage",
     PROMOTIONS + "ActivateCampaign": "points.campaigns.manage",
     PROMOTIONS + "EndCampaign": "points.campaigns.manage",
+    # a simulation reads every member's payments of a period, in aggregate
+    PROMOTIONS + "SimulateCampaign": "points.campaigns.manage",
     PROMOTIONS + "GetCampaign": "points.campaigns.read",
     PROMOTIONS + "ListCampaigns": "points.campaigns.read",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",

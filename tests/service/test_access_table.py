@@ -235,6 +235,11 @@ class Requests:
             "EndCampaign": lambda: prpb.EndCampaignRequest(name="campaigns/acl-none"),
             "GetCampaign": lambda: prpb.GetCampaignRequest(name="campaigns/acl-none"),
             "ListCampaigns": lambda: prpb.ListCampaignsRequest(page_size=1),
+            "SimulateCampaign": lambda: prpb.SimulateCampaignRequest(
+                campaign=self.campaign(),
+                start_time=timestamp_pb2.Timestamp(seconds=int(time.time()) - 86_400),
+                end_time=timestamp_pb2.Timestamp(seconds=int(time.time()) - 60),
+            ),
             "ApplyMemberEvents": lambda: ptpb.ApplyMemberEventsRequest(
                 events=[
                     ptpb.MemberEvent(

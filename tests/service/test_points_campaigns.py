@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, timedelta
 from itertools import count
 from zoneinfo import ZoneInfo
 
@@ -473,3 +473,83 @@ async def test_a_bad_token_cannot_reach_promotions(suite: Suite) -> None:
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     else:
         raise AssertionError("an unauthenticated call was served")
+
+
+async def test_a_simulation_runs_terms_over_past_payments_and_writes_nothing(
+    suite: Suite, db: asyncpg.Connection
+) -> None:
+    merchant = a_merchant()
+    members = [await known_member(suite) for _ in range(2)]
+    days_ago = [4, 3, 3, 2, 1]
+    for i, ago in enumerate(days_ago):
+        when = NOW - timedelta(days=ago)
+        request = at(merchant, payment(members[i % 2], f"sim-{i}", 1000, "retail", occurred=when))
+        await settle(suite, request)
+    await settle(suite, payment(members[0], "sim-other", 1000, "retail"))  # another merchant
+    stub, who = promotions(suite), marketing(suite)
+    draft = campaign(
+        merchant, fixed_points=10, budget=ppb.CampaignBudget(total=ppb.CampaignLimit(awards=3))
+    )
+    start, end = ts(NOW - timedelta(days=10)), ts(NOW - timedelta(hours=1))
+    got = await stub.SimulateCampaign(
+        ppb.SimulateCampaignRequest(campaign=draft, start_time=start, end_time=end), metadata=who
+    )
+    assert (got.points, got.awards, got.payments_reached, got.members_reached) == (30, 3, 5, 2)
+    assert got.payments_over_budget == 2 and not got.truncated
+    assert got.payments_scanned == 5  # the one at another merchant occurred after the period
+    # the third award used the budget up: the payment of 3 days ago, settled second that day
+    assert got.budget_exhausted_time.ToDatetime(tzinfo=UTC) == (NOW - timedelta(days=3))
+    assert sum(d.awards for d in got.days) == 3
+    # a stored draft, by name; a member day that does not fall in the period gives nothing
+    other_day = ((NOW - timedelta(days=6)).astimezone(SHANGHAI)).day
+    await stub.CreateCampaign(
+        ppb.CreateCampaignRequest(
+            campaign_id="sim-draft",
+            campaign=campaign(merchant, fixed_points=5, days_of_month=(other_day,)),
+        ),
+        metadata=who,
+    )
+    by_name = await stub.SimulateCampaign(
+        ppb.SimulateCampaignRequest(
+            name="campaigns/sim-draft",
+            start_time=ts(NOW - timedelta(days=3, hours=12)),
+            end_time=ts(NOW - timedelta(hours=1)),
+        ),
+        metadata=who,
+    )
+    assert (by_name.points, by_name.payments_scanned) == (0, 4)
+    assert await db.fetchval("SELECT count(*) FROM points.campaign_results") == 0
+    # bad periods and requests
+    for bad in (
+        ppb.SimulateCampaignRequest(
+            campaign=draft,
+            start_time=ts(NOW - timedelta(days=1)),
+            end_time=ts(NOW + timedelta(days=1)),
+        ),
+        ppb.SimulateCampaignRequest(
+            campaign=draft,
+            start_time=ts(NOW - timedelta(days=200)),
+            end_time=ts(NOW - timedelta(days=1)),
+        ),
+        ppb.SimulateCampaignRequest(
+            name="campaigns/sim-draft", campaign=draft, start_time=start, end_time=end
+        ),
+        ppb.SimulateCampaignRequest(start_time=start, end_time=end),
+    ):
+        await expect_error(
+            stub.SimulateCampaign(bad, metadata=who), grpc.StatusCode.INVALID_ARGUMENT
+        )
+    await expect_error(
+        stub.SimulateCampaign(
+            ppb.SimulateCampaignRequest(name="campaigns/none", start_time=start, end_time=end),
+            metadata=who,
+        ),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    await expect_error(
+        stub.SimulateCampaign(
+            ppb.SimulateCampaignRequest(campaign=draft, start_time=start, end_time=end),
+            metadata=suite.auth("officer"),
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )

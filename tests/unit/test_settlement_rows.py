@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.points.domain import earning as earn
+from services.points.domain.campaign_awards import CampaignAward, CampaignOutcome, with_campaigns
 from services.points.domain.rules import RulesInForce
 from services.points.domain.settlement import (
     Payment,
@@ -33,13 +34,17 @@ CATEGORY = st.one_of(st.sampled_from(["dining", "travel", "supermarket", "top_up
 
 
 def document_as_before(payment: Payment, earning: earn.Earning, repaid: int) -> dict[str, Any]:
-    """The explanation as settlements built it before 2026-12-07 (a dict, then json.dumps)."""
+    """The explanation as settlements built it before 2026-12-07 (a dict, then json.dumps),
+    with the merchant and channel added by issue 15."""
     return {
         "kind": "settlement",
         "payment": {
             "currency": payment.currency,
             "amount_minor": payment.amount_minor,
             "merchant_category": payment.category,
+            # since issue 15: what a campaign's audience reads, for SimulateCampaign
+            "merchant_id": payment.merchant_id,
+            "channel": payment.channel,
             "occurred_at": payment.occurred_at.isoformat(),
         },
         "steps": [{"name": s.name, "value": s.value, "note": s.note} for s in earning.steps],
@@ -130,3 +135,26 @@ def test_a_row_with_neither_a_result_nor_its_columns_is_an_error_not_a_guess() -
     broken = StoredPrior(b"h", None, 41, 12, 3, None)
     with pytest.raises(ValueError, match="transaction 41 stores no JSON result"):
         broken.settlement("m-1", "payment:p-1")
+
+
+def test_campaign_steps_name_their_campaign_version_in_the_document() -> None:
+    payment = a_payment(1234, "dining")
+    program = earn.compute_earning(RULES.rules, "CNY", 1234, "dining", 10_000, 0)
+    awards = CampaignOutcome(
+        (
+            CampaignAward("double-8th", 2, 'Member "day"', 24, False, "campaign 'x' adds "),
+            CampaignAward("welcome", 1, "Welcome", 50, True, "campaign 'y' adds "),
+        )
+    )
+    earning = with_campaigns(program, awards)
+    doc = json.loads(explanation_json(payment, earning, earn.explain(earning), 0, awards))
+    campaign_steps = [s for s in doc["steps"] if s["name"] == "campaign"]
+    assert [
+        (s["campaign_id"], s["version"], s["value"], s["tier_qualifying"]) for s in campaign_steps
+    ] == [("double-8th", 2, "24", False), ("welcome", 1, "50", True)]
+    assert doc["steps"][-1] == {
+        "name": "total",
+        "value": str(24 + 50 + program.points),
+        "note": earning.steps[-1].note,
+    }
+    assert doc["points"] == program.points + 74 and doc["points_not_qualifying"] == 24

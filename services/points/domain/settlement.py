@@ -457,6 +457,8 @@ def explanation_json(
         f'{{"kind": "{_SETTLEMENT}", "payment": {{"currency": {_encode_string(payment.currency)},'
         f' "amount_minor": {payment.amount_minor},'
         f' "merchant_category": {_encode_string(payment.category)},'
+        f' "merchant_id": {_encode_string(payment.merchant_id)},'
+        f' "channel": {_encode_string(payment.channel)},'
         f' "occurred_at": "{payment.occurred_at.isoformat()}"}},'
         f' "steps": [{steps_text}], "points": {earning.points},'
         f' "none_reason": "{earning.none_reason}", "sentence": {_encode_string(sentence)},'

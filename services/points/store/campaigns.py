@@ -5,7 +5,7 @@ campaign_member_usage)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -206,3 +206,32 @@ async def record_awards(conn: Conn, given: CampaignWrite) -> None:
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [[r[i] for r in rows] for i in range(width)]
+
+
+# the settlements of a period, in the order they settled, with what a campaign reads of
+# each: the payment (its explanation's), the tier multiplier it earned at, when its member
+# joined and whether it was the member's first settlement (an index probe per payment)
+_SETTLED = """
+SELECT t.member_id, t.explanation -> 'payment' AS payment,
+       coalesce(t.multiplier_bps, (t.result ->> 'tier_multiplier_bps')::integer) AS bps,
+       m.registered_at,
+       (SELECT true FROM points.transactions e WHERE e.member_id = t.member_id
+          AND e.kind = 'settlement' AND e.txn_id < t.txn_id LIMIT 1) IS NULL AS first
+FROM points.transactions t JOIN points.members m ON m.member_id = t.member_id
+WHERE t.kind = 'settlement' AND t.created_at >= $1 AND t.created_at < $3
+  AND (t.explanation -> 'payment' ->> 'occurred_at')::timestamptz >= $1
+  AND (t.explanation -> 'payment' ->> 'occurred_at')::timestamptz < $2
+ORDER BY t.created_at, t.txn_id
+LIMIT $4
+"""
+SIMULATION_TIMEOUT_MS = 120_000  # an operator's scan of a period: longer than a request's
+
+
+async def settled_in(
+    conn: Conn, start: datetime, end: datetime, settled_by: datetime, limit: int
+) -> AsyncIterator[asyncpg.Record]:
+    """The settlements of payments that occurred in [start, end) and settled before
+    `settled_by`, oldest settlement first; inside the caller's (read-only) transaction."""
+    await conn.execute(f"SET LOCAL statement_timeout = {SIMULATION_TIMEOUT_MS}")
+    async for row in conn.cursor(_SETTLED, start, end, settled_by, limit, prefetch=1000):
+        yield row
