@@ -49,6 +49,10 @@ SELECT create_reference_table('points.campaign_budget_slices')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.campaign_budget_slices'::regclass);
 
+SELECT create_reference_table('points.coupon_templates')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.coupon_templates'::regclass);
+
 SELECT create_reference_table('points.campaign_results')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.campaign_results'::regclass);
@@ -141,6 +145,11 @@ SELECT create_distributed_table('points.campaign_member_usage', 'member_id',
                                 colocate_with => 'accounts.members')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.campaign_member_usage'::regclass);
+
+SELECT create_distributed_table('points.coupons', 'member_id',
+                                colocate_with => 'accounts.members')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.coupons'::regclass);
 
 SELECT create_distributed_table('points.qualifying_days', 'member_id',
                                 colocate_with => 'accounts.members')

@@ -41,6 +41,7 @@ from services.points.domain.jobs import (
 from services.points.referrals import pay_referral_bonuses
 from services.points.spending import expire_due_holds
 from services.points.store import balance as balance_store
+from services.points.store import coupons as coupon_store
 from services.points.store import jobs as job_store
 from services.points.store import ledger as ledger_store
 from services.points.store import unknown_members as unknown_store
@@ -50,6 +51,13 @@ from services.runtime.db import Conn, in_transaction
 log = logging.getLogger("membership.points.jobs")
 
 BatchFn = Callable[[Conn, datetime, int], Awaitable[BatchResult]]
+
+
+async def expire_coupons(conn: Conn, now: datetime, limit: int) -> BatchResult:
+    """Coupons past their end become EXPIRED; reservations past theirs end (the coupon is
+    ISSUED again, its payment kept for a late settlement)."""
+    seen, done = await coupon_store.expire_due(conn, now, limit)
+    return BatchResult(seen, done)
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,7 @@ JOBS: tuple[Job, ...] = (
     # referral bonuses made due by referees' first settlements are paid to both sides
     Job(JobName.REFERRAL_BONUS, pay_referral_bonuses),
     Job(JobName.UNKNOWN_MEMBER_PURGE, purge_unknown_members),
+    Job(JobName.COUPON_EXPIRY, expire_coupons),
 )
 
 

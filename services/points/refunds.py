@@ -44,6 +44,7 @@ from services.points.domain.rules import RulesInForce
 from services.points.domain.unknown_members import member_unknown
 from services.points.restrictions import refuse_if_restricted
 from services.points.store import balance as balance_store
+from services.points.store import coupons as coupon_store
 from services.points.store import ledger as ledger_store
 from services.points.store import members as member_store
 from services.points.store import refunds as refund_store
@@ -146,6 +147,10 @@ class Refunds:
         qualifying = refunds.qualifying_share(payment, so_far.points_clawed_back, plan.points)
         await self._disqualify(conn, request.member_id, payment, qualifying)
         total = so_far.refunded_minor + request.amount_minor
+        if total == payment.amount_minor:  # the whole payment: its coupon comes back
+            await coupon_store.restore_for_refund(
+                conn, request.member_id, payment.payment_id, self._clock()
+            )
         await refund_store.add_refunded(
             conn,
             request.member_id,

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from services.points.balance import Balances
 from services.points.campaigns import Campaigns
+from services.points.coupons import Coupons
 from services.points.domain.rules import RulesInForce
 from services.points.grants import Grants
 from services.points.ledger_export import LedgerExport
@@ -48,6 +49,7 @@ class PointsDeps:
     ledger_stream: LedgerStream
     program: Program
     campaigns: Campaigns
+    coupons: Coupons
     clock: Callable[[], datetime]
 
 

@@ -1,4 +1,5 @@
-"""gRPC <-> domain: membership.points.v1.PromotionsService (campaigns)."""
+"""gRPC <-> domain: membership.points.v1.PromotionsService (campaigns; its coupon RPCs are
+server_coupons.py's)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from membership.points.v1 import promotions_pb2 as ppb
 from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
 
 from services.points.campaigns import Campaigns
+from services.points.coupons import Coupons
 from services.points.domain.campaigns import CampaignView
 from services.points.proto_campaigns import (
     campaign_id_of,
@@ -16,11 +18,15 @@ from services.points.proto_campaigns import (
     simulation_request_of,
     spec_of,
 )
+from services.points.server_coupons import CouponRpcs
 
 
-class PromotionsServicer(ppb_grpc.PromotionsServiceServicer):
-    def __init__(self, campaigns: Campaigns) -> None:
+class PromotionsServicer(CouponRpcs, ppb_grpc.PromotionsServiceServicer):
+    """Campaigns here, coupons in server_coupons.py."""
+
+    def __init__(self, campaigns: Campaigns, coupons: Coupons) -> None:
         self._campaigns = campaigns
+        self.coupons = coupons
 
     async def CreateCampaign(
         self, request: ppb.CreateCampaignRequest, context: grpc.aio.ServicerContext

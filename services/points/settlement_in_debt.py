@@ -40,6 +40,7 @@ from services.points.domain.settlement import (
 )
 from services.points.domain.tiers import TierState, TierView
 from services.points.store import balance as balance_store
+from services.points.store import coupons as coupon_store
 from services.points.store import ledger as ledger_store
 from services.points.store import settlement as settlement_store
 from services.points.store import tiers as tier_store
@@ -88,6 +89,7 @@ class SettlementInDebt:
             return replay, True
         assert locked is not None and seen is not None  # refused above when unknown
         settled = await self._settle_locked(conn, payment, locked, seen, award, day=day, now=now)
+        await coupon_store.redeem_for_payment(conn, payment.member_id, payment.payment_id)
         return settled, False
 
     async def _settle_locked(

@@ -235,6 +235,30 @@ class Requests:
             "EndCampaign": lambda: prpb.EndCampaignRequest(name="campaigns/acl-none"),
             "GetCampaign": lambda: prpb.GetCampaignRequest(name="campaigns/acl-none"),
             "ListCampaigns": lambda: prpb.ListCampaignsRequest(page_size=1),
+            "CreateCouponTemplate": lambda: prpb.CreateCouponTemplateRequest(
+                template_id=_unique("acl"),
+                template=prpb.CouponTemplate(
+                    display_name="acl",
+                    kind=prpb.CouponTemplate.KIND_AMOUNT_OFF,
+                    currency_code="CNY",
+                    amount_off_minor=100,
+                    valid_days=1,
+                ),
+            ),
+            "GetCouponTemplate": lambda: prpb.GetCouponTemplateRequest(
+                name="couponTemplates/acl-none"
+            ),
+            "ListCouponTemplates": lambda: prpb.ListCouponTemplatesRequest(page_size=1),
+            "IssueCoupons": lambda: prpb.IssueCouponsRequest(
+                template="couponTemplates/acl-none", members=[name], request_id=_unique("acl")
+            ),
+            "ListMemberCoupons": lambda: prpb.ListMemberCouponsRequest(member=name),
+            "ReserveCoupon": lambda: prpb.ReserveCouponRequest(
+                name=f"{name}/coupons/ACLNONE", payment_id="acl"
+            ),
+            "ReleaseCoupon": lambda: prpb.ReleaseCouponRequest(
+                name=f"{name}/coupons/ACLNONE", payment_id="acl"
+            ),
             "SimulateCampaign": lambda: prpb.SimulateCampaignRequest(
                 campaign=self.campaign(),
                 start_time=timestamp_pb2.Timestamp(seconds=int(time.time()) - 86_400),

@@ -53,6 +53,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "coupon_expiry": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available) == (settled.points, 0)
@@ -63,6 +64,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "coupon_expiry": 0,
     }
     got = await balance(suite, member_id)
     assert (got.pending, got.available, got.lifetime_earned) == (0, settled.points, 150)
@@ -115,6 +117,7 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "coupon_expiry": 0,
     }
     assert done(await runner.run_once(first_expiry)) == {
         "maturation": 0,
@@ -123,6 +126,7 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "coupon_expiry": 0,
     }
     got = await balance(suite, member_id)
     assert got.available == newer.points
@@ -164,6 +168,7 @@ async def test_a_second_run_at_the_same_time_does_nothing(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "coupon_expiry": 0,
     }
     assert done(await runner.run_once(later)) == {
         "maturation": 0,
@@ -172,6 +177,7 @@ async def test_a_second_run_at_the_same_time_does_nothing(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "coupon_expiry": 0,
     }
     rows = await db.fetchval(
         "SELECT count(*) FROM points.transactions WHERE member_id = $1", member_id
@@ -344,6 +350,7 @@ async def test_run_jobs_command(suite: Suite) -> None:
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "coupon_expiry": 0,
     }
     assert (await balance(suite, member_id)).lifetime_earned == settled.points
     code, out, _ = await _cli(suite.dsn, "--now", "2030-01-01T08:00:00+08:00")

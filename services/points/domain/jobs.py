@@ -36,6 +36,7 @@ class JobName(StrEnum):
     TIER_REVIEW = "tier_review"
     REFERRAL_BONUS = "referral_bonus"
     UNKNOWN_MEMBER_PURGE = "unknown_member_purge"
+    COUPON_EXPIRY = "coupon_expiry"
 
 
 @dataclass(frozen=True)

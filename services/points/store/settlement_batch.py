@@ -19,6 +19,7 @@ from services.points.domain.settlement_batch import (
 )
 from services.points.domain.tiers import TierState
 from services.points.store.campaigns import campaign_args, campaign_ctes
+from services.points.store.coupons import redeem_cte
 from services.points.store.members import EFFECTIVE_STATE
 from services.points.store.processing_pauses import PAUSED
 from services.points.store.tiers import qualifying_sql
@@ -182,7 +183,8 @@ def _transfer_columns(c: TransferColumns) -> tuple[list[Any], ...]:
     )
 
 
-_WRITE = """
+# the coupons reserved for the batch's payments are redeemed with them ($1 members, $3 keys)
+_WRITE = f"""
 WITH txn AS (
   INSERT INTO points.transactions (member_id, txn_id, kind, idempotency_key, request_hash,
     rule_version, points, settled_state, multiplier_bps, available_at, expires_at,
@@ -231,7 +233,8 @@ tiers AS (
 referral AS (
   INSERT INTO points.referral_bonuses (member_id, referrer_id, payment_id, rule_version)
   SELECT * FROM unnest($42::text[], $43::text[], $44::text[], $45::bigint[])
-  ON CONFLICT (member_id) DO NOTHING)
+  ON CONFLICT (member_id) DO NOTHING),
+{redeem_cte(1, 3)}
 SELECT 1
 """
 # the same, and what the batch's campaigns gave ($49 on)

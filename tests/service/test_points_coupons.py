@@ -1,0 +1,330 @@
+"""Coupons through PromotionsService: templates, issue, a member's wallet, reservation at
+checkout, redemption by the payment's settlement, refunds and expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+from membership.points.v1 import points_pb2 as pb
+from membership.points.v1 import promotions_pb2 as ppb
+from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
+
+from services.points.jobs import JobRunner
+from tests.service.test_points_refunds import refund
+from tests.service.test_points_settlement import NOW, known_member, payment, settler, ts
+from tests.support.rpc_errors import expect_error
+from tests.support.suite import Metadata, Suite
+
+AMOUNT_OFF = ppb.CouponTemplate.KIND_AMOUNT_OFF
+PERCENT_OFF = ppb.CouponTemplate.KIND_PERCENT_OFF
+ISSUED, RESERVED, REDEEMED, EXPIRED = (
+    ppb.Coupon.STATE_ISSUED,
+    ppb.Coupon.STATE_RESERVED,
+    ppb.Coupon.STATE_REDEEMED,
+    ppb.Coupon.STATE_EXPIRED,
+)
+
+
+def stub(suite: Suite) -> ppb_grpc.PromotionsServiceStub:
+    return ppb_grpc.PromotionsServiceStub(suite.points_channel)
+
+
+def marketing(suite: Suite) -> Metadata:
+    return suite.auth("marketing")
+
+
+def wallet(suite: Suite) -> Metadata:
+    return suite.auth("wallet-backend")
+
+
+def template(**fields: object) -> ppb.CouponTemplate:
+    message = ppb.CouponTemplate(
+        display_name="¥10 off",
+        kind=AMOUNT_OFF,
+        currency_code="CNY",
+        amount_off_minor=1000,
+        valid_days=30,
+    )
+    for name, value in fields.items():
+        if isinstance(value, list):
+            getattr(message, name).extend(value)
+        elif hasattr(value, "CopyFrom"):
+            getattr(message, name).CopyFrom(value)
+        else:
+            setattr(message, name, value)
+    return message
+
+
+async def created(suite: Suite, template_id: str, message: ppb.CouponTemplate) -> None:
+    await stub(suite).CreateCouponTemplate(
+        ppb.CreateCouponTemplateRequest(template_id=template_id, template=message),
+        metadata=marketing(suite),
+    )
+
+
+async def issue(
+    suite: Suite, template_id: str, members: list[str], request_id: str
+) -> ppb.IssueCouponsResponse:
+    response: ppb.IssueCouponsResponse = await stub(suite).IssueCoupons(
+        ppb.IssueCouponsRequest(
+            template=f"couponTemplates/{template_id}",
+            members=[f"members/{m}" for m in members],
+            request_id=request_id,
+        ),
+        metadata=marketing(suite),
+    )
+    return response
+
+
+async def one_coupon(
+    suite: Suite, template_id: str, message: ppb.CouponTemplate | None = None
+) -> tuple[str, ppb.Coupon]:
+    await created(suite, template_id, message or template())
+    member_id = await known_member(suite)
+    got = await issue(suite, template_id, [member_id], "issue-1")
+    return member_id, got.results[0].coupon
+
+
+async def wallet_of(
+    suite: Suite, member_id: str, *states: ppb.Coupon.State.ValueType
+) -> list[ppb.Coupon]:
+    got = await stub(suite).ListMemberCoupons(
+        ppb.ListMemberCouponsRequest(member=f"members/{member_id}", states=states),
+        metadata=wallet(suite),
+    )
+    return list(got.coupons)
+
+
+async def test_bad_templates_name_every_fault_and_repeats_answer_the_template(
+    suite: Suite,
+) -> None:
+    bad = template(
+        display_name="",
+        kind=PERCENT_OFF,
+        percent_off_bps=12_000,
+        currency_code="EUR",
+        min_spend_minor=-1,
+        merchant_categories=["top_up", "nonsense"],
+        valid_until=ts(NOW - timedelta(days=1)),
+        tiers=["platinum"],
+    )
+    error = await expect_error(
+        stub(suite).CreateCouponTemplate(
+            ppb.CreateCouponTemplateRequest(template_id="bad", template=bad),
+            metadata=marketing(suite),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert {
+        "template.display_name",
+        "template.percent_off_bps",
+        "template.currency_code",
+        "template.min_spend.amount_minor",
+        "template.merchant_categories[0]",
+        "template.merchant_categories[1]",
+        "template.validity",
+        "template.tiers[0]",
+    } <= error.fields
+    await created(suite, "ten-off", template())
+    await created(suite, "ten-off", template())  # the same terms: the template again
+    await expect_error(
+        stub(suite).CreateCouponTemplate(
+            ppb.CreateCouponTemplateRequest(template_id="ten-off", template=template(stock=5)),
+            metadata=marketing(suite),
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+        reason="COUPON_TEMPLATE_EXISTS",
+    )
+    await expect_error(
+        stub(suite).CreateCouponTemplate(
+            ppb.CreateCouponTemplateRequest(template_id="w", template=template()),
+            metadata=wallet(suite),
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    got = await stub(suite).GetCouponTemplate(
+        ppb.GetCouponTemplateRequest(name="couponTemplates/ten-off"), metadata=suite.auth("officer")
+    )
+    assert (got.amount_off_minor, got.valid_days, got.active) == (1000, 30, True)
+    listed = await stub(suite).ListCouponTemplates(
+        ppb.ListCouponTemplatesRequest(), metadata=marketing(suite)
+    )
+    assert [t.name for t in listed.templates] == ["couponTemplates/ten-off"]
+
+
+async def test_bulk_issue_is_idempotent_bounded_by_stock_and_the_member_limit(
+    suite: Suite,
+) -> None:
+    await created(suite, "limited", template(stock=3, per_member_limit=1))
+    members = [await known_member(suite) for _ in range(3)]
+    frozen = await known_member(suite, pb.MEMBER_STATE_FROZEN)
+    first = await issue(suite, "limited", [*members[:2], frozen, "mnobody"], "bulk-1")
+    assert (first.issued, first.repeated, first.failed) == (2, 0, 2)
+    assert [r.error_reason for r in first.results] == ["", "", "MEMBER_FROZEN", "MEMBER_UNKNOWN"]
+    codes = {r.coupon.code for r in first.results if r.coupon.code}
+    assert len(codes) == 2 and all(len(c) == 26 for c in codes)
+    again = await issue(suite, "limited", members, "bulk-1")
+    assert (again.issued, again.repeated, again.failed) == (1, 2, 0)
+    assert {r.coupon.code for r in again.results[:2]} == codes
+    # the stock is used up; and a second issue would pass the per-member limit anyway
+    more = await issue(suite, "limited", [await known_member(suite), members[0]], "bulk-2")
+    assert [r.error_reason for r in more.results] == [
+        "COUPON_OUT_OF_STOCK",
+        "COUPON_PER_MEMBER_LIMIT",
+    ]
+    left = await stub(suite).GetCouponTemplate(
+        ppb.GetCouponTemplateRequest(name="couponTemplates/limited"), metadata=marketing(suite)
+    )
+    assert left.stock_left == 0
+    await expect_error(
+        stub(suite).IssueCoupons(
+            ppb.IssueCouponsRequest(
+                template="couponTemplates/limited",
+                members=[f"members/m{i}" for i in range(1001)],
+                request_id="too-many",
+            ),
+            metadata=marketing(suite),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+async def test_the_wallet_lists_soonest_expiring_first_and_only_its_own(suite: Suite) -> None:
+    await created(suite, "long", template(valid_days=60))
+    await created(suite, "short", template(valid_days=5))
+    member_id, other = await known_member(suite), await known_member(suite)
+    await issue(suite, "long", [member_id], "w-1")
+    await issue(suite, "short", [member_id], "w-2")
+    coupons = await wallet_of(suite, member_id)
+    assert [c.template for c in coupons] == ["couponTemplates/short", "couponTemplates/long"]
+    assert await wallet_of(suite, other) == []
+    assert len(await wallet_of(suite, member_id, REDEEMED)) == 0
+    page = await stub(suite).ListMemberCoupons(
+        ppb.ListMemberCouponsRequest(member=f"members/{member_id}", page_size=1),
+        metadata=wallet(suite),
+    )
+    rest = await stub(suite).ListMemberCoupons(
+        ppb.ListMemberCouponsRequest(
+            member=f"members/{member_id}", page_size=1, page_token=page.next_page_token
+        ),
+        metadata=wallet(suite),
+    )
+    assert [c.template for c in [*page.coupons, *rest.coupons]] == [
+        "couponTemplates/short",
+        "couponTemplates/long",
+    ]
+    assert rest.next_page_token == ""
+
+
+async def test_one_of_100_concurrent_reservations_wins_and_the_settlement_redeems_it(
+    suite: Suite, db: asyncpg.Connection
+) -> None:
+    member_id, coupon = await one_coupon(suite, "race")
+
+    async def reserve(i: int) -> str:
+        try:
+            await stub(suite).ReserveCoupon(
+                ppb.ReserveCouponRequest(name=coupon.name, payment_id=f"pay-{i}"),
+                metadata=wallet(suite),
+            )
+        except grpc.aio.AioRpcError as err:
+            return str(err.code().name)
+        return f"pay-{i}"
+
+    outcomes = await asyncio.gather(*(reserve(i) for i in range(100)))
+    winners = [o for o in outcomes if o.startswith("pay-")]
+    assert len(winners) == 1 and outcomes.count("FAILED_PRECONDITION") == 99
+    # the same code under another member is no coupon at all
+    other = await known_member(suite)
+    await expect_error(
+        stub(suite).ReserveCoupon(
+            ppb.ReserveCouponRequest(name=f"members/{other}/coupons/{coupon.code}", payment_id="x"),
+            metadata=wallet(suite),
+        ),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    await suite.points.SettlePayment(payment(member_id, winners[0], 5000), metadata=settler(suite))
+    (used,) = await wallet_of(suite, member_id)
+    assert (used.state, used.payment_id) == (REDEEMED, winners[0])
+    await expect_error(
+        stub(suite).ReserveCoupon(
+            ppb.ReserveCouponRequest(name=coupon.name, payment_id="pay-again"),
+            metadata=wallet(suite),
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_USED",
+    )
+    # a full refund gives it back
+    await suite.points.RefundPayment(
+        refund(member_id, winners[0], "r-all", 5000), metadata=settler(suite)
+    )
+    (back,) = await wallet_of(suite, member_id)
+    assert back.state == ISSUED
+
+
+async def test_release_partial_refunds_and_lapsed_reservations(
+    suite: Suite, pool: asyncpg.Pool
+) -> None:
+    member_id, coupon = await one_coupon(suite, "held")
+    name, api = coupon.name, stub(suite)
+    held = await api.ReserveCoupon(
+        ppb.ReserveCouponRequest(name=name, payment_id="p-1"), metadata=wallet(suite)
+    )
+    assert held.state == RESERVED and held.payment_id == "p-1"
+    again = await api.ReserveCoupon(
+        ppb.ReserveCouponRequest(name=name, payment_id="p-1"), metadata=wallet(suite)
+    )
+    assert again.reserve_expire_time == held.reserve_expire_time  # a repeat
+    await expect_error(
+        api.ReleaseCoupon(
+            ppb.ReleaseCouponRequest(name=name, payment_id="p-2"), metadata=wallet(suite)
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_RESERVED",
+    )
+    released = await api.ReleaseCoupon(
+        ppb.ReleaseCouponRequest(name=name, payment_id="p-1"), metadata=wallet(suite)
+    )
+    assert released.state == ISSUED
+    # a reservation that lapses makes the coupon usable again, but its late settlement
+    # still redeems it
+    late = await api.ReserveCoupon(
+        ppb.ReserveCouponRequest(name=name, payment_id="p-3"), metadata=wallet(suite)
+    )
+    lapse = late.reserve_expire_time.ToDatetime(tzinfo=UTC) + timedelta(seconds=1)
+    await JobRunner(pool).run_once(lapse)
+    (lapsed,) = await wallet_of(suite, member_id)
+    assert lapsed.state == ISSUED
+    await suite.points.SettlePayment(payment(member_id, "p-3", 4000), metadata=settler(suite))
+    (used,) = await wallet_of(suite, member_id)
+    assert used.state == REDEEMED
+    # a partial refund keeps it used
+    await suite.points.RefundPayment(
+        refund(member_id, "p-3", "r-part", 1000), metadata=settler(suite)
+    )
+    assert (await wallet_of(suite, member_id))[0].state == REDEEMED
+
+
+async def test_coupons_expire_and_the_expiry_job_writes_it(
+    suite: Suite, pool: asyncpg.Pool
+) -> None:
+    member_id, _ = await one_coupon(suite, "brief", template(valid_days=2))
+    assert (await wallet_of(suite, member_id))[0].state == ISSUED
+    await JobRunner(pool).run_once(datetime.now(UTC) + timedelta(days=3))
+    (gone,) = await wallet_of(suite, member_id)
+    assert gone.state == EXPIRED
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT state FROM points.coupons WHERE member_id = $1", member_id)
+            == "EXPIRED"
+        )
+    await expect_error(
+        stub(suite).ReserveCoupon(
+            ppb.ReserveCouponRequest(name=gone.name, payment_id="late"), metadata=wallet(suite)
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_EXPIRED",
+    )
