@@ -22,6 +22,7 @@ from services.points.domain.coupons import (
     Coupon,
     CouponState,
     Issued,
+    MemberStanding,
     Template,
     TemplateSpec,
 )
@@ -147,7 +148,7 @@ class Coupons:
         template: Template,
         member_id: str,
         known: dict[str, int],
-        standing: dict[str, tuple[str, str | None]],
+        standing: dict[str, MemberStanding],
         earlier: dict[str, Coupon],
         counts: dict[str, int],
     ) -> Issued | None:
@@ -221,7 +222,7 @@ class Coupons:
         refusal = coupons.refusal_to_reserve(coupon, now)
         if refusal is not None:
             raise refusal
-        state, tier = (await store.standing(conn, [member_id]))[member_id]
+        state, tier, _ = (await store.standing(conn, [member_id]))[member_id]
         if state != ACTIVE:
             raise member_not_active(state, "cannot use coupons")
         template = await store.get_template(conn, coupon.template_id)

@@ -18,6 +18,7 @@ from services.points import metrics as points_metrics
 from services.points import settings as points_settings
 from services.points.balance import Balances
 from services.points.campaigns import Campaigns
+from services.points.checkout import Checkout
 from services.points.coupons import Coupons
 from services.points.domain.rules import RulesInForce
 from services.points.grants import Grants
@@ -92,7 +93,7 @@ class PointsComponent:
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_PointsServiceServicer_to_server(PointsServicer(self.deps), server)
         ppb_grpc.add_PromotionsServiceServicer_to_server(
-            PromotionsServicer(self.deps.campaigns, self.deps.coupons), server
+            PromotionsServicer(self.deps.campaigns, self.deps.coupons, self.deps.checkout), server
         )
         # background work starts with serving (add_to runs inside the server's event loop)
         self.jobs.start()
@@ -128,6 +129,7 @@ def use_cases(
         program=Program(pool, rules, clock),
         campaigns=Campaigns(pool, rules, clock),
         coupons=Coupons(pool, rules, clock),
+        checkout=Checkout(pool, rules, clock),
         clock=clock,
     )
 

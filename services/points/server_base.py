@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from services.points.balance import Balances
 from services.points.campaigns import Campaigns
+from services.points.checkout import Checkout
 from services.points.coupons import Coupons
 from services.points.domain.rules import RulesInForce
 from services.points.grants import Grants
@@ -50,6 +51,7 @@ class PointsDeps:
     program: Program
     campaigns: Campaigns
     coupons: Coupons
+    checkout: Checkout
     clock: Callable[[], datetime]
 
 

@@ -8,6 +8,7 @@ from membership.points.v1 import promotions_pb2 as ppb
 from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
 
 from services.points.campaigns import Campaigns
+from services.points.checkout import Checkout
 from services.points.coupons import Coupons
 from services.points.domain.campaigns import CampaignView
 from services.points.proto_campaigns import (
@@ -24,9 +25,10 @@ from services.points.server_coupons import CouponRpcs
 class PromotionsServicer(CouponRpcs, ppb_grpc.PromotionsServiceServicer):
     """Campaigns here, coupons in server_coupons.py."""
 
-    def __init__(self, campaigns: Campaigns, coupons: Coupons) -> None:
+    def __init__(self, campaigns: Campaigns, coupons: Coupons, checkout: Checkout) -> None:
         self._campaigns = campaigns
         self.coupons = coupons
+        self.checkout = checkout
 
     async def CreateCampaign(
         self, request: ppb.CreateCampaignRequest, context: grpc.aio.ServicerContext

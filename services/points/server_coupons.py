@@ -1,12 +1,14 @@
-"""gRPC <-> domain: PromotionsService's coupon RPCs (a mixin of server_campaigns's
-PromotionsServicer)."""
+"""gRPC <-> domain: PromotionsService's coupon RPCs and QuoteCheckout (a mixin of
+server_campaigns's PromotionsServicer)."""
 
 from __future__ import annotations
 
 import grpc
 from membership.points.v1 import promotions_pb2 as ppb
 
+from services.points.checkout import Checkout
 from services.points.coupons import Coupons
+from services.points.proto_checkout import quote_pb, quote_request_of
 from services.points.proto_coupons import (
     coupon_of,
     coupon_pb,
@@ -25,6 +27,14 @@ from services.runtime.paging import decode_token, encode_token
 
 class CouponRpcs:
     coupons: Coupons
+    checkout: Checkout
+
+    async def QuoteCheckout(
+        self, request: ppb.QuoteCheckoutRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.CheckoutQuote:
+        asked = quote_request_of(request)
+        got = await self.checkout.quote(asked)
+        return quote_pb(got, asked.currency, self.coupons.now())
 
     async def CreateCouponTemplate(
         self, request: ppb.CreateCouponTemplateRequest, context: grpc.aio.ServicerContext

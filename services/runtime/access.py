@@ -73,6 +73,8 @@ METHOD_SCOPES: dict[str, str] = {
     PROMOTIONS + "ListMemberCoupons": "points.balance.read",
     PROMOTIONS + "ReserveCoupon": "points.points.spend",
     PROMOTIONS + "ReleaseCoupon": "points.points.spend",
+    # the checkout asks for the member, before it pays
+    PROMOTIONS + "QuoteCheckout": "points.points.spend",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "ComputeBlindIndex": "privacy.crypto.encrypt",
     PRIVACY_CRYPTO + "DecryptFields": "privacy.crypto.decrypt",

@@ -259,6 +259,12 @@ class Requests:
             "ReleaseCoupon": lambda: prpb.ReleaseCouponRequest(
                 name=f"{name}/coupons/ACLNONE", payment_id="acl"
             ),
+            "QuoteCheckout": lambda: prpb.QuoteCheckoutRequest(
+                member=name,
+                amount=ptpb.Money(currency_code="CNY", amount_minor=100),
+                merchant_id="acl",
+                merchant_category="dining",
+            ),
             "SimulateCampaign": lambda: prpb.SimulateCampaignRequest(
                 campaign=self.campaign(),
                 start_time=timestamp_pb2.Timestamp(seconds=int(time.time()) - 86_400),

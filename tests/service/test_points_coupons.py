@@ -328,3 +328,92 @@ async def test_coupons_expire_and_the_expiry_job_writes_it(
         grpc.StatusCode.FAILED_PRECONDITION,
         reason="COUPON_EXPIRED",
     )
+
+
+async def test_a_quote_weighs_the_tier_and_every_coupon_and_writes_nothing(
+    suite: Suite, db: asyncpg.Connection
+) -> None:
+    member_id = await known_member(suite)
+    # 500 CNY at dining earns 1,000 qualifying points: silver, 1 % off, x1.25
+    await suite.points.SettlePayment(
+        payment(member_id, "q-tier", 50_000, "dining"), metadata=settler(suite)
+    )
+    await created(suite, "ten-off-100", template(min_spend_minor=10_000))
+    await created(
+        suite,
+        "five-percent",
+        template(
+            kind=PERCENT_OFF,
+            amount_off_minor=0,
+            percent_off_bps=500,
+            max_off_minor=1500,
+            stacks_with_tier_discount=True,
+        ),
+    )
+    await created(suite, "big-spend", template(min_spend_minor=50_000))
+    for template_id in ("ten-off-100", "five-percent", "big-spend"):
+        await issue(suite, template_id, [member_id], f"q-{template_id}")
+    api = stub(suite)
+    await api.CreateCampaign(
+        ppb.CreateCampaignRequest(
+            campaign_id="q-bonus",
+            campaign=ppb.Campaign(
+                display_name="Shop bonus",
+                start_time=ts(NOW - timedelta(days=1)),
+                end_time=ts(NOW + timedelta(days=2)),
+                effect=ppb.CampaignEffect(kind=ppb.CampaignEffect.KIND_FIXED_POINTS, points=7),
+                audience=ppb.CampaignAudience(merchant_ids=["q-shop"]),
+            ),
+        ),
+        metadata=marketing(suite),
+    )
+    await api.ActivateCampaign(
+        ppb.ActivateCampaignRequest(name="campaigns/q-bonus"), metadata=marketing(suite)
+    )
+    before = await db.fetchval("SELECT count(*) FROM points.transactions")
+    request = ppb.QuoteCheckoutRequest(
+        member=f"members/{member_id}",
+        amount=pb.Money(currency_code="CNY", amount_minor=20_000),
+        merchant_id="q-shop",
+        merchant_category="retail",
+        channel="app",
+    )
+    quote = await api.QuoteCheckout(request, metadata=wallet(suite))
+    assert (quote.tier, quote.tier_discount_minor, quote.tier_discount_applied) == (
+        "silver",
+        200,
+        True,
+    )
+    # 5 % of what is left after the tier's 200 is 990, beside the tier's: 1,190 in all
+    assert quote.best_coupon.template == "couponTemplates/five-percent"
+    assert (quote.total_discount_minor, quote.charge.amount_minor) == (1190, 18_810)
+    offers = {o.coupon.template: o for o in quote.offers}
+    assert offers["couponTemplates/ten-off-100"].discount_minor == 1000
+    assert "at least 50000" in offers["couponTemplates/big-spend"].not_usable_because
+    # 188.10 CNY at x1.25 is 235.125: 235 points, and the campaign's 7
+    assert (quote.points, quote.campaign_points) == (242, 7)
+    assert [s.name for s in quote.steps][:4] == ["amount", "tier_discount", "coupon", "charge"]
+    assert await db.fetchval("SELECT count(*) FROM points.transactions") == before
+    # only the coupons asked for are weighed
+    only = ppb.QuoteCheckoutRequest()
+    only.CopyFrom(request)
+    only.coupons.append(offers["couponTemplates/ten-off-100"].coupon.code)
+    narrowed = await api.QuoteCheckout(only, metadata=wallet(suite))
+    assert narrowed.best_coupon.template == "couponTemplates/ten-off-100"
+    assert narrowed.tier_discount_applied is False and narrowed.charge.amount_minor == 19_000
+    frozen = await known_member(suite, pb.MEMBER_STATE_FROZEN)
+    request.member = f"members/{frozen}"
+    await expect_error(
+        api.QuoteCheckout(request, metadata=wallet(suite)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="MEMBER_FROZEN",
+    )
+    request.member = "members/mnobody"
+    await expect_error(
+        api.QuoteCheckout(request, metadata=wallet(suite)), grpc.StatusCode.NOT_FOUND
+    )
+    request.member = f"members/{member_id}"
+    request.amount.amount_minor = 0
+    await expect_error(
+        api.QuoteCheckout(request, metadata=wallet(suite)), grpc.StatusCode.INVALID_ARGUMENT
+    )

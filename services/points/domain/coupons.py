@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.points.domain.rules import BPS, Rules
 from services.points.domain.strict import INT64_MAX
@@ -139,6 +139,14 @@ class Coupon:
         ):
             return CouponState.EXPIRED if now >= self.expires_at else CouponState.ISSUED
         return self.state
+
+
+class MemberStanding(NamedTuple):
+    """What coupons and the checkout quote read of a member, under its lock."""
+
+    state: str
+    tier_code: str | None  # None: the base tier (no tier row)
+    registered_at: datetime
 
 
 @dataclass(frozen=True)

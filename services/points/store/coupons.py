@@ -13,7 +13,13 @@ from datetime import datetime
 
 import asyncpg
 
-from services.points.domain.coupons import Coupon, CouponState, Template, template_of
+from services.points.domain.coupons import (
+    Coupon,
+    CouponState,
+    MemberStanding,
+    Template,
+    template_of,
+)
 from services.points.store.members import EFFECTIVE_STATE
 from services.runtime.db import Conn
 
@@ -98,15 +104,18 @@ async def take_stock(conn: Conn, template_id: str, wanted: int) -> int:
     return int(taken or 0)
 
 
-async def standing(conn: Conn, member_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-    """Each member's state and tier code (None: the base tier), under their locks."""
+async def standing(conn: Conn, member_ids: Sequence[str]) -> dict[str, MemberStanding]:
+    """Each member's state, tier code and registration (under their locks, if taken)."""
     rows = await conn.fetch(
-        f"SELECT m.member_id, {EFFECTIVE_STATE} AS state, mt.tier_code FROM points.members m"
+        f"SELECT m.member_id, {EFFECTIVE_STATE} AS state, mt.tier_code, m.registered_at"
+        " FROM points.members m"
         " LEFT JOIN points.member_tiers mt ON mt.member_id = m.member_id"
         " WHERE m.member_id = ANY($1::text[])",
         list(member_ids),
     )
-    return {r["member_id"]: (r["state"], r["tier_code"]) for r in rows}
+    return {
+        r["member_id"]: MemberStanding(r["state"], r["tier_code"], r["registered_at"]) for r in rows
+    }
 
 
 async def issued_before(
