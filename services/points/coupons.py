@@ -61,6 +61,54 @@ def coupon_not_found() -> DomainError:
     return not_found("coupon")
 
 
+COUPON_TEMPLATE_MISSING = "COUPON_TEMPLATE_MISSING"
+
+
+async def issue_in(
+    conn: Conn,
+    rules: RulesInForce,
+    now: datetime,
+    template_id: str,
+    member_id: str,
+    issue_keys: Sequence[str],
+) -> list[Coupon]:
+    """A coupon of the template per key to one member whose balance row the caller holds
+    locked, inside the caller's transaction (a coupon reward's redemption): every refusal
+    (retired, per-member limit, out of stock) raises, so the caller's work rolls back."""
+    template = await store.get_template(conn, template_id)
+    if template is None:
+        raise failed_precondition(
+            COUPON_TEMPLATE_MISSING, "the reward's coupon template is missing"
+        )
+    if not template.active:
+        raise failed_precondition(COUPON_TEMPLATE_RETIRED, "the template is retired")
+    _, counts = await store.issued_before(conn, [member_id], "", template_id)
+    limit = template.spec.per_member_limit
+    if limit is not None and counts.get(member_id, 0) + len(issue_keys) > limit:
+        raise failed_precondition(
+            COUPON_PER_MEMBER_LIMIT, f"a member holds at most {limit} of this template"
+        )
+    if await store.take_stock(conn, template_id, len(issue_keys)) < len(issue_keys):
+        raise failed_precondition(COUPON_OUT_OF_STOCK, "the template's stock is used up")
+    valid_from, expires_at = coupons.validity(template.spec, now)
+    ids = await ledger_store.next_ids(conn, len(issue_keys))
+    made = []
+    for key, coupon_id in zip(issue_keys, ids, strict=True):
+        coupon = Coupon(
+            member_id,
+            coupon_id,
+            coupons.new_code(),
+            template_id,
+            CouponState.ISSUED,
+            now,
+            valid_from,
+            expires_at,
+        )
+        await store.insert_coupons(conn, [coupon], key)
+        made.append(coupon)
+    return made
+
+
 class Coupons:
     def __init__(
         self, pool: asyncpg.Pool, rules: RulesInForce, clock: Callable[[], datetime]

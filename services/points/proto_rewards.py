@@ -51,6 +51,7 @@ def reward_pb(row: Reward) -> pb.Reward:
         per_member_limit=row.per_member_limit or 0,
         min_tier=row.min_tier,
         active=row.active,
+        coupon_template=f"couponTemplates/{row.coupon_template}" if row.coupon_template else "",
     )
 
 
@@ -64,4 +65,5 @@ def reward_redemption_pb(result: RewardRedemption) -> pb.RewardRedemption:
         transaction=f"{member}/transactions/{result.txn_id}",
         lots=[pb.LotTaken(points=p, expire_time=timestamp(at)) for _, p, at in result.lots],
         rule_version=result.rule_version,
+        coupons=[f"{member}/coupons/{code}" for code in result.coupons],
     )

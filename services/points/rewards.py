@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 
 from services.points import metrics
+from services.points.coupons import issue_in
 from services.points.domain import tiers
 from services.points.domain.ledger import REDEEMED, NewTransaction
 from services.points.domain.restrictions import require_readable
@@ -128,7 +129,14 @@ class Rewards(Spending):
         reward = await self._redeemable(conn, request)
         points = reward.points_cost * request.quantity
         taken = await self._take(conn, request.member_id, points, self._clock())
-        result = await self._record_reward(conn, request, reward, taken)
+        codes: tuple[str, ...] = ()
+        if reward.coupon_template is not None:  # a coupon reward: one coupon per unit
+            keys = [f"{request.idempotency_key}:{i}" for i in range(request.quantity)]
+            made = await issue_in(
+                conn, self._rules, self._clock(), reward.coupon_template, request.member_id, keys
+            )
+            codes = tuple(c.code for c in made)
+        result = await self._record_reward(conn, request, reward, taken, codes)
         if reward.stock is not None and not await reward_store.take_stock(
             conn, reward.sku, request.quantity
         ):
@@ -166,6 +174,7 @@ class Rewards(Spending):
         request: RedeemRewardRequest,
         reward: Reward,
         taken: Sequence[Taken],
+        coupons: tuple[str, ...] = (),
     ) -> RewardRedemption:
         member_id, version = request.member_id, self._rules.version
         points = reward.points_cost * request.quantity
@@ -176,7 +185,7 @@ class Rewards(Spending):
         await reward_store.add_units(conn, member_id, reward.sku, request.quantity)
         lots = tuple(LotTaken(t.lot.lot_id, t.points, t.lot.expires_at) for t in taken)
         head = (request.request_id, reward.sku, request.quantity)
-        result = RewardRedemption(member_id, *head, points, txn_id, version, lots)
+        result = RewardRedemption(member_id, *head, points, txn_id, version, lots, coupons)
         key, fingerprint = request.idempotency_key, request.fingerprint()
         doc, explained = result.to_json(), result.explanation(reward)
         txn = NewTransaction(

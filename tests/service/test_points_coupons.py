@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -13,6 +14,10 @@ from membership.points.v1 import promotions_pb2 as ppb
 from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
 
 from services.points.jobs import JobRunner
+from services.points.program import load_rules_file
+from services.points.rewards import load_catalogue_file
+from services.points.settings import DEFAULT_RULES_FILE
+from services.points.store.rewards import sync_catalogue
 from tests.service.test_points_refunds import refund
 from tests.service.test_points_settlement import NOW, known_member, payment, settler, ts
 from tests.support.rpc_errors import expect_error
@@ -417,3 +422,60 @@ async def test_a_quote_weighs_the_tier_and_every_coupon_and_writes_nothing(
     await expect_error(
         api.QuoteCheckout(request, metadata=wallet(suite)), grpc.StatusCode.INVALID_ARGUMENT
     )
+
+
+COUPON_REWARDS = """
+[[rewards]]
+sku = "coupon-10"
+name = "¥10 coupon"
+points_cost = 100
+stock = "unlimited"
+min_tier = "basic"
+active = true
+coupon_template = "reward-ten"
+"""
+
+
+async def test_a_coupon_reward_spends_points_and_issues_the_coupon_at_once(
+    suite: Suite, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = tmp_path / "rewards.toml"
+    path.write_text(COUPON_REWARDS, encoding="utf-8")
+    await sync_catalogue(db, load_catalogue_file(path, load_rules_file(DEFAULT_RULES_FILE)))
+    member_id = await known_member(suite)
+    old = NOW - timedelta(days=10)  # past the return window: available at once
+    await suite.points.SettlePayment(
+        payment(member_id, "earn", 20_000, "retail", occurred=old), metadata=settler(suite)
+    )
+    request = pb.RedeemRewardRequest(
+        member=f"members/{member_id}", sku="coupon-10", request_id="rr-1", quantity=1
+    )
+    # the template is not there yet: nothing is spent
+    await expect_error(
+        suite.points.RedeemReward(request, metadata=wallet(suite)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_TEMPLATE_MISSING",
+    )
+    await created(suite, "reward-ten", template(per_member_limit=1))
+    redeemed = await suite.points.RedeemReward(request, metadata=wallet(suite))
+    assert redeemed.points == 100 and len(redeemed.coupons) == 1
+    (coupon,) = await wallet_of(suite, member_id)
+    assert coupon.name == redeemed.coupons[0] and coupon.state == ISSUED
+    again = await suite.points.RedeemReward(request, metadata=wallet(suite))
+    assert list(again.coupons) == list(redeemed.coupons)  # a repeat: the same coupon
+    # the template's limit of one per member refuses a second, and spends nothing
+    second = pb.RedeemRewardRequest()
+    second.CopyFrom(request)
+    second.request_id = "rr-2"
+    balance_before = await suite.points.GetBalance(
+        pb.GetBalanceRequest(name=f"members/{member_id}/balance"), metadata=wallet(suite)
+    )
+    await expect_error(
+        suite.points.RedeemReward(second, metadata=wallet(suite)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_PER_MEMBER_LIMIT",
+    )
+    after = await suite.points.GetBalance(
+        pb.GetBalanceRequest(name=f"members/{member_id}/balance"), metadata=wallet(suite)
+    )
+    assert after.available == balance_before.available == 100

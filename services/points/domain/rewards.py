@@ -33,7 +33,16 @@ SKU = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # costs times the largest quantity stay far inside int64
 MAX_POINTS_COST = 10**12
 MAX_NAME = 200
-_KEYS = ("sku", "name", "points_cost", "stock", "per_member_limit", "min_tier", "active")
+_KEYS = (
+    "sku",
+    "name",
+    "points_cost",
+    "stock",
+    "per_member_limit",
+    "min_tier",
+    "active",
+    "coupon_template",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class CatalogueEntry:
     per_member_limit: int | None  # None = no limit
     min_tier: str
     active: bool
+    # a reward that is a coupon: redeeming it issues one coupon of this template per unit
+    coupon_template: str | None = None
 
 
 def _int(path: str, value: object, lo: int, hi: int) -> int:
@@ -89,6 +100,9 @@ def _entry(path: str, raw: object, tier_codes: set[str]) -> CatalogueEntry:
         else _int(f"{path}.per_member_limit", limit, 1, 10**9),
         min_tier=min_tier,
         active=table["active"],
+        coupon_template=None
+        if table.get("coupon_template") is None
+        else _text(f"{path}.coupon_template", table["coupon_template"], SKU),
     )
 
 
@@ -118,6 +132,7 @@ class Reward:
     per_member_limit: int | None
     min_tier: str
     active: bool
+    coupon_template: str | None = None  # redeeming issues coupons of this template
 
 
 @dataclass(frozen=True)
@@ -161,15 +176,19 @@ class RewardRedemption:
     txn_id: int
     rule_version: int
     lots: tuple[LotTaken, ...]  # spending order
+    # the codes of the coupons it issued (a coupon reward), one per unit
+    coupons: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         lots = [lot.to_json() for lot in self.lots]
-        return {k: v for k, v in vars(self).items() if k != "lots"} | {"lots": lots}
+        doc = {k: v for k, v in vars(self).items() if k not in ("lots", "coupons")}
+        return doc | {"lots": lots, "coupons": list(self.coupons)}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> RewardRedemption:
         lots = tuple(LotTaken.from_json(lot) for lot in doc["lots"])
-        return cls(**(doc | {"lots": lots}))
+        # redemptions stored before coupon rewards have no `coupons`
+        return cls(**(doc | {"lots": lots, "coupons": tuple(doc.get("coupons", ()))}))
 
     def explanation(self, reward: Reward) -> dict[str, Any]:
         steps = [

@@ -50,3 +50,8 @@ CREATE INDEX coupons_reserved ON points.coupons (member_id, reserved_payment_id)
 CREATE INDEX coupons_expiring ON points.coupons (expires_at) WHERE state IN ('ISSUED', 'RESERVED');
 CREATE INDEX coupons_reservation_lapsing ON points.coupons (reserved_until)
     WHERE state = 'RESERVED';
+
+-- A reward may be a coupon: redeeming it issues a coupon of this template per unit, in the
+-- redemption's transaction (services/points/rewards.py). The template is checked when the
+-- reward is redeemed (the catalogue file may name one created later).
+ALTER TABLE points.rewards ADD COLUMN coupon_template text;

@@ -14,7 +14,10 @@ from typing import Any
 from services.points.domain.rewards import Availability, CatalogueEntry, Reward
 from services.runtime.db import Conn
 
-_COLUMNS = "r.sku, r.name, r.points_cost, r.stock, r.per_member_limit, r.min_tier, r.active"
+_COLUMNS = (
+    "r.sku, r.name, r.points_cost, r.stock, r.per_member_limit, r.min_tier, r.active,"
+    " r.coupon_template"
+)
 
 
 def _row(r: Any) -> Reward:
@@ -26,6 +29,7 @@ def _row(r: Any) -> Reward:
         None if r["per_member_limit"] is None else int(r["per_member_limit"]),
         r["min_tier"],
         bool(r["active"]),
+        r["coupon_template"],
     )
 
 
@@ -37,11 +41,12 @@ async def sync_catalogue(conn: Conn, entries: Sequence[CatalogueEntry]) -> None:
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO points.rewards AS r (sku, name, points_cost, stock, stock_loaded,"
-            " per_member_limit, min_tier, active)"
-            " SELECT s, n, c, st, st, l, t, a FROM unnest($1::text[], $2::text[],"
-            " $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bool[])"
-            " AS e(s, n, c, st, l, t, a)"
+            " per_member_limit, min_tier, active, coupon_template)"
+            " SELECT s, n, c, st, st, l, t, a, ct FROM unnest($1::text[], $2::text[],"
+            " $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::bool[], $8::text[])"
+            " AS e(s, n, c, st, l, t, a, ct)"
             " ON CONFLICT (sku) DO UPDATE SET name = EXCLUDED.name,"
+            " coupon_template = EXCLUDED.coupon_template,"
             " points_cost = EXCLUDED.points_cost, per_member_limit = EXCLUDED.per_member_limit,"
             " min_tier = EXCLUDED.min_tier, active = EXCLUDED.active, updated_at = now(),"
             " stock = CASE WHEN EXCLUDED.stock_loaded IS NULL THEN NULL"
@@ -55,6 +60,7 @@ async def sync_catalogue(conn: Conn, entries: Sequence[CatalogueEntry]) -> None:
             [e.per_member_limit for e in entries],
             [e.min_tier for e in entries],
             [e.active for e in entries],
+            [e.coupon_template for e in entries],
         )
         await conn.execute(
             "UPDATE points.rewards SET active = false, updated_at = now()"
