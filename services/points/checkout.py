@@ -1,36 +1,34 @@
 """QuoteCheckout: what a payment would cost the member and earn, before it is made: the tier
 discount, the member's coupons and the best combination (domain/checkout.py), and the
 points on the amount charged (the program's and the running campaigns', if their budgets
-last). One read-only snapshot; writes nothing."""
+last). Two statements; writes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
 import asyncpg
 
 from services.points.domain import checkout, earning, tiers
 from services.points.domain.campaign_awards import (
+    NO_CAMPAIGNS,
     Allowance,
     Allowances,
     CampaignOutcome,
     PaymentFacts,
+    RunningSet,
     award,
-    by_priority,
     with_campaigns,
 )
 from services.points.domain.checkout import CheckoutQuote, QuoteRequest
-from services.points.domain.coupons import Coupon, CouponState, Purchase, TemplateSpec
+from services.points.domain.coupons import Purchase
 from services.points.domain.earning import Earning
 from services.points.domain.members import ACTIVE, member_not_active
-from services.points.domain.rules import RulesInForce, UnknownCurrency
-from services.points.store import campaigns as campaign_store
-from services.points.store import coupons as coupon_store
-from services.points.store import ledger as ledger_store
-from services.points.store import tiers as tier_store
-from services.points.store.settlement_batch import settled_before
-from services.runtime.db import Conn
+from services.points.domain.rules import RulesInForce, Tier, UnknownCurrency
+from services.points.settlement_campaigns import CampaignBook
+from services.points.store import checkout as checkout_store
+from services.points.store.checkout import QuoteFacts
 from services.runtime.errors import bad_field, not_found
 
 MAX_COUPONS_LOOKED_AT = 200  # a wallet's usable coupons; more are not weighed
@@ -43,87 +41,66 @@ class Checkout:
         self._pool = pool
         self._rules = rules
         self._clock = clock
+        self._campaigns = CampaignBook()
 
     async def quote(self, request: QuoteRequest) -> CheckoutQuote:
-        now = self._clock()
-        async with (
-            self._pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            return await self._quote(conn, request, now)
-
-    async def _quote(self, conn: Conn, request: QuoteRequest, now: datetime) -> CheckoutQuote:
-        rules = self._rules.rules
+        """Two statements and no transaction: a quote is a preview, asked at every
+        checkout; the settlement decides with what is true then."""
+        rules, now = self._rules.rules, self._clock()
         try:
             rules.currency(request.currency)
         except UnknownCurrency as exc:
             raise bad_field("amount.currency_code", "not a currency of the program") from exc
-        member_id = request.member_id
-        standing = (await coupon_store.standing(conn, [member_id])).get(member_id)
-        if standing is None:
-            raise not_found("member")
-        if standing.state != ACTIVE:
-            raise member_not_active(standing.state, "cannot pay with the program")
-        view = (await tier_store.tier_views(conn, [member_id], *tiers.window_days(rules, now)))[
-            member_id
-        ]
-        tier = tiers.tier_of(rules, view.state)
+        day = earning.local_day(rules, now)
+        async with self._pool.acquire() as conn:
+            facts = await checkout_store.quote_facts(conn, request.member_id, day)
+            if facts is None:
+                raise not_found("member")
+            if facts.state != ACTIVE:
+                raise member_not_active(facts.state, "cannot pay with the program")
+            coupons = await checkout_store.usable_coupons(
+                conn, request.member_id, now, MAX_COUPONS_LOOKED_AT
+            )
+            running = await self._campaigns.running(conn, facts.campaign_epoch)
+        if request.codes:
+            wanted = set(request.codes)
+            coupons = [(c, spec) for c, spec in coupons if c.code in wanted]
+        tier = tiers.tier_of(rules, facts.tier)
         purchase = Purchase(
             request.currency, request.amount_minor, request.merchant_id, request.category, tier.code
         )
-        coupons = await self._coupons(conn, member_id, request.codes)
         quoted = checkout.quote(purchase, tier, coupons, now)
-        program, outcome = await self._points(
-            conn, request, quoted.charge_minor, tier.code, standing.registered_at, now
-        )
+        program, outcome = self._points(request, quoted.charge_minor, tier, facts, running, now)
         return CheckoutQuote(quoted, with_campaigns(program, outcome), outcome)
 
-    async def _coupons(
-        self, conn: Conn, member_id: str, codes: Sequence[str]
-    ) -> list[tuple[Coupon, TemplateSpec]]:
-        found = await coupon_store.member_coupons(
-            conn, member_id, [CouponState.ISSUED.value], None, MAX_COUPONS_LOOKED_AT, self._clock()
-        )
-        if codes:
-            found = [c for c in found if c.code in set(codes)]
-        specs: dict[str, TemplateSpec] = {}
-        for template_id in {c.template_id for c in found}:
-            template = await coupon_store.get_template(conn, template_id)
-            if template is not None:
-                specs[template_id] = template.spec
-        return [(c, specs[c.template_id]) for c in found if c.template_id in specs]
-
-    async def _points(
+    def _points(
         self,
-        conn: Conn,
         request: QuoteRequest,
         charge_minor: int,
-        tier_code: str,
-        registered: datetime,
+        tier: Tier,
+        facts: QuoteFacts,
+        running: RunningSet,
         now: datetime,
     ) -> tuple[Earning, CampaignOutcome]:
         """What the payment would earn on the amount charged (nothing when the discounts
-        take all of it)."""
+        take all of it), the campaigns' as if their budgets last."""
         if charge_minor <= 0:
-            return Earning(0, (), earning.BELOW_ONE_POINT), CampaignOutcome(())
+            return Earning(0, (), earning.BELOW_ONE_POINT), NO_CAMPAIGNS
         rules = self._rules.rules
-        tier = rules.tier(tier_code)
-        day = earning.local_day(rules, now)
-        earned_today = await ledger_store.earned_on(conn, request.member_id, day)
         program = earning.compute_earning(
             rules,
             request.currency,
             charge_minor,
             request.category,
             tier.earn_multiplier_bps,
-            earned_today,
+            facts.earned_today,
         )
-        running = by_priority(await campaign_store.running(conn))
-        if not running:
-            return program, CampaignOutcome(())
+        place = running.at(request.merchant_id, request.category)
+        if not place:
+            return program, NO_CAMPAIGNS
+        day = earning.local_day(rules, now)
         num, den = earning.base_points(rules, request.currency, charge_minor, request.category)
-        first = request.member_id not in await settled_before(conn, [request.member_id])
-        facts = PaymentFacts(
+        payment = PaymentFacts(
             request.member_id,
             now,
             day,
@@ -134,13 +111,12 @@ class Checkout:
             request.channel,
             num,
             den,
-            tier_code,
-            registered,
-            first,
+            tier.code,
+            facts.registered_at,
+            not facts.settled_before,
         )
-        # a preview: every budget as if it lasts
         unlimited = Allowances(
-            {k: Allowance() for r in running for k in r.keys(day)},
-            {(request.member_id, r.campaign_id): Allowance() for r in running},
+            {k: Allowance() for r in place for k in r.keys(day)},
+            {(request.member_id, r.campaign_id): Allowance() for r in place},
         )
-        return program, award(running, facts, unlimited)
+        return program, award(place, payment, unlimited)

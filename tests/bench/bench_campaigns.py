@@ -33,7 +33,10 @@ from typing import Any
 
 import asyncpg
 
+from services.points.balance import Balances
 from services.points.campaigns import Campaigns
+from services.points.checkout import Checkout
+from services.points.coupons import Coupons
 from services.points.domain.campaigns import (
     Audience,
     Budget,
@@ -43,13 +46,15 @@ from services.points.domain.campaigns import (
     Limit,
     MinimumAmount,
 )
+from services.points.domain.checkout import QuoteRequest
+from services.points.domain.coupons import DiscountKind, TemplateSpec
 from services.points.domain.members import MemberEvent
 from services.points.domain.settlement import Payment
 from services.points.members import MemberDirectory
 from services.points.program import load_rules_in_force
 from services.points.settings import DEFAULT_RULES_FILE
 from services.points.settlement import Settlement
-from tests.bench.common import machine_info, summarise
+from tests.bench.common import machine_info, measure, summarise
 from tests.support.postgres import PostgresForTests
 
 BATCH = 100
@@ -245,7 +250,87 @@ async def run(options: Options, pg: PostgresForTests) -> dict[str, Any]:
             f" ({rates['stacked'] / rates['none']:.3f}x) payments/s",
             file=sys.stderr,
         )
-    return _report(options, per_round, kept)
+    quote = await quote_against_balance(pg, options)
+    return _report(options, per_round, kept) | {"quote": quote}
+
+
+QUOTE_CALLERS = 16
+QUOTE_GOAL = 0.5
+
+
+async def quote_against_balance(pg: PostgresForTests, options: Options) -> dict[str, Any]:
+    """QuoteCheckout against GetBalance (the use cases, 16 callers, interleaved rounds) for
+    members with coupons in their wallet, under the mixed program."""
+    dsn = await pg.new_database()
+    pool = await asyncpg.create_pool(dsn, min_size=4, max_size=QUOTE_CALLERS)
+    assert pool is not None
+    rules = await load_rules_in_force(pool, DEFAULT_RULES_FILE)
+    directory = MemberDirectory(pool)
+    members = min(options.members, 500)
+    start = clock()
+    events = [
+        MemberEvent(1, f"mquote{i:05d}", "REGISTERED", "ACTIVE", None, start)
+        for i in range(members)
+    ]
+    await directory.apply(events)
+    campaigns = Campaigns(pool, rules, clock)
+    for i, spec in enumerate(mixed_specs()):
+        await campaigns.create(f"bench-{i}", spec)
+        await campaigns.activate(f"bench-{i}")
+    coupons = Coupons(pool, rules, clock)
+    for j, off in enumerate((500, 1000, 2000)):
+        terms = TemplateSpec(
+            f"{off} off",
+            DiscountKind.AMOUNT_OFF,
+            "CNY",
+            amount_off_minor=off,
+            min_spend_minor=off * 5,
+            valid_days=30,
+            stacks_with_tier_discount=bool(j % 2),
+        )
+        await coupons.create_template(f"bench-{j}", terms)
+        ids = [e.member_id for e in events]
+        await coupons.issue(f"bench-{j}", ids, f"bench-issue-{j}")
+    balances, checkout = Balances(pool, directory, clock), Checkout(pool, rules, clock)
+
+    async def balance(i: int) -> object:
+        return await balances.balance(f"mquote{i % members:05d}")
+
+    async def quote(i: int) -> object:
+        request = QuoteRequest(
+            f"mquote{i % members:05d}",
+            "CNY",
+            1000 + (i * 37) % 9000,
+            MERCHANTS[i % 4],
+            CATEGORIES[i % 5],
+            "app",
+        )
+        return await checkout.quote(request)
+
+    rounds = []
+    for r in range(options.rounds):
+        for name, call in (("balance", balance), ("quote", quote)):
+            result = await measure(
+                name,
+                call,
+                max(200, int(options.seconds * 400)),
+                50,
+                QUOTE_CALLERS,
+                f"round {r + 1}",
+            )
+            rounds.append((name, result))
+    await pool.close()
+    rates = {n: [res.throughput for m, res in rounds if m == n] for n in ("balance", "quote")}
+    ratio = statistics.median(q / b for q, b in zip(rates["quote"], rates["balance"], strict=True))
+    print(f"QuoteCheckout/GetBalance: {ratio:.3f}x (goal ≥ {QUOTE_GOAL}x)", file=sys.stderr)
+    last = {n: asdict(res) for n, res in rounds}
+    return {
+        "ratio": round(ratio, 3),
+        "goal": QUOTE_GOAL,
+        "met": ratio >= QUOTE_GOAL,
+        "balance": last["balance"],
+        "quote": last["quote"],
+    }
 
 
 LABELS = {
@@ -305,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         pg.close()
     print(
         f"mixed/none: {report['ratio']:.3f}x (goal ≥ {GOAL}x);"
-        f" stacked/none: {report['stacked_ratio']:.3f}x (no goal)"
+        f" stacked/none: {report['stacked_ratio']:.3f}x (no goal);"
+        f" QuoteCheckout/GetBalance: {report['quote']['ratio']:.3f}x (goal ≥ {QUOTE_GOAL}x)"
     )
     if options.output is not None:
         options.output.parent.mkdir(parents=True, exist_ok=True)

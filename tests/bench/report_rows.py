@@ -271,6 +271,12 @@ def campaigns(data: Json) -> Section:
     ]
     if rows and rows[1].ratio is not None:
         rows[1] = replace(rows[1], met=rows[1].ratio >= goal)
+    quote = data.get("quote")
+    if quote:
+        balance = _result_row("campaigns", quote["balance"], "GetBalance (use case)")
+        quoted = _result_row("campaigns", quote["quote"], "QuoteCheckout (use case)")
+        quoted = replace(related(quoted, balance, "GetBalance"), ratio=float(quote["ratio"]))
+        rows += [balance, at_least(quoted, float(quote["goal"]), "GetBalance")]
     return Section("campaigns", rows, machine=data.get("machine", {}))
 
 

@@ -182,6 +182,13 @@ CAMPAIGNS = {
             "settlement batch, 20 campaigns (10 stacked on every payment)", 5600, 55, 80, NONE, 4
         ),
     ],
+    "quote": {
+        "ratio": 0.64,
+        "goal": 0.5,
+        "met": True,
+        "balance": result("balance", 3000, 5, 9),
+        "quote": result("quote", 1920, 8, 14),
+    },
 }
 INPUTS = {
     "accounts": ACCOUNTS,
@@ -303,8 +310,9 @@ def test_the_batch_statements_alone_are_a_row_of_settlement_when_measured() -> N
 
 def test_campaigns_carry_the_mixed_goal_and_show_the_stacked_cost() -> None:
     section = READERS["campaigns"](CAMPAIGNS)
-    base, mixed, stacked = section.rows
+    base, mixed, stacked, balance, quote = section.rows
     assert base.is_baseline
     assert (mixed.ratio, mixed.met, mixed.target) == (0.92, True, "≥ 0.9x none")
     assert (stacked.ratio, stacked.met) == (0.7, None)
     assert "no goal" in stacked.note
+    assert balance.is_baseline and (quote.ratio, quote.met) == (0.64, True)
