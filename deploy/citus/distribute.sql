@@ -146,6 +146,11 @@ SELECT create_distributed_table('points.campaign_member_usage', 'member_id',
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
                   WHERE logicalrelid = 'points.campaign_member_usage'::regclass);
 
+SELECT create_distributed_table('points.campaign_coupons_due', 'member_id',
+                                colocate_with => 'accounts.members')
+WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                  WHERE logicalrelid = 'points.campaign_coupons_due'::regclass);
+
 SELECT create_distributed_table('points.coupons', 'member_id',
                                 colocate_with => 'accounts.members')
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition

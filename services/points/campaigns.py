@@ -28,8 +28,9 @@ from services.points.domain.earning import base_points, local_day
 from services.points.domain.rules import RulesInForce, UnknownCurrency
 from services.points.store import campaign_budgets as budget_store
 from services.points.store import campaigns as store
+from services.points.store import coupons as coupon_store
 from services.runtime.db import Conn, in_transaction
-from services.runtime.errors import already_exists, bad_field
+from services.runtime.errors import already_exists, bad_field, failed_precondition
 from services.runtime.paging import decode_token, encode_token
 
 CAMPAIGN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -39,6 +40,18 @@ CAMPAIGN_EXISTS = "CAMPAIGN_EXISTS"
 def check_campaign_id(campaign_id: str, field: str = "campaign_id") -> None:
     if not CAMPAIGN_ID.fullmatch(campaign_id):
         raise bad_field(field, "must match [a-z0-9][a-z0-9-]{0,63}")
+
+
+async def _check_coupon_template(conn: Conn, spec: CampaignSpec) -> None:
+    """A coupon campaign's template must exist and be active when it starts."""
+    template_id = spec.effect.coupon_template
+    if not template_id:
+        return
+    template = await coupon_store.get_template(conn, template_id)
+    if template is None or not template.active:
+        raise failed_precondition(
+            "COUPON_TEMPLATE_MISSING", "the campaign's coupon template is missing or retired"
+        )
 
 
 class Campaigns:
@@ -81,6 +94,7 @@ class Campaigns:
             await store.replace_draft(conn, campaign_id, spec, now)
         else:
             campaigns.check_running_set(spec, campaign_id, await store.running(conn))
+            await _check_coupon_template(conn, spec)
             await store.add_version(conn, campaign_id, current.version + 1, spec, now)
         return await self._view(conn, campaign_id)
 
@@ -98,6 +112,7 @@ class Campaigns:
         # the program may have changed since the draft was written (tiers, categories)
         campaigns.check_spec(current.spec, self._rules.rules, now)
         campaigns.check_running_set(current.spec, campaign_id, await store.running(conn))
+        await _check_coupon_template(conn, current.spec)
         await store.set_state(conn, campaign_id, CampaignState.ACTIVE, now)
         total = current.spec.budget.total
         if total.bounded:

@@ -26,9 +26,12 @@ from services.points.domain.coupons import (
     Template,
     TemplateSpec,
 )
+from services.points.domain.jobs import BatchResult
 from services.points.domain.members import ACTIVE, member_not_active
 from services.points.domain.rules import RulesInForce
 from services.points.domain.unknown_members import member_unknown
+from services.points.store import balance as balance_store
+from services.points.store import campaigns as campaign_store
 from services.points.store import coupons as store
 from services.points.store import ledger as ledger_store
 from services.points.store import settlement_batch as batch_store
@@ -66,7 +69,6 @@ COUPON_TEMPLATE_MISSING = "COUPON_TEMPLATE_MISSING"
 
 async def issue_in(
     conn: Conn,
-    rules: RulesInForce,
     now: datetime,
     template_id: str,
     member_id: str,
@@ -107,6 +109,28 @@ async def issue_in(
         await store.insert_coupons(conn, [coupon], key)
         made.append(coupon)
     return made
+
+
+async def issue_campaign_coupons(conn: Conn, now: datetime, limit: int) -> BatchResult:
+    """The `campaign_coupons` job's batch: the coupons coupon campaigns gave settlements,
+    issued (idempotent on `campaign:{campaign}:{payment}`), or refused with the reason
+    (the template's stock, limit or state), each in a savepoint."""
+    due = await campaign_store.due_coupons(conn, limit)
+    if not due:
+        return BatchResult(0, 0)
+    await balance_store.lock_balances(conn, [r["member_id"] for r in due])
+    done: list[tuple[str, str, str, str | None]] = []
+    for row in due:
+        key = f"campaign:{row['campaign_id']}:{row['payment_id']}"
+        refused = None
+        try:
+            async with conn.transaction():
+                await issue_in(conn, now, row["template_id"], row["member_id"], [key])
+        except DomainError as err:
+            refused = err.reason
+        done.append((row["member_id"], row["campaign_id"], row["payment_id"], refused))
+    await campaign_store.mark_coupons_done(conn, done, now)
+    return BatchResult(len(due), sum(1 for d in done if d[3] is None))
 
 
 class Coupons:

@@ -24,6 +24,7 @@ from datetime import datetime
 import asyncpg
 
 from services.points import metrics
+from services.points.coupons import issue_campaign_coupons
 from services.points.domain.jobs import (
     EXPIRY,
     MATURATION,
@@ -115,6 +116,7 @@ JOBS: tuple[Job, ...] = (
     # referral bonuses made due by referees' first settlements are paid to both sides
     Job(JobName.REFERRAL_BONUS, pay_referral_bonuses),
     Job(JobName.UNKNOWN_MEMBER_PURGE, purge_unknown_members),
+    Job(JobName.CAMPAIGN_COUPONS, issue_campaign_coupons),
     Job(JobName.COUPON_EXPIRY, expire_coupons),
 )
 

@@ -43,6 +43,7 @@ HOLIDAYS_PB = {v: k for k, v in HOLIDAYS.items()}
 EFFECTS = {
     ppb.CampaignEffect.KIND_MULTIPLIER: EffectKind.MULTIPLIER,
     ppb.CampaignEffect.KIND_FIXED_POINTS: EffectKind.FIXED_POINTS,
+    ppb.CampaignEffect.KIND_COUPON: EffectKind.COUPON,
 }
 EFFECTS_PB = {v: k for k, v in EFFECTS.items()}
 MAX_LIST_SIZE = 200
@@ -71,7 +72,7 @@ def spec_of(message: ppb.Campaign) -> CampaignSpec:
     end = _required_time(v, message, "end_time")
     kind = EFFECTS.get(message.effect.kind)
     if kind is None:
-        v.add("campaign.effect.kind", "required: MULTIPLIER or FIXED_POINTS")
+        v.add("campaign.effect.kind", "required: MULTIPLIER, FIXED_POINTS or COUPON")
     audience = message.audience
     for name in ("tiers", "merchant_categories", "merchant_ids", "channels"):
         if len(getattr(audience, name)) > MAX_LIST_ITEMS:
@@ -86,7 +87,12 @@ def spec_of(message: ppb.Campaign) -> CampaignSpec:
         name=message.display_name,
         start_at=start.ToDatetime(tzinfo=UTC),
         end_at=end.ToDatetime(tzinfo=UTC),
-        effect=Effect(kind, message.effect.multiplier_bps, message.effect.points),
+        effect=Effect(
+            kind,
+            message.effect.multiplier_bps,
+            message.effect.points,
+            message.effect.coupon_template.removeprefix("couponTemplates/"),
+        ),
         schedule=_schedule(message.schedule),
         audience=_audience(audience),
         priority=message.priority,
@@ -168,6 +174,9 @@ def campaign_pb(view: CampaignView) -> ppb.Campaign:
             kind=EFFECTS_PB[spec.effect.kind],
             multiplier_bps=spec.effect.multiplier_bps,
             points=spec.effect.points,
+            coupon_template=f"couponTemplates/{spec.effect.coupon_template}"
+            if spec.effect.coupon_template
+            else "",
         ),
         priority=spec.priority,
         exclusive=spec.exclusive,

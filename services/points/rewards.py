@@ -133,7 +133,7 @@ class Rewards(Spending):
         if reward.coupon_template is not None:  # a coupon reward: one coupon per unit
             keys = [f"{request.idempotency_key}:{i}" for i in range(request.quantity)]
             made = await issue_in(
-                conn, self._rules, self._clock(), reward.coupon_template, request.member_id, keys
+                conn, self._clock(), reward.coupon_template, request.member_id, keys
             )
             codes = tuple(c.code for c in made)
         result = await self._record_reward(conn, request, reward, taken, codes)

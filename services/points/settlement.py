@@ -147,7 +147,7 @@ async def settle_set_wise(
         outcomes[i] = outcome = await in_debt(conn, payments[i], award)
         if campaigns is not None and outcome.result is not None and not outcome.replayed:
             day = local_day(in_force.rules, payments[i].occurred_at)
-            campaigns.record(payments[i].member_id, day, award)
+            campaigns.record(payments[i].member_id, payments[i].payment_id, day, award)
     rest = None if campaigns is None else campaigns.flush()
     if rest is not None:  # what the one-by-one path's settlements got
         await campaign_store.record_awards(conn, rest)
@@ -326,7 +326,7 @@ def _settle(
     counted = None if not award.awards else (program.points, qualifying)
     write.add(member_id, row, settled.credit, counted)
     if campaigns is not None:
-        campaigns.record(member_id, day, award)
+        campaigns.record(member_id, payment.payment_id, day, award)
     # as a single call would leave it for the next item: its tier and window sum (the next
     # item earns at an upgraded tier), the day's earnings (the daily cap), the key (a
     # repeat in the batch), and a referral bonus made due (once)

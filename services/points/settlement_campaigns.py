@@ -109,7 +109,7 @@ class BatchCampaigns:
     running: RunningSet
     allowances: Allowances
     held: dict[BudgetKey, list[Slice]] = field(default_factory=dict)
-    given: list[tuple[str, date, CampaignOutcome]] = field(default_factory=list)
+    given: list[tuple[str, str, date, CampaignOutcome]] = field(default_factory=list)
     # members whose payment in this batch was settled already: later ones are not "first"
     settled_in_batch: set[str] = field(default_factory=set)
     # what the campaigns read of each payment a campaign can reach, by (member, key)
@@ -120,9 +120,9 @@ class BatchCampaigns:
         give it."""
         return award(candidates, facts, self.allowances)
 
-    def record(self, member_id: str, day: date, outcome: CampaignOutcome) -> None:
+    def record(self, member_id: str, payment_id: str, day: date, outcome: CampaignOutcome) -> None:
         if outcome.awards:
-            self.given.append((member_id, day, outcome))
+            self.given.append((member_id, payment_id, day, outcome))
 
     def flush(self) -> CampaignWrite | None:
         """What the settlements recorded so far got, as rows to write (with the batch's
@@ -134,8 +134,11 @@ class BatchCampaigns:
         usage: dict[MemberKey, list[int]] = {}
         spent: dict[BudgetKey, list[int]] = {}
         results: dict[str, list[int]] = {}
-        for member_id, day, outcome in self.given:
+        coupons: list[tuple[str, str, str, str]] = []
+        for member_id, payment_id, day, outcome in self.given:
             for a in outcome.awards:
+                if a.coupon_template:
+                    coupons.append((member_id, a.campaign_id, payment_id, a.coupon_template))
                 _add(results, a.campaign_id, a.points)
                 running = by_id[a.campaign_id]
                 if running.member_budget:
@@ -155,6 +158,7 @@ class BatchCampaigns:
             [(c, slice_of, p, n) for c, (p, n) in sorted(results.items())],
             [(k, p, n) for k, (p, n) in sorted(usage.items())],
             slices,
+            coupons,
         )
 
 

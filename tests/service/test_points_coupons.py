@@ -479,3 +479,67 @@ async def test_a_coupon_reward_spends_points_and_issues_the_coupon_at_once(
         pb.GetBalanceRequest(name=f"members/{member_id}/balance"), metadata=wallet(suite)
     )
     assert after.available == balance_before.available == 100
+
+
+async def test_a_coupon_campaign_gives_coupons_through_the_jobs(
+    suite: Suite, pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    api, who = stub(suite), marketing(suite)
+
+    def coupon_campaign(**budget: ppb.CampaignLimit) -> ppb.Campaign:
+        return ppb.Campaign(
+            display_name="Coupon day",
+            start_time=ts(NOW - timedelta(days=1)),
+            end_time=ts(NOW + timedelta(days=2)),
+            effect=ppb.CampaignEffect(
+                kind=ppb.CampaignEffect.KIND_COUPON, coupon_template="couponTemplates/gift"
+            ),
+            audience=ppb.CampaignAudience(merchant_ids=["gift-shop"]),
+            budget=ppb.CampaignBudget(**budget),
+        )
+
+    await expect_error(
+        api.CreateCampaign(
+            ppb.CreateCampaignRequest(
+                campaign_id="bad-gift", campaign=coupon_campaign(total=ppb.CampaignLimit(points=5))
+            ),
+            metadata=who,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    await api.CreateCampaign(
+        ppb.CreateCampaignRequest(
+            campaign_id="gift-day", campaign=coupon_campaign(total=ppb.CampaignLimit(awards=2))
+        ),
+        metadata=who,
+    )
+    await expect_error(
+        api.ActivateCampaign(ppb.ActivateCampaignRequest(name="campaigns/gift-day"), metadata=who),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_TEMPLATE_MISSING",
+    )
+    await created(suite, "gift", template(per_member_limit=1))
+    await api.ActivateCampaign(ppb.ActivateCampaignRequest(name="campaigns/gift-day"), metadata=who)
+    first, second = await known_member(suite), await known_member(suite)
+    settled = []
+    for member_id, payment_id in ((first, "g-1"), (first, "g-2"), (second, "g-3")):
+        request = payment(member_id, payment_id, 1000, "retail")
+        request.merchant_id = "gift-shop"
+        settled.append(await suite.points.SettlePayment(request, metadata=settler(suite)))
+    assert [s.points for s in settled] == [10, 10, 10]  # coupons, not points
+    explained = await suite.points.ExplainTransaction(
+        pb.ExplainTransactionRequest(name=settled[0].transaction), metadata=suite.auth("officer")
+    )
+    assert any(s.name == "campaign" and "coupon of gift" in s.note for s in explained.steps)
+    await JobRunner(pool).run_once(datetime.now(UTC))
+    # the budget of two awards went to the first two payments; the template's limit of one
+    # per member refused the second coupon of the first member
+    assert len(await wallet_of(suite, first)) == 1
+    assert await wallet_of(suite, second) == []
+    refused = await db.fetch(
+        "SELECT payment_id, refused FROM points.campaign_coupons_due ORDER BY payment_id"
+    )
+    assert [(r["payment_id"], r["refused"]) for r in refused] == [
+        ("g-1", None),
+        ("g-2", "COUPON_PER_MEMBER_LIMIT"),
+    ]

@@ -53,6 +53,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "campaign_coupons": 0,
         "coupon_expiry": 0,
     }
     got = await balance(suite, member_id)
@@ -64,6 +65,7 @@ async def test_pending_points_become_available_after_the_return_window(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "campaign_coupons": 0,
         "coupon_expiry": 0,
     }
     got = await balance(suite, member_id)
@@ -117,6 +119,7 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "campaign_coupons": 0,
         "coupon_expiry": 0,
     }
     assert done(await runner.run_once(first_expiry)) == {
@@ -126,6 +129,7 @@ async def test_lots_expire_at_their_expiry_soonest_first(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "campaign_coupons": 0,
         "coupon_expiry": 0,
     }
     got = await balance(suite, member_id)
@@ -168,6 +172,7 @@ async def test_a_second_run_at_the_same_time_does_nothing(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "campaign_coupons": 0,
         "coupon_expiry": 0,
     }
     assert done(await runner.run_once(later)) == {
@@ -177,6 +182,7 @@ async def test_a_second_run_at_the_same_time_does_nothing(
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "campaign_coupons": 0,
         "coupon_expiry": 0,
     }
     rows = await db.fetchval(
@@ -350,6 +356,7 @@ async def test_run_jobs_command(suite: Suite) -> None:
         "tier_review": 0,
         "referral_bonus": 0,
         "unknown_member_purge": 0,
+        "campaign_coupons": 0,
         "coupon_expiry": 0,
     }
     assert (await balance(suite, member_id)).lifetime_earned == settled.points

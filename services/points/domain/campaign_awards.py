@@ -69,6 +69,7 @@ class CampaignAward(NamedTuple):
     points: int
     tier_qualifying: bool
     note: str  # the explanation step's words, before the points
+    coupon_template: str = ""  # a coupon campaign's award: a coupon of this template
 
 
 class CampaignOutcome(NamedTuple):
@@ -149,6 +150,7 @@ class Running:
     joined_within: timedelta | None
     fixed_points: int  # FIXED_POINTS; 0 for a multiplier
     extra_bps: int  # MULTIPLIER: the part above x1
+    coupon_template: str  # COUPON: its awards are coupons, not points
     cap: int | None
     exclusive: bool
     tier_qualifying: bool
@@ -206,7 +208,10 @@ def compile_running(campaign: Campaign) -> Running:
         first_payment=audience.first_payment,
         joined_within=None if within is None else timedelta(days=within),
         fixed_points=fixed,
-        extra_bps=0 if fixed else effect.multiplier_bps - BPS,
+        extra_bps=0
+        if fixed or effect.kind is not EffectKind.MULTIPLIER
+        else effect.multiplier_bps - BPS,
+        coupon_template=effect.coupon_template if effect.kind is EffectKind.COUPON else "",
         cap=spec.cap_per_payment,
         exclusive=spec.exclusive,
         tier_qualifying=spec.tier_qualifying,
@@ -214,7 +219,12 @@ def compile_running(campaign: Campaign) -> Running:
         daily_budget=budget.per_day.bounded,
         member_budget=budget.per_member.bounded,
         days={},
-        note=f"campaign {spec.name!r} ({campaign.campaign_id} v{campaign.version}) adds ",
+        note=(
+            f"campaign {spec.name!r} ({campaign.campaign_id} v{campaign.version}) issues a"
+            f" coupon of {effect.coupon_template}"
+            if effect.kind is EffectKind.COUPON
+            else f"campaign {spec.name!r} ({campaign.campaign_id} v{campaign.version}) adds "
+        ),
     )
 
 
@@ -288,10 +298,13 @@ def _payment_fits(running: Running, facts: PaymentFacts) -> bool:
 
 
 def bonus(running: Running, facts: PaymentFacts) -> int:
-    """The campaign's points for the payment before budgets: rounded down once, capped."""
+    """The campaign's points for the payment before budgets: rounded down once, capped (a
+    coupon campaign's award counts as 1 here: it draws one award on its budgets)."""
     num, den = facts.base_num, facts.base_den
     if num <= 0:
         return 0
+    if running.coupon_template:
+        return 1
     points = running.fixed_points or num * running.extra_bps // (den * BPS)
     cap = running.cap
     return points if cap is None or points <= cap else cap
@@ -336,14 +349,16 @@ def award(
             points = _allowed(running, facts, allowances, points)
             if points <= 0:
                 continue
+        coupon = running.coupon_template
         awards.append(
             CampaignAward(
                 running.campaign_id,
                 running.version,
                 running.name,
-                points,
+                0 if coupon else points,
                 running.tier_qualifying,
                 running.note,
+                coupon,
             )
         )
         if running.exclusive:
@@ -377,7 +392,7 @@ def with_campaigns(earning: Earning, outcome: CampaignOutcome) -> Earning:
     extra = 0
     for a in outcome.awards:
         points = str(a.points)
-        steps.append(Step(CAMPAIGN_STEP, points, a.note + points))
+        steps.append(Step(CAMPAIGN_STEP, points, a.note if a.coupon_template else a.note + points))
         extra += a.points
     total = earning.points + extra
     note = f"{earning.points} from the program and {extra} from campaigns make {total}"

@@ -84,6 +84,8 @@ class CampaignWrite(NamedTuple):
     results: list[tuple[str, int, int, int]]
     usage: list[tuple[MemberKey, int, int]]
     spent: list[tuple[BudgetKey, SliceSpend]]
+    # coupon campaigns' awards: (member, campaign, payment, template), issued by a job
+    coupons: list[tuple[str, str, str, str]]
 
 
 def taken(slices: list[Slice], spent: Sequence[SliceSpend]) -> list[Slice]:

@@ -9,6 +9,7 @@ stored JSON form of a version: `spec_of(s.document()) == s`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -34,6 +35,8 @@ MAX_JOINED_WITHIN_DAYS = 3660
 MAX_PRIORITY = 1000
 MAX_ACTIVE_CAMPAIGNS = 200  # every batch matches each payment against each running campaign
 
+_TEMPLATE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # services/points/coupons.TEMPLATE_ID
+
 CAMPAIGN_NOT_DRAFT = "CAMPAIGN_NOT_DRAFT"
 CAMPAIGN_ENDED = "CAMPAIGN_ENDED"
 CAMPAIGN_WINDOW_OVER = "CAMPAIGN_WINDOW_OVER"
@@ -51,6 +54,7 @@ class CampaignState(StrEnum):
 class EffectKind(StrEnum):
     MULTIPLIER = "MULTIPLIER"  # basis points on the base points: 20000 doubles them
     FIXED_POINTS = "FIXED_POINTS"  # points per payment
+    COUPON = "COUPON"  # a coupon of a template per payment (issued by the points jobs)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Effect:
     kind: EffectKind
     multiplier_bps: int = 0
     points: int = 0
+    coupon_template: str = ""  # COUPON
 
 
 @dataclass(frozen=True)
@@ -173,10 +178,13 @@ def check_spec(spec: CampaignSpec, rules: Rules, now: datetime, path: str = "cam
     if not 0 <= spec.priority <= MAX_PRIORITY:
         found.add(f"{path}.priority", f"must be within 0..{MAX_PRIORITY}")
     _positive(found, spec.cap_per_payment, f"{path}.cap_per_payment")
+    coupon = spec.effect.kind is EffectKind.COUPON
     for name in ("total", "per_day", "per_member"):
         limit: Limit = getattr(spec.budget, name)
         _positive(found, limit.points, f"{path}.budget.{name}.points")
         _positive(found, limit.awards, f"{path}.budget.{name}.awards")
+        if coupon and limit.points is not None:
+            found.add(f"{path}.budget.{name}.points", "a coupon campaign's budgets count awards")
     found.raise_if_any()
 
 
@@ -243,6 +251,10 @@ def _codes(
 
 
 def _check_effect(found: ViolationCollector, effect: Effect, path: str) -> None:
+    if effect.kind is EffectKind.COUPON:
+        if not _TEMPLATE_ID.fullmatch(effect.coupon_template):
+            found.add(f"{path}.coupon_template", "must name a coupon template")
+        return
     if effect.kind is EffectKind.MULTIPLIER:
         if not BPS < effect.multiplier_bps <= MAX_MULTIPLIER_BPS:
             found.add(f"{path}.multiplier_bps", f"must be within {BPS + 1}..{MAX_MULTIPLIER_BPS}")
@@ -328,6 +340,7 @@ def _spec_document(spec: CampaignSpec) -> dict[str, Any]:
             "kind": spec.effect.kind.value,
             "multiplier_bps": spec.effect.multiplier_bps,
             "points": spec.effect.points,
+            "coupon_template": spec.effect.coupon_template,
         },
         "schedule": {
             "days_of_week": list(schedule.days_of_week),
@@ -377,7 +390,12 @@ def spec_of(doc: Mapping[str, Any]) -> CampaignSpec:
         name=doc["name"],
         start_at=datetime.fromisoformat(doc["start_at"]),
         end_at=datetime.fromisoformat(doc["end_at"]),
-        effect=Effect(EffectKind(effect["kind"]), effect["multiplier_bps"], effect["points"]),
+        effect=Effect(
+            EffectKind(effect["kind"]),
+            effect["multiplier_bps"],
+            effect["points"],
+            effect.get("coupon_template", ""),
+        ),
         schedule=Schedule(
             tuple(schedule["days_of_week"]),
             tuple(schedule["days_of_month"]),

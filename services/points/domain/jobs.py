@@ -37,6 +37,7 @@ class JobName(StrEnum):
     REFERRAL_BONUS = "referral_bonus"
     UNKNOWN_MEMBER_PURGE = "unknown_member_purge"
     COUPON_EXPIRY = "coupon_expiry"
+    CAMPAIGN_COUPONS = "campaign_coupons"
 
 
 @dataclass(frozen=True)

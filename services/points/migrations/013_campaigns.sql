@@ -127,3 +127,19 @@ BEGIN
     RETURN QUERY SELECT * FROM unnest(got_c, got_p, got_s, got_pl, got_al);
 END;
 $$;
+
+-- Coupons a coupon campaign gave settlements, issued by the `campaign_coupons` job (the
+-- template's stock and limits are the issue's business, not the settlement's). Written in
+-- the settlement batch's statement; `done_at` once issued or refused (`refused`: the reason).
+CREATE TABLE points.campaign_coupons_due (
+    member_id   text        NOT NULL,
+    campaign_id text        NOT NULL,
+    payment_id  text        NOT NULL,
+    template_id text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    done_at     timestamptz,
+    refused     text,
+    PRIMARY KEY (member_id, campaign_id, payment_id)
+);
+CREATE INDEX campaign_coupons_pending ON points.campaign_coupons_due (created_at)
+    WHERE done_at IS NULL;

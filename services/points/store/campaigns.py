@@ -155,9 +155,9 @@ async def list_page(conn: Conn, query: CampaignQuery) -> list[Campaign]:
 
 
 def campaign_ctes(first: int) -> str:
-    """The CTEs that write a CampaignWrite, its 13 parameters from `$first` on (also part
+    """The CTEs that write a CampaignWrite, its 17 parameters from `$first` on (also part
     of the settlement batch's statement, store/settlement_batch.py)."""
-    n = [f"${first + i}" for i in range(13)]
+    n = [f"${first + i}" for i in range(17)]
     return (
         "campaign_results AS (INSERT INTO points.campaign_results (campaign_id, slice, points,"
         f"  awards) SELECT * FROM unnest({n[0]}::text[], {n[1]}::int[], {n[2]}::bigint[],"
@@ -175,7 +175,10 @@ def campaign_ctes(first: int) -> str:
         "  SET points_left = s.points_left - d.p, awards_left = s.awards_left - d.a"
         f"  FROM unnest({n[8]}::text[], {n[9]}::text[], {n[10]}::int[], {n[11]}::bigint[],"
         f"  {n[12]}::bigint[]) AS d(c, period, i, p, a)"
-        "  WHERE s.campaign_id = d.c AND s.period = d.period AND s.slice = d.i)"
+        "  WHERE s.campaign_id = d.c AND s.period = d.period AND s.slice = d.i),"
+        " campaign_coupons AS (INSERT INTO points.campaign_coupons_due (member_id, campaign_id,"
+        f"  payment_id, template_id) SELECT * FROM unnest({n[13]}::text[], {n[14]}::text[],"
+        f"  {n[15]}::text[], {n[16]}::text[]) ON CONFLICT DO NOTHING)"
     )
 
 
@@ -192,6 +195,7 @@ def campaign_args(given: CampaignWrite) -> list[list[Any]]:
         [s.slice for _, s in spent],
         [s.points for _, s in spent],
         [s.awards for _, s in spent],
+        *_columns(given.coupons, 4),
     ]
 
 
@@ -235,3 +239,26 @@ async def settled_in(
     await conn.execute(f"SET LOCAL statement_timeout = {SIMULATION_TIMEOUT_MS}")
     async for row in conn.cursor(_SETTLED, start, end, settled_by, limit, prefetch=1000):
         yield row
+
+
+async def due_coupons(conn: Conn, limit: int) -> list[asyncpg.Record]:
+    """Coupon campaigns' awards not issued yet, oldest first, locked (SKIP LOCKED)."""
+    return await conn.fetch(
+        "SELECT member_id, campaign_id, payment_id, template_id"
+        " FROM points.campaign_coupons_due WHERE done_at IS NULL"
+        " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+
+
+async def mark_coupons_done(
+    conn: Conn, done: Sequence[tuple[str, str, str, str | None]], now: datetime
+) -> None:
+    """(member, campaign, payment, refusal reason or None) of the awards dealt with."""
+    await conn.execute(
+        "UPDATE points.campaign_coupons_due d SET done_at = $5, refused = u.r"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(m, c, p, r)"
+        " WHERE d.member_id = u.m AND d.campaign_id = u.c AND d.payment_id = u.p",
+        *_columns(done, 4),
+        now,
+    )
