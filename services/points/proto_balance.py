@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from membership.points.v1 import points_pb2 as pb
 
 from services.points.domain.balance import Balance, ExpiringPoints
+from services.points.domain.coupons import Coupon
 from services.points.proto import timestamp
 from services.runtime.errors import ViolationCollector
-from services.runtime.names import member_id_of
+from services.runtime.names import member_id_of, member_name
 
 SUFFIX = "/balance"
 
@@ -21,7 +22,9 @@ def member_of(request: pb.GetBalanceRequest) -> str:
     return member_id
 
 
-def balance_pb(name: str, row: Balance, expiring: Sequence[ExpiringPoints]) -> pb.Balance:
+def balance_pb(
+    name: str, row: Balance, expiring: Sequence[ExpiringPoints], coupons: Sequence[Coupon] = ()
+) -> pb.Balance:
     return pb.Balance(
         name=name,
         available=row.available,
@@ -31,5 +34,13 @@ def balance_pb(name: str, row: Balance, expiring: Sequence[ExpiringPoints]) -> p
         expiring=[
             pb.ExpiringPoints(points=e.points, expire_time=timestamp(e.expires_at))
             for e in expiring
+        ],
+        expiring_coupons=[
+            pb.ExpiringCoupon(
+                coupon=f"{member_name(c.member_id)}/coupons/{c.code}",
+                template=f"couponTemplates/{c.template_id}",
+                expire_time=timestamp(c.expires_at),
+            )
+            for c in coupons
         ],
     )

@@ -14,5 +14,5 @@ class BalanceRpcs(RpcGroup):
         self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Balance:
         member_id = member_of(request)
-        row, expiring = await self.deps.balances.balance(member_id)
-        return balance_pb(request.name, row, expiring)
+        row, expiring, coupons = await self.deps.balances.balance(member_id)
+        return balance_pb(request.name, row, expiring, coupons)

@@ -207,6 +207,15 @@ async def test_the_wallet_lists_soonest_expiring_first_and_only_its_own(suite: S
     assert [c.template for c in coupons] == ["couponTemplates/short", "couponTemplates/long"]
     assert await wallet_of(suite, other) == []
     assert len(await wallet_of(suite, member_id, REDEEMED)) == 0
+    # the balance's "expiring soon" shows them too, soonest first
+    balance = await suite.points.GetBalance(
+        pb.GetBalanceRequest(name=f"members/{member_id}/balance"), metadata=wallet(suite)
+    )
+    assert [c.template for c in balance.expiring_coupons] == [
+        "couponTemplates/short",
+        "couponTemplates/long",
+    ]
+    assert balance.expiring_coupons[0].coupon == coupons[0].name
     page = await stub(suite).ListMemberCoupons(
         ppb.ListMemberCouponsRequest(member=f"members/{member_id}", page_size=1),
         metadata=wallet(suite),

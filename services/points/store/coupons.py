@@ -276,3 +276,17 @@ async def expire_due(conn: Conn, now: datetime, limit: int) -> tuple[int, int]:
     )
     seen = max(len(ended), len(lapsed))
     return seen, len(ended) + len(lapsed)
+
+
+async def expiring_soonest(conn: Conn, member_id: str, now: datetime, count: int) -> list[Coupon]:
+    """The member's usable coupons (ISSUED or RESERVED, not past their end) that expire
+    soonest: the balance's "expiring soon"."""
+    rows = await conn.fetch(
+        f"SELECT {_COUPON} FROM points.coupons WHERE member_id = $1"
+        " AND state IN ('ISSUED', 'RESERVED') AND expires_at > $2"
+        " ORDER BY expires_at, coupon_id LIMIT $3",
+        member_id,
+        now,
+        count,
+    )
+    return [_coupon(r) for r in rows]
