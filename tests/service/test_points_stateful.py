@@ -1,5 +1,6 @@
 """Random sequences of ledger operations (settle, refund, grant, hold, capture, release,
-redeem, start a budgeted campaign, advance the clock and run the jobs) against real
+redeem, start a budgeted campaign, issue coupons and pay with them, advance the clock and
+run the jobs) against real
 PostgreSQL, checked after every step against a small pure-Python model
 (tests/support/ledger_model.py) and by Reconcile.
 
@@ -32,9 +33,11 @@ from hypothesis.stateful import (
 )
 
 from services.points.campaigns import Campaigns
+from services.points.coupons import Coupons
 from services.points.domain import tiers
 from services.points.domain.balance import NO_BALANCE, Balance
 from services.points.domain.campaigns import Budget, CampaignSpec, Effect, EffectKind, Limit
+from services.points.domain.coupons import DiscountKind, TemplateSpec
 from services.points.domain.grants import GrantRequest
 from services.points.domain.members import MemberEvent
 from services.points.domain.refunds import RefundRequest
@@ -96,6 +99,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.spending = Spending(self.pool, members, self.in_force, clock)
         self.grants = Grants(self.pool, self.in_force, clock)
         self.campaigns = Campaigns(self.pool, self.in_force, clock)
+        self.coupons = Coupons(self.pool, self.in_force, clock)
+        # code -> [member, state, payment id, expires_at]: the coupons, as the model sees them
+        self.coupon_model: dict[str, list[Any]] = {}
         self.jobs = JobRunner(self.pool)
         events = [MemberEvent(1, m, "REGISTERED", "ACTIVE", None, START) for m in MEMBERS]
         self.run(members.apply(events))
@@ -125,8 +131,59 @@ class LedgerMachine(RuleBasedStateMachine):
             return list(await conn.fetch(query, *args))
 
     @initialize()
-    def nothing_yet(self) -> None:
-        pass
+    def a_coupon_template(self) -> None:
+        spec = TemplateSpec(
+            "¥1 off", DiscountKind.AMOUNT_OFF, "CNY", amount_off_minor=100, valid_days=60
+        )
+        self.run(self.coupons.create_template("stateful", spec))
+
+    @rule(member=st.sampled_from(MEMBERS))
+    def issue_coupon(self, member: str) -> None:
+        (issued,) = self.run(self.coupons.issue("stateful", [member], f"i{next(self.ids)}"))
+        coupon = issued.coupon
+        assert coupon is not None and issued.error is None
+        self.coupon_model[coupon.code] = [member, "ISSUED", None, coupon.expires_at]
+
+    @precondition(lambda self: any(c[1] == "ISSUED" for c in self.coupon_model.values()))
+    @rule(data=st.data(), minor=st.integers(1, 10_000))
+    def pay_with_a_coupon(self, data: st.DataObject, minor: int) -> None:
+        """Reserved at checkout, redeemed by the payment's settlement."""
+        code = data.draw(
+            st.sampled_from(sorted(k for k, c in self.coupon_model.items() if c[1] == "ISSUED"))
+        )
+        member = self.coupon_model[code][0]
+        payment_id = f"p{next(self.ids)}"
+        self.run(self.coupons.reserve(member, code, payment_id))
+        payment = Payment(member, payment_id, "CNY", minor, "shop", "retail", self.now, "app")
+        result = self.run(self.ledger.settle(payment))
+        assert result.points == self.model.settle(member, payment_id, minor, self.now)
+        self.coupon_model[code][1:3] = ["REDEEMED", payment_id]
+
+    @precondition(lambda self: any(c[1] == "REDEEMED" for c in self.coupon_model.values()))
+    @rule(data=st.data())
+    def a_used_coupon_is_refused(self, data: st.DataObject) -> None:
+        code = data.draw(
+            st.sampled_from(sorted(k for k, c in self.coupon_model.items() if c[1] == "REDEEMED"))
+        )
+        _, err = self.attempt(self.coupons.reserve(self.coupon_model[code][0], code, "again"))
+        assert err is not None and err.reason == "COUPON_USED", err
+
+    @invariant()
+    def coupons_match_the_model(self) -> None:
+        stored = {
+            r["code"]: (r["state"], r["redeemed_payment_id"])
+            for r in self.run(
+                self.fetch("SELECT code, state, redeemed_payment_id FROM points.coupons")
+            )
+        }
+        wanted = {
+            code: (c[1], c[2] if c[1] == "REDEEMED" else None)
+            for code, c in self.coupon_model.items()
+        }
+        assert stored == wanted
+        # no payment redeemed two coupons, no coupon was redeemed by two payments
+        payments = [p for _, p in stored.values() if p is not None]
+        assert len(payments) == len(set(payments))
 
     # payments up to 100 CNY: a few of them reach the model's tiers, none reaches a cap
     @rule(member=st.sampled_from(MEMBERS), minor=st.integers(1, 10_000))
@@ -180,6 +237,14 @@ class LedgerMachine(RuleBasedStateMachine):
             assert err is not None and err.reason == "REFUND_EXCEEDS_PAYMENT", err
             return
         assert err is None, err
+        if paid.refunded == paid.minor:  # the whole payment: its coupon, if valid, comes back
+            for coupon in self.coupon_model.values():
+                if (
+                    coupon[2] == paid.payment_id
+                    and coupon[1] == "REDEEMED"
+                    and (self.now < coupon[3])
+                ):
+                    coupon[1:3] = ["ISSUED", None]
         assert (result.points_clawed_back, result.points_uncollectable) == predicted
 
     @rule(member=st.sampled_from(MEMBERS), points=st.integers(1, 10))
@@ -249,6 +314,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.now = now
         self.run(self.jobs.run_once(now))
         self.model.run_jobs(now)
+        for coupon in self.coupon_model.values():
+            if coupon[1] == "ISSUED" and coupon[3] <= now:
+                coupon[1] = "EXPIRED"
 
     async def balance(self, member: str) -> Balance:
         async with self.pool.acquire() as conn:
