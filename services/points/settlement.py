@@ -125,7 +125,7 @@ async def settle_set_wise(
     record of what they gave (settlement_campaigns.py)."""
     book = book or CampaignBook()
     asked = book.needs_first_payment
-    view = await _read(conn, payments, in_force, clock, asked)
+    view = await _read(conn, payments, in_force, clock, asked, book.member_budgets)
     running = await book.running(conn, view.seen.campaign_epoch)
     if book.needs_first_payment and not asked:  # the running set changed to need it
         await _read_settled_before(conn, view)
@@ -160,6 +160,7 @@ async def _read(
     in_force: RulesInForce,
     clock: Callable[[], datetime],
     settled_before: bool,
+    usage_of: Sequence[str] = (),
 ) -> BatchView:
     rules = in_force.rules
     members = sorted({p.member_id for p in payments})
@@ -177,6 +178,7 @@ async def _read(
         window=tiers.window_days(rules, now),
         id_count=3 * len(known),
         settled_before=settled_before,
+        usage_of=usage_of,
     )
     views = {m: TierView(s.tier, s.qualifying) for m, s in seen.members.items()}
     return BatchView(available=available, seen=seen, tiers=views, now=now)
@@ -224,7 +226,8 @@ async def _campaigns(
         found = _facts(in_force, view, p, view.seen.members[p.member_id].settled_before is False)
         if found is not None:
             candidates.append((key, found))
-    return await settlement_campaigns.prepare(conn, book, running, candidates)
+    read = (view.seen.usage_of, view.seen.usage)
+    return await settlement_campaigns.prepare(conn, book, running, candidates, read)
 
 
 def _award(

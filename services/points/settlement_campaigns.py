@@ -61,6 +61,12 @@ class CampaignBook:
     def needs_first_payment(self) -> bool:
         return self._running.first_payment
 
+    @property
+    def member_budgets(self) -> tuple[str, ...]:
+        """The running campaigns with a per-member budget (the batch reads their usage with
+        its locked read)."""
+        return tuple(r.campaign_id for r in self._running.all if r.member_budget)
+
     async def running(self, conn: Conn, epoch: int) -> RunningSet:
         if epoch != self._epoch:
             self._running = RunningSet(by_priority(await campaign_store.running(conn)))
@@ -176,6 +182,7 @@ async def prepare(
     book: CampaignBook,
     running: RunningSet,
     candidates: Sequence[tuple[tuple[str, str], PaymentFacts]],
+    read: tuple[frozenset[str], dict[MemberKey, tuple[int, int]]] = (frozenset(), {}),
 ) -> BatchCampaigns:
     """The budgets the batch may draw on, for the payments a campaign can reach: shared
     ones claimed from slices, each member's read under the member's lock (which the batch
@@ -187,7 +194,7 @@ async def prepare(
         demand(place, facts, wanted)
         pairs.update((facts.member_id, r.campaign_id) for r in place if r.member_budget)
     held = await _claim(conn, book, running.all, wanted) if wanted else {}
-    members = await _member_allowances(conn, running.all, pairs) if pairs else {}
+    members = await _member_allowances(conn, running.all, pairs, read) if pairs else {}
     allowances = Allowances({k: campaign_budgets.held(v) for k, v in held.items()}, members)
     return BatchCampaigns(running, allowances, held, facts=dict(candidates))
 
@@ -216,11 +223,20 @@ async def _claim(
 
 
 async def _member_allowances(
-    conn: Conn, running: tuple[Running, ...], pairs: set[MemberKey]
+    conn: Conn,
+    running: tuple[Running, ...],
+    pairs: set[MemberKey],
+    read: tuple[frozenset[str], dict[MemberKey, tuple[int, int]]],
 ) -> dict[MemberKey, Allowance]:
+    """Each (member, campaign)'s budget left: from the batch's locked read when it covered
+    the campaign (the usual case), else read now (the running set changed at this batch)."""
     by_id = {r.campaign_id: r for r in running}
-    members = sorted({m for m, _ in pairs})
-    used = await budget_store.member_usage(conn, members, sorted({c for _, c in pairs}))
+    campaign_ids = {c for _, c in pairs}
+    if campaign_ids <= read[0]:
+        used = read[1]
+    else:
+        members = sorted({m for m, _ in pairs})
+        used = await budget_store.member_usage(conn, members, sorted(campaign_ids))
     allowances = {}
     for member_id, campaign_id in pairs:
         points, awards = used.get((member_id, campaign_id), (0, 0))

@@ -38,6 +38,10 @@ class BatchSeen:
     earned: dict[tuple[str, date], int]  # points counted by the daily cap
     ids: list[int]  # for the batch's transactions, lots and transfers
     campaign_epoch: int = 0  # moves when the running campaigns change
+    # members' usage of the campaigns in `usage_of` (those with a per-member budget when the
+    # batch started): (member, campaign) -> (points, awards)
+    usage_of: frozenset[str] = frozenset()
+    usage: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass

@@ -72,7 +72,10 @@ SELECT
         JOIN unnest($6::text[], $7::date[]) AS k(member_id, day)
           ON d.member_id = k.member_id AND d.day = k.day) AS earned,
   array(SELECT nextval('points.ledger_ids') FROM generate_series(1, $8)) AS ids,
-  (SELECT epoch FROM points.campaign_epoch WHERE one) AS campaign_epoch
+  (SELECT epoch FROM points.campaign_epoch WHERE one) AS campaign_epoch,
+  array(SELECT row(u.member_id, u.campaign_id, u.points, u.awards)
+        FROM points.campaign_member_usage u
+        WHERE u.member_id = ANY($1::text[]) AND u.campaign_id = ANY($10::text[])) AS usage
 """
 
 
@@ -85,11 +88,13 @@ async def read_locked(
     window: tuple[date, date],
     id_count: int,
     settled_before: bool = False,
+    usage_of: Sequence[str] = (),
 ) -> BatchSeen:
     """Everything the batch decides on, in one statement after the members' locks (so it
     sees what earlier lock holders committed), and `id_count` new ledger ids.
     `settled_before`: also whether each member has settled a payment before (a campaign
-    for first payments runs)."""
+    for first payments runs); `usage_of`: the campaigns with a per-member budget whose
+    usage by these members to read."""
     row = await conn.fetchrow(
         READ_LOCKED,
         list(member_ids),
@@ -100,6 +105,7 @@ async def read_locked(
         [d for _, d in member_days],
         id_count,
         settled_before,
+        list(usage_of),
     )
     if row is None:
         raise RuntimeError("a SELECT without FROM returned no row")
@@ -109,6 +115,8 @@ async def read_locked(
         earned={(r[0], r[1]): int(r[2]) for r in row["earned"]},
         ids=[int(i) for i in row["ids"]],
         campaign_epoch=int(row["campaign_epoch"]),
+        usage_of=frozenset(usage_of),
+        usage={(r[0], r[1]): (int(r[2]), int(r[3])) for r in row["usage"]},
     )
 
 
