@@ -41,11 +41,13 @@ from services.runtime.errors import (
     already_exists,
     bad_field,
     failed_precondition,
+    idempotency_key_reused,
     not_found,
 )
 
 TEMPLATE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TEMPLATE_EXISTS = "COUPON_TEMPLATE_EXISTS"
+COUPON_PAYMENT_HAS_ONE = "COUPON_PAYMENT_HAS_ONE"  # at most one coupon per payment
 MAX_ISSUE_MEMBERS = 1000
 MAX_PAGE = 200
 
@@ -118,12 +120,17 @@ async def issue_campaign_coupons(conn: Conn, now: datetime, limit: int) -> Batch
     due = await campaign_store.due_coupons(conn, limit)
     if not due:
         return BatchResult(0, 0)
-    await balance_store.lock_balances(conn, [r["member_id"] for r in due])
+    members = [r["member_id"] for r in due]
+    await balance_store.lock_balances(conn, members)
+    standing = await store.standing(conn, members)
     done: list[tuple[str, str, str, str | None]] = []
     for row in due:
         key = f"campaign:{row['campaign_id']}:{row['payment_id']}"
         refused = None
+        state = standing[row["member_id"]].state if row["member_id"] in standing else None
         try:
+            if state != ACTIVE:  # a member closed or erased since gets no coupon
+                raise member_not_active(state or "ERASED", "gets no coupons")
             async with conn.transaction():
                 await issue_in(conn, now, row["template_id"], row["member_id"], [key])
         except DomainError as err:
@@ -226,6 +233,8 @@ class Coupons:
     ) -> Issued | None:
         """The answer of a member that gets no new coupon (None: it gets one)."""
         if member_id in earlier:
+            if earlier[member_id].template_id != template.template_id:
+                return Issued(member_id, None, idempotency_key_reused("request_id"))
             return Issued(member_id, earlier[member_id], None, repeat=True)
         error: DomainError | None = None
         if member_id not in known:
@@ -289,11 +298,16 @@ class Coupons:
     async def _reserve(self, conn: Conn, member_id: str, code: str, payment_id: str) -> Coupon:
         coupon = await self._locked(conn, member_id, code)
         now = self._clock()
-        if coupon.state is CouponState.RESERVED and coupon.reserved_payment_id == payment_id:
-            return coupon  # a repeat of this reservation
+        shown = coupon.shown_state(now)
+        if shown is CouponState.RESERVED and coupon.reserved_payment_id == payment_id:
+            return coupon  # a repeat of this reservation, still held
         refusal = coupons.refusal_to_reserve(coupon, now)
         if refusal is not None:
             raise refusal
+        if await store.payment_has_coupon(conn, member_id, payment_id, coupon.coupon_id):
+            raise failed_precondition(
+                COUPON_PAYMENT_HAS_ONE, "another coupon is reserved for this payment"
+            )
         state, tier, _ = (await store.standing(conn, [member_id]))[member_id]
         if state != ACTIVE:
             raise member_not_active(state, "cannot use coupons")

@@ -44,18 +44,13 @@ from services.points.store import campaign_budgets as budget_store
 from services.points.store import campaigns as campaign_store
 from services.runtime.db import Conn
 
-# day budgets remembered as cut; a reload of the running set past this forgets them
-MAX_CUT_REMEMBERED = 10_000
-
 
 class CampaignBook:
-    """The running campaigns in priority order, as of the epoch a batch last read, and the
-    day budgets whose slices are known to be cut (so a batch does not cut them again)."""
+    """The running campaigns in priority order, as of the epoch a batch last read."""
 
     def __init__(self) -> None:
         self._epoch = -1
         self._running = RunningSet(())
-        self.cut: set[BudgetKey] = set()
 
     @property
     def needs_first_payment(self) -> bool:
@@ -71,8 +66,6 @@ class CampaignBook:
         if epoch != self._epoch:
             self._running = RunningSet(by_priority(await campaign_store.running(conn)))
             self._epoch = epoch
-            if len(self.cut) > MAX_CUT_REMEMBERED:
-                self.cut.clear()
         return self._running
 
 
@@ -120,6 +113,9 @@ class BatchCampaigns:
     settled_in_batch: set[str] = field(default_factory=set)
     # what the campaigns read of each payment a campaign can reach, by (member, key)
     facts: dict[tuple[str, str], PaymentFacts] = field(default_factory=dict)
+    # the results slice this batch adds to, for every campaign and every flush: one lock
+    # per campaign's results, taken in campaign order (no cycle with another batch)
+    results_slice: int = field(default_factory=lambda: secrets.randbelow(campaign_budgets.SLICES))
 
     def decide(self, candidates: tuple[Running, ...], facts: PaymentFacts) -> CampaignOutcome:
         """What `candidates` (the running campaigns that can reach the payment's place)
@@ -158,10 +154,8 @@ class BatchCampaigns:
             out = campaign_budgets.spend(self.held[key], points, count)
             self.held[key] = campaign_budgets.taken(self.held[key], out)
             slices += [(key, s) for s in out]
-        # each campaign's results go to one slice, chosen per batch
-        slice_of = secrets.randbelow(campaign_budgets.SLICES)
         return CampaignWrite(
-            [(c, slice_of, p, n) for c, (p, n) in sorted(results.items())],
+            [(c, self.results_slice, p, n) for c, (p, n) in sorted(results.items())],
             [(k, p, n) for k, (p, n) in sorted(usage.items())],
             slices,
             coupons,
@@ -199,27 +193,29 @@ async def prepare(
     return BatchCampaigns(running, allowances, held, facts=dict(candidates))
 
 
-async def _cut_days(
-    conn: Conn, book: CampaignBook, running: tuple[Running, ...], keys: list[BudgetKey]
-) -> None:
-    """A day's slices are cut when the day is first needed (by any batch: ON CONFLICT)."""
+def _day_slices(
+    running: tuple[Running, ...], keys: list[BudgetKey]
+) -> list[tuple[BudgetKey, Slice]]:
+    """The slices of the days among `keys`, which the claim cuts when a day is first needed
+    (by any batch: ON CONFLICT DO NOTHING, in the claim's own statement)."""
     by_id = {r.campaign_id: r for r in running}
+    cut: list[tuple[BudgetKey, Slice]] = []
     for key in keys:
-        if key[1] == TOTAL_PERIOD or key in book.cut:
-            continue
-        limit = by_id[key[0]].spec.budget.per_day
-        await budget_store.create_slices(conn, key[0], key[1], campaign_budgets.split(limit))
-        book.cut.add(key)
+        if key[1] != TOTAL_PERIOD:
+            limit = by_id[key[0]].spec.budget.per_day
+            cut += [(key, s) for s in campaign_budgets.split(limit)]
+    return cut
 
 
 async def _claim(
     conn: Conn, book: CampaignBook, running: tuple[Running, ...], wanted: dict[BudgetKey, Allowance]
 ) -> dict[BudgetKey, list[Slice]]:
     keys = sorted(wanted)
-    await _cut_days(conn, book, running, keys)
     asked = [(k, wanted[k].points or 0, wanted[k].awards or 0) for k in keys]
     start = secrets.randbelow(campaign_budgets.SLICES)  # batches start at different slices
-    return await budget_store.claim(conn, asked, start, campaign_budgets.FREE_SLICES_PER_CLAIM)
+    return await budget_store.claim(
+        conn, asked, _day_slices(running, keys), start, campaign_budgets.FREE_SLICES_PER_CLAIM
+    )
 
 
 async def _member_allowances(

@@ -171,6 +171,9 @@ async def test_bulk_issue_is_idempotent_bounded_by_stock_and_the_member_limit(
     assert [r.error_reason for r in first.results] == ["", "", "MEMBER_FROZEN", "MEMBER_UNKNOWN"]
     codes = {r.coupon.code for r in first.results if r.coupon.code}
     assert len(codes) == 2 and all(len(c) == 26 for c in codes)
+    await created(suite, "other-template", template())
+    reused = await issue(suite, "other-template", [members[0]], "bulk-1")
+    assert reused.results[0].error_reason == "IDEMPOTENCY_KEY_REUSED"
     again = await issue(suite, "limited", members, "bulk-1")
     assert (again.issued, again.repeated, again.failed) == (1, 2, 0)
     assert {r.coupon.code for r in again.results[:2]} == codes
@@ -299,6 +302,17 @@ async def test_release_partial_refunds_and_lapsed_reservations(
         grpc.StatusCode.FAILED_PRECONDITION,
         reason="COUPON_RESERVED",
     )
+    # one coupon per payment: a second coupon of the member cannot be held for p-1
+    await created(suite, "held-too", template())
+    (other,) = (await issue(suite, "held-too", [member_id], "issue-2")).results
+    await expect_error(
+        api.ReserveCoupon(
+            ppb.ReserveCouponRequest(name=other.coupon.name, payment_id="p-1"),
+            metadata=wallet(suite),
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_PAYMENT_HAS_ONE",
+    )
     released = await api.ReleaseCoupon(
         ppb.ReleaseCouponRequest(name=name, payment_id="p-1"), metadata=wallet(suite)
     )
@@ -310,16 +324,16 @@ async def test_release_partial_refunds_and_lapsed_reservations(
     )
     lapse = late.reserve_expire_time.ToDatetime(tzinfo=UTC) + timedelta(seconds=1)
     await JobRunner(pool).run_once(lapse)
-    (lapsed,) = await wallet_of(suite, member_id)
+    lapsed = next(c for c in await wallet_of(suite, member_id) if c.name == name)
     assert lapsed.state == ISSUED
     await suite.points.SettlePayment(payment(member_id, "p-3", 4000), metadata=settler(suite))
-    (used,) = await wallet_of(suite, member_id)
+    used = next(c for c in await wallet_of(suite, member_id) if c.name == name)
     assert used.state == REDEEMED
     # a partial refund keeps it used
     await suite.points.RefundPayment(
         refund(member_id, "p-3", "r-part", 1000), metadata=settler(suite)
     )
-    assert (await wallet_of(suite, member_id))[0].state == REDEEMED
+    assert next(c for c in await wallet_of(suite, member_id) if c.name == name).state == REDEEMED
 
 
 async def test_coupons_expire_and_the_expiry_job_writes_it(

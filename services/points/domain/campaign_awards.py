@@ -247,6 +247,9 @@ class RunningSet:
         self._places: dict[tuple[str, str], tuple[Running, ...]] = {}
         self._budgeted: dict[tuple[str, str], bool] = {}
 
+    def __bool__(self) -> bool:
+        return bool(self.all)
+
     def at(self, merchant_id: str, category: str) -> tuple[Running, ...]:
         key = (merchant_id, category)
         found = self._places.get(key)

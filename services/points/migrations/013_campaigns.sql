@@ -73,9 +73,13 @@ CREATE TABLE points.campaign_results (
 -- apply), the subtransaction is rolled back, which releases them, and every non-empty slice
 -- of those budgets is locked in (campaign, period, slice) order, waiting for its holders.
 -- A holder of free slices never waits, and waiters lock in one order: no cycle of waits.
+-- A budget with no non-empty slice left counts as covered (it gives nothing): it does not
+-- send every batch down the waiting path. `cut_*`: the slices of day budgets, created first
+-- when that day has none (ON CONFLICT DO NOTHING: another batch may cut them at once).
 CREATE FUNCTION points.claim_campaign_budgets(
     campaign_ids text[], periods text[], wanted_points bigint[], wanted_awards bigint[],
-    first_slice integer, per_budget integer)
+    first_slice integer, per_budget integer,
+    cut_c text[], cut_p text[], cut_s integer[], cut_pl bigint[], cut_al bigint[])
 RETURNS TABLE (campaign_id text, period text, slice integer, points_left bigint,
                awards_left bigint)
 LANGUAGE plpgsql AS $$
@@ -83,6 +87,10 @@ DECLARE
     got_c text[]; got_p text[]; got_s integer[]; got_pl bigint[]; got_al bigint[];
     covered boolean;
 BEGIN
+    INSERT INTO points.campaign_budget_slices AS s
+        (campaign_id, period, slice, points_left, awards_left)
+    SELECT * FROM unnest(cut_c, cut_p, cut_s, cut_pl, cut_al)
+    ON CONFLICT DO NOTHING;
     BEGIN
         SELECT array_agg(k.c), array_agg(k.p), array_agg(f.slice), array_agg(f.points_left),
                array_agg(f.awards_left)
@@ -98,11 +106,16 @@ BEGIN
                LIMIT per_budget
                  FOR UPDATE SKIP LOCKED) AS f;
         SELECT coalesce(bool_and(ok), true) INTO covered FROM (
-            SELECT count(g.c) > 0
-                   AND (bool_or(g.c IS NOT NULL AND g.pl IS NULL)
-                        OR coalesce(sum(g.pl), 0) >= w.wp)
-                   AND (bool_or(g.c IS NOT NULL AND g.al IS NULL)
-                        OR coalesce(sum(g.al), 0) >= w.wa) AS ok
+            SELECT (count(g.c) > 0
+                    AND (bool_or(g.c IS NOT NULL AND g.pl IS NULL)
+                         OR coalesce(sum(g.pl), 0) >= w.wp)
+                    AND (bool_or(g.c IS NOT NULL AND g.al IS NULL)
+                         OR coalesce(sum(g.al), 0) >= w.wa))
+                   OR NOT EXISTS (
+                       SELECT 1 FROM points.campaign_budget_slices e
+                        WHERE e.campaign_id = w.c AND e.period = w.p
+                          AND (e.points_left IS NULL OR e.points_left > 0)
+                          AND (e.awards_left IS NULL OR e.awards_left > 0)) AS ok
               FROM unnest(campaign_ids, periods, wanted_points, wanted_awards)
                    AS w(c, p, wp, wa)
               LEFT JOIN unnest(got_c, got_p, got_pl, got_al) AS g(c, p, pl, al)

@@ -36,21 +36,29 @@ def _slice(r: asyncpg.Record) -> Slice:
 async def claim(
     conn: Conn,
     wanted: Sequence[tuple[BudgetKey, int, int]],
+    cut: Sequence[tuple[BudgetKey, Slice]],
     first_slice: int,
     per_budget: int,
 ) -> dict[BudgetKey, list[Slice]]:
     """The slices a batch holds of each budget (key, points and awards it may give): a few
-    free ones when they cover it, else every non-empty one, waited for (the function
-    points.claim_campaign_budgets, migration 013, says how and why in one round trip)."""
+    free ones when they cover it, else every non-empty one, waited for; `cut`: the slices
+    of day budgets, created if the day has none yet (the function
+    points.claim_campaign_budgets, migration 013, says how and why, in one round trip)."""
     rows = await conn.fetch(
         "SELECT * FROM points.claim_campaign_budgets($1::text[], $2::text[], $3::bigint[],"
-        " $4::bigint[], $5, $6)",
+        " $4::bigint[], $5, $6, $7::text[], $8::text[], $9::int[], $10::bigint[],"
+        " $11::bigint[])",
         [k[0] for k, _, _ in wanted],
         [k[1] for k, _, _ in wanted],
         [p for _, p, _ in wanted],
         [a for _, _, a in wanted],
         first_slice,
         per_budget,
+        [k[0] for k, _ in cut],
+        [k[1] for k, _ in cut],
+        [s.slice for _, s in cut],
+        [s.points_left for _, s in cut],
+        [s.awards_left for _, s in cut],
     )
     return _by_key([k for k, _, _ in wanted], rows)
 

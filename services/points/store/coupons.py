@@ -124,18 +124,19 @@ async def issued_before(
     """The coupons already issued under `issue_key` to each member, and how many of the
     template each member holds (any state: the per-member limit counts every issue)."""
     rows = await conn.fetch(
-        f"SELECT {_COUPON}, issue_key FROM points.coupons"
-        " WHERE member_id = ANY($1::text[]) AND (issue_key = $2 OR template_id = $3)",
+        f"SELECT {_COUPON} FROM points.coupons"
+        " WHERE member_id = ANY($1::text[]) AND issue_key = $2",
         list(member_ids),
         issue_key,
+    )
+    counted = await conn.fetch(
+        "SELECT member_id, count(*) AS n FROM points.coupons"
+        " WHERE member_id = ANY($1::text[]) AND template_id = $2 GROUP BY member_id",
+        list(member_ids),
         template_id,
     )
-    earlier = {r["member_id"]: _coupon(r) for r in rows if r["issue_key"] == issue_key}
-    counts: dict[str, int] = {}
-    for r in rows:
-        if r["template_id"] == template_id:
-            counts[r["member_id"]] = counts.get(r["member_id"], 0) + 1
-    return earlier, counts
+    earlier = {r["member_id"]: _coupon(r) for r in rows}
+    return earlier, {r["member_id"]: int(r["n"]) for r in counted}
 
 
 async def insert_coupons(conn: Conn, coupons: Sequence[Coupon], issue_key: str) -> None:
@@ -197,6 +198,19 @@ async def lock_by_code(conn: Conn, member_id: str, code: str) -> Coupon | None:
         code,
     )
     return None if row is None else _coupon(row)
+
+
+async def payment_has_coupon(conn: Conn, member_id: str, payment_id: str, other_than: int) -> bool:
+    """Whether another of the member's coupons is held for the payment (reserved, or a
+    lapsed reservation its settlement would still redeem)."""
+    found = await conn.fetchval(
+        "SELECT true FROM points.coupons WHERE member_id = $1 AND reserved_payment_id = $2"
+        " AND state IN ('RESERVED', 'ISSUED') AND coupon_id <> $3 LIMIT 1",
+        member_id,
+        payment_id,
+        other_than,
+    )
+    return bool(found)
 
 
 async def set_reservation(
