@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from membership.points.v1 import promotions_pb2 as ppb
@@ -25,6 +25,7 @@ from membership.points.v1 import promotions_pb2_grpc as ppb_grpc
 
 from membership_cli import launcher, tokens
 from membership_cli.errors import EXIT_OK, CliError, usage_error
+from membership_cli.points_jobs import parse_now
 from services.runtime.config import ConfigError, load_settings
 
 TOKEN_ENV = "MEMBERSHIP_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
@@ -41,6 +42,8 @@ examples:
   membership campaigns get double-8th
   membership campaigns update double-8th --file member-day-v2.json
   membership campaigns end double-8th
+  membership campaigns simulate double-8th --from 2026-11-01T00:00:00+08:00 \
+      --to 2026-12-01T00:00:00+08:00
 
 member-day.json (proto3 JSON of membership.points.v1.Campaign):
   {"displayName": "Member day", "startTime": "2026-12-01T00:00:00+08:00",
@@ -162,6 +165,29 @@ def cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _time(raw: str, flag: str) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    try:
+        stamp.FromDatetime(parse_now(raw))
+    except CliError as exc:
+        raise usage_error(f"{flag}: {exc}") from exc
+    return stamp
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    request = ppb.SimulateCampaignRequest(
+        start_time=_time(args.start, "--from"), end_time=_time(args.end, "--to")
+    )
+    if args.file:
+        request.campaign.CopyFrom(_terms(args.file))
+    elif args.campaign_id:
+        request.name = _name(args.campaign_id)
+    else:
+        raise usage_error("name a campaign, or give its terms with --file")
+    _print(_call(args, "SimulateCampaign", request))
+    return EXIT_OK
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     states = [ppb.Campaign.State.Value(f"STATE_{s}") for s in args.state]
     token = ""
@@ -202,6 +228,15 @@ def add_campaigns(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         if needs_file:
             command.add_argument("--file", required=True, help="the terms, proto3 JSON")
         _common(command)
+    simulate = commands.add_parser(
+        "simulate", help="run a campaign's terms over a past period's payments (writes nothing)"
+    )
+    simulate.set_defaults(handler=cmd_simulate)
+    simulate.add_argument("campaign_id", nargs="?", default="")
+    simulate.add_argument("--file", help="terms not stored yet, proto3 JSON")
+    simulate.add_argument("--from", dest="start", required=True, help="ISO 8601 with a zone")
+    simulate.add_argument("--to", dest="end", required=True, help="ISO 8601 with a zone")
+    _common(simulate)
     listing = commands.add_parser("list", help="list campaigns")
     listing.set_defaults(handler=cmd_list)
     listing.add_argument(

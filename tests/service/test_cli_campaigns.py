@@ -58,6 +58,12 @@ async def test_a_member_day_from_a_file(
     assert json.loads(out)["pointsGiven"] == "30"
     code, out, _ = await cli(suite, capsys, "end", "cli-day")
     assert code == EXIT_OK and json.loads(out)["state"] == "STATE_ENDED"
+    # the same terms over the last days' payments: the one settled above would have got 30
+    period = ["--from", (NOW - timedelta(days=1)).isoformat(), "--to", NOW.isoformat()]
+    code, out, _ = await cli(suite, capsys, "simulate", "--file", str(file), *period)
+    assert code == EXIT_OK, out
+    code, out, _ = await cli(suite, capsys, "simulate", *period)
+    assert code == EXIT_USAGE
 
 
 async def test_errors_name_the_fault(
