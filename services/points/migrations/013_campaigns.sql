@@ -87,9 +87,14 @@ DECLARE
     got_c text[]; got_p text[]; got_s integer[]; got_pl bigint[]; got_al bigint[];
     covered boolean;
 BEGIN
+    -- only for days without slices: ON CONFLICT alone would wait for every batch that
+    -- holds (and so has updated) a slice of an existing day
     INSERT INTO points.campaign_budget_slices AS s
         (campaign_id, period, slice, points_left, awards_left)
-    SELECT * FROM unnest(cut_c, cut_p, cut_s, cut_pl, cut_al)
+    SELECT n.c, n.p, n.i, n.pl, n.al FROM unnest(cut_c, cut_p, cut_s, cut_pl, cut_al)
+           AS n(c, p, i, pl, al)
+     WHERE NOT EXISTS (SELECT 1 FROM points.campaign_budget_slices e
+                        WHERE e.campaign_id = n.c AND e.period = n.p)
     ON CONFLICT DO NOTHING;
     BEGIN
         SELECT array_agg(k.c), array_agg(k.p), array_agg(f.slice), array_agg(f.points_left),
