@@ -281,6 +281,8 @@ async def locked_read_plan(dsn: str, members: int) -> str:
             ids,
             [today] * len(ids),
             3 * len(ids),
+            False,  # no first-payment campaign runs
+            [],  # no campaign with a per-member budget
         )
     finally:
         await conn.close()
