@@ -339,6 +339,23 @@ class Coupons:
             coupon, state=CouponState.ISSUED, reserved_payment_id=None, reserved_until=None
         )
 
+    async def revoke(self, member_id: str, code: str) -> Coupon:
+        return await in_transaction(self._pool, lambda conn: self._revoke(conn, member_id, code))
+
+    async def _revoke(self, conn: Conn, member_id: str, code: str) -> Coupon:
+        coupon = await self._locked(conn, member_id, code)
+        state = coupon.shown_state(self._clock())
+        if state is CouponState.REVOKED:
+            return coupon
+        if state is CouponState.REDEEMED:
+            raise failed_precondition(coupons.COUPON_USED, "the coupon was used")
+        if state is CouponState.EXPIRED:
+            raise failed_precondition(coupons.COUPON_EXPIRED, "the coupon has expired")
+        await store.set_reservation(conn, coupon, CouponState.REVOKED, None, None)
+        return replace(
+            coupon, state=CouponState.REVOKED, reserved_payment_id=None, reserved_until=None
+        )
+
     async def _locked(self, conn: Conn, member_id: str, code: str) -> Coupon:
         floor = self._rules.rules.available_floor
         if not await batch_store.lock_known_members(conn, [member_id], floor):

@@ -19,10 +19,10 @@ from services.points.proto_campaigns import (
     simulation_request_of,
     spec_of,
 )
-from services.points.server_coupons import CouponRpcs
+from services.points.server_coupons import CouponRpcs, RevokeRpcs
 
 
-class PromotionsServicer(CouponRpcs, ppb_grpc.PromotionsServiceServicer):
+class PromotionsServicer(CouponRpcs, RevokeRpcs, ppb_grpc.PromotionsServiceServicer):
     """Campaigns here, coupons in server_coupons.py."""
 
     def __init__(self, campaigns: Campaigns, coupons: Coupons, checkout: Checkout) -> None:

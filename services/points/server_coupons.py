@@ -21,7 +21,7 @@ from services.points.proto_coupons import (
     wallet_query_of,
     wallet_token,
 )
-from services.runtime.errors import bad_field
+from services.runtime.errors import ViolationCollector, bad_field
 from services.runtime.paging import decode_token, encode_token
 
 
@@ -93,6 +93,20 @@ class CouponRpcs:
         member_id, code = coupon_of(request.name)
         payment_id = _payment_id(request.payment_id)
         coupon = await self.coupons.release(member_id, code, payment_id)
+        return coupon_pb(coupon, self.coupons.now())
+
+
+class RevokeRpcs:
+    coupons: Coupons
+
+    async def RevokeCoupon(
+        self, request: ppb.RevokeCouponRequest, context: grpc.aio.ServicerContext
+    ) -> ppb.Coupon:
+        member_id, code = coupon_of(request.name)
+        v = ViolationCollector()
+        v.text(request.reason, "reason", 200)
+        v.raise_if_any()
+        coupon = await self.coupons.revoke(member_id, code)
         return coupon_pb(coupon, self.coupons.now())
 
 

@@ -73,6 +73,8 @@ METHOD_SCOPES: dict[str, str] = {
     PROMOTIONS + "ListMemberCoupons": "points.balance.read",
     PROMOTIONS + "ReserveCoupon": "points.points.spend",
     PROMOTIONS + "ReleaseCoupon": "points.points.spend",
+    # taking a member's coupon back is the back office's, like a goodwill grant above its cap
+    PROMOTIONS + "RevokeCoupon": "points.ledger.reconcile",
     # the checkout asks for the member, before it pays
     PROMOTIONS + "QuoteCheckout": "points.points.spend",
     PRIVACY_CRYPTO + "EncryptFields": "privacy.crypto.encrypt",

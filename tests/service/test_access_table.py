@@ -259,6 +259,9 @@ class Requests:
             "ReleaseCoupon": lambda: prpb.ReleaseCouponRequest(
                 name=f"{name}/coupons/ACLNONE", payment_id="acl"
             ),
+            "RevokeCoupon": lambda: prpb.RevokeCouponRequest(
+                name=f"{name}/coupons/ACLNONE", reason="acl"
+            ),
             "QuoteCheckout": lambda: prpb.QuoteCheckoutRequest(
                 member=name,
                 amount=ptpb.Money(currency_code="CNY", amount_minor=100),

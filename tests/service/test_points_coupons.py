@@ -336,6 +336,35 @@ async def test_release_partial_refunds_and_lapsed_reservations(
     assert next(c for c in await wallet_of(suite, member_id) if c.name == name).state == REDEEMED
 
 
+async def test_an_admin_revokes_a_coupon(suite: Suite) -> None:
+    _, coupon = await one_coupon(suite, "revoked")
+    api, admin = stub(suite), suite.auth("admin")
+    await expect_error(
+        api.RevokeCoupon(
+            ppb.RevokeCouponRequest(name=coupon.name, reason="abuse"), metadata=marketing(suite)
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    gone = await api.RevokeCoupon(
+        ppb.RevokeCouponRequest(name=coupon.name, reason="abuse"), metadata=admin
+    )
+    again = await api.RevokeCoupon(
+        ppb.RevokeCouponRequest(name=coupon.name, reason="abuse"), metadata=admin
+    )
+    assert gone.state == again.state == ppb.Coupon.STATE_REVOKED
+    await expect_error(
+        api.ReserveCoupon(
+            ppb.ReserveCouponRequest(name=coupon.name, payment_id="p"), metadata=wallet(suite)
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="COUPON_REVOKED",
+    )
+    await expect_error(
+        api.RevokeCoupon(ppb.RevokeCouponRequest(name=coupon.name, reason=""), metadata=admin),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
 async def test_coupons_expire_and_the_expiry_job_writes_it(
     suite: Suite, pool: asyncpg.Pool
 ) -> None:
