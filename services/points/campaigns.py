@@ -6,7 +6,6 @@ checks see each other) and tells settlement batches to reload the running set.""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -25,6 +24,7 @@ from services.points.domain.campaigns import (
     campaign_not_found,
 )
 from services.points.domain.earning import base_points, local_day
+from services.points.domain.promotion_terms import PROMOTION_ID
 from services.points.domain.rules import RulesInForce, UnknownCurrency
 from services.points.store import campaign_budgets as budget_store
 from services.points.store import campaigns as store
@@ -33,12 +33,11 @@ from services.runtime.db import Conn, in_transaction
 from services.runtime.errors import already_exists, bad_field, failed_precondition
 from services.runtime.paging import decode_token, encode_token
 
-CAMPAIGN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 CAMPAIGN_EXISTS = "CAMPAIGN_EXISTS"
 
 
 def check_campaign_id(campaign_id: str, field: str = "campaign_id") -> None:
-    if not CAMPAIGN_ID.fullmatch(campaign_id):
+    if not PROMOTION_ID.fullmatch(campaign_id):
         raise bad_field(field, "must match [a-z0-9][a-z0-9-]{0,63}")
 
 

@@ -6,7 +6,6 @@ domain/coupons.py's."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from services.points.domain.coupons import (
 )
 from services.points.domain.jobs import BatchResult
 from services.points.domain.members import ACTIVE, member_not_active
+from services.points.domain.promotion_terms import PROMOTION_ID
 from services.points.domain.rules import RulesInForce
 from services.points.domain.unknown_members import member_unknown
 from services.points.store import balance as balance_store
@@ -45,7 +45,6 @@ from services.runtime.errors import (
     not_found,
 )
 
-TEMPLATE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TEMPLATE_EXISTS = "COUPON_TEMPLATE_EXISTS"
 COUPON_PAYMENT_HAS_ONE = "COUPON_PAYMENT_HAS_ONE"  # at most one coupon per payment
 MAX_ISSUE_MEMBERS = 1000
@@ -53,7 +52,7 @@ MAX_PAGE = 200
 
 
 def check_template_id(template_id: str, field: str = "template_id") -> None:
-    if not TEMPLATE_ID.fullmatch(template_id):
+    if not PROMOTION_ID.fullmatch(template_id):
         raise bad_field(field, "must match [a-z0-9][a-z0-9-]{0,63}")
 
 

@@ -11,7 +11,6 @@ from membership.points.v1 import promotions_pb2 as ppb
 from services.points.domain.campaign_calendar import HolidaySchedule
 from services.points.domain.campaign_simulation import Simulation
 from services.points.domain.campaigns import (
-    MAX_LIST_ITEMS,
     Audience,
     Budget,
     Campaign,
@@ -25,6 +24,7 @@ from services.points.domain.campaigns import (
     MinimumAmount,
     Schedule,
 )
+from services.points.domain.promotion_terms import MAX_LIST_ITEMS
 from services.points.proto import timestamp
 from services.runtime.errors import ViolationCollector
 

@@ -20,9 +20,9 @@ from services.points.domain.settlement import (
     PointsState,
     SettlementResult,
     SettlementRow,
-    explanation_json,
 )
 from services.points.domain.settlement_batch import BatchWrite
+from services.points.domain.settlement_explanation import explanation_json
 from services.points.program import load_rules_file
 from services.points.settings import DEFAULT_RULES_FILE
 from services.points.store import settlement_batch as store

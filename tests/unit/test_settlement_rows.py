@@ -20,8 +20,8 @@ from services.points.domain.settlement import (
     PointsState,
     SettlementResult,
     StoredPrior,
-    explanation_json,
 )
+from services.points.domain.settlement_explanation import explanation_json
 from services.points.program import load_rules_file
 from services.points.settings import DEFAULT_RULES_FILE
 

@@ -9,7 +9,6 @@ stored JSON form of a version: `spec_of(s.document()) == s`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -17,6 +16,11 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from services.points.domain.campaign_calendar import HOLIDAY_SCHEDULES, HolidaySchedule
+from services.points.domain.promotion_terms import (
+    PROMOTION_ID,
+    check_codes,
+    check_places,
+)
 from services.points.domain.rules import BPS, MAX_MULTIPLIER_BPS, Rules
 from services.points.domain.strict import INT64_MAX
 from services.runtime.errors import (
@@ -26,16 +30,11 @@ from services.runtime.errors import (
     not_found,
 )
 
-MAX_CAMPAIGN_ID = 64
 MAX_NAME = 100
 MAX_WINDOW_DAYS = 366
-MAX_LIST_ITEMS = 100  # tiers, categories, merchants, channels, days in one audience/schedule
-MAX_ITEM_CHARS = 64
 MAX_JOINED_WITHIN_DAYS = 3660
 MAX_PRIORITY = 1000
 MAX_ACTIVE_CAMPAIGNS = 200  # every batch matches each payment against each running campaign
-
-_TEMPLATE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # services/points/coupons.TEMPLATE_ID
 
 CAMPAIGN_NOT_DRAFT = "CAMPAIGN_NOT_DRAFT"
 CAMPAIGN_ENDED = "CAMPAIGN_ENDED"
@@ -212,15 +211,9 @@ def _bounded_ints(
 
 
 def _check_audience(found: ViolationCollector, audience: Audience, rules: Rules, path: str) -> None:
-    known_tiers = {t.code for t in rules.tiers}
-    _codes(found, audience.tiers, f"{path}.tiers", known_tiers, "not a tier of the program")
-    known = rules.known_categories
-    for index, category in enumerate(audience.categories):
-        if category in rules.non_earning_categories:
-            found.add(f"{path}.categories[{index}]", "a category that never earns points")
-    _codes(found, audience.categories, f"{path}.categories", known, "not a known category")
-    _codes(found, audience.merchant_ids, f"{path}.merchant_ids", None, "")
-    _codes(found, audience.channels, f"{path}.channels", None, "")
+    paths = (f"{path}.tiers", f"{path}.categories", f"{path}.merchant_ids")
+    check_places(found, rules, audience.tiers, audience.categories, audience.merchant_ids, paths)
+    check_codes(found, audience.channels, f"{path}.channels", None, "")
     within = audience.joined_within_days
     if within is not None and not 1 <= within <= MAX_JOINED_WITHIN_DAYS:
         found.add(f"{path}.joined_within_days", f"must be within 1..{MAX_JOINED_WITHIN_DAYS}")
@@ -232,27 +225,9 @@ def _check_audience(found: ViolationCollector, audience: Audience, rules: Rules,
             found.add(f"{path}.minimum_amount", "must be more than 0")
 
 
-def _codes(
-    found: ViolationCollector,
-    values: Sequence[str],
-    path: str,
-    known: frozenset[str] | set[str] | None,
-    unknown: str,
-) -> None:
-    if len(values) > MAX_LIST_ITEMS:
-        found.add(path, f"at most {MAX_LIST_ITEMS} values")
-    if len(values) != len(set(values)):
-        found.add(path, "lists a value twice")
-    for index, value in enumerate(values[:MAX_LIST_ITEMS]):
-        if not value or len(value) > MAX_ITEM_CHARS or not value.isprintable():
-            found.add(f"{path}[{index}]", f"1..{MAX_ITEM_CHARS} printable characters")
-        elif known is not None and value not in known:
-            found.add(f"{path}[{index}]", unknown)
-
-
 def _check_effect(found: ViolationCollector, effect: Effect, path: str) -> None:
     if effect.kind is EffectKind.COUPON:
-        if not _TEMPLATE_ID.fullmatch(effect.coupon_template):
+        if not PROMOTION_ID.fullmatch(effect.coupon_template):
             found.add(f"{path}.coupon_template", "must name a coupon template")
         return
     if effect.kind is EffectKind.MULTIPLIER:
