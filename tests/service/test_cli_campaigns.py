@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,9 +59,12 @@ async def test_a_member_day_from_a_file(
     code, out, _ = await cli(suite, capsys, "end", "cli-day")
     assert code == EXIT_OK and json.loads(out)["state"] == "STATE_ENDED"
     # the same terms over the last days' payments: the one settled above would have got 30
-    period = ["--from", (NOW - timedelta(days=1)).isoformat(), "--to", NOW.isoformat()]
+    until = datetime.now(UTC).isoformat()
+    period = ["--from", (NOW - timedelta(days=1)).isoformat(), "--to", until]
     code, out, _ = await cli(suite, capsys, "simulate", "--file", str(file), *period)
     assert code == EXIT_OK, out
+    simulated = json.loads(out)
+    assert (simulated["points"], simulated["paymentsReached"]) == ("30", "1")
     code, out, _ = await cli(suite, capsys, "simulate", *period)
     assert code == EXIT_USAGE
 

@@ -54,12 +54,6 @@ def held(slices: Sequence[Slice]) -> Allowance:
     )
 
 
-def covers(allowance: Allowance, wanted: Allowance) -> bool:
-    points_ok = allowance.points is None or allowance.points >= (wanted.points or 0)
-    awards_ok = allowance.awards is None or allowance.awards >= (wanted.awards or 0)
-    return points_ok and awards_ok
-
-
 def spend(slices: Sequence[Slice], points: int, awards: int) -> list[SliceSpend]:
     """How the points and awards a batch gave come out of the slices it held: each slice
     gives what it has, in order (their sum covers both, as the awards were limited by it)."""

@@ -261,11 +261,6 @@ def check_activatable(campaign: Campaign, now: datetime) -> None:
         raise failed_precondition(CAMPAIGN_WINDOW_OVER, "the campaign's window is over")
 
 
-def check_endable(campaign: Campaign) -> None:
-    if campaign.state is CampaignState.ENDED:
-        raise failed_precondition(CAMPAIGN_ENDED, "the campaign has ended")
-
-
 def check_running_set(spec: CampaignSpec, campaign_id: str, running: Sequence[Campaign]) -> None:
     """What a campaign about to run (or its new version) must not clash with: another
     exclusive campaign whose window overlaps, or too many running campaigns."""
